@@ -1,0 +1,50 @@
+//! The in-memory user caches (moka): by identity, for logins, and by id, for sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use crate::config::CacheConfig;
+use crate::store::{IdentityKey, User, UserId};
+
+/// Both caches. Every write to a user through the layer refreshes both entries; a logout
+/// drops the session entry; a change made directly in the store is seen after the TTL.
+#[derive(Clone)]
+pub(crate) struct UserCache {
+    pub(crate) by_identity: Cache<IdentityKey, Arc<User>>,
+    pub(crate) by_id: Cache<UserId, Arc<User>>,
+}
+
+impl UserCache {
+    pub(crate) fn new(config: &CacheConfig) -> Self {
+        let ttl = Duration::from_secs(config.ttl_secs.max(1));
+        Self {
+            by_identity: Cache::builder()
+                .max_capacity(config.max_users)
+                .time_to_live(ttl)
+                .build(),
+            by_id: Cache::builder()
+                .max_capacity(config.max_users)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Replaces the cached copies of a user after a write.
+    pub(crate) async fn store(&self, key: Option<IdentityKey>, user: Arc<User>) {
+        if let Some(key) = key {
+            self.by_identity.insert(key, user.clone()).await;
+        }
+        self.by_id.insert(user.id, user).await;
+    }
+
+    /// Forgets a user (logout, lock, delete).
+    pub(crate) async fn forget(&self, id: UserId) {
+        self.by_id.invalidate(&id).await;
+        // Identity entries of this user are few and short-lived; scan them out.
+        let _ = self
+            .by_identity
+            .invalidate_entries_if(move |_, user| user.id == id);
+    }
+}

@@ -1,0 +1,330 @@
+//! Serde-deserializable configuration, so an application can load it from TOML, JSON or the
+//! environment; [`JitLayerBuilder`](crate::JitLayerBuilder) builds the same thing in code.
+//!
+//! ```
+//! # #[cfg(feature = "dev-idp")] {
+//! let config: jit_provision::JitConfig = serde_json::from_value(serde_json::json!({
+//!     "public_url": "https://app.example.com",
+//!     "providers": {
+//!         "corp": {
+//!             "issuer": "https://login.example.com",
+//!             "client_id": "app",
+//!             "client_secret": "s3cret",
+//!             "mapping": { "groups_claim": "groups" }
+//!         }
+//!     }
+//! })).unwrap();
+//! assert_eq!(config.path_prefix, "/auth");
+//! assert!(config.providers["corp"].jit);
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a [`JitLayer`](crate::JitLayer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JitConfig {
+    /// The application's external base URL (scheme, host, port), e.g. `https://app.example.com`.
+    /// Redirect URIs are `{public_url}{path_prefix}/{provider}/callback`.
+    pub public_url: String,
+    /// Path prefix of the layer's own endpoints. Default `/auth`.
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Session and cookie settings.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// User cache settings.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// The trusted identity providers, by id. The id appears in URLs and in the identity key.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+fn default_prefix() -> String {
+    "/auth".to_owned()
+}
+
+impl JitConfig {
+    /// A configuration with defaults for everything but the public URL.
+    ///
+    /// ```
+    /// let c = jit_provision::JitConfig::new("https://app.example.com");
+    /// assert!(c.session.secure);
+    /// ```
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into(),
+            path_prefix: default_prefix(),
+            session: SessionConfig::default(),
+            cache: CacheConfig::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// A string that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+    /// The secret itself. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// What a handler's [`CurrentUser`](crate::CurrentUser) extractor answers when nobody is
+/// logged in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "provider")]
+pub enum Unauthenticated {
+    /// `401 Unauthorized` for every request (the default).
+    #[default]
+    Status,
+    /// For HTML navigations (`Accept: text/html`, `GET`), a `303` redirect to the login of
+    /// this provider with `return_to` set to the requested path; `401` for everything else.
+    RedirectToLogin(String),
+}
+
+/// Session cookie settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Base64 (standard or URL-safe) of at least 64 random bytes: the key that encrypts and
+    /// authenticates the session and pending-login cookies. Every app instance must share it.
+    /// When absent a random key is generated at start (sessions then die with the process).
+    pub key: Option<Secret>,
+    /// Mark cookies `Secure` (default `true`). Turn off only for plain-http development on
+    /// localhost; the layer refuses to build with `secure = false` and a non-loopback
+    /// `public_url`.
+    pub secure: bool,
+    /// Session lifetime in seconds (absolute, from login). Default 8 hours.
+    pub ttl_secs: u64,
+    /// Lifetime of a pending login (from login start to callback) in seconds. Default 600.
+    pub login_ttl_secs: u64,
+    /// Session cookie name. Default `jit_session` (with the `__Host-` prefix when secure).
+    pub cookie_name: String,
+    /// What the extractor answers when nobody is logged in.
+    pub unauthenticated: Unauthenticated,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            secure: true,
+            ttl_secs: 8 * 3600,
+            login_ttl_secs: 600,
+            cookie_name: "jit_session".to_owned(),
+            unauthenticated: Unauthenticated::Status,
+        }
+    }
+}
+
+/// User cache settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a loaded user is served from memory before it is read again, in seconds.
+    /// This bounds how long a change made directly in the store (a lock, say) takes to be
+    /// seen by sessions. Default 60.
+    pub ttl_secs: u64,
+    /// Most users held in memory. Default 100 000.
+    pub max_users: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 60,
+            max_users: 100_000,
+        }
+    }
+}
+
+/// How the identity provider returns the authorization response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    /// Query parameters on a `GET` to the callback (the default).
+    #[default]
+    Query,
+    /// A cross-site `POST` of an HTML form to the callback (`response_mode=form_post`).
+    FormPost,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuth {
+    /// `client_secret_basic` (the default).
+    #[default]
+    Basic,
+    /// `client_secret_post`.
+    Post,
+}
+
+/// One trusted OpenID Connect provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The issuer identifier; discovery is fetched from `{issuer}/.well-known/openid-configuration`
+    /// and the ID token's `iss` must equal it exactly.
+    pub issuer: String,
+    /// The client id registered at the provider.
+    pub client_id: String,
+    /// The client secret (absent for a public client using PKCE alone).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Scopes to request. Default `openid email profile`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Create unknown users just in time (default `true`). When `false`, only users already
+    /// linked to this provider may log in; others get a 403.
+    #[serde(default = "yes")]
+    pub jit: bool,
+    /// How the authorization response comes back. Default `query`.
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+    /// Client authentication at the token endpoint. Default `basic`.
+    #[serde(default)]
+    pub token_auth: TokenAuth,
+    /// Fetch the userinfo endpoint after the token exchange and merge its claims (its `sub`
+    /// must match the ID token's). ID-token claims win over userinfo claims. Default `false`.
+    #[serde(default)]
+    pub userinfo: bool,
+    /// Allowed clock difference with the provider, in seconds, for `exp` and `iat`. Default 60.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+    /// Audiences besides our client id that may appear in `aud`. With several audiences the
+    /// token must carry `azp` equal to our client id. Default none.
+    #[serde(default)]
+    pub trusted_audiences: Vec<String>,
+    /// Least time between two JWKS refetches caused by an unknown `kid`, in seconds. Default 30.
+    #[serde(default = "default_refetch")]
+    pub jwks_min_refetch_secs: u64,
+    /// A human name for login pages. Default: the provider id.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// How claims become a local user.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn yes() -> bool {
+    true
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_refetch() -> u64 {
+    30
+}
+
+impl ProviderConfig {
+    /// A provider with defaults for everything but issuer and client id.
+    ///
+    /// ```
+    /// use jit_provision::ProviderConfig;
+    /// let p = ProviderConfig::new("https://login.example.com", "app").client_secret("s3cret");
+    /// assert_eq!(p.scopes, ["openid", "email", "profile"]);
+    /// ```
+    pub fn new(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            client_id: client_id.into(),
+            client_secret: None,
+            scopes: default_scopes(),
+            jit: true,
+            response_mode: ResponseMode::Query,
+            token_auth: TokenAuth::Basic,
+            userinfo: false,
+            clock_skew_secs: default_skew(),
+            trusted_audiences: Vec::new(),
+            jwks_min_refetch_secs: default_refetch(),
+            display_name: None,
+            mapping: MappingConfig::default(),
+        }
+    }
+
+    /// Sets the client secret.
+    pub fn client_secret(mut self, secret: impl Into<Secret>) -> Self {
+        self.client_secret = Some(secret.into());
+        self
+    }
+
+    /// Turns just-in-time creation on or off.
+    pub fn jit(mut self, on: bool) -> Self {
+        self.jit = on;
+        self
+    }
+
+    /// Sets the response mode.
+    pub fn response_mode(mut self, mode: ResponseMode) -> Self {
+        self.response_mode = mode;
+        self
+    }
+
+    /// Sets the claim mapping.
+    pub fn mapping(mut self, mapping: MappingConfig) -> Self {
+        self.mapping = mapping;
+        self
+    }
+}
+
+/// Which claims become which local fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingConfig {
+    /// Claim that gives the username of a new user. Default `preferred_username`.
+    pub username_claim: String,
+    /// Claim for the email. Default `email`; `null` leaves email unmanaged.
+    pub email_claim: Option<String>,
+    /// Claim for the display name. Default `name`.
+    pub display_name_claim: Option<String>,
+    /// Claim holding the user's groups (an array of strings, or one string). Default none:
+    /// groups are then not managed by this provider.
+    pub groups_claim: Option<String>,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            username_claim: "preferred_username".into(),
+            email_claim: Some("email".into()),
+            display_name_claim: Some("name".into()),
+            groups_claim: None,
+        }
+    }
+}

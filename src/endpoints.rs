@@ -1,0 +1,355 @@
+//! The layer's own endpoints: login start, callback, logout.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use tracing::Instrument;
+use http_body_util::BodyExt;
+
+use crate::error::{CallbackError, Error};
+use crate::layer::Shared;
+use crate::oidc::{OidcError, OidcProvider};
+use crate::session::{
+    PendingLogin, SameSite, SessionData, check_return_to, cookies_named, random_token,
+};
+use crate::store::now_unix;
+
+/// Largest `form_post` callback body accepted.
+pub const MAX_CALLBACK_BODY: usize = 64 * 1024;
+
+pub(crate) enum Route {
+    Login(String),
+    Callback(String),
+    Logout,
+    MethodNotAllowed(&'static str),
+}
+
+/// Which of the layer's endpoints, if any, this request is for.
+pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(shared.prefix.as_str())?
+        .strip_prefix('/')?;
+    let method = req.method();
+    if rest == "logout" {
+        return Some(if method == Method::POST {
+            Route::Logout
+        } else {
+            Route::MethodNotAllowed("POST")
+        });
+    }
+    let (provider, action) = rest.split_once('/')?;
+    match action {
+        "login" if method == Method::GET || method == Method::HEAD => {
+            Some(Route::Login(provider.to_owned()))
+        }
+        "login" => Some(Route::MethodNotAllowed("GET, HEAD")),
+        "callback" if method == Method::GET || method == Method::POST => {
+            Some(Route::Callback(provider.to_owned()))
+        }
+        "callback" => Some(Route::MethodNotAllowed("GET, POST")),
+        _ => None,
+    }
+}
+
+pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) -> Response<Body> {
+    match route {
+        Route::Login(provider) => {
+            let (parts, _) = req.into_parts();
+            let span = tracing::info_span!("jit.login", provider = %provider);
+            match login(shared, &provider, &parts).instrument(span).await {
+                Ok(response) => response,
+                Err(err) => fail(&provider, &err, &parts.headers),
+            }
+        }
+        Route::Callback(provider) => {
+            let span = tracing::info_span!("jit.callback", provider = %provider);
+            callback(shared, &provider, req).instrument(span).await
+        }
+        Route::Logout => {
+            let (parts, _) = req.into_parts();
+            logout(shared, &parts).await
+        }
+        Route::MethodNotAllowed(allow) => {
+            let mut response = crate::error::render(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+                req.headers(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            response
+        }
+    }
+}
+
+fn fail(provider: &str, err: &Error, request_headers: &HeaderMap) -> Response<Body> {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::error!(provider, code = err.code(), error = %err, "login failed");
+    } else {
+        tracing::warn!(provider, code = err.code(), error = %err, "login refused");
+    }
+    err.to_response(request_headers)
+}
+
+fn provider<'a>(shared: &'a Shared, id: &str) -> Result<&'a OidcProvider, Error> {
+    shared
+        .providers
+        .get(id)
+        .map(|p| &**p)
+        .ok_or_else(|| Error::UnknownProvider(id.chars().take(64).collect()))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The pending-login cookie's name for a state: one cookie per login in progress, so two
+/// tabs logging in at once do not overwrite each other.
+fn pending_cookie_name(shared: &Shared, state: &str) -> Option<String> {
+    let ok = (16..=128).contains(&state.len())
+        && state
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| shared.codec.name(&format!("jit_login_{}", &state[..16]), false))
+}
+
+/// The pending-login cookie must reach a `form_post` callback, a cross-site `POST`: it is
+/// `SameSite=None` (hence `Secure`). Without `Secure` (plain-http localhost development)
+/// browsers refuse `None`, and `Lax` works there because loopback ports are same-site.
+fn pending_same_site(shared: &Shared) -> SameSite {
+    if shared.codec.secure() {
+        SameSite::None
+    } else {
+        SameSite::Lax
+    }
+}
+
+fn pending_path(shared: &Shared, provider: &str) -> String {
+    format!("{}/{provider}/", shared.prefix)
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn add_cookie(response: &mut Response<Body>, set_cookie: String) {
+    if let Ok(value) = HeaderValue::from_str(&set_cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+async fn login(shared: &Shared, id: &str, req: &Parts) -> Result<Response<Body>, Error> {
+    let provider = provider(shared, id)?;
+    let return_to = query_param(req.uri.query(), "return_to").unwrap_or_else(|| "/".into());
+    check_return_to(&return_to)?;
+    let auth = provider.authorization_request().await?;
+    let login_ttl = shared.session.login_ttl_secs as i64;
+    let pending = PendingLogin {
+        provider: id.to_owned(),
+        state: auth.state,
+        nonce: auth.nonce,
+        pkce_verifier: auth.pkce_verifier,
+        return_to,
+        expires_at: now_unix() + login_ttl,
+    };
+    let name = pending_cookie_name(shared, &pending.state)
+        .expect("openidconnect's state is 22 URL-safe characters");
+    let json = serde_json::to_string(&pending).expect("plain struct serializes");
+    let sealed = shared.codec.seal(&name, &json);
+    let mut response = redirect(StatusCode::FOUND, auth.url.as_str());
+    add_cookie(
+        &mut response,
+        shared.codec.set(
+            &name,
+            sealed,
+            &pending_path(shared, id),
+            pending_same_site(shared),
+            login_ttl,
+        ),
+    );
+    tracing::debug!("redirecting to the identity provider");
+    Ok(response)
+}
+
+/// The parameters of an authorization response.
+#[derive(Default)]
+struct CallbackParams {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+async fn read_params(req: Request<Body>) -> Result<CallbackParams, CallbackError> {
+    let raw: Vec<u8> = if req.method() == Method::POST {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            });
+        if !form {
+            return Err(CallbackError::UnsupportedMediaType);
+        }
+        let limited = http_body_util::Limited::new(req.into_body(), MAX_CALLBACK_BODY);
+        match limited.collect().await {
+            Ok(collected) => collected.to_bytes().to_vec(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(CallbackError::TooLarge);
+            }
+            Err(_) => return Err(CallbackError::Malformed),
+        }
+    } else {
+        req.uri().query().unwrap_or("").as_bytes().to_vec()
+    };
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&raw) {
+        if matches!(&*k, "state" | "code" | "error" | "iss")
+            && seen.insert(k.into_owned(), v.into_owned()).is_some()
+        {
+            // RFC 6749 3.1: parameters must not be included more than once.
+            return Err(CallbackError::Malformed);
+        }
+    }
+    Ok(CallbackParams {
+        state: seen.remove("state"),
+        code: seen.remove("code"),
+        error: seen.remove("error"),
+        iss: seen.remove("iss"),
+    })
+}
+
+async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Body> {
+    let headers = req.headers().clone();
+    let provider = match provider(shared, id) {
+        Ok(p) => p,
+        Err(err) => return fail(id, &err, &headers),
+    };
+    let params = match read_params(req).await {
+        Ok(p) => p,
+        Err(err) => return fail(id, &err.into(), &headers),
+    };
+    let cookie_name = params
+        .state
+        .as_deref()
+        .and_then(|s| pending_cookie_name(shared, s));
+    let mut response = match complete(shared, provider, &headers, params, cookie_name.as_deref())
+        .await
+    {
+        Ok(response) => response,
+        Err(err) => fail(id, &err, &headers),
+    };
+    // The pending login is single-use: whatever happened, it is over.
+    if let Some(name) = cookie_name {
+        let clear = shared
+            .codec
+            .clear(&name, &pending_path(shared, id), pending_same_site(shared));
+        add_cookie(&mut response, clear);
+    }
+    response
+}
+
+async fn complete(
+    shared: &Shared,
+    provider: &OidcProvider,
+    headers: &HeaderMap,
+    params: CallbackParams,
+    cookie_name: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    let state = params.state.ok_or(CallbackError::MissingState)?;
+    let name = cookie_name.ok_or(CallbackError::UnknownState)?;
+    let pending: PendingLogin = cookies_named(headers, name)
+        .find_map(|sealed| shared.codec.open(name, sealed))
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .ok_or(CallbackError::UnknownState)?;
+    if !constant_time_eq(pending.state.as_bytes(), state.as_bytes())
+        || pending.expires_at <= now_unix()
+    {
+        return Err(CallbackError::UnknownState.into());
+    }
+    if pending.provider != provider.id {
+        return Err(CallbackError::WrongProvider.into());
+    }
+    if !shared.used_states.entry(state).or_insert(()).await.is_fresh() {
+        return Err(CallbackError::Replayed.into());
+    }
+    if let Some(error) = params.error {
+        let error = error.chars().take(64).collect();
+        return Err(OidcError::Authorization { error }.into());
+    }
+    provider.check_response_issuer(params.iss.as_deref())?;
+    let code = params.code.ok_or(CallbackError::MissingCode)?;
+    let login = provider
+        .finish(code, pending.nonce, pending.pkce_verifier)
+        .await?;
+    let (user, outcome) = shared
+        .provisioner
+        .provision(&provider.config, &login.identity, &login.claims)
+        .await?;
+    tracing::info!(user_id = %user.id, outcome = ?outcome, "login succeeded");
+    let now = now_unix();
+    let ttl = shared.session.ttl_secs as i64;
+    let session = SessionData {
+        user_id: user.id,
+        provider: provider.id.clone(),
+        subject: login.identity.subject,
+        session_id: random_token(16),
+        issued_at: now,
+        expires_at: now + ttl,
+    };
+    let json = serde_json::to_string(&session).expect("plain struct serializes");
+    let sealed = shared.codec.seal(&shared.session_cookie, &json);
+    let mut response = redirect(StatusCode::SEE_OTHER, &pending.return_to);
+    add_cookie(
+        &mut response,
+        shared
+            .codec
+            .set(&shared.session_cookie, sealed, "/", SameSite::Lax, ttl),
+    );
+    Ok(response)
+}
+
+async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
+    let name = &shared.session_cookie;
+    let session = cookies_named(&req.headers, name)
+        .find_map(|sealed| shared.codec.open(name, sealed))
+        .and_then(|json| serde_json::from_str::<SessionData>(&json).ok());
+    if let Some(session) = session {
+        shared
+            .revoked_sessions
+            .insert(session.session_id.clone(), ())
+            .await;
+        shared.provisioner.cache().forget(session.user_id).await;
+        tracing::info!(user_id = %session.user_id, provider = %session.provider, "logged out");
+    }
+    let target = query_param(req.uri.query(), "return_to")
+        .filter(|t| check_return_to(t).is_ok())
+        .unwrap_or_else(|| "/".to_owned());
+    let mut response = redirect(StatusCode::SEE_OTHER, &target);
+    add_cookie(&mut response, shared.codec.clear(name, "/", SameSite::Lax));
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,182 @@
+//! The layer's error type: one variant per concern, each with its HTTP status, rendered as a
+//! short JSON or HTML body by `Accept`. Bodies and logs never carry tokens or secrets.
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::oidc::OidcError;
+use crate::provision::ProvisionError;
+use crate::session::InvalidReturnTo;
+use crate::store::StoreError;
+
+/// Why an authorization response (the callback request) was refused before any token was
+/// exchanged. Every variant but the size and media-type ones is a `400`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallbackError {
+    /// No `state` parameter.
+    #[error("the callback carries no state")]
+    MissingState,
+    /// No `code` parameter.
+    #[error("the callback carries no authorization code")]
+    MissingCode,
+    /// No pending login matches the `state`: it expired, started in another browser, or was
+    /// forged.
+    #[error("no login in progress matches this callback (it may have expired); please log in again")]
+    UnknownState,
+    /// The `state` was already used once.
+    #[error("this login response was already used")]
+    Replayed,
+    /// The callback reached another provider's endpoint than the login started at.
+    #[error("the callback does not belong to this provider")]
+    WrongProvider,
+    /// The form body is larger than allowed: `413`.
+    #[error("the callback body is too large")]
+    TooLarge,
+    /// A `POST` callback that is not `application/x-www-form-urlencoded`: `415`.
+    #[error("the callback body must be application/x-www-form-urlencoded")]
+    UnsupportedMediaType,
+    /// Parameters that cannot be parsed.
+    #[error("the callback parameters are malformed")]
+    Malformed,
+}
+
+impl CallbackError {
+    /// The HTTP status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingState => "missing_state",
+            Self::MissingCode => "missing_code",
+            Self::UnknownState => "unknown_state",
+            Self::Replayed => "replayed_state",
+            Self::WrongProvider => "wrong_provider",
+            Self::TooLarge => "body_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Malformed => "malformed_callback",
+        }
+    }
+}
+
+/// Everything the layer can answer with instead of passing a request on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No provider with this id is configured: `404`.
+    #[error("no identity provider `{0}` is configured")]
+    UnknownProvider(String),
+    /// `return_to` is not a same-origin path: `400`.
+    #[error(transparent)]
+    ReturnTo(#[from] InvalidReturnTo),
+    /// The callback request itself is unusable.
+    #[error(transparent)]
+    Callback(#[from] CallbackError),
+    /// The OpenID Connect exchange or token validation failed.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    /// Provisioning refused or failed.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// Loading the session's user failed: `503`.
+    #[error("the user store is unavailable")]
+    Store(#[source] StoreError),
+}
+
+impl Error {
+    /// The HTTP status of this error.
+    ///
+    /// ```
+    /// use jit_provision::{Error, CallbackError};
+    /// assert_eq!(Error::from(CallbackError::Replayed).status(), 400);
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
+            Self::ReturnTo(_) => StatusCode::BAD_REQUEST,
+            Self::Callback(e) => e.status(),
+            Self::Oidc(e) => e.status(),
+            Self::Provision(e) => e.status(),
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short machine-readable code, the `error` field of JSON bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider(_) => "unknown_provider",
+            Self::ReturnTo(_) => "invalid_return_to",
+            Self::Callback(e) => e.code(),
+            Self::Oidc(e) => e.code(),
+            Self::Provision(e) => e.code(),
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+
+    /// Renders the error for a request with these headers: HTML for browsers (`Accept`
+    /// naming `text/html`), JSON otherwise.
+    pub fn to_response(&self, request_headers: &HeaderMap) -> http::Response<axum::body::Body> {
+        render(self.status(), self.code(), &self.to_string(), request_headers)
+    }
+}
+
+/// True when the client prefers HTML (a browser navigation).
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+pub(crate) fn render(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_headers: &HeaderMap,
+) -> http::Response<axum::body::Body> {
+    let (content_type, body) = if wants_html(request_headers) {
+        let title = status.canonical_reason().unwrap_or("Error");
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+                 <body><h1>{title}</h1><p>{}</p><p><code>{code}</code></p>\
+                 <p><a href=\"/\">Home</a></p></body></html>",
+                escape_html(message)
+            ),
+        )
+    } else {
+        (
+            "application/json",
+            serde_json::json!({ "error": code, "message": message }).to_string(),
+        )
+    };
+    let mut response = http::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,130 @@
+//! The [`CurrentUser`] extractor.
+
+use std::convert::Infallible;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderValue, Method, StatusCode, header};
+
+use crate::config::Unauthenticated;
+use crate::session::SessionData;
+use crate::store::User;
+
+/// The logged-in local user, attached to the request extensions by the
+/// [`JitLayer`](crate::JitLayer).
+///
+/// As an axum extractor it rejects anonymous requests with `401` (or a redirect to the
+/// login page, see [`Unauthenticated`]); take `Option<CurrentUser>` for pages that serve
+/// both. Without axum, read it with `request.extensions().get::<CurrentUser>()`.
+///
+/// ```
+/// use jit_provision::CurrentUser;
+///
+/// async fn profile(user: CurrentUser) -> String {
+///     format!("{} via {}", user.username, user.session.provider)
+/// }
+///
+/// async fn home(user: Option<CurrentUser>) -> String {
+///     match user {
+///         Some(user) => format!("hello {}", user.username),
+///         None => "hello stranger".to_owned(),
+///     }
+/// }
+/// # let _ = (profile, home);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    /// The local user.
+    pub user: Arc<User>,
+    /// The session it rides on: provider, subject, login and expiry times.
+    pub session: Arc<SessionData>,
+}
+
+impl Deref for CurrentUser {
+    type Target = User;
+    fn deref(&self) -> &User {
+        &self.user
+    }
+}
+
+/// How the extractor rejects an anonymous request (placed in every request's extensions).
+#[derive(Debug)]
+pub(crate) struct AuthContext {
+    pub(crate) prefix: String,
+    pub(crate) unauthenticated: Unauthenticated,
+}
+
+/// The rejection of [`CurrentUser`]: `401`, or a `303` to the login page for a browser
+/// navigation when so configured.
+#[derive(Debug)]
+pub struct LoginRequired {
+    login: Option<String>,
+    html: bool,
+}
+
+impl IntoResponse for LoginRequired {
+    fn into_response(self) -> Response {
+        if let Some(location) = self.login {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
+        let mut headers = http::HeaderMap::new();
+        if self.html {
+            headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        }
+        crate::error::render(
+            StatusCode::UNAUTHORIZED,
+            "login_required",
+            "you need to log in",
+            &headers,
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = LoginRequired;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<CurrentUser>() {
+            return Ok(user.clone());
+        }
+        let html = crate::error::wants_html(&parts.headers);
+        let login = match parts.extensions.get::<Arc<AuthContext>>() {
+            Some(ctx) => match &ctx.unauthenticated {
+                Unauthenticated::RedirectToLogin(provider) if html && parts.method == Method::GET => {
+                    let target = parts
+                        .uri
+                        .path_and_query()
+                        .map(|pq| pq.as_str())
+                        .unwrap_or("/");
+                    let encoded: String =
+                        url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+                    Some(format!("{}/{provider}/login?return_to={encoded}", ctx.prefix))
+                }
+                _ => None,
+            },
+            None => {
+                tracing::error!("CurrentUser extracted on a route the JitLayer does not wrap");
+                None
+            }
+        };
+        Err(LoginRequired { login, html })
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<CurrentUser>().cloned())
+    }
+}

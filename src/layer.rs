@@ -1,0 +1,375 @@
+//! [`JitLayer`] and its builder.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use tower_layer::Layer;
+
+use crate::cache::UserCache;
+use crate::config::{JitConfig, ProviderConfig, SessionConfig};
+use crate::oidc::OidcProvider;
+use crate::provision::Provisioner;
+use crate::service::JitService;
+use crate::session::{CookieCodec, SessionKey};
+use crate::store::{SharedStore, UserStore};
+
+/// Why a layer could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No store was given to the builder.
+    #[error("a user store is required: call `.store(...)`")]
+    MissingStore,
+    /// `public_url` is not an absolute http(s) URL.
+    #[error("public_url `{0}` is not an absolute http or https URL")]
+    PublicUrl(String),
+    /// `path_prefix` must start with `/`, must not end with `/`, and must be a plain path.
+    #[error("path_prefix `{0}` must look like `/auth`")]
+    PathPrefix(String),
+    /// `session.key` is not base64 of at least 64 bytes.
+    #[error("session.key must be base64 of at least 64 random bytes")]
+    SessionKey,
+    /// `session.secure = false` with a public URL that is not plain-http loopback.
+    #[error("session.secure = false is only allowed for a plain http://localhost or loopback public_url")]
+    InsecureCookies,
+    /// A provider id is not made of `[A-Za-z0-9_-]`.
+    #[error("provider id `{0}` may only hold letters, digits, `-` and `_`")]
+    ProviderId(String),
+    /// A provider's settings are invalid.
+    #[error("provider `{id}`: {reason}")]
+    Provider {
+        /// The provider id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Everything the service shares between requests.
+pub(crate) struct Shared {
+    pub(crate) prefix: String,
+    pub(crate) providers: HashMap<String, Arc<OidcProvider>>,
+    pub(crate) provisioner: Provisioner,
+    pub(crate) codec: CookieCodec,
+    pub(crate) session_cookie: String,
+    pub(crate) session: SessionConfig,
+    /// States already used by a callback, until their login would have expired anyway.
+    pub(crate) used_states: Cache<String, ()>,
+    /// Session ids ended by logout, until the session would have expired anyway.
+    pub(crate) revoked_sessions: Cache<String, ()>,
+    pub(crate) context: Arc<crate::extract::AuthContext>,
+}
+
+/// A [`tower::Layer`](tower_layer::Layer) that adds OpenID Connect login with just-in-time
+/// provisioning to a service.
+///
+/// It answers `GET {prefix}/{provider}/login`, `GET|POST {prefix}/{provider}/callback` and
+/// `POST {prefix}/logout` itself, and on every other request attaches the logged-in
+/// [`CurrentUser`](crate::CurrentUser) (if any) to the request extensions before calling the
+/// inner service. Its errors are responses, so under axum no `HandleErrorLayer` is needed.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use jit_provision::{CurrentUser, JitLayer, ProviderConfig, store::MemoryStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let jit = JitLayer::builder()
+///     .public_url("https://app.example.com")
+///     .provider("corp", ProviderConfig::new("https://login.example.com", "app").client_secret("s3cret"))
+///     .store(MemoryStore::new())
+///     .build()?;
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(|user: CurrentUser| async move { user.username.clone() }))
+///     .layer(jit);
+/// # let _ = app; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct JitLayer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for JitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitLayer")
+            .field("prefix", &self.shared.prefix)
+            .field("providers", &self.shared.providers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JitLayer {
+    /// Starts a builder.
+    pub fn builder() -> JitLayerBuilder {
+        JitLayerBuilder::default()
+    }
+
+    /// Builds a layer from a configuration and a store.
+    ///
+    /// ```
+    /// use jit_provision::{JitConfig, JitLayer, store::MemoryStore};
+    /// let layer = JitLayer::from_config(JitConfig::new("https://app.example.com"), MemoryStore::new());
+    /// assert!(layer.is_ok());
+    /// ```
+    pub fn from_config(config: JitConfig, store: impl UserStore) -> Result<Self, ConfigError> {
+        JitLayerBuilder::default().config(config).store(store).build()
+    }
+
+    /// Ends every cached view of a user: call after changing or locking it in the store
+    /// yourself, so the change is seen at the next request rather than after the cache TTL.
+    pub async fn forget_user(&self, id: crate::store::UserId) {
+        self.shared.provisioner.cache().forget(id).await;
+    }
+}
+
+impl<S> Layer<S> for JitLayer {
+    type Service = JitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JitService::new(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`JitLayer`]: start from [`JitLayer::builder`], load a [`JitConfig`] or set fields
+/// one by one, give a store, then [`build`](JitLayerBuilder::build).
+///
+/// ```
+/// use jit_provision::{JitLayer, ProviderConfig, store::MemoryStore};
+/// let layer = JitLayer::builder()
+///     .public_url("http://127.0.0.1:3000")
+///     .insecure_cookies_for_localhost()
+///     .provider("dev", ProviderConfig::new("http://127.0.0.1:9000", "demo"))
+///     .store(MemoryStore::new())
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[must_use]
+pub struct JitLayerBuilder {
+    config: JitConfig,
+    store: Option<SharedStore>,
+    session_key: Option<SessionKey>,
+    http_timeout: Duration,
+}
+
+impl std::fmt::Debug for JitLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitLayerBuilder")
+            .field("config", &self.config)
+            .field("has_store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for JitLayerBuilder {
+    fn default() -> Self {
+        Self {
+            config: JitConfig::new(""),
+            store: None,
+            session_key: None,
+            http_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl JitLayerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: JitConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The application's external base URL.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.config.public_url = url.into();
+        self
+    }
+
+    /// The path prefix of the layer's endpoints (default `/auth`).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.path_prefix = prefix.into();
+        self
+    }
+
+    /// Adds (or replaces) a provider.
+    pub fn provider(mut self, id: impl Into<String>, provider: ProviderConfig) -> Self {
+        self.config.providers.insert(id.into(), provider);
+        self
+    }
+
+    /// The user store.
+    pub fn store(mut self, store: impl UserStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The key sealing the cookies (overrides `session.key` of the configuration).
+    pub fn session_key(mut self, key: SessionKey) -> Self {
+        self.session_key = Some(key);
+        self
+    }
+
+    /// Cookies without `Secure`, for plain-http development on a loopback `public_url` only.
+    pub fn insecure_cookies_for_localhost(mut self) -> Self {
+        self.config.session.secure = false;
+        self
+    }
+
+    /// Session lifetime (default 8 hours).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.config.session.ttl_secs = ttl.as_secs();
+        self
+    }
+
+    /// How long a user stays in the in-memory cache (default 60 s).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.config.cache.ttl_secs = ttl.as_secs();
+        self
+    }
+
+    /// What the extractor answers when nobody is logged in.
+    pub fn unauthenticated(mut self, action: crate::config::Unauthenticated) -> Self {
+        self.config.session.unauthenticated = action;
+        self
+    }
+
+    /// Time limit of every request to an identity provider (default 10 s).
+    pub fn idp_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Checks the configuration and builds the layer. Providers are discovered lazily, at
+    /// their first login, so an identity provider that is down does not stop the application
+    /// from starting.
+    pub fn build(self) -> Result<JitLayer, ConfigError> {
+        let config = self.config;
+        let store = self.store.ok_or(ConfigError::MissingStore)?;
+        let public = url::Url::parse(&config.public_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| ConfigError::PublicUrl(config.public_url.clone()))?;
+        let origin = public.origin().ascii_serialization();
+        let prefix = config.path_prefix.clone();
+        if !prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.contains(['?', '#', '\\'])
+            || prefix.contains("//")
+        {
+            return Err(ConfigError::PathPrefix(prefix));
+        }
+        if !config.session.secure && !is_loopback_http(&public) {
+            return Err(ConfigError::InsecureCookies);
+        }
+        let key = match (self.session_key, &config.session.key) {
+            (Some(key), _) => key,
+            (None, Some(text)) => {
+                SessionKey::from_base64(text.expose()).ok_or(ConfigError::SessionKey)?
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "no session key configured: generated one; sessions end when the process does and are not shared between instances"
+                );
+                SessionKey::generate()
+            }
+        };
+        let mut providers = HashMap::new();
+        for (id, provider) in &config.providers {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::ProviderId(id.clone()));
+            }
+            let redirect = format!("{origin}{prefix}/{id}/callback");
+            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, self.http_timeout)
+                .map_err(|reason| ConfigError::Provider {
+                    id: id.clone(),
+                    reason,
+                })?;
+            providers.insert(id.clone(), Arc::new(oidc));
+        }
+        let codec = CookieCodec::new(&key, config.session.secure);
+        let session_cookie = codec.name(&config.session.cookie_name, true);
+        let login_ttl = Duration::from_secs(config.session.login_ttl_secs.max(1));
+        let session_ttl = Duration::from_secs(config.session.ttl_secs.max(1));
+        let context = Arc::new(crate::extract::AuthContext {
+            prefix: prefix.clone(),
+            unauthenticated: config.session.unauthenticated.clone(),
+        });
+        let shared = Shared {
+            prefix,
+            providers,
+            provisioner: Provisioner::new(store, UserCache::new(&config.cache)),
+            codec,
+            session_cookie,
+            session: config.session.clone(),
+            used_states: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(login_ttl)
+                .build(),
+            revoked_sessions: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(session_ttl)
+                .build(),
+            context,
+        };
+        Ok(JitLayer {
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+fn is_loopback_http(url: &url::Url) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn insecure_cookies_refused_for_a_public_origin() {
+        let err = JitLayer::builder()
+            .public_url("http://app.example.com")
+            .insecure_cookies_for_localhost()
+            .store(MemoryStore::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InsecureCookies));
+    }
+
+    #[test]
+    fn bad_prefix_and_provider_id_refused() {
+        let err = JitLayer::builder()
+            .public_url("https://app.example.com")
+            .path_prefix("/auth/")
+            .store(MemoryStore::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::PathPrefix(_)));
+        let err = JitLayer::builder()
+            .public_url("https://app.example.com")
+            .provider("a/b", ProviderConfig::new("https://idp", "c"))
+            .store(MemoryStore::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::ProviderId(_)));
+    }
+
+    #[test]
+    fn store_is_required() {
+        let err = JitLayer::builder()
+            .public_url("https://app.example.com")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingStore));
+    }
+}

@@ -1,0 +1,179 @@
+//! Just-in-time provisioning: find the local user of a validated identity, create it when
+//! absent (and allowed), update its mapped attributes when they changed.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::cache::UserCache;
+use crate::config::ProviderConfig;
+use crate::mapping::{Claims, MappingError, map_claims};
+use crate::store::{Identity, SharedStore, StoreError, User};
+
+/// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
+/// a user and its identity link atomically, and no session is issued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    /// The identity is unknown and just-in-time creation is off for the provider: `403`.
+    #[error("no local account is linked to this identity, and accounts are not created automatically")]
+    JitDisabled,
+    /// The local user is locked: `403`.
+    #[error("this account is locked")]
+    Locked,
+    /// The claims do not map to a user: `403`.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// The username is held by another local account: `409`.
+    #[error("the username `{0}` is already taken by another account")]
+    UsernameTaken(String),
+    /// The store failed: `503`.
+    #[error("the user store is unavailable")]
+    Store(#[source] StoreError),
+}
+
+impl ProvisionError {
+    /// The HTTP status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::JitDisabled | Self::Locked | Self::Mapping(_) => StatusCode::FORBIDDEN,
+            Self::UsernameTaken(_) => StatusCode::CONFLICT,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::JitDisabled => "jit_disabled",
+            Self::Locked => "user_locked",
+            Self::Mapping(MappingError::MissingClaim(_)) => "missing_attribute",
+            Self::Mapping(_) => "invalid_attribute",
+            Self::UsernameTaken(_) => "username_taken",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+impl From<StoreError> for ProvisionError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UsernameTaken(name) => Self::UsernameTaken(name),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// What a login did to the local user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The user was created by this login.
+    Created,
+    /// Mapped attributes had changed and were written.
+    Updated,
+    /// The user existed and nothing changed: nothing was written.
+    Unchanged,
+}
+
+#[derive(Clone)]
+pub(crate) struct Provisioner {
+    store: SharedStore,
+    cache: UserCache,
+}
+
+impl Provisioner {
+    pub(crate) fn new(store: SharedStore, cache: UserCache) -> Self {
+        Self { store, cache }
+    }
+
+    pub(crate) fn cache(&self) -> &UserCache {
+        &self.cache
+    }
+
+    pub(crate) fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Finds or creates the user of `identity` and syncs its mapped attributes.
+    ///
+    /// Concurrent first logins of one identity are coalesced by the identity cache
+    /// (`try_get_with` runs one lookup-or-create per key); across processes the store's
+    /// uniqueness decides, and the loser reads the winner's row.
+    pub(crate) async fn provision(
+        &self,
+        provider: &ProviderConfig,
+        identity: &Identity,
+        claims: &Claims,
+    ) -> Result<(Arc<User>, Outcome), ProvisionError> {
+        let profile = map_claims(&provider.mapping, claims)?;
+        let key = identity.key();
+        let created = std::sync::atomic::AtomicBool::new(false);
+        let user = self
+            .cache
+            .by_identity
+            .try_get_with(key.clone(), async {
+                if let Some(user) = self.store.find_by_identity(&key).await? {
+                    return Ok(Arc::new(user));
+                }
+                if !provider.jit {
+                    return Err(ProvisionError::JitDisabled);
+                }
+                match self.store.create(identity, &profile).await {
+                    Ok(user) => {
+                        created.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Ok(Arc::new(user))
+                    }
+                    // Another process linked it first: use its user.
+                    Err(StoreError::IdentityExists) => self
+                        .store
+                        .find_by_identity(&key)
+                        .await?
+                        .map(Arc::new)
+                        .ok_or(ProvisionError::Store(StoreError::NotFound)),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+            .map_err(unshare)?;
+        if user.locked {
+            return Err(ProvisionError::Locked);
+        }
+        if created.load(std::sync::atomic::Ordering::SeqCst) {
+            self.cache.by_id.insert(user.id, user.clone()).await;
+            return Ok((user, Outcome::Created));
+        }
+        let changes = profile.changes_from(&user);
+        if changes.is_empty() {
+            return Ok((user, Outcome::Unchanged));
+        }
+        let updated = match self.store.update(user.id, &changes).await {
+            Ok(updated) => Arc::new(updated),
+            Err(err) => {
+                self.cache.by_identity.invalidate(&key).await;
+                return Err(err.into());
+            }
+        };
+        if updated.locked {
+            self.cache.forget(updated.id).await;
+            return Err(ProvisionError::Locked);
+        }
+        self.cache.store(Some(key), updated.clone()).await;
+        Ok((updated, Outcome::Updated))
+    }
+}
+
+/// moka shares an init error between all waiters behind an `Arc`; give each its own.
+fn unshare(err: Arc<ProvisionError>) -> ProvisionError {
+    match Arc::try_unwrap(err) {
+        Ok(err) => err,
+        Err(shared) => match &*shared {
+            ProvisionError::JitDisabled => ProvisionError::JitDisabled,
+            ProvisionError::Locked => ProvisionError::Locked,
+            ProvisionError::Mapping(m) => ProvisionError::Mapping(m.clone()),
+            ProvisionError::UsernameTaken(n) => ProvisionError::UsernameTaken(n.clone()),
+            ProvisionError::Store(e) => {
+                ProvisionError::Store(StoreError::unavailable(e.to_string()))
+            }
+        },
+    }
+}

@@ -1,0 +1,145 @@
+//! [`JitService`]: routes the layer's own endpoints and attaches the session's user.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, header};
+use tower_service::Service;
+
+use crate::endpoints;
+use crate::error::Error;
+use crate::extract::CurrentUser;
+use crate::layer::Shared;
+use crate::session::{SameSite, SessionData, cookies_named};
+use crate::store::now_unix;
+
+/// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's
+/// error type: every failure of its own becomes a response.
+#[derive(Clone)]
+pub struct JitService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> std::fmt::Debug for JitService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitService").finish_non_exhaustive()
+    }
+}
+
+impl<S> JitService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+}
+
+impl<S, B> Service<Request<B>> for JitService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone that was driven to readiness serves this call (tower's usual dance).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let req = req.map(Body::new);
+        Box::pin(async move {
+            if let Some(route) = endpoints::route(&shared, &req) {
+                return Ok(endpoints::handle(&shared, route, req).await);
+            }
+            let mut req = req;
+            match attach_session(&shared, &mut req).await {
+                Ok(Attached::Clean) => inner.call(req).await,
+                Ok(Attached::Stale) => {
+                    let mut response = inner.call(req).await?;
+                    let clear = shared.codec.clear(&shared.session_cookie, "/", SameSite::Lax);
+                    if let Ok(value) = HeaderValue::from_str(&clear) {
+                        response.headers_mut().append(header::SET_COOKIE, value);
+                    }
+                    Ok(response)
+                }
+                Err(err) => Ok(err.to_response(req.headers())),
+            }
+        })
+    }
+}
+
+enum Attached {
+    /// A user was attached, or there was no session cookie at all.
+    Clean,
+    /// The session cookie is no longer good (expired, revoked, user gone or locked): the
+    /// request goes on anonymous and the response deletes the cookie.
+    Stale,
+}
+
+/// Reads the session cookie and, when it is good, puts the user in the extensions.
+async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Attached, Error> {
+    req.extensions_mut().insert(shared.context.clone());
+    let opened = {
+        let mut values = cookies_named(req.headers(), &shared.session_cookie).peekable();
+        if values.peek().is_none() {
+            return Ok(Attached::Clean);
+        }
+        // With several cookies of our name (cookie tossing from a sibling domain), only one
+        // we sealed counts.
+        values
+            .find_map(|sealed| shared.codec.open(&shared.session_cookie, sealed))
+            .and_then(|json| serde_json::from_str::<SessionData>(&json).ok())
+    };
+    let Some(session) = opened else {
+        return Ok(Attached::Stale);
+    };
+    if session.expires_at <= now_unix() || shared.revoked_sessions.contains_key(&session.session_id)
+    {
+        return Ok(Attached::Stale);
+    }
+    let store = shared.provisioner.store();
+    let loaded = shared
+        .provisioner
+        .cache()
+        .by_id
+        .try_get_with(session.user_id, async {
+            match store.find_by_id(session.user_id).await {
+                Ok(Some(user)) => Ok(Arc::new(user)),
+                Ok(None) => Err(None),
+                Err(e) => Err(Some(e)),
+            }
+        })
+        .await;
+    let user = match loaded {
+        Ok(user) => user,
+        Err(shared_err) => {
+            return match &*shared_err {
+                None => Ok(Attached::Stale),
+                Some(e) => {
+                    tracing::error!(error = %e, "loading the session's user failed");
+                    Err(Error::Store(crate::store::StoreError::unavailable(
+                        e.to_string(),
+                    )))
+                }
+            };
+        }
+    };
+    if user.locked {
+        return Ok(Attached::Stale);
+    }
+    req.extensions_mut().insert(CurrentUser {
+        user,
+        session: Arc::new(session),
+    });
+    Ok(Attached::Clean)
+}

@@ -1,0 +1,72 @@
+//! Encrypted cookies: the session of a logged-in user and the pending state of a login in
+//! progress. Both are sealed with AES-256-GCM (the `cookie` crate's private jar), so any app
+//! instance holding the key can read them and nobody else can read or forge them.
+
+mod cookies;
+mod redirect;
+
+pub use cookies::SessionKey;
+pub(crate) use cookies::{CookieCodec, SameSite, cookies_named};
+pub use redirect::{InvalidReturnTo, check_return_to};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::UserId;
+
+/// What the session cookie carries, encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionData {
+    /// The local user.
+    #[serde(rename = "u")]
+    pub user_id: UserId,
+    /// The provider the user logged in through.
+    #[serde(rename = "p")]
+    pub provider: String,
+    /// The subject at that provider.
+    #[serde(rename = "s")]
+    pub subject: String,
+    /// Random session id (used to revoke the session at logout).
+    #[serde(rename = "id")]
+    pub session_id: String,
+    /// Login time, Unix seconds.
+    #[serde(rename = "iat")]
+    pub issued_at: i64,
+    /// End of the session, Unix seconds.
+    #[serde(rename = "exp")]
+    pub expires_at: i64,
+}
+
+/// What the pending-login cookie carries between login start and callback, encrypted.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PendingLogin {
+    #[serde(rename = "p")]
+    pub provider: String,
+    #[serde(rename = "st")]
+    pub state: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "v")]
+    pub pkce_verifier: String,
+    #[serde(rename = "r")]
+    pub return_to: String,
+    #[serde(rename = "exp")]
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("provider", &self.provider)
+            .field("return_to", &self.return_to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random URL-safe token of `bytes` random bytes.
+pub(crate) fn random_token(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}

@@ -1,0 +1,172 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::types::now_unix;
+use super::{Identity, IdentityKey, Profile, ProfileChanges, StoreError, User, UserId, UserStore};
+
+/// How many operations a [`MemoryStore`] has served, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Successful `create` calls (users written).
+    pub creates: AtomicU64,
+    /// Successful `update` calls (user rows rewritten).
+    pub updates: AtomicU64,
+    /// `find_by_identity` and `find_by_id` calls.
+    pub reads: AtomicU64,
+}
+
+impl StoreCounters {
+    /// Users created so far.
+    pub fn creates(&self) -> u64 {
+        self.creates.load(Ordering::SeqCst)
+    }
+    /// Updates written so far.
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::SeqCst)
+    }
+    /// Reads so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: i64,
+    users: HashMap<UserId, User>,
+    identities: HashMap<IdentityKey, (Identity, UserId)>,
+    usernames: HashMap<String, UserId>,
+}
+
+/// An in-memory [`UserStore`] for tests, examples and single-process tools.
+///
+/// It enforces the same uniqueness rules as the SQL stores and counts what it does
+/// ([`MemoryStore::counters`]), so tests can assert that a login wrote nothing.
+///
+/// ```
+/// use jit_provision::store::{Identity, MemoryStore, Profile, UserStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// store.create(&Identity::new("corp", "https://idp", "1"), &Profile::new("jane")).await.unwrap();
+/// assert_eq!(store.counters().creates(), 1);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    counters: Arc<StoreCounters>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The operation counters.
+    pub fn counters(&self) -> &StoreCounters {
+        &self.counters
+    }
+
+    /// Number of users held.
+    pub fn user_count(&self) -> usize {
+        self.lock().users.len()
+    }
+
+    /// All users, ordered by id.
+    pub fn users(&self) -> Vec<User> {
+        let mut users: Vec<User> = self.lock().users.values().cloned().collect();
+        users.sort_by_key(|u| u.id);
+        users
+    }
+
+    /// Locks or unlocks a user (an administrator's action; JIT login never unlocks).
+    pub fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let user = inner.users.get_mut(&id).ok_or(StoreError::NotFound)?;
+        user.locked = locked;
+        Ok(())
+    }
+
+    /// Creates a purely local user with no identity link (an existing account).
+    pub fn insert_local(&self, profile: &Profile) -> Result<User, StoreError> {
+        let mut inner = self.lock();
+        if inner.usernames.contains_key(&profile.username) {
+            return Err(StoreError::UsernameTaken(profile.username.clone()));
+        }
+        Ok(Self::insert(&mut inner, profile))
+    }
+
+    fn insert(inner: &mut Inner, profile: &Profile) -> User {
+        inner.next_id += 1;
+        let now = now_unix();
+        let user = User {
+            id: UserId(inner.next_id),
+            username: profile.username.clone(),
+            email: profile.email.clone(),
+            display_name: profile.display_name.clone(),
+            groups: profile.groups.clone().unwrap_or_default(),
+            attributes: profile.attributes.clone(),
+            locked: false,
+            created_at: now,
+            updated_at: now,
+        };
+        inner.usernames.insert(user.username.clone(), user.id);
+        inner.users.insert(user.id, user.clone());
+        user
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written user: every mutation
+        // below checks first and writes last. So a poisoned lock is safe to reuse.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl UserStore for MemoryStore {
+    async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::SeqCst);
+        let inner = self.lock();
+        Ok(inner
+            .identities
+            .get(key)
+            .and_then(|(_, id)| inner.users.get(id).cloned()))
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.lock().users.get(&id).cloned())
+    }
+
+    async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
+        let mut inner = self.lock();
+        let key = identity.key();
+        if inner.identities.contains_key(&key) {
+            return Err(StoreError::IdentityExists);
+        }
+        if inner.usernames.contains_key(&profile.username) {
+            return Err(StoreError::UsernameTaken(profile.username.clone()));
+        }
+        let user = Self::insert(&mut inner, profile);
+        inner.identities.insert(key, (identity.clone(), user.id));
+        self.counters.creates.fetch_add(1, Ordering::SeqCst);
+        Ok(user)
+    }
+
+    async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
+        let mut inner = self.lock();
+        let user = inner.users.get_mut(&id).ok_or(StoreError::NotFound)?;
+        changes.apply_to(user);
+        user.updated_at = now_unix();
+        self.counters.updates.fetch_add(1, Ordering::SeqCst);
+        Ok(user.clone())
+    }
+}

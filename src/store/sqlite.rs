@@ -1,0 +1,272 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, SqlSafeStr};
+
+use super::types::now_unix;
+use super::{Identity, IdentityKey, Profile, ProfileChanges, StoreError, User, UserId, UserStore};
+
+const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups_json, u.attrs_json, u.locked, u.created_at, u.updated_at";
+
+/// A [`UserStore`] on an embedded SQLite database through sqlx: the crate's default store.
+///
+/// [`SqliteStore::connect`] creates the file if needed and applies the crate's migrations,
+/// tracked in their own table `_jit_provision_migrations` so they never collide with the
+/// application's own sqlx migrations.
+///
+/// ```
+/// use jit_provision::store::{Identity, Profile, SqliteStore, UserStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// let user = store.create(&Identity::new("corp", "https://idp", "1"), &Profile::new("jane")).await?;
+/// assert_eq!(store.find_by_id(user.id).await?.unwrap().username, "jane");
+/// # Ok::<_, jit_provision::store::StoreError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path/file.db` or
+    /// `sqlite::memory:`) and migrates it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let memory = url.contains(":memory:");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::backend)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let options = if memory {
+            options
+        } else {
+            options.journal_mode(SqliteJournalMode::Wal)
+        };
+        // An in-memory database exists per connection: keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 8 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
+            .max_lifetime(if memory { None } else { Some(Duration::from_secs(3600)) })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        Self::from_pool(pool).await
+    }
+
+    /// Wraps an existing pool and migrates it.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::backend(format!("migrating the jit-provision schema: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Locks or unlocks a user (an administrator's action; JIT login never unlocks).
+    pub async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE jit_users SET locked = ?, updated_at = ? WHERE id = ?")
+            .bind(locked)
+            .bind(now_unix())
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Number of users.
+    pub async fn user_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM jit_users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)
+    }
+}
+
+fn migrator() -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )]);
+    migrator.dangerous_set_table_name("_jit_provision_migrations");
+    migrator
+}
+
+/// Maps a sqlx error to the store's error kinds.
+fn classify(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable(err),
+        sqlx::Error::Database(db) if db.message().contains("database is locked") => {
+            StoreError::unavailable(err)
+        }
+        _ => StoreError::backend(err),
+    }
+}
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
+    let groups: String = row.try_get("groups_json").map_err(classify)?;
+    let attrs: String = row.try_get("attrs_json").map_err(classify)?;
+    Ok(User {
+        id: UserId(row.try_get("id").map_err(classify)?),
+        username: row.try_get("username").map_err(classify)?,
+        email: row.try_get("email").map_err(classify)?,
+        display_name: row.try_get("display_name").map_err(classify)?,
+        groups: serde_json::from_str(&groups).map_err(StoreError::backend)?,
+        attributes: serde_json::from_str(&attrs).map_err(StoreError::backend)?,
+        locked: row.try_get("locked").map_err(classify)?,
+        created_at: row.try_get("created_at").map_err(classify)?,
+        updated_at: row.try_get("updated_at").map_err(classify)?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(StoreError::backend)
+}
+
+impl SqliteStore {
+    async fn fetch_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+}
+
+impl UserStore for SqliteStore {
+    async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM jit_identities i JOIN jit_users u ON u.id = i.user_id \
+             WHERE i.provider = ? AND i.subject = ?"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&key.provider)
+            .bind(&key.subject)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.fetch_user(id).await
+    }
+
+    async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
+        let now = now_unix();
+        let groups = profile.groups.clone().unwrap_or_default();
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // The identity insert goes first: when a concurrent login already linked this
+        // identity, we fail on it (IdentityExists) before touching jit_users.
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM jit_identities WHERE provider = ? AND subject = ?")
+                .bind(&identity.provider)
+                .bind(&identity.subject)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if exists.is_some() {
+            return Err(StoreError::IdentityExists);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
+             locked, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(&profile.username)
+        .bind(&profile.email)
+        .bind(&profile.display_name)
+        .bind(to_json(&groups)?)
+        .bind(to_json(&profile.attributes)?)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(done) => done.last_insert_rowid(),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(StoreError::UsernameTaken(profile.username.clone()));
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let linked = sqlx::query(
+            "INSERT INTO jit_identities (provider, subject, issuer, user_id, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&identity.provider)
+        .bind(&identity.subject)
+        .bind(&identity.issuer)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match linked {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(StoreError::IdentityExists);
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(User {
+            id: UserId(id),
+            username: profile.username.clone(),
+            email: profile.email.clone(),
+            display_name: profile.display_name.clone(),
+            groups,
+            attributes: profile.attributes.clone(),
+            locked: false,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound)?;
+        let mut user = user_from_row(&row)?;
+        changes.apply_to(&mut user);
+        user.updated_at = now_unix();
+        sqlx::query(
+            "UPDATE jit_users SET email = ?, display_name = ?, groups_json = ?, attrs_json = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(to_json(&user.groups)?)
+        .bind(to_json(&user.attributes)?)
+        .bind(user.updated_at)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(user)
+    }
+}

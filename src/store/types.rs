@@ -1,0 +1,204 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The local id of a user, assigned by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub i64);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What an identity is keyed on: the configured provider and the subject it asserted.
+///
+/// Never an email address or any other mutable claim. A provider has exactly one trusted
+/// issuer, so `(provider, subject)` names the same thing as `(issuer, subject)` while
+/// surviving an issuer URL change of the provider's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdentityKey {
+    /// The provider id from the configuration (`corp`, `google`, ...).
+    pub provider: String,
+    /// The `sub` claim (OIDC) or persistent NameID (SAML).
+    pub subject: String,
+}
+
+/// A validated external identity: who the identity provider says the user is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The provider id from the configuration.
+    pub provider: String,
+    /// The issuer that signed the assertion (the ID token's `iss`).
+    pub issuer: String,
+    /// The subject (`sub`).
+    pub subject: String,
+}
+
+impl Identity {
+    /// Builds an identity.
+    ///
+    /// ```
+    /// let id = jit_provision::store::Identity::new("corp", "https://idp.example.com", "42");
+    /// assert_eq!(id.key().subject, "42");
+    /// ```
+    pub fn new(
+        provider: impl Into<String>,
+        issuer: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> Self {
+        Self {
+            provider: provider.into(),
+            issuer: issuer.into(),
+            subject: subject.into(),
+        }
+    }
+
+    /// The key the store looks this identity up by.
+    pub fn key(&self) -> IdentityKey {
+        IdentityKey {
+            provider: self.provider.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+}
+
+/// A local user as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Store-assigned id.
+    pub id: UserId,
+    /// Unique local username. Set at creation from the mapping, not changed by later logins.
+    pub username: String,
+    /// Email address as last asserted by the identity provider (not a proof of ownership).
+    pub email: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Group names.
+    pub groups: BTreeSet<String>,
+    /// Further mapped attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// A locked user cannot log in, and provisioning never unlocks it.
+    pub locked: bool,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Last change, seconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// The local user a set of claims maps to: what `create` writes, and what later logins
+/// compare the stored user against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Username for a new user.
+    pub username: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Groups; `None` when the provider does not manage groups (they are then left alone).
+    pub groups: Option<BTreeSet<String>>,
+    /// Further attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Profile {
+    /// A profile with only a username.
+    ///
+    /// ```
+    /// let p = jit_provision::store::Profile::new("jane");
+    /// assert_eq!(p.username, "jane");
+    /// ```
+    pub fn new(username: impl Into<String>) -> Self {
+        Self {
+            username: username.into(),
+            ..Self::default()
+        }
+    }
+
+    /// What must change in `user` for it to match this profile; empty when nothing does.
+    ///
+    /// The username is not compared: it is fixed at creation. Attributes the profile does not
+    /// carry are left as they are; groups are compared only when the profile manages them.
+    ///
+    /// ```
+    /// use jit_provision::store::{Profile, User, UserId};
+    /// let user = User { id: UserId(1), username: "jane".into(), email: None,
+    ///     display_name: None, groups: Default::default(), attributes: Default::default(),
+    ///     locked: false, created_at: 0, updated_at: 0 };
+    /// let mut p = Profile::new("jane");
+    /// assert!(p.changes_from(&user).is_empty());
+    /// p.email = Some("jane@example.com".into());
+    /// assert_eq!(p.changes_from(&user).email, Some(Some("jane@example.com".into())));
+    /// ```
+    pub fn changes_from(&self, user: &User) -> ProfileChanges {
+        let mut changes = ProfileChanges::default();
+        if self.email != user.email {
+            changes.email = Some(self.email.clone());
+        }
+        if self.display_name != user.display_name {
+            changes.display_name = Some(self.display_name.clone());
+        }
+        if let Some(groups) = &self.groups {
+            if groups != &user.groups {
+                changes.groups = Some(groups.clone());
+            }
+        }
+        for (name, value) in &self.attributes {
+            if user.attributes.get(name) != Some(value) {
+                changes.attributes.insert(name.clone(), value.clone());
+            }
+        }
+        changes
+    }
+}
+
+/// Changes to apply to a user. `None` (or an absent attribute) means "leave as is".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChanges {
+    /// New email (`Some(None)` clears it).
+    pub email: Option<Option<String>>,
+    /// New display name (`Some(None)` clears it).
+    pub display_name: Option<Option<String>>,
+    /// The new full set of groups.
+    pub groups: Option<BTreeSet<String>>,
+    /// Attributes to set.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ProfileChanges {
+    /// True when applying these changes would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none()
+            && self.display_name.is_none()
+            && self.groups.is_none()
+            && self.attributes.is_empty()
+    }
+
+    /// Applies the changes to an in-memory user (stores may use this to stay consistent).
+    pub fn apply_to(&self, user: &mut User) {
+        if let Some(email) = &self.email {
+            user.email = email.clone();
+        }
+        if let Some(name) = &self.display_name {
+            user.display_name = name.clone();
+        }
+        if let Some(groups) = &self.groups {
+            user.groups = groups.clone();
+        }
+        for (k, v) in &self.attributes {
+            user.attributes.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
