@@ -245,6 +245,7 @@ impl JitLayerBuilder {
     /// their first login, so an identity provider that is down does not stop the application
     /// from starting.
     pub fn build(self) -> Result<JitLayer, ConfigError> {
+        crate::install_jwt_backend();
         let config = self.config;
         let store = self.store.ok_or(ConfigError::MissingStore)?;
         let public = url::Url::parse(&config.public_url)

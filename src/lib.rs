@@ -4,7 +4,7 @@
 
 pub mod config;
 #[cfg(feature = "dev-idp")]
-// pub mod dev_idp;
+pub mod dev_idp;
 pub mod mapping;
 pub mod oidc;
 pub mod session;
@@ -27,7 +27,19 @@ pub use mapping::{Claims, MappingError};
 pub use provision::{Outcome, ProvisionError};
 pub use service::JitService;
 
-#[cfg(all(not(feature = "rust-crypto"), not(feature = "aws-lc-rs")))]
+#[cfg(not(feature = "rust-crypto"))]
 compile_error!(
-    "jit-provision needs one jsonwebtoken crypto backend: enable the `rust-crypto` (default) or the `aws-lc-rs` feature"
+    "jit-provision needs jsonwebtoken's crypto backend: enable the `rust-crypto` feature (on by default)"
 );
+
+/// Installs jsonwebtoken's RustCrypto backend as the process default, once. jsonwebtoken
+/// picks a backend from its crate features and panics at run time when it finds none or two
+/// (another crate in the build may enable `aws_lc_rs`); installing one explicitly removes that
+/// failure mode. Called when a layer or a development IdP is built.
+pub(crate) fn install_jwt_backend() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another crate installed a provider first: that one is used, which is fine.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    });
+}

@@ -1,0 +1,691 @@
+//! A small OpenID Connect identity provider for development, demos and tests (feature
+//! `dev-idp`). **Never use it in production**: it logs in whoever asks.
+//!
+//! It serves discovery, a JWKS, an authorization endpoint with a login page where you pick a
+//! preset user or type one (subject, username, email, name, groups), a token endpoint
+//! (authorization code with PKCE S256, single-use codes) and userinfo. It signs RS256 with a
+//! key generated at start, can rotate keys, and lets tests rewrite every ID token it issues
+//! ([`DevIdp::on_id_token`]) to exercise each validation failure.
+//!
+//! ```no_run
+//! use jit_provision::dev_idp::{DevClient, DevIdp};
+//! # async fn run() -> std::io::Result<()> {
+//! let idp = DevIdp::builder()
+//!     .client(DevClient::new("demo", "demo-secret").redirect_uri("http://127.0.0.1:3000/auth/dev/callback"))
+//!     .start("127.0.0.1:0")
+//!     .await?;
+//! println!("issuer: {}", idp.issuer());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::EncodePublicKey;
+use rsa::traits::PublicKeyParts;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::escape_html;
+
+/// A client (relying party) the development IdP accepts.
+#[derive(Debug, Clone)]
+pub struct DevClient {
+    id: String,
+    secret: String,
+    redirect_uris: Vec<String>,
+}
+
+impl DevClient {
+    /// A confidential client with no redirect URI yet.
+    pub fn new(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: secret.into(),
+            redirect_uris: Vec::new(),
+        }
+    }
+
+    /// Registers a redirect URI (compared exactly).
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(uri.into());
+        self
+    }
+}
+
+/// A user offered on the login page. Its claims are what the ID token carries.
+#[derive(Debug, Clone)]
+pub struct DevUser {
+    /// The `sub` claim.
+    pub subject: String,
+    /// Every other claim (`preferred_username`, `email`, `groups`, ...).
+    pub claims: Map<String, Value>,
+}
+
+impl DevUser {
+    /// A user with the usual claims.
+    ///
+    /// ```
+    /// let u = jit_provision::dev_idp::DevUser::new("1001", "alice", "alice@example.com", "Alice Example", &["staff"]);
+    /// assert_eq!(u.claims["preferred_username"], "alice");
+    /// ```
+    pub fn new(subject: &str, username: &str, email: &str, name: &str, groups: &[&str]) -> Self {
+        let claims = json!({
+            "preferred_username": username,
+            "email": email,
+            "email_verified": true,
+            "name": name,
+            "groups": groups,
+        });
+        Self {
+            subject: subject.to_owned(),
+            claims: claims.as_object().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// An ID token about to be signed, handed to the hook of [`DevIdp::on_id_token`].
+#[derive(Debug, Clone)]
+pub struct IdTokenDraft {
+    /// The JOSE header (`alg` RS256 and the current `kid` by default).
+    pub header: Header,
+    /// The claims.
+    pub claims: Map<String, Value>,
+    /// How to sign.
+    pub signer: Signer,
+}
+
+/// How the development IdP signs a drafted ID token.
+#[derive(Debug, Clone)]
+pub enum Signer {
+    /// With the current signing key (the default).
+    Current,
+    /// With another key (for example one not published in the JWKS, or a HMAC secret).
+    Key(EncodingKey),
+    /// Not at all: this exact text is the ID token (for `alg: none` and other forgeries).
+    Raw(String),
+}
+
+type Hook = Arc<dyn Fn(&mut IdTokenDraft) + Send + Sync>;
+
+struct SigningKey {
+    kid: String,
+    private: rsa::RsaPrivateKey,
+    encoding: EncodingKey,
+}
+
+impl SigningKey {
+    fn generate() -> Self {
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+            .expect("generating an RSA key");
+        let der = private.to_pkcs1_der().expect("encoding an RSA key");
+        Self {
+            kid: crate::session::random_token(8),
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            private,
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        let public = self.private.to_public_key();
+        json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+            "n": B64.encode(public.n().to_bytes_be()),
+            "e": B64.encode(public.e().to_bytes_be()),
+        })
+    }
+}
+
+struct IssuedCode {
+    client_id: String,
+    redirect_uri: String,
+    nonce: Option<String>,
+    code_challenge: String,
+    claims: Map<String, Value>,
+    issued: Instant,
+}
+
+struct Inner {
+    issuer: String,
+    clients: Vec<DevClient>,
+    users: Vec<DevUser>,
+    /// Published keys; the first one signs.
+    keys: RwLock<Vec<Arc<SigningKey>>>,
+    codes: Mutex<HashMap<String, IssuedCode>>,
+    access_tokens: Mutex<HashMap<String, Map<String, Value>>>,
+    hook: RwLock<Option<Hook>>,
+    jwks_fetches: AtomicU64,
+    token_requests: AtomicU64,
+    id_token_ttl: Duration,
+}
+
+/// A running development identity provider. Dropping it does not stop the server task;
+/// call [`DevIdp::shutdown`] for that.
+#[derive(Clone)]
+pub struct DevIdp {
+    inner: Arc<Inner>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for DevIdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIdp")
+            .field("issuer", &self.inner.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`DevIdp`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct DevIdpBuilder {
+    clients: Vec<DevClient>,
+    users: Vec<DevUser>,
+}
+
+impl DevIdpBuilder {
+    /// Registers a client.
+    pub fn client(mut self, client: DevClient) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// Offers a preset user on the login page.
+    pub fn user(mut self, user: DevUser) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// Binds `addr` (use a loopback address) and serves in a background task.
+    pub async fn start(self, addr: &str) -> std::io::Result<DevIdp> {
+        crate::install_jwt_backend();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            issuer: format!("http://{local}"),
+            clients: self.clients,
+            users: self.users,
+            keys: RwLock::new(vec![Arc::new(SigningKey::generate())]),
+            codes: Mutex::new(HashMap::new()),
+            access_tokens: Mutex::new(HashMap::new()),
+            hook: RwLock::new(None),
+            jwks_fetches: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+            id_token_ttl: Duration::from_secs(300),
+        });
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let idp = DevIdp {
+            inner: inner.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let app = router(inner);
+        tokio::spawn(async move {
+            let stop = async move { shutdown.notified().await };
+            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %err, "development IdP stopped");
+            }
+        });
+        Ok(idp)
+    }
+}
+
+impl DevIdp {
+    /// Starts configuring a development IdP.
+    pub fn builder() -> DevIdpBuilder {
+        DevIdpBuilder::default()
+    }
+
+    /// The issuer URL (`http://127.0.0.1:PORT`).
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// Stops the server.
+    pub fn shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+
+    /// Rewrites every ID token issued from now on (tests use it to forge bad tokens).
+    pub fn on_id_token(&self, hook: impl Fn(&mut IdTokenDraft) + Send + Sync + 'static) {
+        *self.inner.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Removes the ID token hook.
+    pub fn clear_id_token_hook(&self) {
+        *self.inner.hook.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Generates a new signing key. With `keep_old`, the previous keys stay published (a
+    /// rollover); without, only the new key is published.
+    pub fn rotate_key(&self, keep_old: bool) {
+        let key = Arc::new(SigningKey::generate());
+        let mut keys = self.inner.keys.write().unwrap_or_else(|e| e.into_inner());
+        if !keep_old {
+            keys.clear();
+        }
+        keys.insert(0, key);
+    }
+
+    /// The `kid` of the current signing key.
+    pub fn current_kid(&self) -> String {
+        self.inner.keys.read().unwrap_or_else(|e| e.into_inner())[0]
+            .kid
+            .clone()
+    }
+
+    /// The current signing key's public key as PEM (SPKI), e.g. to forge an HS256 token
+    /// "signed" with it.
+    pub fn public_key_pem(&self) -> String {
+        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys[0]
+            .private
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .expect("PEM encoding")
+    }
+
+    /// A fresh RSA key that the JWKS does not publish, for signing forged tokens.
+    pub fn unpublished_key() -> EncodingKey {
+        SigningKey::generate().encoding
+    }
+
+    /// How often the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How many token requests were served.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// The form fields a browser posts to `/authorize` to log in as `user` for an
+    /// authorization request URL, as a test would submit the login page.
+    pub fn approve_form(authorize_url: &str, user: &DevUser) -> Vec<(String, String)> {
+        let url = url::Url::parse(authorize_url).expect("an absolute URL");
+        let mut fields: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| REQUEST_PARAMS.contains(&k.as_ref()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        fields.push(("sub".into(), user.subject.clone()));
+        fields.push((
+            "claims".into(),
+            Value::Object(user.claims.clone()).to_string(),
+        ));
+        fields
+    }
+}
+
+const REQUEST_PARAMS: [&str; 9] = [
+    "client_id",
+    "code_challenge_method",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "response_mode",
+];
+
+fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize_page).post(approve))
+        .route("/token", axum::routing::post(token))
+        .route("/userinfo", get(userinfo))
+        .with_state(inner)
+}
+
+async fn discovery(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
+    let i = &idp.issuer;
+    axum::Json(json!({
+        "issuer": i,
+        "authorization_endpoint": format!("{i}/authorize"),
+        "token_endpoint": format!("{i}/token"),
+        "userinfo_endpoint": format!("{i}/userinfo"),
+        "jwks_uri": format!("{i}/jwks"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "email", "profile", "groups"],
+        "authorization_response_iss_parameter_supported": true,
+    }))
+}
+
+async fn jwks(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
+    idp.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let keys: Vec<Value> = idp
+        .keys
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|k| k.jwk())
+        .collect();
+    axum::Json(json!({ "keys": keys }))
+}
+
+fn bad_request(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, msg.to_owned()).into_response()
+}
+
+/// Checks an authorization request: known client, registered redirect URI, code flow, PKCE.
+fn check_request(idp: &Inner, params: &HashMap<String, String>) -> Result<(), Response> {
+    let client_id = params.get("client_id").map(String::as_str).unwrap_or("");
+    let Some(client) = idp.clients.iter().find(|c| c.id == client_id) else {
+        return Err(bad_request("unknown client_id"));
+    };
+    let redirect = params.get("redirect_uri").map(String::as_str).unwrap_or("");
+    if !client.redirect_uris.iter().any(|r| r == redirect) {
+        return Err(bad_request("redirect_uri is not registered for this client"));
+    }
+    if params.get("response_type").map(String::as_str) != Some("code") {
+        return Err(bad_request("only response_type=code is supported"));
+    }
+    if params.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return Err(bad_request("PKCE with code_challenge_method=S256 is required"));
+    }
+    if params.get("code_challenge").is_none_or(|c| c.len() < 43) {
+        return Err(bad_request("code_challenge is required"));
+    }
+    Ok(())
+}
+
+async fn authorize_page(
+    State(idp): State<Arc<Inner>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(response) = check_request(&idp, &params) {
+        return response;
+    }
+    let hidden: String = REQUEST_PARAMS
+        .iter()
+        .filter_map(|k| params.get(*k).map(|v| (k, v)))
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                escape_html(v)
+            )
+        })
+        .collect();
+    let presets: String = idp
+        .users
+        .iter()
+        .map(|u| {
+            let claims = Value::Object(u.claims.clone()).to_string();
+            let label = u
+                .claims
+                .get("preferred_username")
+                .and_then(Value::as_str)
+                .unwrap_or(&u.subject);
+            format!(
+                "<form method=\"post\" action=\"/authorize\">{hidden}\
+                 <input type=\"hidden\" name=\"sub\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"claims\" value=\"{}\">\
+                 <button type=\"submit\" data-user=\"{}\">Log in as {}</button></form>",
+                escape_html(&u.subject),
+                escape_html(&claims),
+                escape_html(label),
+                escape_html(label),
+            )
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Development IdP</title>\
+         <style>body{{font-family:sans-serif;max-width:40rem;margin:2rem auto}}label{{display:block;margin:.4rem 0}}\
+         input[type=text]{{width:100%}}</style></head><body>\
+         <h1>Development identity provider</h1>\
+         <p>Not for production: this IdP logs in whoever you say.</p>\
+         <h2>Pick a user</h2>{presets}\
+         <h2>Or type one</h2>\
+         <form method=\"post\" action=\"/authorize\" id=\"custom\">{hidden}\
+         <label>Subject (sub) <input type=\"text\" name=\"sub\" required></label>\
+         <label>Username <input type=\"text\" name=\"preferred_username\"></label>\
+         <label>Email <input type=\"text\" name=\"email\"></label>\
+         <label>Name <input type=\"text\" name=\"name\"></label>\
+         <label>Groups (comma separated) <input type=\"text\" name=\"groups\"></label>\
+         <label><input type=\"checkbox\" name=\"email_verified\" value=\"true\"> email verified</label>\
+         <button type=\"submit\">Log in</button></form></body></html>"
+    ))
+    .into_response()
+}
+
+/// The login form was submitted: issue a code and send the browser back to the client.
+async fn approve(
+    State(idp): State<Arc<Inner>>,
+    Form(params): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(response) = check_request(&idp, &params) {
+        return response;
+    }
+    let Some(subject) = params.get("sub").filter(|s| !s.trim().is_empty()) else {
+        return bad_request("sub is required");
+    };
+    let mut claims = match params.get("claims") {
+        Some(json) => match serde_json::from_str::<Map<String, Value>>(json) {
+            Ok(map) => map,
+            Err(_) => return bad_request("claims must be a JSON object"),
+        },
+        None => Map::new(),
+    };
+    for field in ["preferred_username", "email", "name"] {
+        if let Some(v) = params.get(field).filter(|v| !v.is_empty()) {
+            claims.insert(field.into(), Value::String(v.clone()));
+        }
+    }
+    if let Some(groups) = params.get("groups") {
+        let list: Vec<Value> = groups
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(|g| Value::String(g.to_owned()))
+            .collect();
+        claims.insert("groups".into(), Value::Array(list));
+    }
+    if params.contains_key("email") || params.contains_key("email_verified") {
+        let verified = params.get("email_verified").map(String::as_str) == Some("true");
+        claims.insert("email_verified".into(), Value::Bool(verified));
+    }
+    claims.insert("sub".into(), Value::String(subject.clone()));
+    let code = crate::session::random_token(24);
+    let redirect_uri = params["redirect_uri"].clone();
+    idp.codes.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        code.clone(),
+        IssuedCode {
+            client_id: params["client_id"].clone(),
+            redirect_uri: redirect_uri.clone(),
+            nonce: params.get("nonce").cloned(),
+            code_challenge: params["code_challenge"].clone(),
+            claims,
+            issued: Instant::now(),
+        },
+    );
+    let mut response_params = vec![("code", code.as_str()), ("iss", idp.issuer.as_str())];
+    if let Some(state) = params.get("state") {
+        response_params.push(("state", state));
+    }
+    if params.get("response_mode").map(String::as_str) == Some("form_post") {
+        let inputs: String = response_params
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                    escape_html(v)
+                )
+            })
+            .collect();
+        return Html(format!(
+            "<!doctype html><html><body onload=\"document.forms[0].submit()\">\
+             <form method=\"post\" action=\"{}\">{inputs}<noscript><button>Continue</button></noscript></form>\
+             </body></html>",
+            escape_html(&redirect_uri)
+        ))
+        .into_response();
+    }
+    let mut target = url::Url::parse(&redirect_uri).expect("registered URIs are absolute");
+    target.query_pairs_mut().extend_pairs(response_params);
+    Redirect::to(target.as_str()).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    grant_type: String,
+    code: String,
+    redirect_uri: String,
+    code_verifier: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+fn token_error(status: StatusCode, error: &str) -> Response {
+    (status, axum::Json(json!({ "error": error }))).into_response()
+}
+
+/// The client credentials from HTTP Basic or the form.
+fn client_credentials(headers: &HeaderMap, form: &TokenRequest) -> Option<(String, String)> {
+    if let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (id, secret) = text.split_once(':')?;
+        let unescape = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        return Some((unescape(id), unescape(secret)));
+    }
+    Some((form.client_id.clone()?, form.client_secret.clone()?))
+}
+
+async fn token(
+    State(idp): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenRequest>,
+) -> Response {
+    idp.token_requests.fetch_add(1, Ordering::SeqCst);
+    let Some((client_id, secret)) = client_credentials(&headers, &form) else {
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    };
+    if !idp
+        .clients
+        .iter()
+        .any(|c| c.id == client_id && c.secret == secret)
+    {
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if form.grant_type != "authorization_code" {
+        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    // Single use: the code is gone whatever happens next.
+    let issued = idp
+        .codes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&form.code);
+    let Some(issued) = issued else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    let challenge = form
+        .code_verifier
+        .as_deref()
+        .map(|v| B64.encode(Sha256::digest(v.as_bytes())));
+    if issued.client_id != client_id
+        || issued.redirect_uri != form.redirect_uri
+        || issued.issued.elapsed() > Duration::from_secs(60)
+        || challenge.as_deref() != Some(issued.code_challenge.as_str())
+    {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let now = crate::store::now_unix();
+    let mut claims = issued.claims.clone();
+    claims.insert("iss".into(), json!(idp.issuer));
+    claims.insert("aud".into(), json!(client_id));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + idp.id_token_ttl.as_secs() as i64));
+    if let Some(nonce) = &issued.nonce {
+        claims.insert("nonce".into(), json!(nonce));
+    }
+    let id_token = match sign_id_token(&idp, claims) {
+        Ok(t) => t,
+        Err(_) => return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    };
+    let access_token = crate::session::random_token(24);
+    idp.access_tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(access_token.clone(), issued.claims);
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": id_token,
+        })),
+    )
+        .into_response()
+}
+
+fn sign_id_token(idp: &Inner, claims: Map<String, Value>) -> Result<String, jsonwebtoken::errors::Error> {
+    let key = idp.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    let mut draft = IdTokenDraft {
+        header,
+        claims,
+        signer: Signer::Current,
+    };
+    let hook = idp.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(hook) = hook {
+        hook(&mut draft);
+    }
+    match draft.signer {
+        Signer::Current => jsonwebtoken::encode(&draft.header, &draft.claims, &key.encoding),
+        Signer::Key(other) => jsonwebtoken::encode(&draft.header, &draft.claims, &other),
+        Signer::Raw(text) => Ok(text),
+    }
+}
+
+async fn userinfo(State(idp): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let claims = token.and_then(|t| {
+        idp.access_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(t)
+            .cloned()
+    });
+    match claims {
+        Some(claims) => axum::Json(Value::Object(claims)).into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
+        )
+            .into_response(),
+    }
+}
