@@ -23,6 +23,7 @@ impl UserCache {
             by_identity: Cache::builder()
                 .max_capacity(config.max_users)
                 .time_to_live(ttl)
+                .support_invalidation_closures()
                 .build(),
             by_id: Cache::builder()
                 .max_capacity(config.max_users)
@@ -43,8 +44,11 @@ impl UserCache {
     pub(crate) async fn forget(&self, id: UserId) {
         self.by_id.invalidate(&id).await;
         // Identity entries of this user are few and short-lived; scan them out.
-        let _ = self
+        if let Err(err) = self
             .by_identity
-            .invalidate_entries_if(move |_, user| user.id == id);
+            .invalidate_entries_if(move |_, user| user.id == id)
+        {
+            tracing::error!(error = %err, "could not drop a user from the identity cache");
+        }
     }
 }

@@ -128,8 +128,8 @@ struct SigningKey {
 
 impl SigningKey {
     fn generate() -> Self {
-        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
-            .expect("generating an RSA key");
+        let private =
+            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generating an RSA key");
         let der = private.to_pkcs1_der().expect("encoding an RSA key");
         Self {
             kid: crate::session::random_token(8),
@@ -233,7 +233,10 @@ impl DevIdpBuilder {
         let app = router(inner);
         tokio::spawn(async move {
             let stop = async move { shutdown.notified().await };
-            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(error = %err, "development IdP stopped");
             }
         });
@@ -394,13 +397,17 @@ fn check_request(idp: &Inner, params: &HashMap<String, String>) -> Result<(), Re
     };
     let redirect = params.get("redirect_uri").map(String::as_str).unwrap_or("");
     if !client.redirect_uris.iter().any(|r| r == redirect) {
-        return Err(bad_request("redirect_uri is not registered for this client"));
+        return Err(bad_request(
+            "redirect_uri is not registered for this client",
+        ));
     }
     if params.get("response_type").map(String::as_str) != Some("code") {
         return Err(bad_request("only response_type=code is supported"));
     }
     if params.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return Err(bad_request("PKCE with code_challenge_method=S256 is required"));
+        return Err(bad_request(
+            "PKCE with code_challenge_method=S256 is required",
+        ));
     }
     if params.get("code_challenge").is_none_or(|c| c.len() < 43) {
         return Err(bad_request("code_challenge is required"));
@@ -565,7 +572,9 @@ fn client_credentials(headers: &HeaderMap, form: &TokenRequest) -> Option<(Strin
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
     {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(basic).ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (id, secret) = text.split_once(':')?;
         let unescape = |s: &str| {
@@ -648,7 +657,10 @@ async fn token(
         .into_response()
 }
 
-fn sign_id_token(idp: &Inner, claims: Map<String, Value>) -> Result<String, jsonwebtoken::errors::Error> {
+fn sign_id_token(
+    idp: &Inner,
+    claims: Map<String, Value>,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let key = idp.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.kid.clone());

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use axum::body::Body;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use tracing::Instrument;
 use http_body_util::BodyExt;
+use tracing::Instrument;
 
 use crate::error::{CallbackError, Error};
 use crate::layer::Shared;
@@ -119,7 +119,11 @@ fn pending_cookie_name(shared: &Shared, state: &str) -> Option<String> {
         && state
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    ok.then(|| shared.codec.name(&format!("jit_login_{}", &state[..16]), false))
+    ok.then(|| {
+        shared
+            .codec
+            .name(&format!("jit_login_{}", &state[..16]), false)
+    })
 }
 
 /// The pending-login cookie must reach a `form_post` callback, a cross-site `POST`: it is
@@ -204,9 +208,10 @@ async fn read_params(req: Request<Body>) -> Result<CallbackParams, CallbackError
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+                v.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
             });
         if !form {
             return Err(CallbackError::UnsupportedMediaType);
@@ -253,12 +258,11 @@ async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Bod
         .state
         .as_deref()
         .and_then(|s| pending_cookie_name(shared, s));
-    let mut response = match complete(shared, provider, &headers, params, cookie_name.as_deref())
-        .await
-    {
-        Ok(response) => response,
-        Err(err) => fail(id, &err, &headers),
-    };
+    let mut response =
+        match complete(shared, provider, &headers, params, cookie_name.as_deref()).await {
+            Ok(response) => response,
+            Err(err) => fail(id, &err, &headers),
+        };
     // The pending login is single-use: whatever happened, it is over.
     if let Some(name) = cookie_name {
         let clear = shared
@@ -290,7 +294,13 @@ async fn complete(
     if pending.provider != provider.id {
         return Err(CallbackError::WrongProvider.into());
     }
-    if !shared.used_states.entry(state).or_insert(()).await.is_fresh() {
+    if !shared
+        .used_states
+        .entry(state)
+        .or_insert(())
+        .await
+        .is_fresh()
+    {
         return Err(CallbackError::Replayed.into());
     }
     if let Some(error) = params.error {

@@ -21,7 +21,9 @@ pub enum CallbackError {
     MissingCode,
     /// No pending login matches the `state`: it expired, started in another browser, or was
     /// forged.
-    #[error("no login in progress matches this callback (it may have expired); please log in again")]
+    #[error(
+        "no login in progress matches this callback (it may have expired); please log in again"
+    )]
     UnknownState,
     /// The `state` was already used once.
     #[error("this login response was already used")]
@@ -122,7 +124,12 @@ impl Error {
     /// Renders the error for a request with these headers: HTML for browsers (`Accept`
     /// naming `text/html`), JSON otherwise.
     pub fn to_response(&self, request_headers: &HeaderMap) -> http::Response<axum::body::Body> {
-        render(self.status(), self.code(), &self.to_string(), request_headers)
+        render(
+            self.status(),
+            self.code(),
+            &self.to_string(),
+            request_headers,
+        )
     }
 }
 

@@ -97,7 +97,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
         let html = crate::error::wants_html(&parts.headers);
         let login = match parts.extensions.get::<Arc<AuthContext>>() {
             Some(ctx) => match &ctx.unauthenticated {
-                Unauthenticated::RedirectToLogin(provider) if html && parts.method == Method::GET => {
+                Unauthenticated::RedirectToLogin(provider)
+                    if html && parts.method == Method::GET =>
+                {
                     let target = parts
                         .uri
                         .path_and_query()
@@ -105,7 +107,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
                         .unwrap_or("/");
                     let encoded: String =
                         url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-                    Some(format!("{}/{provider}/login?return_to={encoded}", ctx.prefix))
+                    Some(format!(
+                        "{}/{provider}/login?return_to={encoded}",
+                        ctx.prefix
+                    ))
                 }
                 _ => None,
             },

@@ -32,7 +32,9 @@ pub enum ConfigError {
     #[error("session.key must be base64 of at least 64 random bytes")]
     SessionKey,
     /// `session.secure = false` with a public URL that is not plain-http loopback.
-    #[error("session.secure = false is only allowed for a plain http://localhost or loopback public_url")]
+    #[error(
+        "session.secure = false is only allowed for a plain http://localhost or loopback public_url"
+    )]
     InsecureCookies,
     /// A provider id is not made of `[A-Za-z0-9_-]`.
     #[error("provider id `{0}` may only hold letters, digits, `-` and `_`")]
@@ -95,7 +97,10 @@ impl std::fmt::Debug for JitLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitLayer")
             .field("prefix", &self.shared.prefix)
-            .field("providers", &self.shared.providers.keys().collect::<Vec<_>>())
+            .field(
+                "providers",
+                &self.shared.providers.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +119,10 @@ impl JitLayer {
     /// assert!(layer.is_ok());
     /// ```
     pub fn from_config(config: JitConfig, store: impl UserStore) -> Result<Self, ConfigError> {
-        JitLayerBuilder::default().config(config).store(store).build()
+        JitLayerBuilder::default()
+            .config(config)
+            .store(store)
+            .build()
     }
 
     /// Ends every cached view of a user: call after changing or locking it in the store
@@ -278,7 +286,10 @@ impl JitLayerBuilder {
         };
         let mut providers = HashMap::new();
         for (id, provider) in &config.providers {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 return Err(ConfigError::ProviderId(id.clone()));
             }

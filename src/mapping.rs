@@ -130,7 +130,10 @@ mod tests {
 
     #[test]
     fn missing_username_claim_is_named() {
-        let err = map_claims(&MappingConfig::default(), &claims(serde_json::json!({"sub": "1"})));
+        let err = map_claims(
+            &MappingConfig::default(),
+            &claims(serde_json::json!({"sub": "1"})),
+        );
         assert_eq!(
             err,
             Err(MappingError::MissingClaim("preferred_username".into()))
@@ -155,7 +158,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.groups.unwrap().into_iter().collect::<Vec<_>>(), ["x"]);
-        let p = map_claims(&mapping, &claims(serde_json::json!({"preferred_username": "a"}))).unwrap();
+        let p = map_claims(
+            &mapping,
+            &claims(serde_json::json!({"preferred_username": "a"})),
+        )
+        .unwrap();
         assert_eq!(p.groups, Some(BTreeSet::new()));
         let err = map_claims(
             &mapping,

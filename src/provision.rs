@@ -16,7 +16,9 @@ use crate::store::{Identity, SharedStore, StoreError, User};
 #[non_exhaustive]
 pub enum ProvisionError {
     /// The identity is unknown and just-in-time creation is off for the provider: `403`.
-    #[error("no local account is linked to this identity, and accounts are not created automatically")]
+    #[error(
+        "no local account is linked to this identity, and accounts are not created automatically"
+    )]
     JitDisabled,
     /// The local user is locked: `403`.
     #[error("this account is locked")]

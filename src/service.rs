@@ -66,7 +66,9 @@ where
                 Ok(Attached::Clean) => inner.call(req).await,
                 Ok(Attached::Stale) => {
                     let mut response = inner.call(req).await?;
-                    let clear = shared.codec.clear(&shared.session_cookie, "/", SameSite::Lax);
+                    let clear = shared
+                        .codec
+                        .clear(&shared.session_cookie, "/", SameSite::Lax);
                     if let Ok(value) = HeaderValue::from_str(&clear) {
                         response.headers_mut().append(header::SET_COOKIE, value);
                     }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreGenderClaim, CoreIdTokenVerifier,
-    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata,
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreGenderClaim,
+    CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
     AdditionalClaims, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
@@ -22,8 +22,8 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use self::http::HttpError;
 pub(crate) use self::http::HttpClient;
+pub use self::http::HttpError;
 use self::jwks::{JwksCache, Refetch};
 use crate::config::{ProviderConfig, ResponseMode, TokenAuth};
 use crate::mapping::Claims;
@@ -344,10 +344,9 @@ impl OidcProvider {
                     other => OidcError::TokenEndpoint(other.to_string()),
                 },
                 RequestTokenError::Request(e) => OidcError::TokenEndpoint(e.to_string()),
-                RequestTokenError::Parse(e, _) => OidcError::TokenEndpoint(format!(
-                    "unparsable token response at {}",
-                    e.path()
-                )),
+                RequestTokenError::Parse(e, _) => {
+                    OidcError::TokenEndpoint(format!("unparsable token response at {}", e.path()))
+                }
                 RequestTokenError::Other(e) => OidcError::TokenEndpoint(e),
             })?;
         let raw = response.id_token().ok_or(OidcError::NoIdToken)?.to_string();

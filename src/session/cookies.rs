@@ -30,7 +30,9 @@ impl SessionKey {
 
     /// A key from base64 (standard or URL-safe, padded or not) of at least 64 bytes.
     pub fn from_base64(text: &str) -> Option<Self> {
-        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
         let text = text.trim();
         [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
             .iter()
@@ -123,7 +125,7 @@ impl CookieCodec {
             SameSite::None => cookie::SameSite::None,
         });
         cookie.set_max_age(cookie::time::Duration::seconds(max_age_secs));
-        cookie.encoded().to_string()
+        cookie.to_string()
     }
 
     /// A `Set-Cookie` value deleting `name`.
@@ -164,7 +166,10 @@ mod tests {
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(codec.open("a", std::str::from_utf8(&tampered).unwrap()), None);
+        assert_eq!(
+            codec.open("a", std::str::from_utf8(&tampered).unwrap()),
+            None
+        );
     }
 
     #[test]

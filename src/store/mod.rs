@@ -101,8 +101,10 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
     /// The user with this id, if any.
-    fn find_by_id(&self, id: UserId)
-    -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+    fn find_by_id(
+        &self,
+        id: UserId,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
     /// Creates a user from `profile` and links `identity` to it, atomically.
     fn create(

@@ -49,8 +49,16 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { 8 })
             .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
-            .max_lifetime(if memory { None } else { Some(Duration::from_secs(3600)) })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await

@@ -1,0 +1,263 @@
+//! Test harness: a development IdP and an axum app wrapped in the JitLayer, both on
+//! loopback, and a cookie-keeping HTTP client that follows redirects by hand like a browser.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
+use jit_provision::store::{
+    Identity, IdentityKey, MemoryStore, Profile, ProfileChanges, StoreError, User, UserId,
+    UserStore,
+};
+use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder, MappingConfig, ProviderConfig};
+use reqwest::StatusCode;
+
+pub const CLIENT_ID: &str = "test-app";
+pub const CLIENT_SECRET: &str = "test-secret";
+
+/// A MemoryStore that can be switched into an outage.
+#[derive(Clone, Default)]
+pub struct SwitchableStore {
+    pub inner: MemoryStore,
+    pub down: Arc<AtomicBool>,
+}
+
+impl SwitchableStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable("simulated outage"))
+        } else {
+            Ok(())
+        }
+    }
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl UserStore for SwitchableStore {
+    async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
+        self.check()?;
+        self.inner.find_by_identity(key).await
+    }
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.check()?;
+        self.inner.find_by_id(id).await
+    }
+    async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
+        self.check()?;
+        self.inner.create(identity, profile).await
+    }
+    async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
+        self.check()?;
+        self.inner.update(id, changes).await
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub idp: DevIdp,
+    pub store: SwitchableStore,
+    pub layer: JitLayer,
+    pub client: reqwest::Client,
+}
+
+pub fn alice() -> DevUser {
+    DevUser::new(
+        "sub-alice",
+        "alice",
+        "alice@example.com",
+        "Alice",
+        &["staff"],
+    )
+}
+
+pub fn bob() -> DevUser {
+    DevUser::new("sub-bob", "bob", "bob@example.com", "Bob", &["staff"])
+}
+
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn me(user: CurrentUser) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "display_name": user.display_name,
+        "groups": user.groups,
+        "provider": user.session.provider,
+        "subject": user.session.subject,
+    }))
+}
+
+pub fn default_provider(issuer: &str) -> ProviderConfig {
+    ProviderConfig::new(issuer, CLIENT_ID)
+        .client_secret(CLIENT_SECRET)
+        .mapping(MappingConfig {
+            groups_claim: Some("groups".into()),
+            ..MappingConfig::default()
+        })
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|p| p, |b| b).await
+    }
+
+    /// Starts an IdP and an app; `provider` and `builder` adjust the configuration.
+    pub async fn start_with(
+        provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+        builder: impl FnOnce(JitLayerBuilder) -> JitLayerBuilder,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let idp = DevIdp::builder()
+            .client(
+                DevClient::new(CLIENT_ID, CLIENT_SECRET)
+                    .redirect_uri(format!("{base}/auth/dev/callback")),
+            )
+            .start("127.0.0.1:0")
+            .await
+            .unwrap();
+        let store = SwitchableStore::default();
+        let layer = builder(
+            JitLayer::builder()
+                .public_url(&base)
+                .insecure_cookies_for_localhost()
+                .provider("dev", provider(default_provider(idp.issuer())))
+                .store(store.clone()),
+        )
+        .build()
+        .unwrap();
+        let app = Router::new()
+            .route("/me", get(me))
+            .route(
+                "/",
+                get(|user: Option<CurrentUser>| async move {
+                    match user {
+                        Some(u) => format!("hello {}", u.username),
+                        None => "hello stranger".to_owned(),
+                    }
+                }),
+            )
+            .layer(layer.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base,
+            idp,
+            store,
+            layer,
+            client: browser(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Starts a login at the app; returns the IdP authorization URL.
+    pub async fn start_login(&self, client: &reqwest::Client, return_to: &str) -> String {
+        let response = client
+            .get(self.url(&format!("/auth/dev/login?return_to={return_to}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND, "login start");
+        location(&response)
+    }
+
+    /// Submits the IdP login page for `user`; returns the IdP's response (a redirect to the
+    /// callback, or the form_post page).
+    pub async fn approve(
+        &self,
+        client: &reqwest::Client,
+        authorize_url: &str,
+        user: &DevUser,
+    ) -> reqwest::Response {
+        let form = DevIdp::approve_form(authorize_url, user);
+        client
+            .post(format!("{}/authorize", self.idp.issuer()))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The callback URL the IdP sends the browser to, after approving `user`.
+    pub async fn callback_url(&self, client: &reqwest::Client, user: &DevUser) -> String {
+        let authorize = self.start_login(client, "/me").await;
+        let response = self.approve(client, &authorize, user).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "IdP approval");
+        location(&response)
+    }
+
+    /// A whole login with `client`; returns the app's answer to the callback.
+    pub async fn login_with(&self, client: &reqwest::Client, user: &DevUser) -> reqwest::Response {
+        let callback = self.callback_url(client, user).await;
+        client.get(callback).send().await.unwrap()
+    }
+
+    /// A whole login with the harness's own browser.
+    pub async fn login(&self, user: &DevUser) -> reqwest::Response {
+        self.login_with(&self.client, user).await
+    }
+
+    pub async fn me(&self) -> reqwest::Response {
+        self.me_with(&self.client).await
+    }
+
+    pub async fn me_with(&self, client: &reqwest::Client) -> reqwest::Response {
+        client.get(self.url("/me")).send().await.unwrap()
+    }
+
+    pub async fn logout(&self) -> reqwest::Response {
+        self.client
+            .post(self.url("/auth/logout"))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location in {response:?}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `Set-Cookie` headers of a response.
+pub fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// True when the response sets a non-empty session cookie.
+pub fn sets_session(response: &reqwest::Response) -> bool {
+    set_cookies(response)
+        .iter()
+        .any(|c| c.contains("jit_session=") && !c.contains("jit_session=;"))
+}
+
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["error"].as_str().unwrap_or_default().to_owned()
+}
