@@ -184,7 +184,14 @@ impl UserStore for SqliteStore {
     async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
         let now = now_unix();
         let groups = profile.groups.clone().unwrap_or_default();
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
+        // transaction that reads and then writes fails at once with SQLITE_BUSY when another
+        // writer got in between.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         // The identity insert goes first: when a concurrent login already linked this
         // identity, we fail on it (IdentityExists) before touching jit_users.
         let exists: Option<i64> =
@@ -250,7 +257,14 @@ impl UserStore for SqliteStore {
     }
 
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
+        // transaction that reads and then writes fails at once with SQLITE_BUSY when another
+        // writer got in between.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.0)
