@@ -390,27 +390,23 @@ fn bad_request(msg: &str) -> Response {
 }
 
 /// Checks an authorization request: known client, registered redirect URI, code flow, PKCE.
-fn check_request(idp: &Inner, params: &HashMap<String, String>) -> Result<(), Response> {
+fn check_request(idp: &Inner, params: &HashMap<String, String>) -> Result<(), &'static str> {
     let client_id = params.get("client_id").map(String::as_str).unwrap_or("");
     let Some(client) = idp.clients.iter().find(|c| c.id == client_id) else {
-        return Err(bad_request("unknown client_id"));
+        return Err("unknown client_id");
     };
     let redirect = params.get("redirect_uri").map(String::as_str).unwrap_or("");
     if !client.redirect_uris.iter().any(|r| r == redirect) {
-        return Err(bad_request(
-            "redirect_uri is not registered for this client",
-        ));
+        return Err("redirect_uri is not registered for this client");
     }
     if params.get("response_type").map(String::as_str) != Some("code") {
-        return Err(bad_request("only response_type=code is supported"));
+        return Err("only response_type=code is supported");
     }
     if params.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return Err(bad_request(
-            "PKCE with code_challenge_method=S256 is required",
-        ));
+        return Err("PKCE with code_challenge_method=S256 is required");
     }
     if params.get("code_challenge").is_none_or(|c| c.len() < 43) {
-        return Err(bad_request("code_challenge is required"));
+        return Err("code_challenge is required");
     }
     Ok(())
 }
@@ -419,8 +415,8 @@ async fn authorize_page(
     State(idp): State<Arc<Inner>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = check_request(&idp, &params) {
-        return response;
+    if let Err(reason) = check_request(&idp, &params) {
+        return bad_request(reason);
     }
     let hidden: String = REQUEST_PARAMS
         .iter()
@@ -479,8 +475,8 @@ async fn approve(
     State(idp): State<Arc<Inner>>,
     Form(params): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = check_request(&idp, &params) {
-        return response;
+    if let Err(reason) = check_request(&idp, &params) {
+        return bad_request(reason);
     }
     let Some(subject) = params.get("sub").filter(|s| !s.trim().is_empty()) else {
         return bad_request("sub is required");

@@ -142,10 +142,8 @@ impl Profile {
         if self.display_name != user.display_name {
             changes.display_name = Some(self.display_name.clone());
         }
-        if let Some(groups) = &self.groups {
-            if groups != &user.groups {
-                changes.groups = Some(groups.clone());
-            }
+        if let Some(groups) = self.groups.as_ref().filter(|g| *g != &user.groups) {
+            changes.groups = Some(groups.clone());
         }
         for (name, value) in &self.attributes {
             if user.attributes.get(name) != Some(value) {
