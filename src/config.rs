@@ -237,6 +237,9 @@ pub struct ProviderConfig {
     /// How claims become a local user.
     #[serde(default)]
     pub mapping: MappingConfig,
+    /// Accept `Authorization: Bearer` JWTs from this issuer (for APIs). Default: off.
+    #[serde(default)]
+    pub bearer: Option<BearerConfig>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -275,7 +278,14 @@ impl ProviderConfig {
             jwks_min_refetch_secs: default_refetch(),
             display_name: None,
             mapping: MappingConfig::default(),
+            bearer: None,
         }
+    }
+
+    /// Accepts bearer JWTs from this issuer.
+    pub fn bearer(mut self, bearer: BearerConfig) -> Self {
+        self.bearer = Some(bearer);
+        self
     }
 
     /// Sets the client secret.
@@ -325,6 +335,71 @@ impl Default for MappingConfig {
             email_claim: Some("email".into()),
             display_name_claim: Some("name".into()),
             groups_claim: None,
+        }
+    }
+}
+
+/// How bearer JWTs (API access tokens) from a provider are validated.
+///
+/// ```
+/// let b = jit_provision::config::BearerConfig::new(["https://api.example.com"]);
+/// assert_eq!(b.algorithms, ["RS256"]);
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerConfig {
+    /// Accepted `aud` values; at least one must appear in the token. Required.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms. Default `["RS256"]`. Only asymmetric algorithms are
+    /// allowed (RS*, PS*, ES256, ES384, EdDSA): `none` and HMAC are refused at build time.
+    #[serde(default = "default_bearer_algs")]
+    pub algorithms: Vec<String>,
+    /// Where the keys are; default: the `jwks_uri` of the issuer's discovery document.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Claims that must be present besides `iss`, `sub`, `aud` and `exp` (always required).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// How long fetched keys are used before they are fetched again, in seconds. A key the
+    /// issuer removed stops being accepted at most this long (plus the token cache TTL) later.
+    /// Default 300.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl_secs: u64,
+    /// How long a verified token is remembered (never past its `exp`), in seconds, so repeated
+    /// calls skip the signature check. Default 60.
+    #[serde(default = "default_token_ttl")]
+    pub token_cache_ttl_secs: u64,
+    /// Mapping for API clients, when it differs from the provider's login mapping (machine
+    /// clients often have no `preferred_username`; map `client_id` or `sub` instead).
+    #[serde(default)]
+    pub mapping: Option<MappingConfig>,
+}
+
+fn default_bearer_algs() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_jwks_ttl() -> u64 {
+    300
+}
+fn default_token_ttl() -> u64 {
+    60
+}
+
+impl BearerConfig {
+    /// Bearer validation for these audiences, with defaults for the rest.
+    pub fn new<I, S>(audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            audiences: audiences.into_iter().map(Into::into).collect(),
+            algorithms: default_bearer_algs(),
+            jwks_uri: None,
+            required_claims: Vec::new(),
+            jwks_ttl_secs: default_jwks_ttl(),
+            token_cache_ttl_secs: default_token_ttl(),
+            mapping: None,
         }
     }
 }

@@ -299,6 +299,22 @@ impl DevIdp {
             .expect("PEM encoding")
     }
 
+    /// Signs `claims` as an RS256 JWT with the current key (its `kid` in the header): an
+    /// access token for testing bearer authentication. `iss` is not added for you.
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// let token = idp.sign_jwt(serde_json::json!({ "iss": idp.issuer(), "sub": "svc-1",
+    ///     "aud": "api", "exp": 4102444800i64 }));
+    /// # let _ = token; }
+    /// ```
+    pub fn sign_jwt(&self, claims: Value) -> String {
+        let key = self.inner.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).expect("signing with an RSA key")
+    }
+
     /// A fresh RSA key that the JWKS does not publish, for signing forged tokens.
     pub fn unpublished_key() -> EncodingKey {
         SigningKey::generate().encoding

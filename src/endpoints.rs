@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::error::{CallbackError, Error};
 use crate::layer::Shared;
+use crate::metrics::Metrics;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::session::{
     PendingLogin, SameSite, SessionData, check_return_to, cookies_named, random_token,
@@ -258,10 +259,17 @@ async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Bod
         .state
         .as_deref()
         .and_then(|s| pending_cookie_name(shared, s));
+    let metrics = shared.provisioner.metrics();
     let mut response =
         match complete(shared, provider, &headers, params, cookie_name.as_deref()).await {
-            Ok(response) => response,
-            Err(err) => fail(id, &err, &headers),
+            Ok(response) => {
+                Metrics::add(&metrics.logins);
+                response
+            }
+            Err(err) => {
+                Metrics::add(&metrics.login_failures);
+                fail(id, &err, &headers)
+            }
         };
     // The pending login is single-use: whatever happened, it is over.
     if let Some(name) = cookie_name {

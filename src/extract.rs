@@ -10,7 +10,6 @@ use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::config::Unauthenticated;
-use crate::session::SessionData;
 use crate::store::User;
 
 /// The logged-in local user, attached to the request extensions by the
@@ -24,7 +23,7 @@ use crate::store::User;
 /// use jit_provision::CurrentUser;
 ///
 /// async fn profile(user: CurrentUser) -> String {
-///     format!("{} via {}", user.username, user.session.provider)
+///     format!("{} via {}", user.username, user.auth.provider)
 /// }
 ///
 /// async fn home(user: Option<CurrentUser>) -> String {
@@ -39,8 +38,39 @@ use crate::store::User;
 pub struct CurrentUser {
     /// The local user.
     pub user: Arc<User>,
-    /// The session it rides on: provider, subject, login and expiry times.
-    pub session: Arc<SessionData>,
+    /// How this request was authenticated: provider, subject, times, session or bearer.
+    pub auth: Arc<AuthInfo>,
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuthInfo {
+    /// The provider id.
+    pub provider: String,
+    /// The subject at that provider.
+    pub subject: String,
+    /// Login time (session) or token issue time (bearer), Unix seconds.
+    pub issued_at: i64,
+    /// End of the session or of the token, Unix seconds.
+    pub expires_at: i64,
+    /// Session cookie or bearer token.
+    pub method: AuthMethod,
+}
+
+/// The credential a request came with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// The layer's encrypted session cookie, after an interactive login.
+    Session,
+    /// An `Authorization: Bearer` JWT.
+    Bearer {
+        /// Its scopes (`scope` or `scp`).
+        scopes: Vec<String>,
+        /// The client it was issued to (`azp` or `client_id`), when it says.
+        client_id: Option<String>,
+    },
 }
 
 impl Deref for CurrentUser {
@@ -55,6 +85,8 @@ impl Deref for CurrentUser {
 pub(crate) struct AuthContext {
     pub(crate) prefix: String,
     pub(crate) unauthenticated: Unauthenticated,
+    /// Bearer tokens are accepted: anonymous API requests get a `WWW-Authenticate: Bearer`.
+    pub(crate) bearer: bool,
 }
 
 /// The rejection of [`CurrentUser`]: `401`, or a `303` to the login page for a browser
@@ -63,6 +95,7 @@ pub(crate) struct AuthContext {
 pub struct LoginRequired {
     login: Option<String>,
     html: bool,
+    bearer: bool,
 }
 
 impl IntoResponse for LoginRequired {
@@ -78,12 +111,18 @@ impl IntoResponse for LoginRequired {
         if self.html {
             headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
         }
-        crate::error::render(
+        let mut response = crate::error::render(
             StatusCode::UNAUTHORIZED,
             "login_required",
             "you need to log in",
             &headers,
-        )
+        );
+        if self.bearer {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -95,7 +134,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             return Ok(user.clone());
         }
         let html = crate::error::wants_html(&parts.headers);
-        let login = match parts.extensions.get::<Arc<AuthContext>>() {
+        let context = parts.extensions.get::<Arc<AuthContext>>();
+        let bearer = context.is_some_and(|c| c.bearer);
+        let login = match context {
             Some(ctx) => match &ctx.unauthenticated {
                 Unauthenticated::RedirectToLogin(provider)
                     if html && parts.method == Method::GET =>
@@ -119,7 +160,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
                 None
             }
         };
-        Err(LoginRequired { login, html })
+        Err(LoginRequired {
+            login,
+            html,
+            bearer,
+        })
     }
 }
 

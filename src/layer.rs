@@ -39,6 +39,9 @@ pub enum ConfigError {
     /// A provider id is not made of `[A-Za-z0-9_-]`.
     #[error("provider id `{0}` may only hold letters, digits, `-` and `_`")]
     ProviderId(String),
+    /// A `bearer` section is invalid.
+    #[error("{0}")]
+    Bearer(String),
     /// A provider's settings are invalid.
     #[error("provider `{id}`: {reason}")]
     Provider {
@@ -62,6 +65,7 @@ pub(crate) struct Shared {
     /// Session ids ended by logout, until the session would have expired anyway.
     pub(crate) revoked_sessions: Cache<String, ()>,
     pub(crate) context: Arc<crate::extract::AuthContext>,
+    pub(crate) bearer: Option<crate::bearer::Bearer>,
 }
 
 /// A [`tower::Layer`](tower_layer::Layer) that adds OpenID Connect login with just-in-time
@@ -123,6 +127,17 @@ impl JitLayer {
             .config(config)
             .store(store)
             .build()
+    }
+
+    /// The layer's counters (shared by every clone and every service it made).
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, store::MemoryStore};
+    /// let layer = JitLayer::builder().public_url("https://app.example.com").store(MemoryStore::new()).build().unwrap();
+    /// assert_eq!(layer.metrics().logins, 0);
+    /// ```
+    pub fn metrics(&self) -> crate::MetricsSnapshot {
+        self.shared.provisioner.metrics().snapshot()
     }
 
     /// Ends every cached view of a user: call after changing or locking it in the store
@@ -305,14 +320,21 @@ impl JitLayerBuilder {
         let session_cookie = codec.name(&config.session.cookie_name, true);
         let login_ttl = Duration::from_secs(config.session.login_ttl_secs.max(1));
         let session_ttl = Duration::from_secs(config.session.ttl_secs.max(1));
+        let bearer = crate::bearer::Bearer::new(
+            &config.providers,
+            crate::oidc::HttpClient::new(self.http_timeout),
+            config.cache.max_users,
+        )
+        .map_err(ConfigError::Bearer)?;
         let context = Arc::new(crate::extract::AuthContext {
             prefix: prefix.clone(),
             unauthenticated: config.session.unauthenticated.clone(),
+            bearer: bearer.is_some(),
         });
         let shared = Shared {
             prefix,
             providers,
-            provisioner: Provisioner::new(store, UserCache::new(&config.cache)),
+            provisioner: Provisioner::new(store, UserCache::new(&config.cache), Arc::default()),
             codec,
             session_cookie,
             session: config.session.clone(),
@@ -325,6 +347,7 @@ impl JitLayerBuilder {
                 .time_to_live(session_ttl)
                 .build(),
             context,
+            bearer,
         };
         Ok(JitLayer {
             shared: Arc::new(shared),

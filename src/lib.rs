@@ -2,6 +2,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+pub mod bearer;
 pub mod config;
 #[cfg(feature = "dev-idp")]
 pub mod dev_idp;
@@ -15,15 +16,17 @@ mod endpoints;
 mod error;
 mod extract;
 mod layer;
+mod metrics;
 mod provision;
 mod service;
 
 pub use config::{JitConfig, MappingConfig, ProviderConfig, Unauthenticated};
 pub use endpoints::MAX_CALLBACK_BODY;
 pub use error::{CallbackError, Error, escape_html};
-pub use extract::{CurrentUser, LoginRequired};
+pub use extract::{AuthInfo, AuthMethod, CurrentUser, LoginRequired};
 pub use layer::{ConfigError, JitLayer, JitLayerBuilder};
 pub use mapping::{Claims, MappingError};
+pub use metrics::MetricsSnapshot;
 pub use provision::{Outcome, ProvisionError};
 pub use service::JitService;
 

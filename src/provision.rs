@@ -6,8 +6,9 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use crate::cache::UserCache;
-use crate::config::ProviderConfig;
+use crate::config::{MappingConfig, ProviderConfig};
 use crate::mapping::{Claims, MappingError, map_claims};
+use crate::metrics::Metrics;
 use crate::store::{Identity, SharedStore, StoreError, User};
 
 /// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
@@ -57,6 +58,20 @@ impl ProvisionError {
     }
 }
 
+impl ProvisionError {
+    /// A copy for another waiter of a shared (moka-coalesced) failure. Store errors keep
+    /// their kind and message; their source chain is not cloneable.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::JitDisabled => Self::JitDisabled,
+            Self::Locked => Self::Locked,
+            Self::Mapping(m) => Self::Mapping(m.clone()),
+            Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
+            Self::Store(e) => Self::Store(e.duplicate()),
+        }
+    }
+}
+
 impl From<StoreError> for ProvisionError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -81,11 +96,20 @@ pub enum Outcome {
 pub(crate) struct Provisioner {
     store: SharedStore,
     cache: UserCache,
+    metrics: Arc<Metrics>,
 }
 
 impl Provisioner {
-    pub(crate) fn new(store: SharedStore, cache: UserCache) -> Self {
-        Self { store, cache }
+    pub(crate) fn new(store: SharedStore, cache: UserCache, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            cache,
+            metrics,
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn cache(&self) -> &UserCache {
@@ -107,7 +131,19 @@ impl Provisioner {
         identity: &Identity,
         claims: &Claims,
     ) -> Result<(Arc<User>, Outcome), ProvisionError> {
-        let profile = map_claims(&provider.mapping, claims)?;
+        self.provision_with(&provider.mapping, provider.jit, identity, claims)
+            .await
+    }
+
+    /// [`provision`](Self::provision) with an explicit mapping and JIT switch.
+    pub(crate) async fn provision_with(
+        &self,
+        mapping: &MappingConfig,
+        jit: bool,
+        identity: &Identity,
+        claims: &Claims,
+    ) -> Result<(Arc<User>, Outcome), ProvisionError> {
+        let profile = map_claims(mapping, claims)?;
         let key = identity.key();
         let created = std::sync::atomic::AtomicBool::new(false);
         let user = self
@@ -117,7 +153,7 @@ impl Provisioner {
                 if let Some(user) = self.store.find_by_identity(&key).await? {
                     return Ok(Arc::new(user));
                 }
-                if !provider.jit {
+                if !jit {
                     return Err(ProvisionError::JitDisabled);
                 }
                 match self.store.create(identity, &profile).await {
@@ -136,11 +172,12 @@ impl Provisioner {
                 }
             })
             .await
-            .map_err(unshare)?;
+            .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(|e| e.duplicate()))?;
         if user.locked {
             return Err(ProvisionError::Locked);
         }
         if created.load(std::sync::atomic::Ordering::SeqCst) {
+            Metrics::add(&self.metrics.users_created);
             self.cache.by_id.insert(user.id, user.clone()).await;
             return Ok((user, Outcome::Created));
         }
@@ -160,22 +197,7 @@ impl Provisioner {
             return Err(ProvisionError::Locked);
         }
         self.cache.store(Some(key), updated.clone()).await;
+        Metrics::add(&self.metrics.users_updated);
         Ok((updated, Outcome::Updated))
-    }
-}
-
-/// moka shares an init error between all waiters behind an `Arc`; give each its own.
-fn unshare(err: Arc<ProvisionError>) -> ProvisionError {
-    match Arc::try_unwrap(err) {
-        Ok(err) => err,
-        Err(shared) => match &*shared {
-            ProvisionError::JitDisabled => ProvisionError::JitDisabled,
-            ProvisionError::Locked => ProvisionError::Locked,
-            ProvisionError::Mapping(m) => ProvisionError::Mapping(m.clone()),
-            ProvisionError::UsernameTaken(n) => ProvisionError::UsernameTaken(n.clone()),
-            ProvisionError::Store(e) => {
-                ProvisionError::Store(StoreError::unavailable(e.to_string()))
-            }
-        },
     }
 }

@@ -9,12 +9,15 @@ use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, header};
 use tower_service::Service;
 
+use crate::bearer::{Bearer, BearerError};
 use crate::endpoints;
 use crate::error::Error;
-use crate::extract::CurrentUser;
+use crate::extract::{AuthInfo, AuthMethod, CurrentUser};
 use crate::layer::Shared;
+use crate::metrics::Metrics;
+use crate::provision::ProvisionError;
 use crate::session::{SameSite, SessionData, cookies_named};
-use crate::store::now_unix;
+use crate::store::{StoreError, User, UserId, now_unix};
 
 /// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's
 /// error type: every failure of its own becomes a response.
@@ -62,6 +65,20 @@ where
                 return Ok(endpoints::handle(&shared, route, req).await);
             }
             let mut req = req;
+            req.extensions_mut().insert(shared.context.clone());
+            if let Some(bearer) = &shared.bearer {
+                if let Some(value) = req.headers().get(header::AUTHORIZATION).cloned() {
+                    if let Some(token) = Bearer::token_of(&value) {
+                        return match attach_bearer(&shared, bearer, token, &mut req).await {
+                            Ok(()) => inner.call(req).await,
+                            Err(err) => {
+                                Metrics::add(&shared.provisioner.metrics().bearer_failures);
+                                Ok(bearer_failure(&err, req.headers()))
+                            }
+                        };
+                    }
+                }
+            }
             match attach_session(&shared, &mut req).await {
                 Ok(Attached::Clean) => inner.call(req).await,
                 Ok(Attached::Stale) => {
@@ -88,9 +105,69 @@ enum Attached {
     Stale,
 }
 
+/// The user with this id, through the cache: `Ok(None)` when the store has no such user.
+async fn load_user(shared: &Shared, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
+    let store = shared.provisioner.store();
+    let loaded = shared
+        .provisioner
+        .cache()
+        .by_id
+        .try_get_with(id, async {
+            match store.find_by_id(id).await {
+                Ok(Some(user)) => Ok(Arc::new(user)),
+                Ok(None) => Err(None),
+                Err(e) => Err(Some(e)),
+            }
+        })
+        .await;
+    match loaded {
+        Ok(user) => Ok(Some(user)),
+        Err(shared_err) => match &*shared_err {
+            None => Ok(None),
+            Some(e) => {
+                tracing::error!(error = %e, "loading a user failed");
+                Err(e.duplicate())
+            }
+        },
+    }
+}
+
+/// Verifies a bearer token and puts its user in the extensions.
+async fn attach_bearer(
+    shared: &Shared,
+    bearer: &Bearer,
+    token: &[u8],
+    req: &mut Request<Body>,
+) -> Result<(), BearerError> {
+    let verified = bearer.authenticate(token, &shared.provisioner).await?;
+    let user = load_user(shared, verified.user_id)
+        .await
+        .map_err(|e| BearerError::Provision(ProvisionError::Store(e)))?
+        .ok_or(BearerError::UnknownKey)?;
+    if user.locked {
+        return Err(BearerError::Provision(ProvisionError::Locked));
+    }
+    req.extensions_mut().insert(CurrentUser {
+        user,
+        auth: verified.auth.clone(),
+    });
+    Ok(())
+}
+
+fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Response<Body> {
+    tracing::warn!(code = err.code(), error = %err, "bearer token refused");
+    let mut response =
+        crate::error::render(err.status(), err.code(), &err.to_string(), request_headers);
+    if let Some(challenge) = err.challenge() {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
 /// Reads the session cookie and, when it is good, puts the user in the extensions.
 async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Attached, Error> {
-    req.extensions_mut().insert(shared.context.clone());
     let opened = {
         let mut values = cookies_named(req.headers(), &shared.session_cookie).peekable();
         if values.peek().is_none() {
@@ -109,39 +186,24 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
     {
         return Ok(Attached::Stale);
     }
-    let store = shared.provisioner.store();
-    let loaded = shared
-        .provisioner
-        .cache()
-        .by_id
-        .try_get_with(session.user_id, async {
-            match store.find_by_id(session.user_id).await {
-                Ok(Some(user)) => Ok(Arc::new(user)),
-                Ok(None) => Err(None),
-                Err(e) => Err(Some(e)),
-            }
-        })
-        .await;
-    let user = match loaded {
-        Ok(user) => user,
-        Err(shared_err) => {
-            return match &*shared_err {
-                None => Ok(Attached::Stale),
-                Some(e) => {
-                    tracing::error!(error = %e, "loading the session's user failed");
-                    Err(Error::Store(crate::store::StoreError::unavailable(
-                        e.to_string(),
-                    )))
-                }
-            };
-        }
+    let Some(user) = load_user(shared, session.user_id)
+        .await
+        .map_err(Error::Store)?
+    else {
+        return Ok(Attached::Stale);
     };
     if user.locked {
         return Ok(Attached::Stale);
     }
     req.extensions_mut().insert(CurrentUser {
         user,
-        session: Arc::new(session),
+        auth: Arc::new(AuthInfo {
+            provider: session.provider,
+            subject: session.subject,
+            issued_at: session.issued_at,
+            expires_at: session.expires_at,
+            method: AuthMethod::Session,
+        }),
     });
     Ok(Attached::Clean)
 }

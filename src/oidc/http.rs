@@ -87,3 +87,21 @@ impl<'c> AsyncHttpClient<'c> for HttpClient {
         Box::pin(self.send(request))
     }
 }
+
+impl HttpClient {
+    /// `GET` a JSON document (bounded in time and size, no redirects).
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<T, String> {
+        let request = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let response = self.send(request).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        serde_json::from_slice(response.body()).map_err(|e| format!("unparsable JSON: {e}"))
+    }
+}

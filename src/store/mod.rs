@@ -62,6 +62,18 @@ impl StoreError {
         Self::Unavailable(err.into())
     }
 
+    /// A copy of this error for another waiter of a shared failure (the source is kept as
+    /// text: error sources are not cloneable).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::IdentityExists => Self::IdentityExists,
+            Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
+            Self::NotFound => Self::NotFound,
+            Self::Unavailable(e) => Self::unavailable(e.to_string()),
+            Self::Backend(e) => Self::backend(e.to_string()),
+        }
+    }
+
     /// Wraps any error as [`StoreError::Backend`].
     pub fn backend(err: impl Into<BoxError>) -> Self {
         Self::Backend(err.into())

@@ -95,8 +95,8 @@ async fn me(user: CurrentUser) -> axum::Json<serde_json::Value> {
         "email": user.email,
         "display_name": user.display_name,
         "groups": user.groups,
-        "provider": user.session.provider,
-        "subject": user.session.subject,
+        "provider": user.auth.provider,
+        "subject": user.auth.subject,
     }))
 }
 
@@ -141,6 +141,11 @@ impl TestApp {
         .build()
         .unwrap();
         let app = Router::new()
+            .route(
+                "/api/reports",
+                get(|| async { "reports" })
+                    .route_layer(jit_provision::bearer::RequireScope::new("reports:read")),
+            )
             .route("/me", get(me))
             .route(
                 "/",

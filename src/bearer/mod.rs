@@ -1,0 +1,431 @@
+//! `Authorization: Bearer` JWTs for APIs: validated with `jsonwebtoken` against the issuer's
+//! JWKS, provisioned just in time like a login, and remembered by digest until
+//! `min(exp, TTL)` so repeated calls skip the signature check.
+
+mod keys;
+mod scope;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, StatusCode};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use moka::Expiry;
+use moka::future::Cache;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use self::keys::{KeyError, KeySource};
+pub use self::scope::{RequireScope, RequireScopeService};
+use crate::config::{BearerConfig, MappingConfig, ProviderConfig};
+use crate::extract::{AuthInfo, AuthMethod};
+use crate::mapping::Claims;
+use crate::metrics::Metrics;
+use crate::oidc::HttpClient;
+use crate::provision::{ProvisionError, Provisioner};
+use crate::store::{Identity, UserId, now_unix};
+
+/// Longest bearer token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Why a bearer token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BearerError {
+    /// Not a JWT, or a header or claims that cannot be parsed.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Larger than [`MAX_TOKEN_BYTES`].
+    #[error("the token is too large")]
+    TooLarge,
+    /// No configured provider accepts bearer tokens from this `iss`.
+    #[error("the token's issuer is not trusted")]
+    UnknownIssuer,
+    /// `alg` is not one the provider allows.
+    #[error("the token's signature algorithm is not allowed")]
+    DisallowedAlgorithm,
+    /// The token names no `kid`.
+    #[error("the token names no key")]
+    MissingKeyId,
+    /// No published key has the token's `kid`.
+    #[error("no signing key of the issuer matches the token")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iat` is in the future.
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
+    /// `iss` does not match exactly.
+    #[error("the token's issuer is wrong")]
+    Issuer,
+    /// No accepted audience in `aud`.
+    #[error("the token's audience is wrong")]
+    Audience,
+    /// A required claim is missing.
+    #[error("the token lacks the required claim `{0}`")]
+    MissingClaim(String),
+    /// The issuer's keys cannot be fetched and none are cached: `503`.
+    #[error("the issuer's signing keys are unavailable")]
+    KeysUnavailable,
+    /// The token is valid but the user could not be provisioned.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+impl BearerError {
+    /// The HTTP status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Provision(e) => e.status(),
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::KeysUnavailable => "idp_keys_unavailable",
+            Self::Provision(e) => e.code(),
+            _ => "invalid_token",
+        }
+    }
+
+    /// The RFC 6750 `WWW-Authenticate` challenge for this failure, when it has one.
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        if self.status() != StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        // Our messages are plain ASCII without quotes or backslashes.
+        HeaderValue::from_str(&format!(
+            "Bearer error=\"invalid_token\", error_description=\"{self}\""
+        ))
+        .ok()
+    }
+}
+
+/// What the verified-token cache remembers: who the token is, not the token.
+#[derive(Debug)]
+pub(crate) struct VerifiedToken {
+    pub(crate) user_id: UserId,
+    pub(crate) auth: Arc<AuthInfo>,
+    /// When the cache entry must go: `min(exp, now + TTL)`.
+    valid_for: Duration,
+}
+
+struct UntilExpiry;
+
+impl Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.valid_for)
+    }
+}
+
+/// One provider's bearer settings, ready to verify.
+struct Verifier {
+    provider: String,
+    issuer: String,
+    config: BearerConfig,
+    mapping: MappingConfig,
+    jit: bool,
+    leeway: u64,
+    validation: Validation,
+    keys: KeySource,
+}
+
+/// All bearer verification of a layer.
+pub(crate) struct Bearer {
+    by_issuer: HashMap<String, Arc<Verifier>>,
+    tokens: Cache<[u8; 32], Arc<VerifiedToken>>,
+    http: HttpClient,
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer")
+            .field("issuers", &self.by_issuer.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    Some(match name {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        _ => return None,
+    })
+}
+
+impl Bearer {
+    /// Prepares verification for every provider with a `bearer` section; `None` when none has.
+    pub(crate) fn new(
+        providers: &std::collections::BTreeMap<String, ProviderConfig>,
+        http: HttpClient,
+        max_tokens: u64,
+    ) -> Result<Option<Self>, String> {
+        let mut by_issuer = HashMap::new();
+        for (id, provider) in providers {
+            let Some(config) = &provider.bearer else {
+                continue;
+            };
+            if config.audiences.is_empty() {
+                return Err(format!(
+                    "provider `{id}`: bearer.audiences must not be empty"
+                ));
+            }
+            let algorithms = config
+                .algorithms
+                .iter()
+                .map(|a| {
+                    parse_algorithm(a).ok_or_else(|| {
+                        format!("provider `{id}`: bearer algorithm `{a}` is not allowed (asymmetric algorithms only)")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let first = *algorithms
+                .first()
+                .ok_or_else(|| format!("provider `{id}`: bearer.algorithms must not be empty"))?;
+            let mut validation = Validation::new(first);
+            validation.algorithms = algorithms;
+            validation.set_issuer(&[&provider.issuer]);
+            validation.set_audience(&config.audiences);
+            validation.leeway = provider.clock_skew_secs;
+            validation.validate_nbf = true;
+            // jsonwebtoken only knows the registered claims; others are checked after decoding.
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            let verifier = Verifier {
+                provider: id.clone(),
+                issuer: provider.issuer.clone(),
+                config: config.clone(),
+                mapping: config
+                    .mapping
+                    .clone()
+                    .unwrap_or_else(|| provider.mapping.clone()),
+                jit: provider.jit,
+                leeway: provider.clock_skew_secs,
+                validation,
+                keys: KeySource::new(
+                    provider.issuer.clone(),
+                    config.jwks_uri.clone(),
+                    Duration::from_secs(config.jwks_ttl_secs.max(1)),
+                    Duration::from_secs(provider.jwks_min_refetch_secs),
+                ),
+            };
+            if by_issuer
+                .insert(provider.issuer.clone(), Arc::new(verifier))
+                .is_some()
+            {
+                return Err(format!(
+                    "two providers accept bearer tokens from the issuer `{}`",
+                    provider.issuer
+                ));
+            }
+        }
+        if by_issuer.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            by_issuer,
+            tokens: Cache::builder()
+                .max_capacity(max_tokens)
+                .expire_after(UntilExpiry)
+                .build(),
+            http,
+        }))
+    }
+
+    /// The token of an `Authorization: Bearer ...` header value.
+    pub(crate) fn token_of(value: &HeaderValue) -> Option<&[u8]> {
+        let value = value.as_bytes();
+        let scheme = value.get(..7)?;
+        scheme
+            .eq_ignore_ascii_case(b"bearer ")
+            .then(|| value[7..].trim_ascii())
+    }
+
+    /// Verifies a token and provisions its user; a token seen before (same digest, not expired)
+    /// is answered from the cache without any signature check.
+    pub(crate) async fn authenticate(
+        &self,
+        token: &[u8],
+        provisioner: &Provisioner,
+    ) -> Result<Arc<VerifiedToken>, BearerError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(BearerError::TooLarge);
+        }
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        if let Some(hit) = self.tokens.get(&digest).await {
+            Metrics::add(&provisioner.metrics().bearer_cache_hits);
+            return Ok(hit);
+        }
+        let verified = self
+            .tokens
+            .try_get_with(digest, self.verify_and_provision(token, provisioner))
+            .await
+            .map_err(unshare)?;
+        Ok(verified)
+    }
+
+    async fn verify_and_provision(
+        &self,
+        token: &[u8],
+        provisioner: &Provisioner,
+    ) -> Result<Arc<VerifiedToken>, BearerError> {
+        let token = std::str::from_utf8(token).map_err(|_| BearerError::Malformed)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| BearerError::Malformed)?;
+        // Pick the provider by the (not yet verified) issuer; it is verified below.
+        #[derive(serde::Deserialize)]
+        struct Issuer {
+            iss: Option<String>,
+        }
+        let unverified: Issuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| BearerError::Malformed)?;
+        let verifier = unverified
+            .iss
+            .and_then(|iss| self.by_issuer.get(&iss))
+            .ok_or(BearerError::UnknownIssuer)?;
+        if !verifier.validation.algorithms.contains(&header.alg) {
+            return Err(BearerError::DisallowedAlgorithm);
+        }
+        let kid = header.kid.as_deref().ok_or(BearerError::MissingKeyId)?;
+        let keys = verifier
+            .keys
+            .for_kid(&self.http, kid)
+            .await
+            .map_err(|e| match e {
+                KeyError::Unknown => BearerError::UnknownKey,
+                KeyError::Unavailable(reason) => {
+                    tracing::error!(provider = %verifier.provider, error = %reason, "bearer keys unavailable");
+                    BearerError::KeysUnavailable
+                }
+            })?;
+        let jwk = keys.find(kid).ok_or(BearerError::UnknownKey)?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| BearerError::UnknownKey)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &verifier.validation)
+            .map_err(classify)?;
+        let claims = data.claims;
+        if let Some(missing) = verifier
+            .config
+            .required_claims
+            .iter()
+            .find(|c| claims.get(*c).is_none_or(Value::is_null))
+        {
+            return Err(BearerError::MissingClaim(missing.clone()));
+        }
+        let now = now_unix();
+        let iat = claims.get("iat").and_then(Value::as_i64);
+        if iat.is_some_and(|iat| iat > now + verifier.leeway as i64) {
+            return Err(BearerError::IssuedInFuture);
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| BearerError::MissingClaim("sub".into()))?
+            .to_owned();
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| BearerError::MissingClaim("exp".into()))?;
+        let scopes = scopes(&claims);
+        let client_id = ["azp", "client_id"]
+            .iter()
+            .find_map(|c| claims.get(*c).and_then(Value::as_str))
+            .map(str::to_owned);
+        let identity = Identity::new(&verifier.provider, &verifier.issuer, &subject);
+        let (user, outcome) = provisioner
+            .provision_with(&verifier.mapping, verifier.jit, &identity, &Claims(claims))
+            .await?;
+        Metrics::add(&provisioner.metrics().bearer_verified);
+        tracing::debug!(provider = %verifier.provider, user_id = %user.id, outcome = ?outcome, "bearer token verified");
+        let remaining = (exp - now).max(0) as u64;
+        let ttl = verifier.config.token_cache_ttl_secs;
+        Ok(Arc::new(VerifiedToken {
+            user_id: user.id,
+            auth: Arc::new(AuthInfo {
+                provider: verifier.provider.clone(),
+                subject,
+                issued_at: iat.unwrap_or(now),
+                expires_at: exp,
+                method: AuthMethod::Bearer { scopes, client_id },
+            }),
+            valid_for: Duration::from_secs(remaining.min(ttl)),
+        }))
+    }
+}
+
+/// Scopes from `scope` (space separated, RFC 9068) or `scp` (an array or a string).
+fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+    let split = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => split(s),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn classify(err: jsonwebtoken::errors::Error) -> BearerError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match err.kind() {
+        K::InvalidSignature => BearerError::BadSignature,
+        K::ExpiredSignature => BearerError::Expired,
+        K::ImmatureSignature => BearerError::NotYetValid,
+        K::InvalidIssuer => BearerError::Issuer,
+        K::InvalidAudience => BearerError::Audience,
+        K::MissingRequiredClaim(c) => BearerError::MissingClaim(c.clone()),
+        K::InvalidAlgorithm | K::MissingAlgorithm => BearerError::DisallowedAlgorithm,
+        K::InvalidRsaKey(_) | K::InvalidEcdsaKey | K::InvalidEddsaKey | K::InvalidKeyFormat => {
+            BearerError::UnknownKey
+        }
+        _ => BearerError::Malformed,
+    }
+}
+
+/// moka shares an init error between waiters behind an `Arc`; give each its own.
+fn unshare(err: Arc<BearerError>) -> BearerError {
+    match Arc::try_unwrap(err) {
+        Ok(err) => err,
+        Err(shared) => match &*shared {
+            BearerError::Malformed => BearerError::Malformed,
+            BearerError::TooLarge => BearerError::TooLarge,
+            BearerError::UnknownIssuer => BearerError::UnknownIssuer,
+            BearerError::DisallowedAlgorithm => BearerError::DisallowedAlgorithm,
+            BearerError::MissingKeyId => BearerError::MissingKeyId,
+            BearerError::UnknownKey => BearerError::UnknownKey,
+            BearerError::BadSignature => BearerError::BadSignature,
+            BearerError::Expired => BearerError::Expired,
+            BearerError::NotYetValid => BearerError::NotYetValid,
+            BearerError::IssuedInFuture => BearerError::IssuedInFuture,
+            BearerError::Issuer => BearerError::Issuer,
+            BearerError::Audience => BearerError::Audience,
+            BearerError::MissingClaim(c) => BearerError::MissingClaim(c.clone()),
+            BearerError::KeysUnavailable => BearerError::KeysUnavailable,
+            BearerError::Provision(p) => BearerError::Provision(p.duplicate()),
+        },
+    }
+}
