@@ -66,18 +66,17 @@ where
             }
             let mut req = req;
             req.extensions_mut().insert(shared.context.clone());
-            if let Some(bearer) = &shared.bearer {
-                if let Some(value) = req.headers().get(header::AUTHORIZATION).cloned() {
-                    if let Some(token) = Bearer::token_of(&value) {
-                        return match attach_bearer(&shared, bearer, token, &mut req).await {
-                            Ok(()) => inner.call(req).await,
-                            Err(err) => {
-                                Metrics::add(&shared.provisioner.metrics().bearer_failures);
-                                Ok(bearer_failure(&err, req.headers()))
-                            }
-                        };
+            let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+            if let Some(bearer) = &shared.bearer
+                && let Some(token) = authorization.as_ref().and_then(Bearer::token_of)
+            {
+                return match attach_bearer(&shared, bearer, token, &mut req).await {
+                    Ok(()) => inner.call(req).await,
+                    Err(err) => {
+                        Metrics::add(&shared.provisioner.metrics().bearer_failures);
+                        Ok(bearer_failure(&err, req.headers()))
                     }
-                }
+                };
             }
             match attach_session(&shared, &mut req).await {
                 Ok(Attached::Clean) => inner.call(req).await,
