@@ -1,0 +1,151 @@
+//! The sample configuration `examples/demo.toml` stays in step with `JitConfig`: it parses
+//! with the demo's own loader, spells out every field, and shows the defaults it claims to.
+
+use std::collections::BTreeMap;
+
+use jit_provision::config::BearerConfig;
+use jit_provision::store::MemoryStore;
+use jit_provision::{JitConfig, JitLayer, ProviderConfig, Unauthenticated};
+
+// The demo itself, compiled as a module, so these tests use its real `parse_config` (which
+// strips the `[demo]` table) rather than a copy. Its `main` and handlers go unused here.
+#[path = "../examples/demo.rs"]
+#[allow(dead_code)]
+mod demo;
+
+const SAMPLE: &str = include_str!("../examples/demo.toml");
+
+/// Every leaf of a TOML value by dotted path (`session.ttl_secs`, ...).
+fn leaves(value: &toml::Value, prefix: &str, out: &mut BTreeMap<String, toml::Value>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaves(value, &path, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_owned(), leaf.clone());
+        }
+    }
+}
+
+fn flat(config: &JitConfig) -> BTreeMap<String, toml::Value> {
+    let mut out = BTreeMap::new();
+    leaves(
+        &toml::Value::try_from(config).expect("JitConfig serializes to TOML"),
+        "",
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn sample_parses_and_builds_a_layer() {
+    let (config, demo) = demo::parse_config(SAMPLE).expect("examples/demo.toml parses");
+    assert_eq!(config.public_url, "http://127.0.0.1:3000");
+    assert_eq!(
+        config.session.unauthenticated,
+        Unauthenticated::RedirectToLogin("keycloak".into())
+    );
+    let keycloak = &config.providers["keycloak"];
+    assert_eq!(keycloak.mapping.groups_claim.as_deref(), Some("groups"));
+    assert_eq!(
+        keycloak.client_secret.as_ref().map(|s| s.expose()),
+        Some("CHANGE-ME")
+    );
+    assert_eq!(demo.listen.as_deref(), Some("127.0.0.1:3000"));
+    assert_eq!(demo.database_url.as_deref(), Some("sqlite://jit-demo.db"));
+    assert!(!demo.dev_idp);
+    JitLayer::from_config(config, MemoryStore::new()).expect("the layer accepts the sample");
+}
+
+/// The sample with its commented-out optional settings (`#key = value`, `#[table]`) turned on.
+fn everything_on() -> String {
+    let uncomment = |line: &str| match line.strip_prefix('#') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+            rest.to_owned()
+        }
+        _ => line.to_owned(),
+    };
+    SAMPLE.lines().map(uncomment).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn sample_spells_out_every_field() {
+    // Serializing skips `None` fields, so compare with every optional setting turned on: then
+    // every field of JitConfig must appear in the file, and nothing else.
+    let full = everything_on();
+    let (config, _) = demo::parse_config(&full).expect("the commented-out settings parse");
+    let bearer = config.providers["keycloak"]
+        .bearer
+        .as_ref()
+        .expect("bearer");
+    assert!(bearer.mapping.is_some() && config.session.key.is_some());
+    let defaults = BearerConfig::new(bearer.audiences.clone());
+    assert_eq!(bearer.algorithms, defaults.algorithms);
+    assert_eq!(bearer.required_claims, defaults.required_claims);
+    assert_eq!(bearer.jwks_ttl_secs, defaults.jwks_ttl_secs);
+    assert_eq!(bearer.token_cache_ttl_secs, defaults.token_cache_ttl_secs);
+    let mut written: toml::Table = toml::from_str(&full).unwrap();
+    written.remove("demo");
+    let mut in_file = BTreeMap::new();
+    leaves(&toml::Value::Table(written), "", &mut in_file);
+    let in_file: Vec<_> = in_file.into_keys().collect();
+    let fields: Vec<_> = flat(&config).into_keys().collect();
+    assert_eq!(in_file, fields);
+}
+
+#[test]
+fn sample_values_are_the_defaults_but_where_it_says_otherwise() {
+    let (sample, _) = demo::parse_config(SAMPLE).unwrap();
+    let keycloak = &sample.providers["keycloak"];
+    let mut defaults = JitConfig::new(&sample.public_url);
+    defaults.providers.insert(
+        "keycloak".into(),
+        ProviderConfig::new(&keycloak.issuer, &keycloak.client_id),
+    );
+    let (sample, defaults) = (flat(&sample), flat(&defaults));
+    let differing: Vec<&str> = (sample.keys().chain(defaults.keys()))
+        .filter(|k| sample.get(*k) != defaults.get(*k))
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        differing,
+        [
+            "providers.keycloak.client_secret",
+            "providers.keycloak.display_name",
+            "providers.keycloak.mapping.groups_claim",
+            "session.secure",
+            "session.unauthenticated.action",
+            "session.unauthenticated.provider",
+        ]
+    );
+}
+
+#[test]
+fn demo_table_is_optional_and_typos_are_refused() {
+    let (config, demo) = demo::parse_config("public_url = \"https://app.example.com\"").unwrap();
+    assert_eq!(config.path_prefix, "/auth");
+    assert!(demo.listen.is_none() && demo.database_url.is_none() && !demo.dev_idp);
+
+    let (config, _) = demo::parse_config(
+        "public_url = \"https://app.example.com\"\n[session]\nunauthenticated = { action = \"status\" }",
+    )
+    .unwrap();
+    assert_eq!(config.session.unauthenticated, Unauthenticated::Status);
+
+    for typo in [
+        "public_url = \"https://a.example\"\n[demo]\nlisten_on = \"127.0.0.1:3000\"",
+        "public_url = \"https://a.example\"\npath_prefx = \"/auth\"",
+        "public_url = \"https://a.example\"\n[providers.x]\nissuer = \"https://i\"\nclient_id = \"c\"\nscope = []",
+    ] {
+        assert!(demo::parse_config(typo).is_err(), "accepted {typo:?}");
+    }
+}
