@@ -306,6 +306,12 @@ impl ProviderConfig {
         self
     }
 
+    /// Sets the human name shown on login pages.
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = Some(name.into());
+        self
+    }
+
     /// Sets the claim mapping.
     pub fn mapping(mut self, mapping: MappingConfig) -> Self {
         self.mapping = mapping;
@@ -319,9 +325,10 @@ impl ProviderConfig {
 pub struct MappingConfig {
     /// Claim that gives the username of a new user. Default `preferred_username`.
     pub username_claim: String,
-    /// Claim for the email. Default `email`; `null` leaves email unmanaged.
+    /// Claim for the email. Default `email`; an empty string (or `None` in code) leaves the
+    /// email unmanaged by this provider.
     pub email_claim: Option<String>,
-    /// Claim for the display name. Default `name`.
+    /// Claim for the display name. Default `name`; an empty string leaves it unmanaged.
     pub display_name_claim: Option<String>,
     /// Claim holding the user's groups (an array of strings, or one string). Default none:
     /// groups are then not managed by this provider.

@@ -8,7 +8,7 @@ use moka::future::Cache;
 use tower_layer::Layer;
 
 use crate::cache::UserCache;
-use crate::config::{JitConfig, ProviderConfig, SessionConfig};
+use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::oidc::OidcProvider;
 use crate::provision::Provisioner;
 use crate::service::JitService;
@@ -22,8 +22,11 @@ pub enum ConfigError {
     /// No store was given to the builder.
     #[error("a user store is required: call `.store(...)`")]
     MissingStore,
-    /// `public_url` is not an absolute http(s) URL.
-    #[error("public_url `{0}` is not an absolute http or https URL")]
+    /// `public_url` is not an absolute http(s) URL of an origin (no path, query or fragment;
+    /// mount the app at the root of its origin, or use `path_prefix` for the layer's paths).
+    #[error(
+        "public_url `{0}` must be an http or https origin with no path, like `https://app.example.com`"
+    )]
     PublicUrl(String),
     /// `path_prefix` must start with `/`, must not end with `/`, and must be a plain path.
     #[error("path_prefix `{0}` must look like `/auth`")]
@@ -127,6 +130,26 @@ impl JitLayer {
             .config(config)
             .store(store)
             .build()
+    }
+
+    /// The redirect URI to register at provider `id`'s IdP:
+    /// `{public_url origin}{path_prefix}/{id}/callback`. `None` for an unknown provider.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, ProviderConfig, store::MemoryStore};
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .provider("corp", ProviderConfig::new("https://login.example.com", "app"))
+    ///     .store(MemoryStore::new())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(layer.redirect_uri("corp").as_deref(), Some("https://app.example.com/auth/corp/callback"));
+    /// ```
+    pub fn redirect_uri(&self, id: &str) -> Option<String> {
+        self.shared
+            .providers
+            .get(id)
+            .map(|p| p.redirect_uri().to_owned())
     }
 
     /// The layer's counters (shared by every clone and every service it made).
@@ -273,7 +296,13 @@ impl JitLayerBuilder {
         let store = self.store.ok_or(ConfigError::MissingStore)?;
         let public = url::Url::parse(&config.public_url)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            })
             .ok_or_else(|| ConfigError::PublicUrl(config.public_url.clone()))?;
         let origin = public.origin().ascii_serialization();
         let prefix = config.path_prefix.clone();
@@ -299,6 +328,14 @@ impl JitLayerBuilder {
                 SessionKey::generate()
             }
         };
+        if let Unauthenticated::RedirectToLogin(provider) = &config.session.unauthenticated
+            && !config.providers.contains_key(provider)
+        {
+            return Err(ConfigError::Provider {
+                id: provider.clone(),
+                reason: "session.unauthenticated redirects to it, but it is not configured".into(),
+            });
+        }
         let mut providers = HashMap::new();
         for (id, provider) in &config.providers {
             if id.is_empty()
@@ -397,6 +434,29 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, ConfigError::ProviderId(_)));
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin_and_redirect_target_must_exist() {
+        for url in [
+            "https://app.example.com/app",
+            "https://a.example?x=1",
+            "ftp://a.example",
+        ] {
+            let err = JitLayer::builder()
+                .public_url(url)
+                .store(MemoryStore::new())
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, ConfigError::PublicUrl(_)), "{url}");
+        }
+        let err = JitLayer::builder()
+            .public_url("https://app.example.com")
+            .unauthenticated(Unauthenticated::RedirectToLogin("typo".into()))
+            .store(MemoryStore::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Provider { ref id, .. } if id == "typo"));
     }
 
     #[test]

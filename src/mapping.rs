@@ -67,14 +67,12 @@ const MAX_GROUPS: usize = 1024;
 pub fn map_claims(mapping: &MappingConfig, claims: &Claims) -> Result<Profile, MappingError> {
     let username = text(claims, &mapping.username_claim)?
         .ok_or_else(|| MappingError::MissingClaim(mapping.username_claim.clone()))?;
-    let email = match &mapping.email_claim {
-        Some(name) => text(claims, name)?,
-        None => None,
-    };
-    let display_name = match &mapping.display_name_claim {
-        Some(name) => text(claims, name)?,
-        None => None,
-    };
+    let email = managed(&mapping.email_claim)
+        .map(|name| text(claims, name))
+        .transpose()?;
+    let display_name = managed(&mapping.display_name_claim)
+        .map(|name| text(claims, name))
+        .transpose()?;
     let groups = match &mapping.groups_claim {
         Some(name) => Some(groups(claims, name)?),
         None => None,
@@ -86,6 +84,11 @@ pub fn map_claims(mapping: &MappingConfig, claims: &Claims) -> Result<Profile, M
         groups,
         attributes: Default::default(),
     })
+}
+
+/// The claim name when the mapping manages this field (set and not empty).
+fn managed(claim: &Option<String>) -> Option<&str> {
+    claim.as_deref().filter(|name| !name.is_empty())
 }
 
 fn text(claims: &Claims, name: &str) -> Result<Option<String>, MappingError> {
@@ -164,6 +167,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.groups, Some(BTreeSet::new()));
+        // Managed and absent (Some(None)) differs from unmanaged (None).
+        assert_eq!(p.email, Some(None));
+        let unmanaged = MappingConfig {
+            email_claim: Some(String::new()),
+            display_name_claim: None,
+            ..MappingConfig::default()
+        };
+        let p = map_claims(
+            &unmanaged,
+            &claims(serde_json::json!({"preferred_username": "a", "email": "x@y"})),
+        )
+        .unwrap();
+        assert_eq!((p.email, p.display_name), (None, None));
         let err = map_claims(
             &mapping,
             &claims(serde_json::json!({"preferred_username": "a", "groups": {"x": 1}})),

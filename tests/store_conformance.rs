@@ -10,7 +10,7 @@ use jit_provision::store::{
 fn profile(username: &str) -> Profile {
     Profile {
         username: username.into(),
-        email: Some(format!("{username}@example.com")),
+        email: Some(Some(format!("{username}@example.com"))),
         display_name: None,
         groups: Some(BTreeSet::from(["staff".to_owned(), "ops".to_owned()])),
         attributes: BTreeMap::from([("department".to_owned(), "R&D 'quoted'".to_owned())]),

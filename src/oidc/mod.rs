@@ -286,6 +286,11 @@ impl OidcProvider {
             .clone()
     }
 
+    /// The redirect URI registered for this provider.
+    pub(crate) fn redirect_uri(&self) -> &str {
+        self.redirect_uri.as_str()
+    }
+
     /// Builds the authorization request: fresh state, nonce and PKCE S256 challenge.
     pub(crate) async fn authorization_request(&self) -> Result<AuthRequest, OidcError> {
         let d = self.discovered().await?;

@@ -111,8 +111,8 @@ impl MemoryStore {
         let user = User {
             id: UserId(inner.next_id),
             username: profile.username.clone(),
-            email: profile.email.clone(),
-            display_name: profile.display_name.clone(),
+            email: profile.email.clone().flatten(),
+            display_name: profile.display_name.clone().flatten(),
             groups: profile.groups.clone().unwrap_or_default(),
             attributes: profile.attributes.clone(),
             locked: false,

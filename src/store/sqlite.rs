@@ -209,8 +209,8 @@ impl UserStore for SqliteStore {
              locked, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
         )
         .bind(&profile.username)
-        .bind(&profile.email)
-        .bind(&profile.display_name)
+        .bind(profile.email.clone().flatten())
+        .bind(profile.display_name.clone().flatten())
         .bind(to_json(&groups)?)
         .bind(to_json(&profile.attributes)?)
         .bind(now)
@@ -246,8 +246,8 @@ impl UserStore for SqliteStore {
         Ok(User {
             id: UserId(id),
             username: profile.username.clone(),
-            email: profile.email.clone(),
-            display_name: profile.display_name.clone(),
+            email: profile.email.clone().flatten(),
+            display_name: profile.display_name.clone().flatten(),
             groups,
             attributes: profile.attributes.clone(),
             locked: false,

@@ -95,10 +95,11 @@ pub struct User {
 pub struct Profile {
     /// Username for a new user.
     pub username: String,
-    /// Email address.
-    pub email: Option<String>,
-    /// Display name.
-    pub display_name: Option<String>,
+    /// Email address: `None` when the provider does not manage it (left alone on update),
+    /// `Some(None)` when it manages it and asserted none.
+    pub email: Option<Option<String>>,
+    /// Display name, managed or not like `email`.
+    pub display_name: Option<Option<String>>,
     /// Groups; `None` when the provider does not manage groups (they are then left alone).
     pub groups: Option<BTreeSet<String>>,
     /// Further attributes.
@@ -121,8 +122,8 @@ impl Profile {
 
     /// What must change in `user` for it to match this profile; empty when nothing does.
     ///
-    /// The username is not compared: it is fixed at creation. Attributes the profile does not
-    /// carry are left as they are; groups are compared only when the profile manages them.
+    /// The username is not compared: it is fixed at creation. Fields the profile does not
+    /// manage (`None`) and attributes it does not carry are left as they are.
     ///
     /// ```
     /// use jit_provision::store::{Profile, User, UserId};
@@ -131,16 +132,20 @@ impl Profile {
     ///     locked: false, created_at: 0, updated_at: 0 };
     /// let mut p = Profile::new("jane");
     /// assert!(p.changes_from(&user).is_empty());
-    /// p.email = Some("jane@example.com".into());
+    /// p.email = Some(Some("jane@example.com".into()));
     /// assert_eq!(p.changes_from(&user).email, Some(Some("jane@example.com".into())));
     /// ```
     pub fn changes_from(&self, user: &User) -> ProfileChanges {
         let mut changes = ProfileChanges::default();
-        if self.email != user.email {
-            changes.email = Some(self.email.clone());
+        if let Some(email) = self.email.as_ref().filter(|e| **e != user.email) {
+            changes.email = Some(email.clone());
         }
-        if self.display_name != user.display_name {
-            changes.display_name = Some(self.display_name.clone());
+        if let Some(name) = self
+            .display_name
+            .as_ref()
+            .filter(|n| **n != user.display_name)
+        {
+            changes.display_name = Some(name.clone());
         }
         if let Some(groups) = self.groups.as_ref().filter(|g| *g != &user.groups) {
             changes.groups = Some(groups.clone());
