@@ -152,6 +152,26 @@ impl JitLayer {
             .map(|p| p.redirect_uri().to_owned())
     }
 
+    /// Provisions the user of an identity validated elsewhere (a custom flow, an import), with
+    /// provider `id`'s mapping and JIT setting, exactly as a login would: find, create or
+    /// update, through the same caches.
+    pub async fn provision(
+        &self,
+        id: &str,
+        identity: &crate::store::Identity,
+        claims: &crate::Claims,
+    ) -> Result<(Arc<crate::store::User>, crate::Outcome), crate::ProvisionError> {
+        let provider = self
+            .shared
+            .providers
+            .get(id)
+            .ok_or_else(|| crate::ProvisionError::UnknownProvider(id.to_owned()))?;
+        self.shared
+            .provisioner
+            .provision(&provider.config, identity, claims)
+            .await
+    }
+
     /// The layer's counters (shared by every clone and every service it made).
     ///
     /// ```

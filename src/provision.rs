@@ -33,6 +33,9 @@ pub enum ProvisionError {
     /// The store failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
+    /// No provider with this id is configured: `404`.
+    #[error("no identity provider `{0}` is configured")]
+    UnknownProvider(String),
 }
 
 impl ProvisionError {
@@ -42,6 +45,7 @@ impl ProvisionError {
             Self::JitDisabled | Self::Locked | Self::Mapping(_) => StatusCode::FORBIDDEN,
             Self::UsernameTaken(_) => StatusCode::CONFLICT,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -54,6 +58,7 @@ impl ProvisionError {
             Self::Mapping(_) => "invalid_attribute",
             Self::UsernameTaken(_) => "username_taken",
             Self::Store(_) => "store_unavailable",
+            Self::UnknownProvider(_) => "unknown_provider",
         }
     }
 }
@@ -68,6 +73,7 @@ impl ProvisionError {
             Self::Mapping(m) => Self::Mapping(m.clone()),
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
             Self::Store(e) => Self::Store(e.duplicate()),
+            Self::UnknownProvider(id) => Self::UnknownProvider(id.clone()),
         }
     }
 }

@@ -202,6 +202,7 @@ pub(crate) struct OidcProvider {
     pub config: ProviderConfig,
     redirect_uri: RedirectUrl,
     issuer: IssuerUrl,
+    validator: IdTokenValidator,
     http: HttpClient,
     discovered: std::sync::RwLock<Option<Arc<Discovered>>>,
     discovering: tokio::sync::Mutex<()>,
@@ -226,11 +227,13 @@ impl OidcProvider {
         let redirect_uri =
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
+        let validator = IdTokenValidator::new(&config)?;
         Ok(Self {
             id,
             config,
             redirect_uri,
             issuer,
+            validator,
             http: HttpClient::new(http_timeout),
             discovered: std::sync::RwLock::new(None),
             discovering: tokio::sync::Mutex::new(()),
@@ -391,51 +394,12 @@ impl OidcProvider {
         let token = FullIdToken::from_str(raw).map_err(|_| IdTokenError::Malformed)?;
         let nonce = Nonce::new(nonce.to_owned());
         let keys = d.jwks.current();
-        match self.verify_with(&token, &keys, &nonce) {
+        match self.validator.check(&token, &keys, &nonce) {
             Err(IdTokenError::UnknownKey) => match d.jwks.refetch(&self.http, &keys).await {
-                Refetch::Fetched => Ok(self.verify_with(&token, &d.jwks.current(), &nonce)?),
+                Refetch::Fetched => Ok(self.validator.check(&token, &d.jwks.current(), &nonce)?),
                 Refetch::TooSoon | Refetch::Failed => Err(IdTokenError::UnknownKey.into()),
             },
             other => Ok(other?),
-        }
-    }
-
-    fn verify_with(
-        &self,
-        token: &FullIdToken,
-        keys: &CoreJsonWebKeySet,
-        nonce: &Nonce,
-    ) -> Result<Map<String, Value>, IdTokenError> {
-        let skew = chrono::Duration::seconds(self.config.clock_skew_secs as i64);
-        let trusted = self.config.trusted_audiences.clone();
-        let verifier = CoreIdTokenVerifier::new_public_client(
-            ClientId::new(self.config.client_id.clone()),
-            self.issuer.clone(),
-            keys.clone(),
-        )
-        .set_allowed_algs(ALLOWED_ALGS)
-        .set_other_audience_verifier_fn(move |aud| trusted.iter().any(|t| t == aud.as_str()))
-        .set_time_fn(move || chrono::Utc::now() - skew)
-        .set_issue_time_verifier_fn(move |iat| {
-            if iat > chrono::Utc::now() + skew {
-                Err("issued in the future".to_owned())
-            } else {
-                Ok(())
-            }
-        });
-        let claims = token
-            .claims(&verifier, nonce)
-            .map_err(classify_claims_error)?;
-        // OpenID Connect Core 3.1.3.7 steps 4 and 5, which openidconnect leaves to us.
-        let client_id = self.config.client_id.as_str();
-        match claims.authorized_party() {
-            Some(azp) if azp.as_str() != client_id => return Err(IdTokenError::AuthorizedParty),
-            None if claims.audiences().len() > 1 => return Err(IdTokenError::AuthorizedParty),
-            _ => {}
-        }
-        match serde_json::to_value(claims) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(IdTokenError::Malformed),
         }
     }
 
@@ -464,6 +428,108 @@ impl OidcProvider {
         match serde_json::to_value(info) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(OidcError::UserInfo("unusable claims".into())),
+        }
+    }
+}
+
+/// The signing keys an ID token is checked against (a JWKS document).
+#[derive(Debug, Clone)]
+pub struct IdTokenKeys(CoreJsonWebKeySet);
+
+impl IdTokenKeys {
+    /// Parses a JWKS document (`{"keys": [...]}`).
+    pub fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json).map(Self)
+    }
+}
+
+/// Validates ID tokens for one provider exactly as the layer's callback does: signature
+/// (asymmetric algorithms only), `iss`, `aud` (plus trusted audiences), `azp`, `exp` and `iat`
+/// with the configured skew, and `nonce`. The layer adds key refetching around it; this type
+/// is public for custom flows and for measuring its cost.
+///
+/// ```
+/// use jit_provision::ProviderConfig;
+/// use jit_provision::oidc::{IdTokenError, IdTokenKeys, IdTokenValidator};
+/// let validator = IdTokenValidator::new(&ProviderConfig::new("https://idp.example.com", "app")).unwrap();
+/// let keys = IdTokenKeys::from_json(br#"{"keys": []}"#).unwrap();
+/// assert_eq!(validator.validate("not-a-token", &keys, "n").unwrap_err(), IdTokenError::Malformed);
+/// ```
+#[derive(Clone)]
+pub struct IdTokenValidator {
+    client_id: ClientId,
+    issuer: IssuerUrl,
+    skew: chrono::Duration,
+    trusted: Arc<Vec<String>>,
+}
+
+impl std::fmt::Debug for IdTokenValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokenValidator")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdTokenValidator {
+    /// A validator for tokens issued to `config.client_id` by `config.issuer`.
+    pub fn new(config: &ProviderConfig) -> Result<Self, String> {
+        Ok(Self {
+            client_id: ClientId::new(config.client_id.clone()),
+            issuer: IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?,
+            skew: chrono::Duration::seconds(config.clock_skew_secs as i64),
+            trusted: Arc::new(config.trusted_audiences.clone()),
+        })
+    }
+
+    /// Validates a compact-serialized ID token; returns all its claims.
+    pub fn validate(
+        &self,
+        raw: &str,
+        keys: &IdTokenKeys,
+        nonce: &str,
+    ) -> Result<Map<String, Value>, IdTokenError> {
+        let token = FullIdToken::from_str(raw).map_err(|_| IdTokenError::Malformed)?;
+        self.check(&token, &keys.0, &Nonce::new(nonce.to_owned()))
+    }
+
+    fn check(
+        &self,
+        token: &FullIdToken,
+        keys: &CoreJsonWebKeySet,
+        nonce: &Nonce,
+    ) -> Result<Map<String, Value>, IdTokenError> {
+        let skew = self.skew;
+        let trusted = self.trusted.clone();
+        let verifier = CoreIdTokenVerifier::new_public_client(
+            self.client_id.clone(),
+            self.issuer.clone(),
+            keys.clone(),
+        )
+        .set_allowed_algs(ALLOWED_ALGS)
+        .set_other_audience_verifier_fn(move |aud| trusted.iter().any(|t| t == aud.as_str()))
+        .set_time_fn(move || chrono::Utc::now() - skew)
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat > chrono::Utc::now() + skew {
+                Err("issued in the future".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        let claims = token
+            .claims(&verifier, nonce)
+            .map_err(classify_claims_error)?;
+        // OpenID Connect Core 3.1.3.7 steps 4 and 5, which openidconnect leaves to us.
+        let client_id = self.client_id.as_str();
+        match claims.authorized_party() {
+            Some(azp) if azp.as_str() != client_id => return Err(IdTokenError::AuthorizedParty),
+            None if claims.audiences().len() > 1 => return Err(IdTokenError::AuthorizedParty),
+            _ => {}
+        }
+        match serde_json::to_value(claims) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(IdTokenError::Malformed),
         }
     }
 }
