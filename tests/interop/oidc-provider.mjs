@@ -1,0 +1,135 @@
+// A real, certified OpenID Provider (the `oidc-provider` npm package) for jit-provision's
+// interop test (tests/interop_oidc_provider.rs). It is driven over HTTP like a browser drives
+// it: the built-in development login and consent pages (devInteractions) stay on.
+//
+//   node tests/interop/oidc-provider.mjs [PORT]
+//
+// Configuration, from the environment:
+//   OP_PORT            port to listen on when no argument is given (default 0: any free port)
+//   OP_CLIENT_ID       the one client's id (required)
+//   OP_CLIENT_SECRET   its secret (required; client_secret_basic)
+//   OP_REDIRECT_URIS   its redirect URIs, separated by spaces or commas (required)
+//   OP_ACCOUNTS_FILE   JSON file `{ "<login>": { claims... } }` (required), read again at every
+//                      account lookup so a test can change a user's claims between two logins
+//
+// The account's `sub` is its login name (stable per login); its other claims come from the
+// file. Scopes `email`, `profile` and `groups` release `email`/`email_verified`,
+// `name`/`preferred_username` and `groups`, and they are put in the ID token itself
+// (`conformIdTokenClaims: false`), not only at userinfo.
+//
+// It listens on 127.0.0.1 only, with issuer `http://127.0.0.1:<port>`, prints `READY <port>`
+// on stdout once listening, and exits when its standard input closes or on SIGTERM/SIGINT, so
+// a test that dies leaves no process behind.
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const HOST = '127.0.0.1';
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`oidc-provider.mjs: environment variable ${name} is required`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const portText = process.argv[2] ?? process.env.OP_PORT ?? '0';
+const port = Number.parseInt(portText, 10);
+if (!Number.isInteger(port) || port < 0 || port > 65535 || String(port) !== portText.trim()) {
+  console.error(`oidc-provider.mjs: bad port ${JSON.stringify(portText)}`);
+  process.exit(2);
+}
+const clientId = required('OP_CLIENT_ID');
+const clientSecret = required('OP_CLIENT_SECRET');
+const redirectUris = required('OP_REDIRECT_URIS').split(/[\s,]+/).filter(Boolean);
+const accountsFile = required('OP_ACCOUNTS_FILE');
+
+// Exit with the parent: on SIGTERM/SIGINT, and when stdin reaches its end (the test holds
+// the write side open for as long as it wants us alive).
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => process.exit(0));
+}
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('error', () => process.exit(0));
+process.stdin.resume();
+
+/** The accounts, read afresh at every call. */
+function readAccounts() {
+  return JSON.parse(readFileSync(accountsFile, 'utf8'));
+}
+
+async function findAccount(ctx, id) {
+  const accounts = readAccounts();
+  if (!Object.hasOwn(accounts, id)) {
+    return undefined;
+  }
+  return {
+    accountId: id,
+    async claims() {
+      // Read again: the claims are those of the file at the time the token is made.
+      const current = readAccounts()[id] ?? {};
+      return { ...current, sub: id };
+    },
+  };
+}
+
+// A fresh signing key and cookie key per run: nothing secret is committed, and no
+// development-default key warning.
+const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  .privateKey.export({ format: 'jwk' });
+
+const configuration = {
+  clients: [
+    {
+      client_id: clientId,
+      client_secret: clientSecret,
+      redirect_uris: redirectUris,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'RS256',
+    },
+  ],
+  findAccount,
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username'],
+    groups: ['groups'],
+  },
+  // Claims of the granted scopes go into the ID token, not only to userinfo.
+  conformIdTokenClaims: false,
+  // PKCE for every client, confidential ones included (oidc-provider only supports S256).
+  pkce: { required: () => true },
+  features: {
+    devInteractions: { enabled: true },
+    userinfo: { enabled: true },
+  },
+  jwks: { keys: [{ ...signingKey, use: 'sig', alg: 'RS256' }] },
+  cookies: { keys: [randomBytes(32).toString('base64url')] },
+};
+
+// Listen first (so port 0 can be used), then make the provider with the real issuer.
+const server = createServer();
+server.on('error', (err) => {
+  console.error(`oidc-provider.mjs: ${err.message}`);
+  process.exit(1);
+});
+server.listen(port, HOST, () => {
+  const { port: actual } = server.address();
+  const issuer = `http://${HOST}:${actual}`;
+  const provider = new Provider(issuer, configuration);
+  for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error']) {
+    provider.on(event, (_ctx, err) => {
+      console.error(`oidc-provider ${event}: ${err?.name}: ${err?.message}`
+        + (err?.error_description ? ` (${err.error_description})` : ''));
+    });
+  }
+  server.on('request', provider.callback());
+  console.log(`READY ${actual}`);
+});
