@@ -127,16 +127,15 @@ async fn run() -> Result<(), BoxError> {
     let zero_config = file_config.is_none();
     let mut config = file_config.unwrap_or_else(|| JitConfig::new(format!("http://{local}")));
 
-    // 3. The user store: a SQLite file, created and migrated on first run.
-    let mut database = settings
+    // 3. The user store: a SQLite file, created and migrated on first run; or PostgreSQL
+    //    (`database_url = "postgres://..."`, built with `--features postgres`) for several
+    //    demo instances on one database.
+    let database = settings
         .database_url
         .unwrap_or_else(|| DEFAULT_DATABASE.into());
-    if !database.starts_with("sqlite:") {
-        database = format!("sqlite://{database}");
-    }
-    let store = SqliteStore::connect(&database)
+    let store = DemoStore::open(&database)
         .await
-        .map_err(|e| format!("opening {database}: {}", with_sources(&e)))?;
+        .map_err(|e| format!("opening {database}: {e}"))?;
 
     // 4. The development IdP, registered as provider `dev`, with our redirect URI.
     let dev_idp = if settings.dev_idp {
@@ -156,9 +155,7 @@ async fn run() -> Result<(), BoxError> {
 
     // 5. The layer. A config file says everything itself; zero-config mode serves plain http
     //    on loopback and sends anonymous browsers on HTML pages to the dev IdP's login.
-    let mut builder = JitLayer::builder()
-        .config(config.clone())
-        .store(store.clone());
+    let mut builder = store.install(JitLayer::builder().config(config.clone()));
     if zero_config {
         builder = builder
             .insecure_cookies_for_localhost()
@@ -186,8 +183,71 @@ async fn run() -> Result<(), BoxError> {
     if let Some(idp) = dev_idp {
         idp.shutdown();
     }
-    store.pool().close().await; // checkpoints SQLite's write-ahead log into the file
+    store.close().await;
     Ok(())
+}
+
+/// The demo's store: SQLite by default, PostgreSQL for several instances.
+#[derive(Clone)]
+enum DemoStore {
+    Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
+    Postgres(jit_provision::store::PostgresStore),
+}
+
+impl DemoStore {
+    async fn open(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            #[cfg(feature = "postgres")]
+            return jit_provision::store::PostgresStore::connect(url)
+                .await
+                .map(Self::Postgres)
+                .map_err(|e| with_sources(&e));
+            #[cfg(not(feature = "postgres"))]
+            return Err("PostgreSQL needs the `postgres` feature: \
+                        cargo run --example demo --features postgres -- --config FILE"
+                .into());
+        }
+        let url = if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
+        SqliteStore::connect(&url)
+            .await
+            .map(Self::Sqlite)
+            .map_err(|e| with_sources(&e))
+    }
+
+    /// Gives the layer its store; PostgreSQL also shares one-time values and cache
+    /// invalidations between instances.
+    fn install(&self, builder: jit_provision::JitLayerBuilder) -> jit_provision::JitLayerBuilder {
+        match self {
+            Self::Sqlite(s) => builder.store(s.clone()).replay_guard(s.clone()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => builder
+                .store(p.clone())
+                .replay_guard(p.clone())
+                .invalidation_bus(p.clone()),
+        }
+    }
+
+    async fn user_count(&self) -> Result<i64, jit_provision::store::StoreError> {
+        match self {
+            Self::Sqlite(s) => s.user_count().await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => p.user_count().await,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            // Checkpoints SQLite's write-ahead log into the file.
+            Self::Sqlite(s) => s.pool().close().await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => p.pool().close().await,
+        }
+    }
 }
 
 fn print_banner(config: &JitConfig, local: SocketAddr, db: &str, users: i64, idp: Option<&DevIdp>) {
@@ -263,7 +323,7 @@ struct AppState {
     prefix: String,
     /// `(id, name)` of every provider.
     providers: Vec<(String, String)>,
-    store: SqliteStore,
+    store: DemoStore,
 }
 
 fn app(state: AppState, jit: JitLayer) -> Router {

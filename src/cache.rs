@@ -6,18 +6,22 @@ use std::time::Duration;
 use moka::future::Cache;
 
 use crate::config::CacheConfig;
+use crate::invalidation::Invalidation;
 use crate::store::{IdentityKey, User, UserId};
 
-/// Both caches. Every write to a user through the layer refreshes both entries; a logout
-/// drops the session entry; a change made directly in the store is seen after the TTL.
+/// The caches, and the sessions ended at logout. Every write to a user through the layer
+/// refreshes both user entries; a logout drops the session's user; a change made directly in
+/// the store is seen after the TTL, or at once when an invalidation bus carries it.
 #[derive(Clone)]
 pub(crate) struct UserCache {
     pub(crate) by_identity: Cache<IdentityKey, Arc<User>>,
     pub(crate) by_id: Cache<UserId, Arc<User>>,
+    /// Session ids ended by logout, until the session would have expired anyway.
+    pub(crate) revoked_sessions: Cache<String, ()>,
 }
 
 impl UserCache {
-    pub(crate) fn new(config: &CacheConfig) -> Self {
+    pub(crate) fn new(config: &CacheConfig, session_ttl: Duration) -> Self {
         let ttl = Duration::from_secs(config.ttl_secs.max(1));
         Self {
             by_identity: Cache::builder()
@@ -29,6 +33,22 @@ impl UserCache {
                 .max_capacity(config.max_users)
                 .time_to_live(ttl)
                 .build(),
+            revoked_sessions: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(session_ttl)
+                .build(),
+        }
+    }
+
+    /// Applies an invalidation (ours or another instance's) to this instance's caches.
+    pub(crate) async fn apply(&self, event: &Invalidation) {
+        match event {
+            Invalidation::User { id } => self.forget(*id).await,
+            Invalidation::Session { id } => self.revoked_sessions.insert(id.clone(), ()).await,
+            Invalidation::All => {
+                self.by_id.invalidate_all();
+                self.by_identity.invalidate_all();
+            }
         }
     }
 

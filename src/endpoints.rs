@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use crate::error::{CallbackError, Error};
+use crate::invalidation::Invalidation;
 use crate::layer::Shared;
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, OidcProvider};
@@ -302,13 +303,13 @@ async fn complete(
     if pending.provider != provider.id {
         return Err(CallbackError::WrongProvider.into());
     }
-    if !shared
-        .used_states
-        .entry(state)
-        .or_insert(())
+    let login_ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
+    let first = shared
+        .replay
+        .first_use(&format!("oidc-state:{state}"), login_ttl)
         .await
-        .is_fresh()
-    {
+        .map_err(Error::Store)?;
+    if !first {
         return Err(CallbackError::Replayed.into());
     }
     if let Some(error) = params.error {
@@ -353,11 +354,17 @@ async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
         .find_map(|sealed| shared.codec.open(name, sealed))
         .and_then(|json| serde_json::from_str::<SessionData>(&json).ok());
     if let Some(session) = session {
-        shared
-            .revoked_sessions
-            .insert(session.session_id.clone(), ())
+        let provisioner = &shared.provisioner;
+        provisioner
+            .announce(Invalidation::Session {
+                id: session.session_id.clone(),
+            })
             .await;
-        shared.provisioner.cache().forget(session.user_id).await;
+        provisioner
+            .announce(Invalidation::User {
+                id: session.user_id,
+            })
+            .await;
         tracing::info!(user_id = %session.user_id, provider = %session.provider, "logged out");
     }
     let target = query_param(req.uri.query(), "return_to")

@@ -1,16 +1,19 @@
 //! [`JitLayer`] and its builder.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
 use std::time::Duration;
 
-use moka::future::Cache;
 use tower_layer::Layer;
 
 use crate::cache::UserCache;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
+use crate::invalidation::InvalidationBus;
 use crate::oidc::OidcProvider;
 use crate::provision::Provisioner;
+use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
 use crate::session::{CookieCodec, SessionKey};
 use crate::store::{SharedStore, UserStore};
@@ -42,6 +45,9 @@ pub enum ConfigError {
     /// A provider id is not made of `[A-Za-z0-9_-]`.
     #[error("provider id `{0}` may only hold letters, digits, `-` and `_`")]
     ProviderId(String),
+    /// An invalidation bus needs a tokio runtime: build the layer inside one.
+    #[error("an invalidation bus needs a running tokio runtime: build the layer inside it")]
+    NoRuntime,
     /// A `bearer` section is invalid.
     #[error("{0}")]
     Bearer(String),
@@ -63,12 +69,38 @@ pub(crate) struct Shared {
     pub(crate) codec: CookieCodec,
     pub(crate) session_cookie: String,
     pub(crate) session: SessionConfig,
-    /// States already used by a callback, until their login would have expired anyway.
-    pub(crate) used_states: Cache<String, ()>,
-    /// Session ids ended by logout, until the session would have expired anyway.
-    pub(crate) revoked_sessions: Cache<String, ()>,
+    /// One-time values (OIDC states) already used.
+    pub(crate) replay: Arc<dyn ErasedGuard>,
     pub(crate) context: Arc<crate::extract::AuthContext>,
     pub(crate) bearer: Option<crate::bearer::Bearer>,
+    /// Tells the invalidation follower to stop when the layer is gone.
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+/// Applies every invalidation from the bus to this layer's caches, until the layer is dropped.
+async fn follow(
+    bus: Arc<dyn InvalidationBus>,
+    shared: Weak<Shared>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let mut events = bus.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = stop.notified() => return,
+            event = events.next() => event,
+        };
+        let (Some(event), Some(shared)) = (event, shared.upgrade()) else {
+            return;
+        };
+        tracing::debug!(?event, "invalidation received");
+        shared.provisioner.cache().apply(&event).await;
+    }
 }
 
 /// A [`tower::Layer`](tower_layer::Layer) that adds OpenID Connect login with just-in-time
@@ -186,7 +218,10 @@ impl JitLayer {
     /// Ends every cached view of a user: call after changing or locking it in the store
     /// yourself, so the change is seen at the next request rather than after the cache TTL.
     pub async fn forget_user(&self, id: crate::store::UserId) {
-        self.shared.provisioner.cache().forget(id).await;
+        self.shared
+            .provisioner
+            .announce(crate::invalidation::Invalidation::User { id })
+            .await;
     }
 }
 
@@ -216,6 +251,8 @@ impl<S> Layer<S> for JitLayer {
 pub struct JitLayerBuilder {
     config: JitConfig,
     store: Option<SharedStore>,
+    replay: Option<Arc<dyn ErasedGuard>>,
+    bus: Option<Arc<dyn InvalidationBus>>,
     session_key: Option<SessionKey>,
     http_timeout: Duration,
 }
@@ -234,6 +271,8 @@ impl Default for JitLayerBuilder {
         Self {
             config: JitConfig::new(""),
             store: None,
+            replay: None,
+            bus: None,
             session_key: None,
             http_timeout: Duration::from_secs(10),
         }
@@ -268,6 +307,20 @@ impl JitLayerBuilder {
     /// The user store.
     pub fn store(mut self, store: impl UserStore) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Where one-time values (OIDC `state`) are remembered. Default: in memory, right for
+    /// one instance; several instances need a shared guard (the SQL stores are guards).
+    pub fn replay_guard(mut self, guard: impl ReplayGuard) -> Self {
+        self.replay = Some(Arc::new(guard));
+        self
+    }
+
+    /// Carries cache invalidations (user changed, session ended) between instances; the layer
+    /// follows it from a background task. Default: none (one instance).
+    pub fn invalidation_bus(mut self, bus: impl InvalidationBus) -> Self {
+        self.bus = Some(Arc::new(bus));
         self
     }
 
@@ -375,7 +428,6 @@ impl JitLayerBuilder {
         }
         let codec = CookieCodec::new(&key, config.session.secure);
         let session_cookie = codec.name(&config.session.cookie_name, true);
-        let login_ttl = Duration::from_secs(config.session.login_ttl_secs.max(1));
         let session_ttl = Duration::from_secs(config.session.ttl_secs.max(1));
         let bearer = crate::bearer::Bearer::new(
             &config.providers,
@@ -391,24 +443,29 @@ impl JitLayerBuilder {
         let shared = Shared {
             prefix,
             providers,
-            provisioner: Provisioner::new(store, UserCache::new(&config.cache), Arc::default()),
+            provisioner: Provisioner::new(
+                store,
+                UserCache::new(&config.cache, session_ttl),
+                Arc::default(),
+                self.bus.clone(),
+            ),
             codec,
             session_cookie,
             session: config.session.clone(),
-            used_states: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(login_ttl)
-                .build(),
-            revoked_sessions: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(session_ttl)
-                .build(),
+            replay: self
+                .replay
+                .unwrap_or_else(|| Arc::new(MemoryReplayGuard::new())),
             context,
             bearer,
+            stop: Arc::new(tokio::sync::Notify::new()),
         };
-        Ok(JitLayer {
-            shared: Arc::new(shared),
-        })
+        let shared = Arc::new(shared);
+        if let Some(bus) = self.bus {
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+            runtime.spawn(follow(bus, Arc::downgrade(&shared), shared.stop.clone()));
+        }
+        Ok(JitLayer { shared })
     }
 }
 

@@ -6,8 +6,10 @@ pub mod bearer;
 pub mod config;
 #[cfg(feature = "dev-idp")]
 pub mod dev_idp;
+pub mod invalidation;
 pub mod mapping;
 pub mod oidc;
+pub mod replay;
 pub mod session;
 pub mod store;
 

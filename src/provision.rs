@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use crate::cache::UserCache;
 use crate::config::{MappingConfig, ProviderConfig};
+use crate::invalidation::{Invalidation, InvalidationBus};
 use crate::mapping::{Claims, MappingError, map_claims};
 use crate::metrics::Metrics;
 use crate::store::{Identity, SharedStore, StoreError, User};
@@ -103,14 +104,32 @@ pub(crate) struct Provisioner {
     store: SharedStore,
     cache: UserCache,
     metrics: Arc<Metrics>,
+    bus: Option<Arc<dyn InvalidationBus>>,
 }
 
 impl Provisioner {
-    pub(crate) fn new(store: SharedStore, cache: UserCache, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        store: SharedStore,
+        cache: UserCache,
+        metrics: Arc<Metrics>,
+        bus: Option<Arc<dyn InvalidationBus>>,
+    ) -> Self {
         Self {
             store,
             cache,
             metrics,
+            bus,
+        }
+    }
+
+    /// Applies an invalidation here and sends it to the other instances, if there is a bus.
+    /// A bus failure is logged: the other instances then catch up after their cache TTL.
+    pub(crate) async fn announce(&self, event: Invalidation) {
+        self.cache.apply(&event).await;
+        if let Some(bus) = &self.bus
+            && let Err(err) = bus.publish(event).await
+        {
+            tracing::warn!(error = %err, "could not publish a cache invalidation");
         }
     }
 
@@ -201,6 +220,10 @@ impl Provisioner {
         if updated.locked {
             self.cache.forget(updated.id).await;
             return Err(ProvisionError::Locked);
+        }
+        if self.bus.is_some() {
+            // Other instances drop their copies; ours is refreshed just below.
+            self.announce(Invalidation::User { id: updated.id }).await;
         }
         self.cache.store(Some(key), updated.clone()).await;
         Metrics::add(&self.metrics.users_updated);

@@ -181,7 +181,12 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
     let Some(session) = opened else {
         return Ok(Attached::Stale);
     };
-    if session.expires_at <= now_unix() || shared.revoked_sessions.contains_key(&session.session_id)
+    if session.expires_at <= now_unix()
+        || shared
+            .provisioner
+            .cache()
+            .revoked_sessions
+            .contains_key(&session.session_id)
     {
         return Ok(Attached::Stale);
     }

@@ -12,6 +12,8 @@
 //! `Arc<YourStore>`: `Arc<S>` implements `UserStore` whenever `S` does.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod types;
@@ -22,6 +24,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 pub use memory::{MemoryStore, StoreCounters};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub(crate) use types::now_unix;

@@ -105,13 +105,22 @@ impl SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )]);
+    let mut migrator = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "one time values".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_one_time.sql").into_sql_str(),
+            false,
+        ),
+    ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
 }
@@ -159,6 +168,36 @@ impl SqliteStore {
             .await
             .map_err(classify)?;
         row.as_ref().map(user_from_row).transpose()
+    }
+}
+
+/// One-time values in the database, so that several processes on one SQLite file share them.
+impl crate::replay::ReplayGuard for SqliteStore {
+    async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_unix();
+        let expires = now + ttl.as_secs().max(1) as i64;
+        // A new key inserts; an expired one is taken over; a live one is a replay.
+        let fresh: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO jit_one_time (key, expires_at) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE jit_one_time.expires_at <= ? RETURNING 1",
+        )
+        .bind(key)
+        .bind(expires)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        if fresh.is_some() && rand::random::<u8>() == 0 {
+            let swept = sqlx::query("DELETE FROM jit_one_time WHERE expires_at <= ?")
+                .bind(now)
+                .execute(&self.pool)
+                .await;
+            if let Err(err) = swept {
+                tracing::warn!(error = %err, "sweeping expired one-time values failed");
+            }
+        }
+        Ok(fresh.is_some())
     }
 }
 

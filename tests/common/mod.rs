@@ -2,6 +2,9 @@
 //! loopback, and a cookie-keeping HTTP client that follows redirects by hand like a browser.
 #![allow(dead_code)]
 
+pub mod pg;
+pub mod store_contract;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,376 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Row, SqlSafeStr};
+
+use super::types::now_unix;
+use super::{Identity, IdentityKey, Profile, ProfileChanges, StoreError, User, UserId, UserStore};
+use crate::invalidation::{Invalidation, InvalidationBus};
+use crate::replay::ReplayGuard;
+
+/// The `NOTIFY` channel invalidations travel on.
+const CHANNEL: &str = "jit_provision_invalidate";
+
+const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups, u.attributes, u.locked, u.created_at, u.updated_at";
+
+/// A [`UserStore`] on PostgreSQL through sqlx, for several app instances on one database.
+///
+/// It is also a [`ReplayGuard`] (one-time values in a table, so a `state` used at one
+/// instance is refused at every other) and an [`InvalidationBus`] (`LISTEN`/`NOTIFY`, so a
+/// user locked or logged out at one instance is dropped from every instance's cache,
+/// typically within milliseconds). Wire all three:
+///
+/// ```no_run
+/// use jit_provision::{JitLayer, store::PostgresStore};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pg = PostgresStore::connect("postgres://app@db/app").await?;
+/// let layer = JitLayer::builder()
+///     .public_url("https://app.example.com")
+///     .store(pg.clone())
+///     .replay_guard(pg.clone())
+///     .invalidation_bus(pg)
+///     .build()?;
+/// # let _ = layer; Ok(()) }
+/// ```
+///
+/// Concurrent first logins of one identity at several instances are serialized by a
+/// transaction-level advisory lock on the identity key; the loser sees `IdentityExists` and
+/// reads the winner's user.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and migrates.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(StoreError::backend)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        Self::from_pool(pool).await
+    }
+
+    /// Wraps an existing pool and migrates (under PostgreSQL's advisory migration lock, so
+    /// instances starting together migrate once).
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        migrator().run(&pool).await.map_err(|e| {
+            StoreError::unavailable(format!("migrating the jit-provision schema: {e}"))
+        })?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Locks or unlocks a user and tells every instance (an administrator's action; JIT
+    /// login never unlocks).
+    pub async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let done = sqlx::query("UPDATE jit_users SET locked = $1, updated_at = $2 WHERE id = $3")
+            .bind(locked)
+            .bind(now_unix())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        notify(&mut *tx, &Invalidation::User { id }).await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    /// Number of users.
+    pub async fn user_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM jit_users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)
+    }
+}
+
+fn migrator() -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+        false,
+    )]);
+    migrator.dangerous_set_table_name("_jit_provision_migrations");
+    migrator
+}
+
+/// Maps a sqlx error to the store's error kinds.
+fn classify(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable(err),
+        // 08: connection exceptions, 53: insufficient resources, 57P: operator intervention.
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+            }) =>
+        {
+            StoreError::unavailable(err)
+        }
+        _ => StoreError::backend(err),
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
+    let groups: Json<std::collections::BTreeSet<String>> =
+        row.try_get("groups").map_err(classify)?;
+    let attributes: Json<std::collections::BTreeMap<String, String>> =
+        row.try_get("attributes").map_err(classify)?;
+    Ok(User {
+        id: UserId(row.try_get("id").map_err(classify)?),
+        username: row.try_get("username").map_err(classify)?,
+        email: row.try_get("email").map_err(classify)?,
+        display_name: row.try_get("display_name").map_err(classify)?,
+        groups: groups.0,
+        attributes: attributes.0,
+        locked: row.try_get("locked").map_err(classify)?,
+        created_at: row.try_get("created_at").map_err(classify)?,
+        updated_at: row.try_get("updated_at").map_err(classify)?,
+    })
+}
+
+async fn notify<'c, E>(executor: E, event: &Invalidation) -> Result<(), StoreError>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let payload = serde_json::to_string(event).map_err(StoreError::backend)?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(executor)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+impl UserStore for PostgresStore {
+    async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM jit_identities i JOIN jit_users u ON u.id = i.user_id \
+             WHERE i.provider = $1 AND i.subject = $2"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&key.provider)
+            .bind(&key.subject)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
+        let now = now_unix();
+        let groups = profile.groups.clone().unwrap_or_default();
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Serialize creates of this identity across every instance until commit: without it,
+        // a second transaction would block on the username index and then report the username
+        // taken instead of the identity linked.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 7))")
+            .bind(&identity.provider)
+            .bind(&identity.subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM jit_identities WHERE provider = $1 AND subject = $2")
+                .bind(&identity.provider)
+                .bind(&identity.subject)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+        if exists.is_some() {
+            return Err(StoreError::IdentityExists);
+        }
+        let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO jit_users (username, email, display_name, groups, attributes, locked, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6) RETURNING id",
+        )
+        .bind(&profile.username)
+        .bind(profile.email.clone().flatten())
+        .bind(profile.display_name.clone().flatten())
+        .bind(Json(&groups))
+        .bind(Json(&profile.attributes))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(StoreError::UsernameTaken(profile.username.clone()));
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let linked = sqlx::query(
+            "INSERT INTO jit_identities (provider, subject, issuer, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&identity.provider)
+        .bind(&identity.subject)
+        .bind(&identity.issuer)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if linked.rows_affected() == 0 {
+            // Dropping the transaction rolls the user row back.
+            return Err(StoreError::IdentityExists);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(User {
+            id: UserId(id),
+            username: profile.username.clone(),
+            email: profile.email.clone().flatten(),
+            display_name: profile.display_name.clone().flatten(),
+            groups,
+            attributes: profile.attributes.clone(),
+            locked: false,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = $1 FOR UPDATE");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound)?;
+        let mut user = user_from_row(&row)?;
+        changes.apply_to(&mut user);
+        user.updated_at = now_unix();
+        sqlx::query(
+            "UPDATE jit_users SET email = $1, display_name = $2, groups = $3, attributes = $4, \
+             updated_at = $5 WHERE id = $6",
+        )
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(Json(&user.groups))
+        .bind(Json(&user.attributes))
+        .bind(user.updated_at)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(user)
+    }
+}
+
+impl ReplayGuard for PostgresStore {
+    async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_unix();
+        let expires = now + ttl.as_secs().max(1) as i64;
+        // A new key inserts; an expired one is taken over; a live one is a replay.
+        let fresh: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO jit_one_time (key, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+             WHERE jit_one_time.expires_at <= $3 RETURNING 1",
+        )
+        .bind(key)
+        .bind(expires)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        // Sweep expired rows now and then (one call in 256, on average).
+        if fresh.is_some() && rand::random::<u8>() == 0 {
+            let swept = sqlx::query("DELETE FROM jit_one_time WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await;
+            if let Err(err) = swept {
+                tracing::warn!(error = %err, "sweeping expired one-time values failed");
+            }
+        }
+        Ok(fresh.is_some())
+    }
+}
+
+impl InvalidationBus for PostgresStore {
+    fn publish(&self, event: Invalidation) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { notify(&self.pool, &event).await })
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, Invalidation> {
+        let pool = self.pool.clone();
+        // State: the listener, or None when it must be (re)connected.
+        futures_util::stream::unfold(None::<PgListener>, move |listener| {
+            let pool = pool.clone();
+            async move {
+                let mut listener = match listener {
+                    Some(listener) => listener,
+                    None => loop {
+                        match PgListener::connect_with(&pool).await {
+                            Ok(mut l) => match l.listen(CHANNEL).await {
+                                // Events may have been missed while we were not listening.
+                                Ok(()) => return Some((Invalidation::All, Some(l))),
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "LISTEN failed; retrying")
+                                }
+                            },
+                            Err(sqlx::Error::PoolClosed) => return None,
+                            Err(err) => {
+                                tracing::warn!(error = %err, "invalidation listener cannot connect; retrying")
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    },
+                };
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(note)) => match serde_json::from_str(note.payload()) {
+                            Ok(event) => return Some((event, Some(listener))),
+                            Err(err) => tracing::warn!(error = %err, "ignoring a malformed invalidation"),
+                        },
+                        // The connection dropped; it reconnects on the next call. Events
+                        // may have been lost meanwhile.
+                        Ok(None) => return Some((Invalidation::All, Some(listener))),
+                        Err(sqlx::Error::PoolClosed) => return None,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "invalidation listener failed; reconnecting");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            return Some((Invalidation::All, None));
+                        }
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+}
