@@ -263,9 +263,16 @@ fn print_banner(config: &JitConfig, local: SocketAddr, db: &str, users: i64, idp
     }
     println!("\njit-provision demo: open {public_url}/");
     println!("  listening on  {local}");
-    println!("  pages         / (home), /profile (HTML), /me (JSON; 401 when logged out)");
+    println!(
+        "  pages         / (home), /profile (HTML), /me (JSON; 401 when logged out: an HTML page for browsers)"
+    );
     println!("  user store    {db} ({users} users)");
     for (id, provider) in &config.providers {
+        #[cfg(feature = "saml")]
+        if provider.saml.is_some() {
+            println!("  provider      {id}: SAML 2.0");
+            continue;
+        }
         println!("  provider      {id}: issuer {}", provider.issuer);
     }
     if let Some(idp) = idp {
@@ -305,8 +312,14 @@ async fn start_dev_idp(redirect_uri: &str) -> std::io::Result<DevIdp> {
 
 /// How the demo trusts the development IdP: its client, and groups taken from `groups`.
 fn dev_provider(issuer: &str) -> ProviderConfig {
+    // A realistic policy: groups synced through an allow-list (a typed `finance` group is
+    // dropped), a constant attribute marking where users came from, and the mode and
+    // linking defaults (create and update; never link to an existing account).
+    let mut groups = jit_provision::config::GroupsConfig::from_claim("groups");
+    groups.allow = vec!["staff".into(), "admins".into(), "eng-*".into()];
     let mapping = MappingConfig {
-        groups_claim: Some("groups".into()),
+        groups: Some(groups),
+        constants: [("source".to_owned(), "dev-idp".to_owned())].into(),
         ..MappingConfig::default()
     };
     ProviderConfig {

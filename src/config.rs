@@ -10,12 +10,12 @@
 //!             "issuer": "https://login.example.com",
 //!             "client_id": "app",
 //!             "client_secret": "s3cret",
-//!             "mapping": { "groups_claim": "groups" }
+//!             "mapping": { "groups": { "claim": "groups" } }
 //!         }
 //!     }
 //! })).unwrap();
 //! assert_eq!(config.path_prefix, "/auth");
-//! assert!(config.providers["corp"].jit);
+//! assert_eq!(config.providers["corp"].mode, jit_provision::config::ProvisioningMode::CreateAndUpdate);
 //! # }
 //! ```
 
@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::mapping::{AbsentGroups, GroupsConfig, MappingConfig};
 
 /// The whole configuration of a [`JitLayer`](crate::JitLayer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +45,11 @@ pub struct JitConfig {
     /// The trusted identity providers, by id. The id appears in URLs and in the identity key.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Username policies of the user-store domains, by name (`PRIMARY` and those given to
+    /// [`JitLayerBuilder::domain_store`](crate::JitLayerBuilder::domain_store)). A domain
+    /// without an entry gets [`DomainPolicy::default`].
+    #[serde(default)]
+    pub domains: BTreeMap<String, DomainPolicy>,
 }
 
 fn default_prefix() -> String {
@@ -63,6 +70,7 @@ impl JitConfig {
             session: SessionConfig::default(),
             cache: CacheConfig::default(),
             providers: BTreeMap::new(),
+            domains: BTreeMap::new(),
         }
     }
 }
@@ -192,25 +200,42 @@ pub enum TokenAuth {
     Post,
 }
 
-/// One trusted OpenID Connect provider.
+/// One trusted identity provider: OpenID Connect (`issuer` and `client_id`), or SAML 2.0
+/// (a `saml` section, feature `saml`). The provisioning policy is the same for both.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The issuer identifier; discovery is fetched from `{issuer}/.well-known/openid-configuration`
-    /// and the ID token's `iss` must equal it exactly.
+    /// and the ID token's `iss` must equal it exactly. Required for OpenID Connect.
+    #[serde(default)]
     pub issuer: String,
-    /// The client id registered at the provider.
+    /// The client id registered at the provider. Required for OpenID Connect.
+    #[serde(default)]
     pub client_id: String,
+    /// Makes this a SAML 2.0 provider (then `issuer` and `client_id` stay empty). Default: none.
+    #[cfg(feature = "saml")]
+    #[serde(default)]
+    pub saml: Option<crate::saml::SamlConfig>,
     /// The client secret (absent for a public client using PKCE alone).
     #[serde(default)]
     pub client_secret: Option<Secret>,
     /// Scopes to request. Default `openid email profile`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// Create unknown users just in time (default `true`). When `false`, only users already
-    /// linked to this provider may log in; others get a 403.
+    /// What logins may do to local users. Default `create_and_update`.
+    #[serde(default)]
+    pub mode: ProvisioningMode,
+    /// Wait for provisioning before answering the login (default `true`). With `false`, a
+    /// returning user's attribute sync runs in a background task with retries, and the login
+    /// answers at once; a first login still waits, since the session needs the local user.
     #[serde(default = "yes")]
-    pub jit: bool,
+    pub blocking: bool,
+    /// Linking an unknown identity to an existing local account. Default: never.
+    #[serde(default)]
+    pub linking: LinkingConfig,
+    /// The user-store domain users of this provider live in. Default: the primary domain.
+    #[serde(default)]
+    pub domain: DomainRule,
     /// How the authorization response comes back. Default `query`.
     #[serde(default)]
     pub response_mode: ResponseMode,
@@ -269,7 +294,12 @@ impl ProviderConfig {
             client_id: client_id.into(),
             client_secret: None,
             scopes: default_scopes(),
-            jit: true,
+            #[cfg(feature = "saml")]
+            saml: None,
+            mode: ProvisioningMode::CreateAndUpdate,
+            blocking: true,
+            linking: LinkingConfig::default(),
+            domain: DomainRule::default(),
             response_mode: ResponseMode::Query,
             token_auth: TokenAuth::Basic,
             userinfo: false,
@@ -288,15 +318,37 @@ impl ProviderConfig {
         self
     }
 
+    /// A SAML 2.0 provider.
+    ///
+    /// ```
+    /// # #[cfg(feature = "saml")] {
+    /// use jit_provision::{ProviderConfig, saml::SamlConfig};
+    /// let p = ProviderConfig::saml(SamlConfig::from_metadata_file("idp-metadata.xml"));
+    /// assert!(p.issuer.is_empty());
+    /// # }
+    /// ```
+    #[cfg(feature = "saml")]
+    pub fn saml(config: crate::saml::SamlConfig) -> Self {
+        let mut provider = Self::new("", "");
+        provider.saml = Some(config);
+        provider
+    }
+
     /// Sets the client secret.
     pub fn client_secret(mut self, secret: impl Into<Secret>) -> Self {
         self.client_secret = Some(secret.into());
         self
     }
 
-    /// Turns just-in-time creation on or off.
-    pub fn jit(mut self, on: bool) -> Self {
-        self.jit = on;
+    /// Sets the provisioning mode.
+    pub fn mode(mut self, mode: ProvisioningMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets account linking.
+    pub fn linking(mut self, linking: LinkingConfig) -> Self {
+        self.linking = linking;
         self
     }
 
@@ -316,33 +368,6 @@ impl ProviderConfig {
     pub fn mapping(mut self, mapping: MappingConfig) -> Self {
         self.mapping = mapping;
         self
-    }
-}
-
-/// Which claims become which local fields.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MappingConfig {
-    /// Claim that gives the username of a new user. Default `preferred_username`.
-    pub username_claim: String,
-    /// Claim for the email. Default `email`; an empty string (or `None` in code) leaves the
-    /// email unmanaged by this provider.
-    pub email_claim: Option<String>,
-    /// Claim for the display name. Default `name`; an empty string leaves it unmanaged.
-    pub display_name_claim: Option<String>,
-    /// Claim holding the user's groups (an array of strings, or one string). Default none:
-    /// groups are then not managed by this provider.
-    pub groups_claim: Option<String>,
-}
-
-impl Default for MappingConfig {
-    fn default() -> Self {
-        Self {
-            username_claim: "preferred_username".into(),
-            email_claim: Some("email".into()),
-            display_name_claim: Some("name".into()),
-            groups_claim: None,
-        }
     }
 }
 
@@ -408,5 +433,141 @@ impl BearerConfig {
             token_cache_ttl_secs: default_token_ttl(),
             mapping: None,
         }
+    }
+}
+
+/// What logins of a provider may do to local users (WSO2's "provisioning" modes, Atlassian's
+/// "create users on login" / "update users on login").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvisioningMode {
+    /// No provisioning: only users already linked to this provider log in (unchanged); an
+    /// unknown one gets a `403`.
+    Off,
+    /// Create unknown users; never touch them afterwards.
+    CreateOnly,
+    /// Create unknown users and sync their mapped attributes at every login (the default).
+    #[default]
+    CreateAndUpdate,
+    /// Only sync users already linked; an unknown one gets a `403`.
+    UpdateOnly,
+}
+
+impl ProvisioningMode {
+    /// Whether unknown users are created.
+    pub fn creates(self) -> bool {
+        matches!(self, Self::CreateOnly | Self::CreateAndUpdate)
+    }
+
+    /// Whether known users are updated.
+    pub fn updates(self) -> bool {
+        matches!(self, Self::CreateAndUpdate | Self::UpdateOnly)
+    }
+}
+
+/// How an unknown identity may be linked to an existing local account instead of creating
+/// one. **Linking is account takeover when the matched attribute is not proven**: anyone
+/// who controls an account at the provider with that username or email gets the local
+/// account. Enable it only for providers you trust to assert these values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkingConfig {
+    /// What to match on. Default `none`.
+    pub by: LinkBy,
+    /// Trust this provider's email addresses even without `email_verified: true` (for a
+    /// corporate IdP that owns the mail domain). Default `false`: linking by email then needs
+    /// `email_verified` to be the boolean `true`.
+    pub trust_email: bool,
+}
+
+/// What account linking matches on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkBy {
+    /// Never link (the default).
+    #[default]
+    None,
+    /// The mapped username equals an existing local username.
+    Username,
+    /// The asserted email equals (case-insensitively) the email of exactly one local user,
+    /// and the email is verified (see [`LinkingConfig::trust_email`]).
+    Email,
+}
+
+/// Which user-store domain a provider's users go to (WSO2's "provision to user store
+/// domain").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainRule {
+    /// Always this domain (`PRIMARY` is the store given to `.store(...)`).
+    Fixed(String),
+    /// The domain named in the mapped username, `DOMAIN/user`; without a prefix, `PRIMARY`.
+    /// The prefix is removed from the stored username.
+    FromUsername,
+}
+
+impl Default for DomainRule {
+    fn default() -> Self {
+        Self::Fixed(PRIMARY_DOMAIN.to_owned())
+    }
+}
+
+/// The name of the domain of the store given to [`JitLayerBuilder::store`](crate::JitLayerBuilder::store).
+pub const PRIMARY_DOMAIN: &str = "PRIMARY";
+
+/// The username policy of a user-store domain: a username that breaks it is refused with
+/// `403` and nothing is written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainPolicy {
+    /// Characters allowed in a username. Default: letters, digits and `._@+-`.
+    pub allowed_chars: String,
+    /// Shortest username. Default 1.
+    pub min_length: usize,
+    /// Longest username. Default 64.
+    pub max_length: usize,
+    /// Lower-case usernames before checking and storing. Default `false`.
+    pub lowercase: bool,
+}
+
+impl Default for DomainPolicy {
+    fn default() -> Self {
+        Self {
+            allowed_chars: "._@+-".into(),
+            min_length: 1,
+            max_length: 64,
+            lowercase: false,
+        }
+    }
+}
+
+impl DomainPolicy {
+    /// Applies the policy: the username to store, or why it is refused.
+    ///
+    /// ```
+    /// let policy = jit_provision::config::DomainPolicy::default();
+    /// assert_eq!(policy.check("jane.doe").as_deref(), Ok("jane.doe"));
+    /// assert!(policy.check("jane doe").is_err());
+    /// ```
+    pub fn check(&self, username: &str) -> Result<String, String> {
+        let name = if self.lowercase {
+            username.to_lowercase()
+        } else {
+            username.to_owned()
+        };
+        let length = name.chars().count();
+        if length < self.min_length || length > self.max_length {
+            return Err(format!(
+                "must have {} to {} characters",
+                self.min_length, self.max_length
+            ));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !c.is_alphanumeric() && !self.allowed_chars.contains(*c))
+        {
+            return Err(format!("may not contain `{}`", bad.escape_default()));
+        }
+        Ok(name)
     }
 }

@@ -86,6 +86,10 @@ pub enum Error {
     /// Provisioning refused or failed.
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    /// A SAML login failed (see [`SamlError::status`](crate::saml::SamlError::status)).
+    #[cfg(feature = "saml")]
+    #[error(transparent)]
+    Saml(#[from] crate::saml::SamlError),
     /// Loading the session's user failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
@@ -105,6 +109,9 @@ impl Error {
             Self::Callback(e) => e.status(),
             Self::Oidc(e) => e.status(),
             Self::Provision(e) => e.status(),
+            #[cfg(feature = "saml")]
+            Self::Saml(e) => e.status(),
+            Self::Store(crate::store::StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -117,6 +124,8 @@ impl Error {
             Self::Callback(e) => e.code(),
             Self::Oidc(e) => e.code(),
             Self::Provision(e) => e.code(),
+            #[cfg(feature = "saml")]
+            Self::Saml(e) => e.code(),
             Self::Store(_) => "store_unavailable",
         }
     }

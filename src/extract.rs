@@ -47,6 +47,8 @@ pub struct CurrentUser {
 pub struct AuthInfo {
     /// The provider id.
     pub provider: String,
+    /// The user-store domain of the user (`PRIMARY` unless configured otherwise).
+    pub domain: String,
     /// The subject at that provider.
     pub subject: String,
     /// Login time (session) or token issue time (bearer), Unix seconds.

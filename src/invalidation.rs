@@ -14,6 +14,9 @@ use crate::store::{StoreError, UserId};
 pub enum Invalidation {
     /// The user changed (updated, locked, deleted, logged out): drop its cached copies.
     User {
+        /// Its user-store domain.
+        #[serde(default = "primary")]
+        domain: String,
         /// The user.
         id: UserId,
     },
@@ -24,6 +27,10 @@ pub enum Invalidation {
     },
     /// Events may have been lost (the bus reconnected): drop every cached user.
     All,
+}
+
+fn primary() -> String {
+    crate::config::PRIMARY_DOMAIN.to_owned()
 }
 
 /// Carries [`Invalidation`]s between instances. Dyn-compatible: the layer holds an

@@ -9,10 +9,13 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::cache::UserCache;
+use crate::config::PRIMARY_DOMAIN;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
+use crate::events::EventSink;
 use crate::invalidation::InvalidationBus;
 use crate::oidc::OidcProvider;
-use crate::provision::Provisioner;
+use crate::prompt::ProvisionPrompt;
+use crate::provision::{Domain, Policy, Provisioned, Provisioner};
 use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
 use crate::session::{CookieCodec, SessionKey};
@@ -45,6 +48,9 @@ pub enum ConfigError {
     /// A provider id is not made of `[A-Za-z0-9_-]`.
     #[error("provider id `{0}` may only hold letters, digits, `-` and `_`")]
     ProviderId(String),
+    /// A user-store domain is misconfigured.
+    #[error("{0}")]
+    Domain(String),
     /// An invalidation bus needs a tokio runtime: build the layer inside one.
     #[error("an invalidation bus needs a running tokio runtime: build the layer inside it")]
     NoRuntime,
@@ -66,8 +72,15 @@ pub(crate) struct Shared {
     pub(crate) prefix: String,
     pub(crate) providers: HashMap<String, Arc<OidcProvider>>,
     pub(crate) provisioner: Provisioner,
+    /// Each provider's provisioning policy.
+    pub(crate) policies: HashMap<String, Arc<Policy>>,
+    /// The SAML providers.
+    #[cfg(feature = "saml")]
+    pub(crate) saml: HashMap<String, Arc<crate::saml::SamlServiceProvider>>,
     pub(crate) codec: CookieCodec,
     pub(crate) session_cookie: String,
+    /// The pending-prompt cookie's name, when any provider has a prompt hook.
+    pub(crate) prompt_cookie: Option<String>,
     pub(crate) session: SessionConfig,
     /// One-time values (OIDC states) already used.
     pub(crate) replay: Arc<dyn ErasedGuard>,
@@ -150,6 +163,10 @@ impl JitLayer {
         JitLayerBuilder::default()
     }
 
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Builds a layer from a configuration and a store.
     ///
     /// ```
@@ -193,15 +210,22 @@ impl JitLayer {
         identity: &crate::store::Identity,
         claims: &crate::Claims,
     ) -> Result<(Arc<crate::store::User>, crate::Outcome), crate::ProvisionError> {
-        let provider = self
+        let policy = self
             .shared
-            .providers
+            .policies
             .get(id)
             .ok_or_else(|| crate::ProvisionError::UnknownProvider(id.to_owned()))?;
-        self.shared
+        match self
+            .shared
             .provisioner
-            .provision(&provider.config, identity, claims)
-            .await
+            .provision(policy, identity, claims, None)
+            .await?
+        {
+            Provisioned::Done { user, outcome, .. } => Ok((user, outcome)),
+            Provisioned::Prompt { .. } => Err(crate::ProvisionError::PromptRefused(
+                "this provider prompts before creating users: log in through the browser".into(),
+            )),
+        }
     }
 
     /// The layer's counters (shared by every clone and every service it made).
@@ -218,9 +242,17 @@ impl JitLayer {
     /// Ends every cached view of a user: call after changing or locking it in the store
     /// yourself, so the change is seen at the next request rather than after the cache TTL.
     pub async fn forget_user(&self, id: crate::store::UserId) {
+        self.forget_domain_user(PRIMARY_DOMAIN, id).await;
+    }
+
+    /// [`forget_user`](Self::forget_user) for a user of another user-store domain.
+    pub async fn forget_domain_user(&self, domain: &str, id: crate::store::UserId) {
         self.shared
             .provisioner
-            .announce(crate::invalidation::Invalidation::User { id })
+            .announce(crate::invalidation::Invalidation::User {
+                domain: domain.to_owned(),
+                id,
+            })
             .await;
     }
 }
@@ -251,6 +283,9 @@ impl<S> Layer<S> for JitLayer {
 pub struct JitLayerBuilder {
     config: JitConfig,
     store: Option<SharedStore>,
+    domain_stores: Vec<(String, SharedStore)>,
+    sinks: Vec<Arc<dyn EventSink>>,
+    prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
     replay: Option<Arc<dyn ErasedGuard>>,
     bus: Option<Arc<dyn InvalidationBus>>,
     session_key: Option<SessionKey>,
@@ -271,6 +306,9 @@ impl Default for JitLayerBuilder {
         Self {
             config: JitConfig::new(""),
             store: None,
+            domain_stores: Vec::new(),
+            sinks: Vec::new(),
+            prompts: HashMap::new(),
             replay: None,
             bus: None,
             session_key: None,
@@ -307,6 +345,28 @@ impl JitLayerBuilder {
     /// The user store.
     pub fn store(mut self, store: impl UserStore) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Registers another user-store domain (WSO2's secondary user stores): providers whose
+    /// [`DomainRule`](crate::config::DomainRule) names `name` provision into `store`.
+    pub fn domain_store(mut self, name: impl Into<String>, store: impl UserStore) -> Self {
+        self.domain_stores.push((name.into(), Arc::new(store)));
+        self
+    }
+
+    /// Delivers every [`ProvisioningEvent`](crate::events::ProvisioningEvent) (created,
+    /// updated with the diff, linked, rejected, ...) to `sink`, for audit or outbound
+    /// provisioning. May be called several times.
+    pub fn on_event(mut self, sink: impl EventSink) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Runs `hook` before a user of `provider` is created (consent, choose a username, set a
+    /// password); see [`prompt`](crate::prompt).
+    pub fn prompt(mut self, provider: impl Into<String>, hook: impl ProvisionPrompt) -> Self {
+        self.prompts.insert(provider.into(), Arc::new(hook));
         self
     }
 
@@ -410,6 +470,9 @@ impl JitLayerBuilder {
             });
         }
         let mut providers = HashMap::new();
+        let mut policies = HashMap::new();
+        #[cfg(feature = "saml")]
+        let mut saml_providers = HashMap::new();
         for (id, provider) in &config.providers {
             if id.is_empty()
                 || !id
@@ -417,6 +480,33 @@ impl JitLayerBuilder {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 return Err(ConfigError::ProviderId(id.clone()));
+            }
+            let policy =
+                Policy::new(id, provider, None).map_err(|reason| ConfigError::Provider {
+                    id: id.clone(),
+                    reason,
+                })?;
+            policies.insert(id.clone(), Arc::new(policy));
+            #[cfg(feature = "saml")]
+            if let Some(saml) = &provider.saml {
+                let sp = crate::saml::SamlServiceProvider::new(
+                    id.clone(),
+                    saml.clone(),
+                    format!("{origin}{prefix}/{id}/acs"),
+                    format!("{origin}{prefix}/{id}/metadata"),
+                )
+                .map_err(|e| ConfigError::Provider {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                })?;
+                saml_providers.insert(id.clone(), Arc::new(sp));
+                continue;
+            }
+            if provider.issuer.is_empty() || provider.client_id.is_empty() {
+                return Err(ConfigError::Provider {
+                    id: id.clone(),
+                    reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
+                });
             }
             let redirect = format!("{origin}{prefix}/{id}/callback");
             let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, self.http_timeout)
@@ -428,7 +518,46 @@ impl JitLayerBuilder {
         }
         let codec = CookieCodec::new(&key, config.session.secure);
         let session_cookie = codec.name(&config.session.cookie_name, true);
+        let prompt_cookie = (!self.prompts.is_empty()).then(|| codec.name("jit_prompt", true));
         let session_ttl = Duration::from_secs(config.session.ttl_secs.max(1));
+        let mut domains = HashMap::new();
+        for (name, store) in
+            std::iter::once((PRIMARY_DOMAIN.to_owned(), store)).chain(self.domain_stores)
+        {
+            let name: Arc<str> = Arc::from(name);
+            let policy = config.domains.get(&*name).cloned().unwrap_or_default();
+            let domain = Domain {
+                name: name.clone(),
+                store,
+                policy,
+            };
+            if domains.insert(name.clone(), Arc::new(domain)).is_some() {
+                return Err(ConfigError::Domain(format!(
+                    "the domain `{name}` is registered twice"
+                )));
+            }
+        }
+        for (id, provider) in &config.providers {
+            if let crate::config::DomainRule::Fixed(name) = &provider.domain
+                && !domains.contains_key(name.as_str())
+            {
+                return Err(ConfigError::Provider {
+                    id: id.clone(),
+                    reason: format!(
+                        "its domain `{name}` has no store: call .domain_store(\"{name}\", ...)"
+                    ),
+                });
+            }
+        }
+        if let Some(name) = config
+            .domains
+            .keys()
+            .find(|d| !domains.contains_key(d.as_str()))
+        {
+            return Err(ConfigError::Domain(format!(
+                "domains.{name} has a policy but no store: call .domain_store(\"{name}\", ...)"
+            )));
+        }
         let bearer = crate::bearer::Bearer::new(
             &config.providers,
             crate::oidc::HttpClient::new(self.http_timeout),
@@ -444,13 +573,18 @@ impl JitLayerBuilder {
             prefix,
             providers,
             provisioner: Provisioner::new(
-                store,
+                domains,
                 UserCache::new(&config.cache, session_ttl),
-                Arc::default(),
                 self.bus.clone(),
+                self.sinks,
+                self.prompts,
             ),
+            policies,
+            #[cfg(feature = "saml")]
+            saml: saml_providers,
             codec,
             session_cookie,
+            prompt_cookie,
             session: config.session.clone(),
             replay: self
                 .replay

@@ -6,17 +6,25 @@ pub mod bearer;
 pub mod config;
 #[cfg(feature = "dev-idp")]
 pub mod dev_idp;
+pub mod events;
 pub mod invalidation;
 pub mod mapping;
 pub mod oidc;
+pub mod policy;
+pub mod prompt;
 pub mod replay;
+#[cfg(feature = "saml")]
+pub mod saml;
 pub mod session;
 pub mod store;
 
+mod admin;
 mod cache;
 mod endpoints;
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod layer;
 mod metrics;
 mod provision;

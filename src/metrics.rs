@@ -9,6 +9,7 @@ pub(crate) struct Metrics {
     pub(crate) login_failures: AtomicU64,
     pub(crate) users_created: AtomicU64,
     pub(crate) users_updated: AtomicU64,
+    pub(crate) update_failures: AtomicU64,
     pub(crate) bearer_verified: AtomicU64,
     pub(crate) bearer_cache_hits: AtomicU64,
     pub(crate) bearer_failures: AtomicU64,
@@ -26,6 +27,7 @@ impl Metrics {
             login_failures: get(&self.login_failures),
             users_created: get(&self.users_created),
             users_updated: get(&self.users_updated),
+            update_failures: get(&self.update_failures),
             bearer_verified: get(&self.bearer_verified),
             bearer_cache_hits: get(&self.bearer_cache_hits),
             bearer_failures: get(&self.bearer_failures),
@@ -45,6 +47,8 @@ pub struct MetricsSnapshot {
     pub users_created: u64,
     /// Users whose mapped attributes changed and were written.
     pub users_updated: u64,
+    /// Background (non-blocking) updates that failed after their retries.
+    pub update_failures: u64,
     /// Bearer tokens whose signature and claims were checked.
     pub bearer_verified: u64,
     /// Bearer requests answered from the verified-token cache (no signature check).

@@ -1,23 +1,33 @@
-//! Just-in-time provisioning: find the local user of a validated identity, create it when
-//! absent (and allowed), update its mapped attributes when they changed.
+//! Just-in-time provisioning: find the local user of a validated identity, link it to an
+//! existing account or create it when absent (as the provider's policy allows), and sync its
+//! mapped attributes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::Value;
 
 use crate::cache::UserCache;
-use crate::config::{MappingConfig, ProviderConfig};
+use crate::config::{
+    DomainPolicy, DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
+    ProvisioningMode,
+};
+use crate::events::{EventSink, ProvisioningEvent};
 use crate::invalidation::{Invalidation, InvalidationBus};
-use crate::mapping::{Claims, MappingError, map_claims};
+use crate::mapping::{Claims, Mapping, MappingError};
 use crate::metrics::Metrics;
-use crate::store::{Identity, SharedStore, StoreError, User};
+use crate::prompt::{PromptRequest, ProvisionPrompt};
+use crate::store::{Identity, Profile, SharedStore, StoreError, User, now_unix};
 
 /// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
 /// a user and its identity link atomically, and no session is issued.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProvisionError {
-    /// The identity is unknown and just-in-time creation is off for the provider: `403`.
+    /// The identity is unknown and the provider's mode does not create users: `403`.
     #[error(
         "no local account is linked to this identity, and accounts are not created automatically"
     )]
@@ -25,12 +35,30 @@ pub enum ProvisionError {
     /// The local user is locked: `403`.
     #[error("this account is locked")]
     Locked,
-    /// The claims do not map to a user: `403`.
+    /// The claims do not map to a user (a required attribute is missing, ...): `403`.
     #[error(transparent)]
     Mapping(#[from] MappingError),
     /// The username is held by another local account: `409`.
     #[error("the username `{0}` is already taken by another account")]
     UsernameTaken(String),
+    /// The matching local account is already linked to another account at this provider:
+    /// `409` (linking would hand it to a second person).
+    #[error("the matching local account is already linked to another account at this provider")]
+    LinkConflict,
+    /// The username names a user-store domain that is not registered: `403`.
+    #[error("the user-store domain `{0}` is not registered")]
+    UnknownDomain(String),
+    /// The username breaks its domain's policy: `403`.
+    #[error("the username `{username}` is not allowed: it {reason}")]
+    UsernamePolicy {
+        /// The refused username.
+        username: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The prompt hook refused to resume: `403`.
+    #[error("provisioning was not completed: {0}")]
+    PromptRefused(String),
     /// The store failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
@@ -43,8 +71,14 @@ impl ProvisionError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::JitDisabled | Self::Locked | Self::Mapping(_) => StatusCode::FORBIDDEN,
-            Self::UsernameTaken(_) => StatusCode::CONFLICT,
+            Self::JitDisabled
+            | Self::Locked
+            | Self::Mapping(_)
+            | Self::UnknownDomain(_)
+            | Self::UsernamePolicy { .. }
+            | Self::PromptRefused(_) => StatusCode::FORBIDDEN,
+            Self::UsernameTaken(_) | Self::LinkConflict => StatusCode::CONFLICT,
+            Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
         }
@@ -58,13 +92,15 @@ impl ProvisionError {
             Self::Mapping(MappingError::MissingClaim(_)) => "missing_attribute",
             Self::Mapping(_) => "invalid_attribute",
             Self::UsernameTaken(_) => "username_taken",
+            Self::LinkConflict => "link_conflict",
+            Self::UnknownDomain(_) => "unknown_domain",
+            Self::UsernamePolicy { .. } => "username_policy",
+            Self::PromptRefused(_) => "prompt_refused",
             Self::Store(_) => "store_unavailable",
             Self::UnknownProvider(_) => "unknown_provider",
         }
     }
-}
 
-impl ProvisionError {
     /// A copy for another waiter of a shared (moka-coalesced) failure. Store errors keep
     /// their kind and message; their source chain is not cloneable.
     pub(crate) fn duplicate(&self) -> Self {
@@ -73,6 +109,13 @@ impl ProvisionError {
             Self::Locked => Self::Locked,
             Self::Mapping(m) => Self::Mapping(m.clone()),
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
+            Self::LinkConflict => Self::LinkConflict,
+            Self::UnknownDomain(d) => Self::UnknownDomain(d.clone()),
+            Self::UsernamePolicy { username, reason } => Self::UsernamePolicy {
+                username: username.clone(),
+                reason: reason.clone(),
+            },
+            Self::PromptRefused(r) => Self::PromptRefused(r.clone()),
             Self::Store(e) => Self::Store(e.duplicate()),
             Self::UnknownProvider(id) => Self::UnknownProvider(id.clone()),
         }
@@ -89,37 +132,150 @@ impl From<StoreError> for ProvisionError {
 }
 
 /// What a login did to the local user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The user was created by this login.
     Created,
+    /// The identity was linked to an existing local user.
+    Linked,
     /// Mapped attributes had changed and were written.
     Updated,
-    /// The user existed and nothing changed: nothing was written.
+    /// Mapped attributes had changed; a background task writes them (non-blocking mode).
+    UpdateQueued,
+    /// The user existed and nothing changed (or the mode does not update): nothing written.
     Unchanged,
 }
 
+/// A provisioned login, or one waiting for a prompt.
+#[derive(Debug)]
+pub(crate) enum Provisioned {
+    Done {
+        user: Arc<User>,
+        domain: Arc<str>,
+        outcome: Outcome,
+    },
+    Prompt {
+        path: String,
+        request: Box<PromptRequest>,
+    },
+}
+
+/// A provider's provisioning policy, compiled once.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) provider: String,
+    pub(crate) mode: ProvisioningMode,
+    pub(crate) mapping: Mapping,
+    pub(crate) linking: LinkingConfig,
+    pub(crate) blocking: bool,
+    pub(crate) domain: DomainRule,
+}
+
+impl Policy {
+    /// The policy of a provider; `mapping` overrides its mapping (bearer clients).
+    pub(crate) fn new(
+        id: &str,
+        config: &ProviderConfig,
+        mapping: Option<&MappingConfig>,
+    ) -> Result<Self, String> {
+        let mapping = mapping
+            .unwrap_or(&config.mapping)
+            .compile()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            provider: id.to_owned(),
+            mode: config.mode,
+            mapping,
+            linking: config.linking.clone(),
+            blocking: config.blocking,
+            domain: config.domain.clone(),
+        })
+    }
+}
+
+/// One user-store domain: its store and username policy.
+pub(crate) struct Domain {
+    pub(crate) name: Arc<str>,
+    pub(crate) store: SharedStore,
+    pub(crate) policy: DomainPolicy,
+}
+
+/// Finds, links, creates and updates users; owns the caches and the event sinks.
 #[derive(Clone)]
 pub(crate) struct Provisioner {
-    store: SharedStore,
+    domains: Arc<HashMap<Arc<str>, Arc<Domain>>>,
     cache: UserCache,
     metrics: Arc<Metrics>,
     bus: Option<Arc<dyn InvalidationBus>>,
+    sinks: Arc<Vec<Arc<dyn EventSink>>>,
+    prompts: Arc<HashMap<String, Arc<dyn ProvisionPrompt>>>,
 }
+
+/// Background update attempts in non-blocking mode, and the first pause between them.
+const UPDATE_ATTEMPTS: u32 = 3;
+const UPDATE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How the coalesced lookup-or-create of an identity ended without a user.
+enum Init {
+    Failed(ProvisionError),
+    /// A prompt hook must run before the user is created.
+    Prompt,
+}
+
+impl From<ProvisionError> for Init {
+    fn from(err: ProvisionError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl From<StoreError> for Init {
+    fn from(err: StoreError) -> Self {
+        Self::Failed(err.into())
+    }
+}
+
+const FOUND: u8 = 0;
+const CREATED: u8 = 1;
+const LINKED: u8 = 2;
 
 impl Provisioner {
     pub(crate) fn new(
-        store: SharedStore,
+        domains: HashMap<Arc<str>, Arc<Domain>>,
         cache: UserCache,
-        metrics: Arc<Metrics>,
         bus: Option<Arc<dyn InvalidationBus>>,
+        sinks: Vec<Arc<dyn EventSink>>,
+        prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
     ) -> Self {
         Self {
-            store,
+            domains: Arc::new(domains),
             cache,
-            metrics,
+            metrics: Arc::default(),
             bus,
+            sinks: Arc::new(sinks),
+            prompts: Arc::new(prompts),
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn cache(&self) -> &UserCache {
+        &self.cache
+    }
+
+    /// The domain called `name` (the shared `Arc` of its name, for cache keys).
+    pub(crate) fn domain(&self, name: &str) -> Option<&Arc<Domain>> {
+        self.domains.get(name)
+    }
+
+    pub(crate) fn domains(&self) -> impl Iterator<Item = &Arc<Domain>> {
+        self.domains.values()
+    }
+
+    pub(crate) fn prompt_hook(&self, provider: &str) -> Option<&Arc<dyn ProvisionPrompt>> {
+        self.prompts.get(provider)
     }
 
     /// Applies an invalidation here and sends it to the other instances, if there is a bus.
@@ -133,100 +289,471 @@ impl Provisioner {
         }
     }
 
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
+    pub(crate) async fn emit(&self, event: ProvisioningEvent) {
+        for sink in self.sinks.iter() {
+            sink.deliver(&event).await;
+        }
     }
 
-    pub(crate) fn cache(&self) -> &UserCache {
-        &self.cache
+    /// The domain and stored username a mapped username goes to, by the provider's rule and
+    /// the domain's username policy.
+    pub(crate) fn resolve(
+        &self,
+        policy: &Policy,
+        username: &str,
+    ) -> Result<(Arc<Domain>, String), ProvisionError> {
+        let (name, local) = match &policy.domain {
+            DomainRule::Fixed(name) => (name.as_str(), username),
+            DomainRule::FromUsername => match username.split_once('/') {
+                Some((domain, local)) => (domain, local),
+                None => (PRIMARY_DOMAIN, username),
+            },
+        };
+        let domain = self
+            .domains
+            .get(name)
+            .or_else(|| self.domains.get(name.to_uppercase().as_str()))
+            .ok_or_else(|| ProvisionError::UnknownDomain(name.chars().take(64).collect()))?;
+        let username =
+            domain
+                .policy
+                .check(local)
+                .map_err(|reason| ProvisionError::UsernamePolicy {
+                    username: local.chars().take(64).collect(),
+                    reason,
+                })?;
+        Ok((domain.clone(), username))
     }
 
-    pub(crate) fn store(&self) -> &SharedStore {
-        &self.store
-    }
-
-    /// Finds or creates the user of `identity` and syncs its mapped attributes.
-    ///
-    /// Concurrent first logins of one identity are coalesced by the identity cache
-    /// (`try_get_with` runs one lookup-or-create per key); across processes the store's
-    /// uniqueness decides, and the loser reads the winner's row.
+    /// Finds, links or creates the user of `identity` and syncs its attributes, as `policy`
+    /// allows. `resumed` is the profile a prompt hook returned (then no prompt is asked and
+    /// no mapping runs). Refusals are reported to the event sinks.
     pub(crate) async fn provision(
         &self,
-        provider: &ProviderConfig,
+        policy: &Policy,
         identity: &Identity,
         claims: &Claims,
-    ) -> Result<(Arc<User>, Outcome), ProvisionError> {
-        self.provision_with(&provider.mapping, provider.jit, identity, claims)
-            .await
+        resumed: Option<Profile>,
+    ) -> Result<Provisioned, ProvisionError> {
+        let result = self.run(policy, identity, claims, resumed).await;
+        if let Err(err) = &result
+            && !matches!(err, ProvisionError::Store(_))
+        {
+            self.emit(ProvisioningEvent::Rejected {
+                provider: policy.provider.clone(),
+                subject: identity.subject.clone(),
+                code: err.code(),
+                reason: err.to_string(),
+            })
+            .await;
+        }
+        result
     }
 
-    /// [`provision`](Self::provision) with an explicit mapping and JIT switch.
-    pub(crate) async fn provision_with(
+    async fn run(
         &self,
-        mapping: &MappingConfig,
-        jit: bool,
+        policy: &Policy,
         identity: &Identity,
         claims: &Claims,
-    ) -> Result<(Arc<User>, Outcome), ProvisionError> {
-        let profile = map_claims(mapping, claims)?;
+        resumed: Option<Profile>,
+    ) -> Result<Provisioned, ProvisionError> {
+        let prompted = resumed.is_some();
+        let mut profile = match resumed {
+            Some(profile) => profile,
+            None => policy.mapping.map(claims)?,
+        };
+        let (domain, username) = self.resolve(policy, &profile.username)?;
+        profile.username = username;
         let key = identity.key();
-        let created = std::sync::atomic::AtomicBool::new(false);
-        let user = self
+        let how = AtomicU8::new(FOUND);
+        let prompt = self.prompts.get(&policy.provider).filter(|_| !prompted);
+        let store = &domain.store;
+        let looked_up = self
             .cache
             .by_identity
-            .try_get_with(key.clone(), async {
-                if let Some(user) = self.store.find_by_identity(&key).await? {
+            .try_get_with((domain.name.clone(), key.clone()), async {
+                if let Some(user) = store.find_by_identity(&key).await? {
                     return Ok(Arc::new(user));
                 }
-                if !jit {
-                    return Err(ProvisionError::JitDisabled);
+                if policy.mode == ProvisioningMode::Off {
+                    return Err(ProvisionError::JitDisabled.into());
                 }
-                match self.store.create(identity, &profile).await {
+                if let Some(user) = self
+                    .link(policy, &domain, identity, claims, &profile)
+                    .await?
+                {
+                    how.store(LINKED, Ordering::SeqCst);
+                    return Ok(user);
+                }
+                if !policy.mode.creates() {
+                    return Err(ProvisionError::JitDisabled.into());
+                }
+                if prompt.is_some() {
+                    // Not cached: the answer comes from the user.
+                    return Err(Init::Prompt);
+                }
+                match store.create(identity, &profile).await {
                     Ok(user) => {
-                        created.store(true, std::sync::atomic::Ordering::SeqCst);
+                        how.store(CREATED, Ordering::SeqCst);
                         Ok(Arc::new(user))
                     }
                     // Another process linked it first: use its user.
-                    Err(StoreError::IdentityExists) => self
-                        .store
+                    Err(StoreError::IdentityExists) => store
                         .find_by_identity(&key)
                         .await?
                         .map(Arc::new)
-                        .ok_or(ProvisionError::Store(StoreError::NotFound)),
-                    Err(e) => Err(e.into()),
+                        .ok_or(Init::Failed(ProvisionError::Store(StoreError::NotFound))),
+                    Err(e) => Err(ProvisionError::from(e).into()),
                 }
             })
-            .await
-            .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(|e| e.duplicate()))?;
+            .await;
+        let user = match looked_up.as_ref().map_err(|e| &**e) {
+            Ok(user) => user.clone(),
+            Err(Init::Prompt) => {
+                let request = PromptRequest {
+                    provider: policy.provider.clone(),
+                    identity: identity.clone(),
+                    profile,
+                };
+                let hook = prompt.expect("a prompt hook asked for");
+                return match hook.before_create(&request) {
+                    Some(path) => Ok(Provisioned::Prompt {
+                        path,
+                        request: Box::new(request),
+                    }),
+                    // The hook stays silent this time: create now.
+                    None => {
+                        Box::pin(self.run(policy, identity, claims, Some(request.profile))).await
+                    }
+                };
+            }
+            Err(Init::Failed(err)) => return Err(err.duplicate()),
+        };
+        let done = |user, outcome| Provisioned::Done {
+            user,
+            domain: domain.name.clone(),
+            outcome,
+        };
         if user.locked {
             return Err(ProvisionError::Locked);
         }
-        if created.load(std::sync::atomic::Ordering::SeqCst) {
-            Metrics::add(&self.metrics.users_created);
-            self.cache.by_id.insert(user.id, user.clone()).await;
-            return Ok((user, Outcome::Created));
+        match how.load(Ordering::SeqCst) {
+            CREATED => {
+                Metrics::add(&self.metrics.users_created);
+                self.cache
+                    .by_id
+                    .insert((domain.name.clone(), user.id), user.clone())
+                    .await;
+                self.emit(ProvisioningEvent::Created {
+                    provider: policy.provider.clone(),
+                    domain: domain.name.to_string(),
+                    subject: identity.subject.clone(),
+                    user: user.clone(),
+                })
+                .await;
+                return Ok(done(user, Outcome::Created));
+            }
+            LINKED => {
+                self.emit(ProvisioningEvent::Linked {
+                    provider: policy.provider.clone(),
+                    domain: domain.name.to_string(),
+                    subject: identity.subject.clone(),
+                    user: user.clone(),
+                    by: policy.linking.by,
+                })
+                .await;
+            }
+            _ => {}
         }
-        let changes = profile.changes_from(&user);
+        let linked = how.load(Ordering::SeqCst) == LINKED;
+        let unchanged = if linked {
+            Outcome::Linked
+        } else {
+            Outcome::Unchanged
+        };
+        if !policy.mode.updates() {
+            return Ok(done(user, unchanged));
+        }
+        let changes = profile.changes_from(&user, &policy.provider);
         if changes.is_empty() {
-            return Ok((user, Outcome::Unchanged));
+            return Ok(done(user, unchanged));
         }
-        let updated = match self.store.update(user.id, &changes).await {
-            Ok(updated) => Arc::new(updated),
+        if !policy.blocking {
+            let provisioner = self.clone();
+            let (domain, provider, key) = (domain.clone(), policy.provider.clone(), key.clone());
+            let id = user.id;
+            tokio::spawn(async move {
+                provisioner
+                    .update_in_background(domain, provider, key, id, profile)
+                    .await;
+            });
+            return Ok(done(user, Outcome::UpdateQueued));
+        }
+        match self
+            .sync(&domain, &policy.provider, &key, user.id, &profile)
+            .await
+        {
+            Ok(Some(updated)) if updated.locked => {
+                self.cache.forget(&domain.name, updated.id).await;
+                Err(ProvisionError::Locked)
+            }
+            Ok(Some(updated)) => Ok(done(
+                updated,
+                if linked {
+                    Outcome::Linked
+                } else {
+                    Outcome::Updated
+                },
+            )),
+            Ok(None) => Ok(done(user, unchanged)),
             Err(err) => {
-                self.cache.by_identity.invalidate(&key).await;
-                return Err(err.into());
+                self.cache
+                    .by_identity
+                    .invalidate(&(domain.name.clone(), key))
+                    .await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// The existing local user an unknown identity may be linked to, linked; `None` when the
+    /// policy finds no safe candidate.
+    async fn link(
+        &self,
+        policy: &Policy,
+        domain: &Domain,
+        identity: &Identity,
+        claims: &Claims,
+        profile: &Profile,
+    ) -> Result<Option<Arc<User>>, ProvisionError> {
+        let Some(user) = self.link_candidate(policy, domain, claims, profile).await? else {
+            return Ok(None);
+        };
+        let store = &domain.store;
+        match store.link(identity, user.id).await {
+            Ok(()) => Ok(Some(Arc::new(user))),
+            Err(StoreError::IdentityExists) => {
+                Ok(store.find_by_identity(&identity.key()).await?.map(Arc::new))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The existing local user the policy would link an unknown identity to: matched by
+    /// username, or by a verified email held by exactly one user; never a locked user, never
+    /// one already linked to another account at this provider.
+    async fn link_candidate(
+        &self,
+        policy: &Policy,
+        domain: &Domain,
+        claims: &Claims,
+        profile: &Profile,
+    ) -> Result<Option<User>, ProvisionError> {
+        let store = &domain.store;
+        let candidate = match policy.linking.by {
+            LinkBy::None => return Ok(None),
+            LinkBy::Username => store.find_by_username(&profile.username).await?,
+            LinkBy::Email => {
+                let Some(email) = profile.email.clone().flatten() else {
+                    return Ok(None);
+                };
+                // A missing or non-boolean `email_verified` is false, never true.
+                let verified = claims.get("email_verified") == Some(&Value::Bool(true));
+                if !verified && !policy.linking.trust_email {
+                    tracing::info!(provider = %policy.provider, "not linking by email: the email is not verified");
+                    return Ok(None);
+                }
+                let mut found = store.find_by_email(&email).await?;
+                if found.len() > 1 {
+                    tracing::warn!(provider = %policy.provider, "not linking by email: several local users have it");
+                    return Ok(None);
+                }
+                found.pop()
             }
         };
-        if updated.locked {
-            self.cache.forget(updated.id).await;
+        let Some(user) = candidate else {
+            return Ok(None);
+        };
+        if user.locked {
             return Err(ProvisionError::Locked);
         }
+        let linked = store.identities_of(user.id).await?;
+        if linked.iter().any(|l| l.provider == policy.provider) {
+            return Err(ProvisionError::LinkConflict);
+        }
+        Ok(Some(user))
+    }
+
+    /// Brings the stored user in line with `profile`: the diff is computed against the user
+    /// as stored now (the cached copy may be stale, and a local change made meanwhile must not
+    /// be overwritten), written, and the caches, other instances and sinks are told.
+    /// `Ok(None)` when nothing needed writing.
+    async fn sync(
+        &self,
+        domain: &Arc<Domain>,
+        provider: &str,
+        key: &crate::store::IdentityKey,
+        id: crate::store::UserId,
+        profile: &Profile,
+    ) -> Result<Option<Arc<User>>, StoreError> {
+        let fresh = domain
+            .store
+            .find_by_id(id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let changes = profile.changes_from(&fresh, provider);
+        if changes.is_empty() {
+            self.cache
+                .store(&domain.name, key.clone(), Arc::new(fresh))
+                .await;
+            return Ok(None);
+        }
+        let updated = Arc::new(domain.store.update(id, &changes).await?);
         if self.bus.is_some() {
             // Other instances drop their copies; ours is refreshed just below.
-            self.announce(Invalidation::User { id: updated.id }).await;
+            self.announce(Invalidation::User {
+                domain: domain.name.to_string(),
+                id,
+            })
+            .await;
         }
-        self.cache.store(Some(key), updated.clone()).await;
+        self.cache
+            .store(&domain.name, key.clone(), updated.clone())
+            .await;
         Metrics::add(&self.metrics.users_updated);
-        Ok((updated, Outcome::Updated))
+        self.emit(ProvisioningEvent::Updated {
+            provider: provider.to_owned(),
+            domain: domain.name.to_string(),
+            subject: key.subject.clone(),
+            user: updated.clone(),
+            changes,
+        })
+        .await;
+        Ok(Some(updated))
+    }
+
+    async fn update_in_background(
+        &self,
+        domain: Arc<Domain>,
+        provider: String,
+        key: crate::store::IdentityKey,
+        id: crate::store::UserId,
+        profile: Profile,
+    ) {
+        let mut pause = UPDATE_BACKOFF;
+        let mut last_error = String::new();
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            match self.sync(&domain, &provider, &key, id, &profile).await {
+                Ok(_) => return,
+                Err(err) => {
+                    last_error = err.to_string();
+                    tracing::warn!(provider = %provider, user_id = %id, attempt, error = %err, "background update failed");
+                }
+            }
+            if attempt < UPDATE_ATTEMPTS {
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+        }
+        Metrics::add(&self.metrics.update_failures);
+        tracing::error!(provider = %provider, user_id = %id, "background update failed for good");
+        self.emit(ProvisioningEvent::UpdateFailed {
+            provider,
+            domain: domain.name.to_string(),
+            user_id: id,
+            attempts: UPDATE_ATTEMPTS,
+            error: last_error,
+        })
+        .await;
+    }
+
+    /// Records the login time of an identity; a failure is only logged.
+    pub(crate) async fn record_login(&self, domain: &Domain, identity: &Identity) {
+        if let Err(err) = domain.store.record_login(&identity.key(), now_unix()).await {
+            tracing::warn!(error = %err, "could not record the login time");
+        }
+    }
+}
+
+impl Provisioner {
+    /// What a login with `claims` would do, reading but never writing.
+    pub(crate) async fn preview(
+        &self,
+        policy: &Policy,
+        identity: Option<&Identity>,
+        claims: &Claims,
+    ) -> crate::policy::Preview {
+        use crate::policy::{Preview, PreviewAction};
+        let mut preview = Preview {
+            provider: policy.provider.clone(),
+            domain: None,
+            profile: None,
+            existing: None,
+            action: PreviewAction::Create,
+        };
+        let refuse = |err: &ProvisionError| PreviewAction::Refuse {
+            code: err.code().to_owned(),
+            reason: err.to_string(),
+        };
+        let mut profile = match policy.mapping.map(claims) {
+            Ok(profile) => profile,
+            Err(err) => {
+                preview.action = refuse(&err.into());
+                return preview;
+            }
+        };
+        let (domain, username) = match self.resolve(policy, &profile.username) {
+            Ok(found) => found,
+            Err(err) => {
+                preview.action = refuse(&err);
+                preview.profile = Some(profile);
+                return preview;
+            }
+        };
+        profile.username = username;
+        preview.domain = Some(domain.name.to_string());
+        let existing = match identity {
+            Some(identity) => domain.store.find_by_identity(&identity.key()).await,
+            None => Ok(None),
+        };
+        let action = match existing {
+            Err(err) => refuse(&err.into()),
+            Ok(Some(user)) if user.locked => {
+                preview.existing = Some(user);
+                refuse(&ProvisionError::Locked)
+            }
+            Ok(Some(user)) => {
+                let changes = profile.changes_from(&user, &policy.provider);
+                preview.existing = Some(user);
+                if policy.mode.updates() && !changes.is_empty() {
+                    PreviewAction::Update { changes }
+                } else {
+                    PreviewAction::Unchanged
+                }
+            }
+            Ok(None) if policy.mode == ProvisioningMode::Off => {
+                refuse(&ProvisionError::JitDisabled)
+            }
+            Ok(None) => match self.link_candidate(policy, &domain, claims, &profile).await {
+                Err(err) => refuse(&err),
+                Ok(Some(user)) => {
+                    let action = PreviewAction::Link {
+                        user_id: user.id,
+                        by: policy.linking.by,
+                    };
+                    preview.existing = Some(user);
+                    action
+                }
+                Ok(None) if !policy.mode.creates() => refuse(&ProvisionError::JitDisabled),
+                Ok(None) => match domain.store.find_by_username(&profile.username).await {
+                    Ok(Some(_)) => refuse(&ProvisionError::UsernameTaken(profile.username.clone())),
+                    Ok(None) => PreviewAction::Create,
+                    Err(err) => refuse(&err.into()),
+                },
+            },
+        };
+        preview.profile = Some(profile);
+        preview.action = action;
+        preview
     }
 }

@@ -10,6 +10,7 @@ use http::{HeaderValue, Request, Response, header};
 use tower_service::Service;
 
 use crate::bearer::{Bearer, BearerError};
+use crate::cache::OpenedSession;
 use crate::endpoints;
 use crate::error::Error;
 use crate::extract::{AuthInfo, AuthMethod, CurrentUser};
@@ -66,6 +67,9 @@ where
             }
             let mut req = req;
             req.extensions_mut().insert(shared.context.clone());
+            if let Some(pending) = endpoints::pending_prompt(&shared, req.headers()) {
+                req.extensions_mut().insert(pending);
+            }
             let authorization = req.headers().get(header::AUTHORIZATION).cloned();
             if let Some(bearer) = &shared.bearer
                 && let Some(token) = authorization.as_ref().and_then(Bearer::token_of)
@@ -104,14 +108,25 @@ enum Attached {
     Stale,
 }
 
-/// The user with this id, through the cache: `Ok(None)` when the store has no such user.
-async fn load_user(shared: &Shared, id: UserId) -> Result<Option<Arc<User>>, StoreError> {
-    let store = shared.provisioner.store();
-    let loaded = shared
-        .provisioner
-        .cache()
-        .by_id
-        .try_get_with(id, async {
+/// The user with this id in this domain, through the cache: `Ok(None)` when there is no
+/// such user (or domain).
+async fn load_user(
+    shared: &Shared,
+    domain: &str,
+    id: UserId,
+) -> Result<Option<Arc<User>>, StoreError> {
+    let Some(domain) = shared.provisioner.domain(domain) else {
+        return Ok(None);
+    };
+    let cache = &shared.provisioner.cache().by_id;
+    let key = (domain.name.clone(), id);
+    // The common case, a cached user, without the coalescing machinery.
+    if let Some(user) = cache.get(&key).await {
+        return Ok(Some(user));
+    }
+    let store = &domain.store;
+    let loaded = cache
+        .try_get_with(key, async {
             match store.find_by_id(id).await {
                 Ok(Some(user)) => Ok(Arc::new(user)),
                 Ok(None) => Err(None),
@@ -139,7 +154,7 @@ async fn attach_bearer(
     req: &mut Request<Body>,
 ) -> Result<(), BearerError> {
     let verified = bearer.authenticate(token, &shared.provisioner).await?;
-    let user = load_user(shared, verified.user_id)
+    let user = load_user(shared, &verified.domain, verified.user_id)
         .await
         .map_err(|e| BearerError::Provision(ProvisionError::Store(e)))?
         .ok_or(BearerError::UnknownKey)?;
@@ -167,6 +182,7 @@ fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Respo
 
 /// Reads the session cookie and, when it is good, puts the user in the extensions.
 async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Attached, Error> {
+    let cache = shared.provisioner.cache();
     let opened = {
         let mut values = cookies_named(req.headers(), &shared.session_cookie).peekable();
         if values.peek().is_none() {
@@ -174,23 +190,30 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
         }
         // With several cookies of our name (cookie tossing from a sibling domain), only one
         // we sealed counts.
-        values
-            .find_map(|sealed| shared.codec.open(&shared.session_cookie, sealed))
-            .and_then(|json| serde_json::from_str::<SessionData>(&json).ok())
+        let mut found = None;
+        for sealed in values {
+            if let Some(session) = cache.sessions.get(sealed).await {
+                found = Some(session);
+                break;
+            }
+            if let Some(session) = open_session(shared, sealed) {
+                cache
+                    .sessions
+                    .insert(sealed.to_owned(), session.clone())
+                    .await;
+                found = Some(session);
+                break;
+            }
+        }
+        found
     };
     let Some(session) = opened else {
         return Ok(Attached::Stale);
     };
-    if session.expires_at <= now_unix()
-        || shared
-            .provisioner
-            .cache()
-            .revoked_sessions
-            .contains_key(&session.session_id)
-    {
+    if session.auth.expires_at <= now_unix() || cache.is_revoked(&session.session_id) {
         return Ok(Attached::Stale);
     }
-    let Some(user) = load_user(shared, session.user_id)
+    let Some(user) = load_user(shared, &session.auth.domain, session.user_id)
         .await
         .map_err(Error::Store)?
     else {
@@ -201,13 +224,25 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
     }
     req.extensions_mut().insert(CurrentUser {
         user,
+        auth: session.auth.clone(),
+    });
+    Ok(Attached::Clean)
+}
+
+/// Decrypts and parses a session cookie value.
+fn open_session(shared: &Shared, sealed: &str) -> Option<Arc<OpenedSession>> {
+    let json = shared.codec.open(&shared.session_cookie, sealed)?;
+    let session: SessionData = serde_json::from_str(&json).ok()?;
+    Some(Arc::new(OpenedSession {
+        user_id: session.user_id,
+        session_id: session.session_id,
         auth: Arc::new(AuthInfo {
             provider: session.provider,
+            domain: session.domain,
             subject: session.subject,
             issued_at: session.issued_at,
             expires_at: session.expires_at,
             method: AuthMethod::Session,
         }),
-    });
-    Ok(Attached::Clean)
+    }))
 }

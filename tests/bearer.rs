@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use jit_provision::config::BearerConfig;
 use jit_provision::dev_idp::DevIdp;
+use jit_provision::store::UserStore;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -359,7 +360,7 @@ async fn locked_api_user_is_403() {
     let token = app.idp.sign_jwt(claims(&app, "svc"));
     assert_eq!(call(&app, "/me", &token).await.status(), StatusCode::OK);
     let id = app.store.inner.users()[0].id;
-    app.store.inner.set_locked(id, true).unwrap();
+    app.store.inner.set_locked(id, true).await.unwrap();
     app.layer.forget_user(id).await;
     let response = call(&app, "/me", &token).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);

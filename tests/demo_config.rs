@@ -53,7 +53,7 @@ fn sample_parses_and_builds_a_layer() {
         Unauthenticated::RedirectToLogin("keycloak".into())
     );
     let keycloak = &config.providers["keycloak"];
-    assert_eq!(keycloak.mapping.groups_claim.as_deref(), Some("groups"));
+    assert_eq!(keycloak.mapping.groups.as_ref().unwrap().claim, "groups");
     assert_eq!(
         keycloak.client_secret.as_ref().map(|s| s.expose()),
         Some("CHANGE-ME")
@@ -121,7 +121,9 @@ fn sample_values_are_the_defaults_but_where_it_says_otherwise() {
         [
             "providers.keycloak.client_secret",
             "providers.keycloak.display_name",
-            "providers.keycloak.mapping.groups_claim",
+            "providers.keycloak.mapping.groups.allow",
+            "providers.keycloak.mapping.groups.claim",
+            "providers.keycloak.mapping.groups.when_absent",
             "session.secure",
             "session.unauthenticated.action",
             "session.unauthenticated.provider",

@@ -333,7 +333,7 @@ fn provider_config(issuer: &str, mode: ResponseMode) -> ProviderConfig {
         .client_secret(CLIENT_SECRET)
         .response_mode(mode)
         .mapping(MappingConfig {
-            groups_claim: Some("groups".into()),
+            groups: Some(jit_provision::config::GroupsConfig::from_claim("groups")),
             ..Default::default()
         });
     provider.scopes.push("groups".into());

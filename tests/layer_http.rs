@@ -288,16 +288,16 @@ fn config_loads_from_toml() {
         client_id = "app"
         client_secret = "s3cret"
         response_mode = "form_post"
-        jit = false
+        mode = "off"
         [providers.corp.mapping]
-        username_claim = "email"
-        groups_claim = "roles"
+        username = "{email}"
+        groups = { claim = "roles" }
         "#,
     )
     .unwrap();
     let corp = &config.providers["corp"];
-    assert!(!corp.jit);
-    assert_eq!(corp.mapping.groups_claim.as_deref(), Some("roles"));
+    assert_eq!(corp.mode, jit_provision::config::ProvisioningMode::Off);
+    assert_eq!(corp.mapping.groups.as_ref().unwrap().claim, "roles");
     assert_eq!(config.session.ttl_secs, 3600);
     // Secrets never show in Debug output.
     assert!(!format!("{config:?}").contains("s3cret"));

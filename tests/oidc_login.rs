@@ -382,7 +382,11 @@ async fn return_to_must_be_a_same_origin_path() {
 
 #[tokio::test]
 async fn jit_off_refuses_unknown_users_with_403_and_writes_nothing() {
-    let app = TestApp::start_with(|p| p.jit(false), |b| b).await;
+    let app = TestApp::start_with(
+        |p| p.mode(jit_provision::config::ProvisioningMode::Off),
+        |b| b,
+    )
+    .await;
     let response = app.login(&alice()).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(!sets_session(&response));
@@ -422,7 +426,7 @@ async fn locked_user_cannot_log_in_and_loses_its_session() {
         .await
         .unwrap()
         .unwrap();
-    app.store.inner.set_locked(user.id, true).unwrap();
+    app.store.inner.set_locked(user.id, true).await.unwrap();
     app.layer.forget_user(user.id).await;
     let response = app.me().await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);

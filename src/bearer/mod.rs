@@ -18,12 +18,12 @@ use sha2::{Digest, Sha256};
 
 use self::keys::{KeyError, KeySource};
 pub use self::scope::{RequireScope, RequireScopeService};
-use crate::config::{BearerConfig, MappingConfig, ProviderConfig};
+use crate::config::{BearerConfig, ProviderConfig};
 use crate::extract::{AuthInfo, AuthMethod};
 use crate::mapping::Claims;
 use crate::metrics::Metrics;
 use crate::oidc::HttpClient;
-use crate::provision::{ProvisionError, Provisioner};
+use crate::provision::{Policy, ProvisionError, Provisioned, Provisioner};
 use crate::store::{Identity, UserId, now_unix};
 
 /// Longest bearer token accepted, in bytes.
@@ -116,6 +116,7 @@ impl BearerError {
 #[derive(Debug)]
 pub(crate) struct VerifiedToken {
     pub(crate) user_id: UserId,
+    pub(crate) domain: Arc<str>,
     pub(crate) auth: Arc<AuthInfo>,
     /// When the cache entry must go: `min(exp, now + TTL)`.
     valid_for: Duration,
@@ -139,8 +140,7 @@ struct Verifier {
     provider: String,
     issuer: String,
     config: BearerConfig,
-    mapping: MappingConfig,
-    jit: bool,
+    policy: Arc<Policy>,
     leeway: u64,
     validation: Validation,
     keys: KeySource,
@@ -218,11 +218,10 @@ impl Bearer {
                 provider: id.clone(),
                 issuer: provider.issuer.clone(),
                 config: config.clone(),
-                mapping: config
-                    .mapping
-                    .clone()
-                    .unwrap_or_else(|| provider.mapping.clone()),
-                jit: provider.jit,
+                policy: Arc::new(
+                    Policy::new(id, provider, config.mapping.as_ref())
+                        .map_err(|e| format!("provider `{id}`: {e}"))?,
+                ),
                 leeway: provider.clock_skew_secs,
                 validation,
                 keys: KeySource::new(
@@ -354,17 +353,31 @@ impl Bearer {
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
             .map(str::to_owned);
         let identity = Identity::new(&verifier.provider, &verifier.issuer, &subject);
-        let (user, outcome) = provisioner
-            .provision_with(&verifier.mapping, verifier.jit, &identity, &Claims(claims))
-            .await?;
+        let (user, domain, outcome) = match provisioner
+            .provision(&verifier.policy, &identity, &Claims(claims), None)
+            .await?
+        {
+            Provisioned::Done {
+                user,
+                domain,
+                outcome,
+            } => (user, domain, outcome),
+            Provisioned::Prompt { .. } => {
+                return Err(BearerError::Provision(ProvisionError::PromptRefused(
+                    "this provider prompts new users: log in through the browser first".into(),
+                )));
+            }
+        };
         Metrics::add(&provisioner.metrics().bearer_verified);
         tracing::debug!(provider = %verifier.provider, user_id = %user.id, outcome = ?outcome, "bearer token verified");
         let remaining = (exp - now).max(0) as u64;
         let ttl = verifier.config.token_cache_ttl_secs;
         Ok(Arc::new(VerifiedToken {
             user_id: user.id,
+            domain: domain.clone(),
             auth: Arc::new(AuthInfo {
                 provider: verifier.provider.clone(),
+                domain: domain.to_string(),
                 subject,
                 issued_at: iat.unwrap_or(now),
                 expires_at: exp,

@@ -1,5 +1,7 @@
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine;
-use cookie::{Cookie, CookieJar, Key};
+use cookie::{Cookie, Key};
 use std::fmt;
 
 /// The key that seals the layer's cookies (AES-256-GCM, through the `cookie` crate).
@@ -54,11 +56,19 @@ pub(crate) enum SameSite {
 }
 
 /// Seals, opens and formats the layer's cookies.
+///
+/// The sealed format is the `cookie` crate's private-cookie format — base64 of
+/// `nonce (12) | AES-256-GCM ciphertext | tag (16)`, the cookie name as associated data,
+/// keyed by the encryption half of the [`SessionKey`] — done here with the cipher's key
+/// schedule computed once instead of at every request.
 #[derive(Clone)]
 pub(crate) struct CookieCodec {
-    key: Key,
+    cipher: Aes256Gcm,
     secure: bool,
 }
+
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 
 /// Largest cookie value we attempt to decrypt (browsers cap a cookie at 4096 bytes).
 const MAX_COOKIE_VALUE: usize = 4096;
@@ -66,7 +76,8 @@ const MAX_COOKIE_VALUE: usize = 4096;
 impl CookieCodec {
     pub(crate) fn new(key: &SessionKey, secure: bool) -> Self {
         Self {
-            key: key.0.clone(),
+            cipher: Aes256Gcm::new_from_slice(key.0.encryption())
+                .expect("a cookie::Key's encryption half is 32 bytes"),
             secure,
         }
     }
@@ -87,12 +98,19 @@ impl CookieCodec {
 
     /// Encrypts `value` for the cookie `name` (the name is authenticated too).
     pub(crate) fn seal(&self, name: &str, value: &str) -> String {
-        let mut jar = CookieJar::new();
-        jar.private_mut(&self.key)
-            .add(Cookie::new(name.to_owned(), value.to_owned()));
-        jar.get(name)
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default()
+        use rand::RngCore;
+        let mut data = vec![0u8; NONCE_LEN + value.len() + TAG_LEN];
+        let (nonce, rest) = data.split_at_mut(NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(value.len());
+        rand::rngs::OsRng.fill_bytes(nonce);
+        body.copy_from_slice(value.as_bytes());
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().expect("NONCE_LEN bytes");
+        let sealed_tag = self
+            .cipher
+            .encrypt_in_place_detached(&Nonce::from(nonce), name.as_bytes(), body)
+            .expect("AES-GCM encrypts any cookie-sized value");
+        tag.copy_from_slice(&sealed_tag);
+        base64::engine::general_purpose::STANDARD.encode(&data)
     }
 
     /// Decrypts the value of cookie `name`; `None` when it was not sealed by us for this name.
@@ -100,11 +118,20 @@ impl CookieCodec {
         if sealed.len() > MAX_COOKIE_VALUE {
             return None;
         }
-        let mut jar = CookieJar::new();
-        jar.add_original(Cookie::new(name.to_owned(), sealed.to_owned()));
-        jar.private(&self.key)
-            .get(name)
-            .map(|c| c.value().to_owned())
+        let mut data = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .ok()?;
+        if data.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, rest) = data.split_at_mut(NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().ok()?;
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().ok()?;
+        self.cipher
+            .decrypt_in_place_detached(&Nonce::from(nonce), name.as_bytes(), body, &Tag::from(tag))
+            .ok()?;
+        String::from_utf8(body.to_vec()).ok()
     }
 
     /// A `Set-Cookie` value setting `name` to an already sealed value.
@@ -179,6 +206,22 @@ mod tests {
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=60"] {
             assert!(header.contains(attr), "{header} lacks {attr}");
         }
+    }
+
+    #[test]
+    fn sealed_values_are_the_cookie_crates_private_format() {
+        let key = SessionKey::generate();
+        let codec = CookieCodec::new(&key, true);
+        // Ours opens the cookie crate's, and the cookie crate opens ours.
+        let mut jar = cookie::CookieJar::new();
+        jar.private_mut(&key.0).add(Cookie::new("n", "theirs"));
+        let theirs = jar.get("n").unwrap().value().to_owned();
+        assert_eq!(codec.open("n", &theirs).as_deref(), Some("theirs"));
+        let mut jar = cookie::CookieJar::new();
+        jar.add_original(Cookie::new("n", codec.seal("n", "ours")));
+        assert_eq!(jar.private(&key.0).get("n").unwrap().value(), "ours");
+        assert_eq!(codec.open("n", "AAAA"), None);
+        assert_eq!(codec.open("n", "not base64!"), None);
     }
 
     #[test]

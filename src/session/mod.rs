@@ -19,6 +19,9 @@ pub struct SessionData {
     /// The local user.
     #[serde(rename = "u")]
     pub user_id: UserId,
+    /// Its user-store domain.
+    #[serde(rename = "d", default = "primary")]
+    pub domain: String,
     /// The provider the user logged in through.
     #[serde(rename = "p")]
     pub provider: String,
@@ -36,9 +39,14 @@ pub struct SessionData {
     pub expires_at: i64,
 }
 
+fn primary() -> String {
+    crate::config::PRIMARY_DOMAIN.to_owned()
+}
+
 /// What the pending-login cookie carries between login start and callback, encrypted.
 #[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct PendingLogin {
+#[doc(hidden)]
+pub struct PendingLogin {
     #[serde(rename = "p")]
     pub provider: String,
     #[serde(rename = "st")]

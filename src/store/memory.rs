@@ -1,10 +1,13 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::types::now_unix;
-use super::{Identity, IdentityKey, Profile, ProfileChanges, StoreError, User, UserId, UserStore};
+use super::{
+    Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, StoreError, User, UserId,
+    UserStore,
+};
 
 /// How many operations a [`MemoryStore`] has served, for tests and benchmarks.
 #[derive(Debug, Default)]
@@ -36,8 +39,24 @@ impl StoreCounters {
 struct Inner {
     next_id: i64,
     users: HashMap<UserId, User>,
-    identities: HashMap<IdentityKey, (Identity, UserId)>,
+    identities: HashMap<IdentityKey, LinkedIdentity>,
     usernames: HashMap<String, UserId>,
+}
+
+impl Inner {
+    fn link(&mut self, identity: &Identity, user: UserId) {
+        self.identities.insert(
+            identity.key(),
+            LinkedIdentity {
+                provider: identity.provider.clone(),
+                issuer: identity.issuer.clone(),
+                subject: identity.subject.clone(),
+                user_id: user,
+                first_login_at: now_unix(),
+                last_login_at: None,
+            },
+        );
+    }
 }
 
 /// An in-memory [`UserStore`] for tests, examples and single-process tools.
@@ -88,14 +107,6 @@ impl MemoryStore {
         users
     }
 
-    /// Locks or unlocks a user (an administrator's action; JIT login never unlocks).
-    pub fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let user = inner.users.get_mut(&id).ok_or(StoreError::NotFound)?;
-        user.locked = locked;
-        Ok(())
-    }
-
     /// Creates a purely local user with no identity link (an existing account).
     pub fn insert_local(&self, profile: &Profile) -> Result<User, StoreError> {
         let mut inner = self.lock();
@@ -115,6 +126,8 @@ impl MemoryStore {
             display_name: profile.display_name.clone().flatten(),
             groups: profile.groups.clone().unwrap_or_default(),
             attributes: profile.attributes.clone(),
+            idp_groups: BTreeMap::new(),
+            idp_attributes: profile.idp_attributes.clone(),
             locked: false,
             created_at: now,
             updated_at: now,
@@ -138,7 +151,7 @@ impl UserStore for MemoryStore {
         Ok(inner
             .identities
             .get(key)
-            .and_then(|(_, id)| inner.users.get(id).cloned()))
+            .and_then(|linked| inner.users.get(&linked.user_id).cloned()))
     }
 
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -155,10 +168,99 @@ impl UserStore for MemoryStore {
         if inner.usernames.contains_key(&profile.username) {
             return Err(StoreError::UsernameTaken(profile.username.clone()));
         }
-        let user = Self::insert(&mut inner, profile);
-        inner.identities.insert(key, (identity.clone(), user.id));
+        let mut user = Self::insert(&mut inner, profile);
+        user.idp_groups = profile.idp_groups(&identity.provider);
+        inner.users.insert(user.id, user.clone());
+        inner.link(identity, user.id);
         self.counters.creates.fetch_add(1, Ordering::SeqCst);
         Ok(user)
+    }
+
+    async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::SeqCst);
+        let inner = self.lock();
+        Ok(inner
+            .usernames
+            .get(username)
+            .and_then(|id| inner.users.get(id).cloned()))
+    }
+
+    async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
+        self.counters.reads.fetch_add(1, Ordering::SeqCst);
+        let mut found: Vec<User> = self
+            .lock()
+            .users
+            .values()
+            .filter(|u| {
+                u.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|u| u.id);
+        Ok(found)
+    }
+
+    async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.identities.contains_key(&identity.key()) {
+            return Err(StoreError::IdentityExists);
+        }
+        if !inner.users.contains_key(&user) {
+            return Err(StoreError::NotFound);
+        }
+        inner.link(identity, user);
+        Ok(())
+    }
+
+    async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
+        if let Some(linked) = self.lock().identities.get_mut(key) {
+            linked.last_login_at = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let mut found: Vec<LinkedIdentity> = self
+            .lock()
+            .identities
+            .values()
+            .filter(|l| l.user_id == user)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.first_login_at, &a.subject).cmp(&(b.first_login_at, &b.subject)));
+        Ok(found)
+    }
+
+    async fn identities_by_provider(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let mut found: Vec<LinkedIdentity> = self
+            .lock()
+            .identities
+            .values()
+            .filter(|l| l.provider == provider)
+            .cloned()
+            .collect();
+        found.sort_by_key(|l| (l.first_login_at, l.user_id));
+        Ok(found)
+    }
+
+    async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let user = inner.users.get_mut(&id).ok_or(StoreError::NotFound)?;
+        user.locked = locked;
+        Ok(())
+    }
+
+    async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let user = inner.users.remove(&id).ok_or(StoreError::NotFound)?;
+        inner.usernames.remove(&user.username);
+        inner.identities.retain(|_, l| l.user_id != id);
+        Ok(())
     }
 
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {

@@ -8,8 +8,8 @@
 //! `async_trait`), so it is **not** dyn-compatible: you cannot write `Box<dyn UserStore>`.
 //! You do not need to: [`JitLayerBuilder::store`](crate::JitLayerBuilder::store) takes any
 //! `impl UserStore` and erases it internally behind one `Arc`, so the layer itself stays a
-//! plain, non-generic type. To keep a handle on the store in your application, pass an
-//! `Arc<YourStore>`: `Arc<S>` implements `UserStore` whenever `S` does.
+//! plain, non-generic type. The stores shipped here are cheap handles (`Clone` shares the
+//! same pool or map), so keep a clone for your own use; make yours the same way.
 
 mod memory;
 #[cfg(feature = "postgres")]
@@ -29,7 +29,7 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub(crate) use types::now_unix;
-pub use types::{Identity, IdentityKey, Profile, ProfileChanges, User, UserId};
+pub use types::{Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, User, UserId};
 
 /// A boxed error from a store backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -55,9 +55,12 @@ pub enum StoreError {
     /// The backend could not be reached or timed out: the request gets a 503.
     #[error("the user store is unavailable")]
     Unavailable(#[source] BoxError),
-    /// Any other backend failure (a bug, a corrupt row, a panic in store code).
+    /// Any other backend failure (a bug, a corrupt row).
     #[error("the user store failed")]
     Backend(#[source] BoxError),
+    /// The store's code panicked: `500`.
+    #[error("the user store failed unexpectedly")]
+    Panicked,
 }
 
 impl StoreError {
@@ -75,6 +78,7 @@ impl StoreError {
             Self::NotFound => Self::NotFound,
             Self::Unavailable(e) => Self::unavailable(e.to_string()),
             Self::Backend(e) => Self::backend(e.to_string()),
+            Self::Panicked => Self::Panicked,
         }
     }
 
@@ -84,14 +88,14 @@ impl StoreError {
     }
 }
 
-/// The persistence the layer needs: find a user by linked identity or by id, create a user
-/// together with its first identity link, and apply changes to a user.
+/// The persistence the layer needs.
 ///
 /// Implementations must make [`create`](UserStore::create) atomic (the user row and the
 /// identity link are written together or not at all) and must enforce uniqueness of the
 /// identity key `(provider, subject)` and of the username, reporting violations as
 /// [`StoreError::IdentityExists`] and [`StoreError::UsernameTaken`]. That uniqueness is the
 /// final guard behind the layer's in-process coalescing of concurrent first logins.
+/// `tests/common/store_contract.rs` is the executable contract.
 ///
 /// See the [module documentation](self) on object safety.
 ///
@@ -122,6 +126,19 @@ pub trait UserStore: Send + Sync + 'static {
         id: UserId,
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
+    /// The user with this username, if any (for linking by username).
+    fn find_by_username(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// Every user with this email, compared case-insensitively (for linking by email; more
+    /// than one means the link is ambiguous and is refused).
+    fn find_by_email(
+        &self,
+        email: &str,
+    ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
     /// Creates a user from `profile` and links `identity` to it, atomically.
     fn create(
         &self,
@@ -129,41 +146,49 @@ pub trait UserStore: Send + Sync + 'static {
         profile: &Profile,
     ) -> impl Future<Output = Result<User, StoreError>> + Send;
 
+    /// Links `identity` to an existing user ([`StoreError::IdentityExists`] when the identity
+    /// is linked already, [`StoreError::NotFound`] when the user is gone).
+    fn link(
+        &self,
+        identity: &Identity,
+        user: UserId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Applies `changes` to the user and returns the updated user.
     fn update(
         &self,
         id: UserId,
         changes: &ProfileChanges,
     ) -> impl Future<Output = Result<User, StoreError>> + Send;
-}
 
-impl<S: UserStore> UserStore for Arc<S> {
-    fn find_by_identity(
+    /// Records a login of this identity at `at` (Unix seconds).
+    fn record_login(
         &self,
         key: &IdentityKey,
-    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send {
-        (**self).find_by_identity(key)
-    }
-    fn find_by_id(
+        at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The identities linked to a user.
+    fn identities_of(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = Result<Vec<LinkedIdentity>, StoreError>> + Send;
+
+    /// Every identity of one provider, oldest first (for listing and deprovisioning).
+    fn identities_by_provider(
+        &self,
+        provider: &str,
+    ) -> impl Future<Output = Result<Vec<LinkedIdentity>, StoreError>> + Send;
+
+    /// Locks or unlocks a user. A locked user cannot log in; logins never unlock.
+    fn set_locked(
         &self,
         id: UserId,
-    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send {
-        (**self).find_by_id(id)
-    }
-    fn create(
-        &self,
-        identity: &Identity,
-        profile: &Profile,
-    ) -> impl Future<Output = Result<User, StoreError>> + Send {
-        (**self).create(identity, profile)
-    }
-    fn update(
-        &self,
-        id: UserId,
-        changes: &ProfileChanges,
-    ) -> impl Future<Output = Result<User, StoreError>> + Send {
-        (**self).update(id, changes)
-    }
+        locked: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes a user and its identity links.
+    fn delete(&self, id: UserId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The dyn-compatible twin of [`UserStore`] the layer holds internally.
@@ -171,44 +196,103 @@ pub(crate) trait ErasedStore: Send + Sync + 'static {
     fn find_by_identity<'a>(
         &'a self,
         key: &'a IdentityKey,
-    ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
-    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
+    ) -> BoxFuture<'a, StoreResult<Option<User>>>;
+    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, StoreResult<Option<User>>>;
+    fn find_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<User>>>;
+    fn find_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, StoreResult<Vec<User>>>;
     fn create<'a>(
         &'a self,
         identity: &'a Identity,
         profile: &'a Profile,
-    ) -> BoxFuture<'a, Result<User, StoreError>>;
+    ) -> BoxFuture<'a, StoreResult<User>>;
+    fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>>;
     fn update<'a>(
         &'a self,
         id: UserId,
         changes: &'a ProfileChanges,
-    ) -> BoxFuture<'a, Result<User, StoreError>>;
+    ) -> BoxFuture<'a, StoreResult<User>>;
+    fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>>;
+    fn identities_of(&self, user: UserId) -> BoxFuture<'_, StoreResult<Vec<LinkedIdentity>>>;
+    fn identities_by_provider<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<LinkedIdentity>>>;
+    fn set_locked(&self, id: UserId, locked: bool) -> BoxFuture<'_, StoreResult<()>>;
+    fn delete(&self, id: UserId) -> BoxFuture<'_, StoreResult<()>>;
 }
+
+type StoreResult<T> = Result<T, StoreError>;
 
 impl<S: UserStore> ErasedStore for S {
     fn find_by_identity<'a>(
         &'a self,
         key: &'a IdentityKey,
-    ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
-        Box::pin(UserStore::find_by_identity(self, key))
+    ) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        Box::pin(contained(UserStore::find_by_identity(self, key)))
     }
-    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
-        Box::pin(UserStore::find_by_id(self, id))
+    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, StoreResult<Option<User>>> {
+        Box::pin(contained(UserStore::find_by_id(self, id)))
+    }
+    fn find_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        Box::pin(contained(UserStore::find_by_username(self, username)))
+    }
+    fn find_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, StoreResult<Vec<User>>> {
+        Box::pin(contained(UserStore::find_by_email(self, email)))
     }
     fn create<'a>(
         &'a self,
         identity: &'a Identity,
         profile: &'a Profile,
-    ) -> BoxFuture<'a, Result<User, StoreError>> {
-        Box::pin(UserStore::create(self, identity, profile))
+    ) -> BoxFuture<'a, StoreResult<User>> {
+        Box::pin(contained(UserStore::create(self, identity, profile)))
+    }
+    fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(contained(UserStore::link(self, identity, user)))
     }
     fn update<'a>(
         &'a self,
         id: UserId,
         changes: &'a ProfileChanges,
-    ) -> BoxFuture<'a, Result<User, StoreError>> {
-        Box::pin(UserStore::update(self, id, changes))
+    ) -> BoxFuture<'a, StoreResult<User>> {
+        Box::pin(contained(UserStore::update(self, id, changes)))
+    }
+    fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(contained(UserStore::record_login(self, key, at)))
+    }
+    fn identities_of(&self, user: UserId) -> BoxFuture<'_, StoreResult<Vec<LinkedIdentity>>> {
+        Box::pin(contained(UserStore::identities_of(self, user)))
+    }
+    fn identities_by_provider<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<LinkedIdentity>>> {
+        Box::pin(contained(UserStore::identities_by_provider(self, provider)))
+    }
+    fn set_locked(&self, id: UserId, locked: bool) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(contained(UserStore::set_locked(self, id, locked)))
+    }
+    fn delete(&self, id: UserId) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(contained(UserStore::delete(self, id)))
     }
 }
 
 pub(crate) type SharedStore = Arc<dyn ErasedStore>;
+
+/// Runs store code so that a panic in it becomes [`StoreError::Panicked`] (a `500`) for this
+/// request instead of tearing down the connection's task; the layer keeps serving.
+async fn contained<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!("the user store panicked");
+            Err(StoreError::Panicked)
+        }
+    }
+}

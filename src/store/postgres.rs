@@ -10,14 +10,18 @@ use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
 use super::types::now_unix;
-use super::{Identity, IdentityKey, Profile, ProfileChanges, StoreError, User, UserId, UserStore};
+use super::{
+    Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, StoreError, User, UserId,
+    UserStore,
+};
 use crate::invalidation::{Invalidation, InvalidationBus};
 use crate::replay::ReplayGuard;
 
 /// The `NOTIFY` channel invalidations travel on.
 const CHANNEL: &str = "jit_provision_invalidate";
 
-const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups, u.attributes, u.locked, u.created_at, u.updated_at";
+const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups, u.attributes, \
+     u.idp_groups, u.idp_attributes, u.locked, u.created_at, u.updated_at";
 
 /// A [`UserStore`] on PostgreSQL through sqlx, for several app instances on one database.
 ///
@@ -45,6 +49,8 @@ const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups,
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The user-store domain this store serves, named in its invalidations.
+    domain: std::sync::Arc<str>,
 }
 
 impl PostgresStore {
@@ -66,30 +72,23 @@ impl PostgresStore {
         migrator().run(&pool).await.map_err(|e| {
             StoreError::unavailable(format!("migrating the jit-provision schema: {e}"))
         })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            domain: std::sync::Arc::from(crate::config::PRIMARY_DOMAIN),
+        })
+    }
+
+    /// Names the user-store domain this store serves (default `PRIMARY`), so that its
+    /// invalidations reach the right cache entries; use with
+    /// [`JitLayerBuilder::domain_store`](crate::JitLayerBuilder::domain_store).
+    pub fn for_domain(mut self, domain: &str) -> Self {
+        self.domain = std::sync::Arc::from(domain);
+        self
     }
 
     /// The underlying pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Locks or unlocks a user and tells every instance (an administrator's action; JIT
-    /// login never unlocks).
-    pub async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let done = sqlx::query("UPDATE jit_users SET locked = $1, updated_at = $2 WHERE id = $3")
-            .bind(locked)
-            .bind(now_unix())
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        notify(&mut *tx, &Invalidation::User { id }).await?;
-        tx.commit().await.map_err(classify)
     }
 
     /// Number of users.
@@ -102,13 +101,22 @@ impl PostgresStore {
 }
 
 fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )]);
+    let mut migrator = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "policy".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0002_policy.sql").into_sql_str(),
+            false,
+        ),
+    ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
 }
@@ -138,6 +146,10 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
         row.try_get("groups").map_err(classify)?;
     let attributes: Json<std::collections::BTreeMap<String, String>> =
         row.try_get("attributes").map_err(classify)?;
+    let idp_groups: Json<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>> =
+        row.try_get("idp_groups").map_err(classify)?;
+    let idp_attributes: Json<std::collections::BTreeSet<String>> =
+        row.try_get("idp_attributes").map_err(classify)?;
     Ok(User {
         id: UserId(row.try_get("id").map_err(classify)?),
         username: row.try_get("username").map_err(classify)?,
@@ -145,6 +157,8 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
         display_name: row.try_get("display_name").map_err(classify)?,
         groups: groups.0,
         attributes: attributes.0,
+        idp_groups: idp_groups.0,
+        idp_attributes: idp_attributes.0,
         locked: row.try_get("locked").map_err(classify)?,
         created_at: row.try_get("created_at").map_err(classify)?,
         updated_at: row.try_get("updated_at").map_err(classify)?,
@@ -193,6 +207,7 @@ impl UserStore for PostgresStore {
     async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
         let now = now_unix();
         let groups = profile.groups.clone().unwrap_or_default();
+        let idp_groups = profile.idp_groups(&identity.provider);
         let mut tx = self.pool.begin().await.map_err(classify)?;
         // Serialize creates of this identity across every instance until commit: without it,
         // a second transaction would block on the username index and then report the username
@@ -214,14 +229,17 @@ impl UserStore for PostgresStore {
             return Err(StoreError::IdentityExists);
         }
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "INSERT INTO jit_users (username, email, display_name, groups, attributes, locked, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6) RETURNING id",
+            "INSERT INTO jit_users (username, email, display_name, groups, attributes, idp_groups, \
+             idp_attributes, locked, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING id",
         )
         .bind(&profile.username)
         .bind(profile.email.clone().flatten())
         .bind(profile.display_name.clone().flatten())
         .bind(Json(&groups))
         .bind(Json(&profile.attributes))
+        .bind(Json(&idp_groups))
+        .bind(Json(&profile.idp_attributes))
         .bind(now)
         .fetch_one(&mut *tx)
         .await;
@@ -256,6 +274,8 @@ impl UserStore for PostgresStore {
             display_name: profile.display_name.clone().flatten(),
             groups,
             attributes: profile.attributes.clone(),
+            idp_groups,
+            idp_attributes: profile.idp_attributes.clone(),
             locked: false,
             created_at: now,
             updated_at: now,
@@ -276,12 +296,14 @@ impl UserStore for PostgresStore {
         user.updated_at = now_unix();
         sqlx::query(
             "UPDATE jit_users SET email = $1, display_name = $2, groups = $3, attributes = $4, \
-             updated_at = $5 WHERE id = $6",
+             idp_groups = $5, idp_attributes = $6, updated_at = $7 WHERE id = $8",
         )
         .bind(&user.email)
         .bind(&user.display_name)
         .bind(Json(&user.groups))
         .bind(Json(&user.attributes))
+        .bind(Json(&user.idp_groups))
+        .bind(Json(&user.idp_attributes))
         .bind(user.updated_at)
         .bind(id.0)
         .execute(&mut *tx)
@@ -290,6 +312,149 @@ impl UserStore for PostgresStore {
         tx.commit().await.map_err(classify)?;
         Ok(user)
     }
+
+    async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.username = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM jit_users u WHERE lower(u.email) = lower($1) ORDER BY u.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(email)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
+        let linked = sqlx::query(
+            "INSERT INTO jit_identities (provider, subject, issuer, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&identity.provider)
+        .bind(&identity.subject)
+        .bind(&identity.issuer)
+        .bind(user.0)
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await;
+        match linked {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::IdentityExists)
+            }
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jit_identities SET last_login_at = $1 WHERE provider = $2 AND subject = $3",
+        )
+        .bind(at)
+        .bind(&key.provider)
+        .bind(&key.subject)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, issuer, subject, user_id, created_at, last_login_at \
+             FROM jit_identities WHERE user_id = $1 ORDER BY created_at, subject",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(identity_from_row).collect()
+    }
+
+    async fn identities_by_provider(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, issuer, subject, user_id, created_at, last_login_at \
+             FROM jit_identities WHERE provider = $1 ORDER BY created_at, user_id",
+        )
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(identity_from_row).collect()
+    }
+
+    /// Also tells every instance, in the same transaction, so a lock made by an
+    /// administrator's tool reaches every cache.
+    async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let done = sqlx::query("UPDATE jit_users SET locked = $1, updated_at = $2 WHERE id = $3")
+            .bind(locked)
+            .bind(now_unix())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        notify(
+            &mut *tx,
+            &Invalidation::User {
+                domain: self.domain.to_string(),
+                id,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let done = sqlx::query("DELETE FROM jit_users WHERE id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        notify(
+            &mut *tx,
+            &Invalidation::User {
+                domain: self.domain.to_string(),
+                id,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+}
+
+fn identity_from_row(row: &PgRow) -> Result<LinkedIdentity, StoreError> {
+    Ok(LinkedIdentity {
+        provider: row.try_get("provider").map_err(classify)?,
+        issuer: row.try_get("issuer").map_err(classify)?,
+        subject: row.try_get("subject").map_err(classify)?,
+        user_id: UserId(row.try_get("user_id").map_err(classify)?),
+        first_login_at: row.try_get("created_at").map_err(classify)?,
+        last_login_at: row.try_get("last_login_at").map_err(classify)?,
+    })
 }
 
 impl ReplayGuard for PostgresStore {

@@ -77,10 +77,16 @@ pub struct User {
     pub email: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
-    /// Group names.
+    /// Group names: the local ones and those granted by identity providers.
     pub groups: BTreeSet<String>,
     /// Further mapped attributes.
     pub attributes: BTreeMap<String, String>,
+    /// The groups each provider granted at its last login. A login adds and removes only what
+    /// its own provider granted; groups granted locally or by another provider stay.
+    pub idp_groups: BTreeMap<String, BTreeSet<String>>,
+    /// The fields an identity provider manages (`email`, `display_name`, `groups`, attribute
+    /// names): local edits of them are refused by [`check_local_edit`](crate::policy::check_local_edit).
+    pub idp_attributes: BTreeSet<String>,
     /// A locked user cannot log in, and provisioning never unlocks it.
     pub locked: bool,
     /// Creation time, seconds since the Unix epoch.
@@ -100,10 +106,13 @@ pub struct Profile {
     pub email: Option<Option<String>>,
     /// Display name, managed or not like `email`.
     pub display_name: Option<Option<String>>,
-    /// Groups; `None` when the provider does not manage groups (they are then left alone).
+    /// The groups the provider grants; `None` when it does not say (groups are then left
+    /// alone).
     pub groups: Option<BTreeSet<String>>,
     /// Further attributes.
     pub attributes: BTreeMap<String, String>,
+    /// The fields the provider manages (read-only for local edits).
+    pub idp_attributes: BTreeSet<String>,
 }
 
 impl Profile {
@@ -120,22 +129,40 @@ impl Profile {
         }
     }
 
-    /// What must change in `user` for it to match this profile; empty when nothing does.
+    /// The groups of a user created from this profile at `provider`, by provider.
+    pub fn idp_groups(&self, provider: &str) -> BTreeMap<String, BTreeSet<String>> {
+        match &self.groups {
+            Some(groups) if !groups.is_empty() => {
+                BTreeMap::from([(provider.to_owned(), groups.clone())])
+            }
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// What must change in `user` for it to match this profile from `provider`; empty when
+    /// nothing does.
     ///
     /// The username is not compared: it is fixed at creation. Fields the profile does not
-    /// manage (`None`) and attributes it does not carry are left as they are.
+    /// manage (`None`) and attributes it does not carry are left as they are. Groups: what
+    /// `provider` granted before and no longer grants is removed (unless another provider
+    /// grants it too), what it grants now is added, every other group stays.
     ///
     /// ```
     /// use jit_provision::store::{Profile, User, UserId};
     /// let user = User { id: UserId(1), username: "jane".into(), email: None,
-    ///     display_name: None, groups: Default::default(), attributes: Default::default(),
-    ///     locked: false, created_at: 0, updated_at: 0 };
+    ///     display_name: None, groups: ["local-admins".to_owned()].into(),
+    ///     attributes: Default::default(), idp_groups: Default::default(),
+    ///     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
     /// let mut p = Profile::new("jane");
-    /// assert!(p.changes_from(&user).is_empty());
+    /// assert!(p.changes_from(&user, "corp").is_empty());
     /// p.email = Some(Some("jane@example.com".into()));
-    /// assert_eq!(p.changes_from(&user).email, Some(Some("jane@example.com".into())));
+    /// p.groups = Some(["staff".to_owned()].into());
+    /// let changes = p.changes_from(&user, "corp");
+    /// assert_eq!(changes.email, Some(Some("jane@example.com".into())));
+    /// // The local group stays; the granted one is added.
+    /// assert_eq!(changes.groups.unwrap().len(), 2);
     /// ```
-    pub fn changes_from(&self, user: &User) -> ProfileChanges {
+    pub fn changes_from(&self, user: &User, provider: &str) -> ProfileChanges {
         let mut changes = ProfileChanges::default();
         if let Some(email) = self.email.as_ref().filter(|e| **e != user.email) {
             changes.email = Some(email.clone());
@@ -147,13 +174,46 @@ impl Profile {
         {
             changes.display_name = Some(name.clone());
         }
-        if let Some(groups) = self.groups.as_ref().filter(|g| *g != &user.groups) {
-            changes.groups = Some(groups.clone());
+        if let Some(granted) = &self.groups {
+            let before = user.idp_groups.get(provider).cloned().unwrap_or_default();
+            let by_others: BTreeSet<&String> = user
+                .idp_groups
+                .iter()
+                .filter(|(p, _)| p.as_str() != provider)
+                .flat_map(|(_, groups)| groups)
+                .collect();
+            let mut effective = user.groups.clone();
+            for revoked in before.difference(granted) {
+                if !by_others.contains(revoked) {
+                    effective.remove(revoked);
+                }
+            }
+            effective.extend(granted.iter().cloned());
+            if effective != user.groups {
+                changes.groups = Some(effective);
+            }
+            if &before != granted {
+                let mut all = user.idp_groups.clone();
+                if granted.is_empty() {
+                    all.remove(provider);
+                } else {
+                    all.insert(provider.to_owned(), granted.clone());
+                }
+                changes.idp_groups = Some(all);
+            }
         }
         for (name, value) in &self.attributes {
             if user.attributes.get(name) != Some(value) {
                 changes.attributes.insert(name.clone(), value.clone());
             }
+        }
+        if !self.idp_attributes.is_subset(&user.idp_attributes) {
+            changes.idp_attributes = Some(
+                user.idp_attributes
+                    .union(&self.idp_attributes)
+                    .cloned()
+                    .collect(),
+            );
         }
         changes
     }
@@ -170,6 +230,10 @@ pub struct ProfileChanges {
     pub groups: Option<BTreeSet<String>>,
     /// Attributes to set.
     pub attributes: BTreeMap<String, String>,
+    /// The new record of which provider granted which groups.
+    pub idp_groups: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// The new set of provider-managed fields.
+    pub idp_attributes: Option<BTreeSet<String>>,
 }
 
 impl ProfileChanges {
@@ -179,6 +243,8 @@ impl ProfileChanges {
             && self.display_name.is_none()
             && self.groups.is_none()
             && self.attributes.is_empty()
+            && self.idp_groups.is_none()
+            && self.idp_attributes.is_none()
     }
 
     /// Applies the changes to an in-memory user (stores may use this to stay consistent).
@@ -195,7 +261,30 @@ impl ProfileChanges {
         for (k, v) in &self.attributes {
             user.attributes.insert(k.clone(), v.clone());
         }
+        if let Some(groups) = &self.idp_groups {
+            user.idp_groups = groups.clone();
+        }
+        if let Some(fields) = &self.idp_attributes {
+            user.idp_attributes = fields.clone();
+        }
     }
+}
+
+/// An identity linked to a local user, with its login times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    /// The provider id.
+    pub provider: String,
+    /// The issuer that asserted it.
+    pub issuer: String,
+    /// The subject.
+    pub subject: String,
+    /// The local user.
+    pub user_id: UserId,
+    /// When it was linked: its first login (Unix seconds).
+    pub first_login_at: i64,
+    /// Its last recorded login (Unix seconds).
+    pub last_login_at: Option<i64>,
 }
 
 /// Seconds since the Unix epoch, now.

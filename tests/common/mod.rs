@@ -13,8 +13,8 @@ use axum::Router;
 use axum::routing::get;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::store::{
-    Identity, IdentityKey, MemoryStore, Profile, ProfileChanges, StoreError, User, UserId,
-    UserStore,
+    Identity, IdentityKey, LinkedIdentity, MemoryStore, Profile, ProfileChanges, StoreError, User,
+    UserId, UserStore,
 };
 use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder, MappingConfig, ProviderConfig};
 use reqwest::StatusCode;
@@ -22,11 +22,12 @@ use reqwest::StatusCode;
 pub const CLIENT_ID: &str = "test-app";
 pub const CLIENT_SECRET: &str = "test-secret";
 
-/// A MemoryStore that can be switched into an outage.
+/// A MemoryStore that can be switched into an outage (of everything, or of updates only).
 #[derive(Clone, Default)]
 pub struct SwitchableStore {
     pub inner: MemoryStore,
     pub down: Arc<AtomicBool>,
+    pub updates_down: Arc<AtomicBool>,
 }
 
 impl SwitchableStore {
@@ -57,7 +58,45 @@ impl UserStore for SwitchableStore {
     }
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
         self.check()?;
+        if self.updates_down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("simulated update outage"));
+        }
         self.inner.update(id, changes).await
+    }
+    async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.check()?;
+        self.inner.find_by_username(username).await
+    }
+    async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
+        self.check()?;
+        self.inner.find_by_email(email).await
+    }
+    async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.link(identity, user).await
+    }
+    async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_login(key, at).await
+    }
+    async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        self.check()?;
+        self.inner.identities_of(user).await
+    }
+    async fn identities_by_provider(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        self.check()?;
+        self.inner.identities_by_provider(provider).await
+    }
+    async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_locked(id, locked).await
+    }
+    async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete(id).await
     }
 }
 
@@ -107,7 +146,7 @@ pub fn default_provider(issuer: &str) -> ProviderConfig {
     ProviderConfig::new(issuer, CLIENT_ID)
         .client_secret(CLIENT_SECRET)
         .mapping(MappingConfig {
-            groups_claim: Some("groups".into()),
+            groups: Some(jit_provision::config::GroupsConfig::from_claim("groups")),
             ..MappingConfig::default()
         })
 }
@@ -143,7 +182,17 @@ impl TestApp {
         )
         .build()
         .unwrap();
+        let admin = layer.admin_router(|user| user.groups.contains("admins"));
         let app = Router::new()
+            .merge(admin)
+            .route(
+                "/welcome",
+                get(
+                    |pending: Option<axum::Extension<jit_provision::prompt::PendingPrompt>>| async move {
+                        axum::Json(pending.map(|p| p.0.request.profile.username.clone()))
+                    },
+                ),
+            )
             .route(
                 "/api/reports",
                 get(|| async { "reports" })

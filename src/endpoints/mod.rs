@@ -8,15 +8,21 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
+#[cfg(feature = "saml")]
+mod saml;
+
 use crate::error::{CallbackError, Error};
 use crate::invalidation::Invalidation;
 use crate::layer::Shared;
+use crate::mapping::Claims;
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, OidcProvider};
+use crate::prompt::{PendingPrompt, PromptRequest};
+use crate::provision::{ProvisionError, Provisioned};
 use crate::session::{
     PendingLogin, SameSite, SessionData, check_return_to, cookies_named, random_token,
 };
-use crate::store::now_unix;
+use crate::store::{Identity, now_unix};
 
 /// Largest `form_post` callback body accepted.
 pub const MAX_CALLBACK_BODY: usize = 64 * 1024;
@@ -24,7 +30,14 @@ pub const MAX_CALLBACK_BODY: usize = 64 * 1024;
 pub(crate) enum Route {
     Login(String),
     Callback(String),
+    #[cfg(feature = "saml")]
+    SamlLogin(String),
+    #[cfg(feature = "saml")]
+    Acs(String),
+    #[cfg(feature = "saml")]
+    Metadata(String),
     Logout,
+    Resume,
     MethodNotAllowed(&'static str),
 }
 
@@ -36,6 +49,13 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
         .strip_prefix(shared.prefix.as_str())?
         .strip_prefix('/')?;
     let method = req.method();
+    if rest == "resume" {
+        return Some(if method == Method::POST {
+            Route::Resume
+        } else {
+            Route::MethodNotAllowed("POST")
+        });
+    }
     if rest == "logout" {
         return Some(if method == Method::POST {
             Route::Logout
@@ -44,6 +64,21 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
         });
     }
     let (provider, action) = rest.split_once('/')?;
+    #[cfg(feature = "saml")]
+    if shared.saml.contains_key(provider) {
+        return match action {
+            "login" if method == Method::GET || method == Method::HEAD => {
+                Some(Route::SamlLogin(provider.to_owned()))
+            }
+            "metadata" if method == Method::GET || method == Method::HEAD => {
+                Some(Route::Metadata(provider.to_owned()))
+            }
+            "login" | "metadata" => Some(Route::MethodNotAllowed("GET, HEAD")),
+            "acs" if method == Method::POST => Some(Route::Acs(provider.to_owned())),
+            "acs" => Some(Route::MethodNotAllowed("POST")),
+            _ => None,
+        };
+    }
     match action {
         "login" if method == Method::GET || method == Method::HEAD => {
             Some(Route::Login(provider.to_owned()))
@@ -71,6 +106,25 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
             let span = tracing::info_span!("jit.callback", provider = %provider);
             callback(shared, &provider, req).instrument(span).await
         }
+        Route::Resume => resume(shared, req).await,
+        #[cfg(feature = "saml")]
+        Route::SamlLogin(provider) => {
+            let (parts, _) = req.into_parts();
+            let sp = shared.saml[&provider].clone();
+            let span = tracing::info_span!("jit.login", provider = %provider);
+            match saml::login(shared, &sp, &parts).instrument(span).await {
+                Ok(response) => response,
+                Err(err) => fail(&provider, &err, &parts.headers),
+            }
+        }
+        #[cfg(feature = "saml")]
+        Route::Acs(provider) => {
+            let sp = shared.saml[&provider].clone();
+            let span = tracing::info_span!("jit.acs", provider = %provider);
+            saml::acs(shared, &sp, req).instrument(span).await
+        }
+        #[cfg(feature = "saml")]
+        Route::Metadata(provider) => saml::metadata(&shared.saml[&provider]),
         Route::Logout => {
             let (parts, _) = req.into_parts();
             logout(shared, &parts).await
@@ -90,7 +144,7 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
     }
 }
 
-fn fail(provider: &str, err: &Error, request_headers: &HeaderMap) -> Response<Body> {
+pub(crate) fn fail(provider: &str, err: &Error, request_headers: &HeaderMap) -> Response<Body> {
     let status = err.status();
     if status.is_server_error() {
         tracing::error!(provider, code = err.code(), error = %err, "login failed");
@@ -108,7 +162,7 @@ fn provider<'a>(shared: &'a Shared, id: &str) -> Result<&'a OidcProvider, Error>
         .ok_or_else(|| Error::UnknownProvider(id.chars().take(64).collect()))
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -116,7 +170,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// The pending-login cookie's name for a state: one cookie per login in progress, so two
 /// tabs logging in at once do not overwrite each other.
-fn pending_cookie_name(shared: &Shared, state: &str) -> Option<String> {
+pub(crate) fn pending_cookie_name(shared: &Shared, state: &str) -> Option<String> {
     let ok = (16..=128).contains(&state.len())
         && state
             .bytes()
@@ -131,7 +185,7 @@ fn pending_cookie_name(shared: &Shared, state: &str) -> Option<String> {
 /// The pending-login cookie must reach a `form_post` callback, a cross-site `POST`: it is
 /// `SameSite=None` (hence `Secure`). Without `Secure` (plain-http localhost development)
 /// browsers refuse `None`, and `Lax` works there because loopback ports are same-site.
-fn pending_same_site(shared: &Shared) -> SameSite {
+pub(crate) fn pending_same_site(shared: &Shared) -> SameSite {
     if shared.codec.secure() {
         SameSite::None
     } else {
@@ -139,11 +193,11 @@ fn pending_same_site(shared: &Shared) -> SameSite {
     }
 }
 
-fn pending_path(shared: &Shared, provider: &str) -> String {
+pub(crate) fn pending_path(shared: &Shared, provider: &str) -> String {
     format!("{}/{provider}/", shared.prefix)
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     if let Ok(value) = HeaderValue::from_str(location) {
@@ -155,7 +209,7 @@ fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     response
 }
 
-fn add_cookie(response: &mut Response<Body>, set_cookie: String) {
+pub(crate) fn add_cookie(response: &mut Response<Body>, set_cookie: String) {
     if let Ok(value) = HeaderValue::from_str(&set_cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -196,41 +250,53 @@ async fn login(shared: &Shared, id: &str, req: &Parts) -> Result<Response<Body>,
 
 /// The parameters of an authorization response.
 #[derive(Default)]
-struct CallbackParams {
+pub(crate) struct CallbackParams {
     state: Option<String>,
     code: Option<String>,
     error: Option<String>,
     iss: Option<String>,
 }
 
+/// Whether the request body is `application/x-www-form-urlencoded`.
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        })
+}
+
+/// The body of a form `POST` (`application/x-www-form-urlencoded`, at most
+/// [`MAX_CALLBACK_BODY`] bytes).
+pub(crate) async fn read_form(req: Request<Body>) -> Result<Vec<u8>, CallbackError> {
+    if !is_form(req.headers()) {
+        return Err(CallbackError::UnsupportedMediaType);
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_CALLBACK_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CallbackError::TooLarge),
+        Err(_) => Err(CallbackError::Malformed),
+    }
+}
+
 async fn read_params(req: Request<Body>) -> Result<CallbackParams, CallbackError> {
     let raw: Vec<u8> = if req.method() == Method::POST {
-        let form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';').next().is_some_and(|m| {
-                    m.trim()
-                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                })
-            });
-        if !form {
-            return Err(CallbackError::UnsupportedMediaType);
-        }
-        let limited = http_body_util::Limited::new(req.into_body(), MAX_CALLBACK_BODY);
-        match limited.collect().await {
-            Ok(collected) => collected.to_bytes().to_vec(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(CallbackError::TooLarge);
-            }
-            Err(_) => return Err(CallbackError::Malformed),
-        }
+        read_form(req).await?
     } else {
         req.uri().query().unwrap_or("").as_bytes().to_vec()
     };
+    parse_params(&raw)
+}
+
+/// The authorization response parameters of a query string or form body.
+pub(crate) fn parse_params(raw: &[u8]) -> Result<CallbackParams, CallbackError> {
     let mut seen: HashMap<String, String> = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(&raw) {
+    for (k, v) in url::form_urlencoded::parse(raw) {
         if matches!(&*k, "state" | "code" | "error" | "iss")
             && seen.insert(k.into_owned(), v.into_owned()).is_some()
         {
@@ -321,31 +387,145 @@ async fn complete(
     let login = provider
         .finish(code, pending.nonce, pending.pkce_verifier)
         .await?;
-    let (user, outcome) = shared
+    let policy = shared
+        .policies
+        .get(&provider.id)
+        .ok_or_else(|| Error::UnknownProvider(provider.id.clone()))?;
+    let provisioned = shared
         .provisioner
-        .provision(&provider.config, &login.identity, &login.claims)
+        .provision(policy, &login.identity, &login.claims, None)
         .await?;
+    Ok(finish_login(shared, &login.identity, provisioned, &pending.return_to).await)
+}
+
+/// Ends a successful login: a session cookie and a redirect to `return_to`, or, when a
+/// prompt hook asks for it, the pending-prompt cookie and a redirect to the hook's page.
+pub(crate) async fn finish_login(
+    shared: &Shared,
+    identity: &Identity,
+    provisioned: Provisioned,
+    return_to: &str,
+) -> Response<Body> {
+    let (user, domain, outcome) = match provisioned {
+        Provisioned::Done {
+            user,
+            domain,
+            outcome,
+        } => (user, domain, outcome),
+        Provisioned::Prompt { path, request } => {
+            return start_prompt(shared, path, request, return_to);
+        }
+    };
+    if let Some(domain) = shared.provisioner.domain(&domain) {
+        shared.provisioner.record_login(domain, identity).await;
+    }
     tracing::info!(user_id = %user.id, outcome = ?outcome, "login succeeded");
     let now = now_unix();
     let ttl = shared.session.ttl_secs as i64;
     let session = SessionData {
         user_id: user.id,
-        provider: provider.id.clone(),
-        subject: login.identity.subject,
+        domain: domain.to_string(),
+        provider: identity.provider.clone(),
+        subject: identity.subject.clone(),
         session_id: random_token(16),
         issued_at: now,
         expires_at: now + ttl,
     };
     let json = serde_json::to_string(&session).expect("plain struct serializes");
     let sealed = shared.codec.seal(&shared.session_cookie, &json);
-    let mut response = redirect(StatusCode::SEE_OTHER, &pending.return_to);
+    let mut response = redirect(StatusCode::SEE_OTHER, return_to);
     add_cookie(
         &mut response,
         shared
             .codec
             .set(&shared.session_cookie, sealed, "/", SameSite::Lax, ttl),
     );
-    Ok(response)
+    response
+}
+
+fn start_prompt(
+    shared: &Shared,
+    path: String,
+    request: Box<PromptRequest>,
+    return_to: &str,
+) -> Response<Body> {
+    let Ok(path) = check_return_to(&path).map(str::to_owned) else {
+        tracing::error!("the prompt hook returned a target that is not a same-origin path");
+        return fail(
+            &request.provider,
+            &Error::Provision(ProvisionError::PromptRefused(
+                "misconfigured prompt page".into(),
+            )),
+            &HeaderMap::new(),
+        );
+    };
+    let ttl = shared.session.login_ttl_secs as i64;
+    let pending = PendingPrompt {
+        request: *request,
+        return_to: return_to.to_owned(),
+        expires_at: now_unix() + ttl,
+    };
+    let Some(name) = shared.prompt_cookie.as_deref() else {
+        unreachable!("prompts happen only when a hook is registered");
+    };
+    let json = serde_json::to_string(&pending).expect("plain struct serializes");
+    let sealed = shared.codec.seal(name, &json);
+    let mut response = redirect(StatusCode::SEE_OTHER, &path);
+    add_cookie(
+        &mut response,
+        shared.codec.set(name, sealed, "/", SameSite::Lax, ttl),
+    );
+    response
+}
+
+/// The pending prompt a request carries, if any (and not expired).
+pub(crate) fn pending_prompt(shared: &Shared, headers: &HeaderMap) -> Option<PendingPrompt> {
+    let name = shared.prompt_cookie.as_deref()?;
+    cookies_named(headers, name)
+        .find_map(|sealed| shared.codec.open(name, sealed))
+        .and_then(|json| serde_json::from_str::<PendingPrompt>(&json).ok())
+        .filter(|p| p.expires_at > now_unix())
+}
+
+/// `POST {prefix}/resume`: the application's prompt page posts its form here; the hook turns
+/// it into the profile to create, and the login ends as usual.
+async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
+    let headers = req.headers().clone();
+    let Some(pending) = pending_prompt(shared, &headers) else {
+        return fail("-", &CallbackError::UnknownState.into(), &headers);
+    };
+    let provider = pending.request.provider.clone();
+    let form = match read_form(req).await {
+        Ok(raw) => url::form_urlencoded::parse(&raw)
+            .into_owned()
+            .collect::<HashMap<_, _>>(),
+        Err(err) => return fail(&provider, &err.into(), &headers),
+    };
+    let result = async {
+        let policy = shared
+            .policies
+            .get(&provider)
+            .ok_or_else(|| Error::UnknownProvider(provider.clone()))?;
+        let hook = shared
+            .provisioner
+            .prompt_hook(&provider)
+            .ok_or_else(|| Error::UnknownProvider(provider.clone()))?;
+        let profile = hook
+            .resume(&pending.request, &form)
+            .map_err(ProvisionError::PromptRefused)?;
+        let identity = &pending.request.identity;
+        let provisioned = shared
+            .provisioner
+            .provision(policy, identity, &Claims::default(), Some(profile))
+            .await?;
+        Ok::<_, Error>(finish_login(shared, identity, provisioned, &pending.return_to).await)
+    }
+    .await;
+    let mut response = result.unwrap_or_else(|err| fail(&provider, &err, &headers));
+    if let Some(name) = shared.prompt_cookie.as_deref() {
+        add_cookie(&mut response, shared.codec.clear(name, "/", SameSite::Lax));
+    }
+    response
 }
 
 async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
@@ -362,6 +542,7 @@ async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
             .await;
         provisioner
             .announce(Invalidation::User {
+                domain: session.domain.clone(),
                 id: session.user_id,
             })
             .await;

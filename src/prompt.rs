@@ -1,0 +1,73 @@
+//! Prompts before provisioning (WSO2's "prompt for username, password and consent"): a hook
+//! can send a first-time user to an application page (consent, choose a username, set a
+//! password) and resume the provisioning afterwards. Silent when no hook is registered.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Identity, Profile};
+
+/// What a prompt hook is told about the user about to be created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromptRequest {
+    /// The provider id.
+    pub provider: String,
+    /// The validated identity.
+    pub identity: Identity,
+    /// The profile the mapping produced (username, email, ...): what would be created.
+    pub profile: Profile,
+}
+
+/// A hook run before a user is created at a first login.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use jit_provision::prompt::{ProvisionPrompt, PromptRequest};
+/// use jit_provision::store::Profile;
+///
+/// /// Asks for consent, and lets the user pick another username.
+/// struct Consent;
+/// impl ProvisionPrompt for Consent {
+///     fn before_create(&self, _: &PromptRequest) -> Option<String> {
+///         Some("/welcome".into()) // the app's page; it posts its form to /auth/resume
+///     }
+///     fn resume(&self, req: &PromptRequest, form: &HashMap<String, String>) -> Result<Profile, String> {
+///         if form.get("consent").map(String::as_str) != Some("yes") {
+///             return Err("consent is required".into());
+///         }
+///         let mut profile = req.profile.clone();
+///         if let Some(name) = form.get("username").filter(|n| !n.is_empty()) {
+///             profile.username = name.clone();
+///         }
+///         Ok(profile)
+///     }
+/// }
+/// # let _ = Consent;
+/// ```
+pub trait ProvisionPrompt: Send + Sync + 'static {
+    /// `None` creates the user at once (silent); `Some(path)` sends the browser to that
+    /// same-origin application page first. The page reads the pending request from the
+    /// [`PendingPrompt`] request extension and posts its form to `{prefix}/resume`.
+    fn before_create(&self, request: &PromptRequest) -> Option<String>;
+
+    /// The page's form came back: the profile to create (the username the user chose, say),
+    /// or a reason to refuse (`403`, nothing created).
+    fn resume(
+        &self,
+        request: &PromptRequest,
+        form: &HashMap<String, String>,
+    ) -> Result<Profile, String>;
+}
+
+/// A provisioning waiting for the user, put in the request extensions of every request that
+/// carries the pending-prompt cookie, so the application's prompt page can show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingPrompt {
+    /// What the hook was asked.
+    pub request: PromptRequest,
+    /// Where the login goes once provisioned.
+    pub return_to: String,
+    /// When the prompt expires (Unix seconds).
+    pub expires_at: i64,
+}

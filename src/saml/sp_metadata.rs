@@ -1,0 +1,90 @@
+//! This service provider's metadata (`EntityDescriptor` with an `SPSSODescriptor`).
+
+use base64::Engine as _;
+
+use super::xml::escape;
+
+/// What the SP metadata publishes.
+pub(crate) struct SpMetadata<'a> {
+    pub entity_id: &'a str,
+    pub acs_url: &'a str,
+    /// The SP certificate, DER, published for signing and encryption.
+    pub certificate: Option<&'a [u8]>,
+    pub want_assertions_signed: bool,
+    /// Ask for a persistent NameID.
+    pub persistent: bool,
+}
+
+/// The metadata XML.
+pub(crate) fn metadata_xml(m: &SpMetadata<'_>) -> String {
+    let mut keys = String::new();
+    if let Some(der) = m.certificate {
+        let cert = base64::engine::general_purpose::STANDARD.encode(der);
+        for usage in ["signing", "encryption"] {
+            keys.push_str(&format!(
+                concat!(
+                    r#"<md:KeyDescriptor use="{usage}"><ds:KeyInfo><ds:X509Data>"#,
+                    "<ds:X509Certificate>{cert}</ds:X509Certificate>",
+                    "</ds:X509Data></ds:KeyInfo>{methods}</md:KeyDescriptor>"
+                ),
+                usage = usage,
+                cert = cert,
+                methods = if usage == "encryption" {
+                    concat!(
+                        r#"<md:EncryptionMethod Algorithm="http://www.w3.org/2009/xmlenc11#aes256-gcm"/>"#,
+                        r#"<md:EncryptionMethod Algorithm="http://www.w3.org/2009/xmlenc11#aes128-gcm"/>"#,
+                        r#"<md:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
+                    )
+                } else {
+                    ""
+                },
+            ));
+        }
+    }
+    let name_id_format = if m.persistent {
+        "<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>"
+    } else {
+        ""
+    };
+    format!(
+        concat!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" "#,
+            r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity}">"#,
+            r#"<md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="{want}" "#,
+            r#"protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
+            "{keys}{format}",
+            r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" "#,
+            r#"Location="{acs}" index="0" isDefault="true"/>"#,
+            "</md:SPSSODescriptor></md:EntityDescriptor>"
+        ),
+        entity = escape(m.entity_id),
+        want = m.want_assertions_signed,
+        keys = keys,
+        format = name_id_format,
+        acs = escape(m.acs_url),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_well_formed_and_escaped() {
+        let xml = metadata_xml(&SpMetadata {
+            entity_id: "https://sp.example.com/a?b=1&c=2",
+            acs_url: "https://sp.example.com/auth/corp/acs",
+            certificate: Some(b"not really a certificate"),
+            want_assertions_signed: true,
+            persistent: true,
+        });
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        assert_eq!(
+            doc.root_element().attribute("entityID"),
+            Some("https://sp.example.com/a?b=1&c=2")
+        );
+        assert!(xml.contains("nameid-format:persistent"));
+        assert!(xml.contains(r#"use="encryption""#));
+    }
+}

@@ -1,0 +1,387 @@
+//! Shared by the SAML tests: keys and certificates made at run time, the service provider
+//! under test, and the samlify identity provider (`node tests/saml-idp/idp.mjs`), run once
+//! per batch of responses.
+//!
+//! Prerequisites: node (`$JIT_NODE`, else `node` on `PATH`) and `tests/saml-idp/node_modules`
+//! (`npm ci --prefix tests/saml-idp`). Missing, the tests print a loud skip notice and pass,
+//! unless `JIT_REQUIRE_INTEROP=1`, which makes them fail.
+
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use jit_provision::saml::{SamlConfig, SamlServiceProvider};
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::{X509, X509NameBuilder};
+use serde_json::{Value, json};
+
+pub const PROVIDER_ID: &str = "corp";
+pub const IDP_ENTITY_ID: &str = "https://idp.example.test/saml/metadata";
+pub const IDP_SSO_URL: &str = "https://idp.example.test/saml/sso";
+pub const ACS_URL: &str = "https://app.example.test/auth/corp/acs";
+pub const METADATA_URL: &str = "https://app.example.test/auth/corp/metadata";
+/// Longest a samlify batch may take.
+const IDP_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+
+/// A private key and its self-signed certificate, PEM.
+#[derive(Clone)]
+pub struct KeyPair {
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub key: PKey<Private>,
+}
+
+/// The keys of a test run: two IdP RSA keys (a rollover), the SP's RSA key, an IdP EC key.
+pub struct Keys {
+    pub idp: KeyPair,
+    pub idp_next: KeyPair,
+    pub sp: KeyPair,
+    pub idp_ec: KeyPair,
+    pub stranger: KeyPair,
+}
+
+pub fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        idp: self_signed(rsa(), "idp"),
+        idp_next: self_signed(rsa(), "idp-next"),
+        sp: self_signed(rsa(), "sp"),
+        idp_ec: self_signed(ec(), "idp-ec"),
+        stranger: self_signed(rsa(), "stranger"),
+    })
+}
+
+fn rsa() -> PKey<Private> {
+    PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
+}
+
+fn ec() -> PKey<Private> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+}
+
+fn self_signed(key: PKey<Private>, cn: &str) -> KeyPair {
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut builder = X509::builder().unwrap();
+    builder.set_version(2).unwrap();
+    let serial = BigNum::from_u32(rand_u32())
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    builder.set_serial_number(&serial).unwrap();
+    builder.set_subject_name(&name).unwrap();
+    builder.set_issuer_name(&name).unwrap();
+    builder.set_pubkey(&key).unwrap();
+    builder
+        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&Asn1Time::days_from_now(3650).unwrap())
+        .unwrap();
+    builder.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = builder.build();
+    KeyPair {
+        key_pem: String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+        cert_pem: String::from_utf8(cert.to_pem().unwrap()).unwrap(),
+        key,
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    u32::from_le_bytes(b) >> 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service provider under test
+// ---------------------------------------------------------------------------------------------
+
+/// An inline IdP trusting `keys().idp`, with the SP key for decryption.
+pub fn sp_config() -> SamlConfig {
+    let k = keys();
+    let mut config = SamlConfig::inline(IDP_ENTITY_ID, IDP_SSO_URL, vec![k.idp.cert_pem.clone()]);
+    config.sp_private_key_pem = Some(k.sp.key_pem.clone());
+    config.sp_certificate_pem = Some(k.sp.cert_pem.clone());
+    config
+}
+
+pub fn sp_with(config: SamlConfig) -> SamlServiceProvider {
+    SamlServiceProvider::new(PROVIDER_ID, config, ACS_URL, METADATA_URL).expect("valid SP")
+}
+
+pub fn sp() -> SamlServiceProvider {
+    sp_with(sp_config())
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn b64(xml: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(xml.as_bytes())
+}
+
+pub fn unb64(value: &str) -> String {
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_bytes())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The samlify identity provider
+// ---------------------------------------------------------------------------------------------
+
+pub fn idp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/saml-idp")
+}
+
+/// `$JIT_NODE` when set, else the first executable `node` on `PATH`.
+fn find_node() -> Result<PathBuf, String> {
+    if let Some(explicit) = std::env::var_os("JIT_NODE").filter(|v| !v.is_empty()) {
+        let explicit = PathBuf::from(explicit);
+        return if explicit.is_file() {
+            Ok(explicit)
+        } else {
+            Err(format!("JIT_NODE={} is not a file", explicit.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("node"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| "node is not on PATH (or set JIT_NODE to its path)".to_owned())
+}
+
+/// Node, or `None` after a loud skip notice; panics under `JIT_REQUIRE_INTEROP=1`.
+pub fn node(test: &str) -> Option<PathBuf> {
+    let mut missing = Vec::new();
+    let node = find_node();
+    if let Err(why) = &node {
+        missing.push(why.clone());
+    }
+    for package in ["samlify", "@authenio/samlify-node-xmllint"] {
+        let manifest = idp_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
+        if !manifest.is_file() {
+            missing.push(format!(
+                "{} is missing: run `npm ci --prefix tests/saml-idp`",
+                manifest.display()
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return node.ok();
+    }
+    let detail = missing.join("\n  - ");
+    if std::env::var("JIT_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+        panic!("JIT_REQUIRE_INTEROP=1 but the samlify SAML IdP cannot run:\n  - {detail}");
+    }
+    let notice = format!(
+        "\n==================== SKIPPED: {test} ====================\n\
+         the samlify SAML identity provider is not available:\n  - {detail}\n\
+         (set JIT_REQUIRE_INTEROP=1 to make this a failure)\n\
+         ==========================================================\n"
+    );
+    let _ = std::io::stderr().write_all(notice.as_bytes());
+    None
+}
+
+/// The IdP's settings for one batch: entity, SSO URL, the signing key and the certificates
+/// its metadata publishes.
+pub fn idp_settings(signing: &KeyPair, published: &[&KeyPair]) -> Value {
+    json!({
+        "entity_id": IDP_ENTITY_ID,
+        "sso_url": IDP_SSO_URL,
+        "private_key_pem": signing.key_pem,
+        "signing_certificate_pem": signing.cert_pem,
+        "certificates_pem": published.iter().map(|k| k.cert_pem.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// What one batch produced.
+pub struct IdpOutput {
+    /// The IdP's metadata XML, as samlify publishes it.
+    pub metadata: String,
+    /// Per job: the base64 `SAMLResponse`, or the job's error.
+    pub responses: Vec<Result<String, String>>,
+}
+
+/// A child process killed (and reaped) on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs samlify once over `jobs` (each a JSON object, see idp.mjs), with `sp_metadata` as
+/// the service provider's metadata. Bounded by `IDP_TIMEOUT`.
+pub fn run_idp(node: &Path, idp: Value, sp_metadata: &str, jobs: Vec<Value>) -> IdpOutput {
+    run_idp_with(node, idp, sp_metadata, jobs, false)
+}
+
+/// [`run_idp`], with samlify validating each AuthnRequest against the SAML XSDs (xmllint)
+/// when `schema_validation` (slow to start: seconds).
+pub fn run_idp_with(
+    node: &Path,
+    idp: Value,
+    sp_metadata: &str,
+    jobs: Vec<Value>,
+    schema_validation: bool,
+) -> IdpOutput {
+    let input = json!({
+        "idp": idp,
+        "sp_metadata": sp_metadata,
+        "jobs": jobs,
+        "schema_validation": schema_validation,
+    });
+    let mut child = Reaped(
+        Command::new(node)
+            .arg(idp_dir().join("idp.mjs"))
+            .current_dir(idp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {} failed: {e}", node.display())),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let payload = serde_json::to_vec(&input).unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&payload);
+    });
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut stderr = child.0.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + IDP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            panic!("the samlify IdP did not finish within {IDP_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    writer.join().unwrap();
+    let stdout = out.join().unwrap();
+    let stderr = err.join().unwrap();
+    assert!(
+        status.success(),
+        "the samlify IdP failed ({status}):\n{stderr}"
+    );
+    let output: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the samlify IdP printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let responses = output["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match r["saml_response"].as_str() {
+            Some(s) => Ok(s.to_owned()),
+            None => Err(r["error"].as_str().unwrap_or("no result").to_owned()),
+        })
+        .collect();
+    IdpOutput {
+        metadata: output["idp_metadata"].as_str().unwrap().to_owned(),
+        responses,
+    }
+}
+
+/// A job for a solicited login: `request_url` from `SamlServiceProvider::authn_request`.
+pub fn job(request_url: Option<&str>, sign_assertion: bool, sign_response: bool) -> Value {
+    json!({
+        "request_url": request_url,
+        "name_id": "u-1234-persistent",
+        "sign_assertion": sign_assertion,
+        "sign_response": sign_response,
+        "attributes": [
+            { "name": "urn:oid:0.9.2342.19200300.100.1.3", "friendly_name": "mail",
+              "values": ["jane@example.com"] },
+            { "name": "urn:oid:1.3.6.1.4.1.5923.1.5.1.1", "friendly_name": "isMemberOf",
+              "values": ["staff", "admins"] },
+            { "name": "employeeNumber", "values": ["E-42"] },
+        ],
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// XML surgery on genuine responses (for the negative suite)
+// ---------------------------------------------------------------------------------------------
+
+/// The byte range of the first element `{ns}name` in `xml` (optionally the one with `ID`).
+pub fn element_range(xml: &str, local: &str, id: Option<&str>) -> std::ops::Range<usize> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .find(|n| {
+            n.is_element()
+                && n.tag_name().name() == local
+                && id.is_none_or(|id| n.attribute("ID") == Some(id))
+        })
+        .unwrap_or_else(|| panic!("no <{local}> in the response"))
+        .range()
+}
+
+/// The text of the first element `local` (with `ID` when given).
+pub fn element<'a>(xml: &'a str, local: &str, id: Option<&str>) -> &'a str {
+    &xml[element_range(xml, local, id)]
+}
+
+/// The `ID` of the first element `local`.
+pub fn id_of(xml: &str, local: &str) -> String {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == local)
+        .and_then(|n| n.attribute("ID"))
+        .unwrap()
+        .to_owned()
+}
+
+/// `xml` without its first `ds:Signature` element.
+pub fn without_signature(xml: &str) -> String {
+    // Only the first Signature inside `xml` (callers pass the element itself).
+    let range = element_range(xml, "Signature", None);
+    format!("{}{}", &xml[..range.start], &xml[range.end..])
+}
+
+/// Replaces the first occurrence of `from` by `to`, asserting there is one.
+pub fn replace_once(xml: &str, from: &str, to: &str) -> String {
+    assert!(xml.contains(from), "`{from}` is not in the response");
+    xml.replacen(from, to, 1)
+}
