@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -148,6 +148,27 @@ impl SigningKey {
     }
 }
 
+/// How long an authorization code may wait for its exchange.
+const CODE_TTL: Duration = Duration::from_secs(60);
+/// The lifetime of access tokens (`expires_in`).
+const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// Most codes, and most access tokens, held at once.
+const MAX_PENDING: u64 = 1_000_000;
+
+/// A way to make the token endpoint misbehave ([`DevIdp::set_token_fault`]), to see how an
+/// application copes with a slow or failing identity provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenFault {
+    /// Answer only after this delay (then normally).
+    Delay(Duration),
+    /// Answer `503 Service Unavailable` with an HTML page, as a proxy in front of a down
+    /// server does.
+    Unavailable,
+    /// Answer `200 OK` with a body that is not JSON.
+    Garbage,
+}
+
 struct IssuedCode {
     client_id: String,
     redirect_uri: String,
@@ -163,9 +184,13 @@ struct Inner {
     users: Vec<DevUser>,
     /// Published keys; the first one signs.
     keys: RwLock<Vec<Arc<SigningKey>>>,
-    codes: Mutex<HashMap<String, IssuedCode>>,
-    access_tokens: Mutex<HashMap<String, Map<String, Value>>>,
+    /// Codes not yet exchanged; they expire after [`CODE_TTL`], so abandoned logins do not
+    /// pile up.
+    codes: moka::future::Cache<String, Arc<IssuedCode>>,
+    /// Access tokens for userinfo, until they expire.
+    access_tokens: moka::future::Cache<String, Arc<Map<String, Value>>>,
     hook: RwLock<Option<Hook>>,
+    token_fault: RwLock<Option<TokenFault>>,
     jwks_fetches: AtomicU64,
     token_requests: AtomicU64,
     id_token_ttl: Duration,
@@ -218,9 +243,16 @@ impl DevIdpBuilder {
             clients: self.clients,
             users: self.users,
             keys: RwLock::new(vec![Arc::new(SigningKey::generate())]),
-            codes: Mutex::new(HashMap::new()),
-            access_tokens: Mutex::new(HashMap::new()),
+            codes: moka::future::Cache::builder()
+                .max_capacity(MAX_PENDING)
+                .time_to_live(CODE_TTL)
+                .build(),
+            access_tokens: moka::future::Cache::builder()
+                .max_capacity(MAX_PENDING)
+                .time_to_live(ACCESS_TOKEN_TTL)
+                .build(),
             hook: RwLock::new(None),
+            token_fault: RwLock::new(None),
             jwks_fetches: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
             id_token_ttl: Duration::from_secs(300),
@@ -323,6 +355,25 @@ impl DevIdp {
     /// How often the JWKS was fetched.
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Makes the token endpoint misbehave from now on (`None`: behave again).
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// use std::time::Duration;
+    /// use jit_provision::dev_idp::TokenFault;
+    /// idp.set_token_fault(Some(TokenFault::Delay(Duration::from_secs(30))));
+    /// // ... a login now waits for the layer's IdP timeout and fails with a 502 ...
+    /// idp.set_token_fault(None);
+    /// # }
+    /// ```
+    pub fn set_token_fault(&self, fault: Option<TokenFault>) {
+        *self
+            .inner
+            .token_fault
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// How many token requests were served.
@@ -525,17 +576,19 @@ async fn approve(
     claims.insert("sub".into(), Value::String(subject.clone()));
     let code = crate::session::random_token(24);
     let redirect_uri = params["redirect_uri"].clone();
-    idp.codes.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        code.clone(),
-        IssuedCode {
-            client_id: params["client_id"].clone(),
-            redirect_uri: redirect_uri.clone(),
-            nonce: params.get("nonce").cloned(),
-            code_challenge: params["code_challenge"].clone(),
-            claims,
-            issued: Instant::now(),
-        },
-    );
+    idp.codes
+        .insert(
+            code.clone(),
+            Arc::new(IssuedCode {
+                client_id: params["client_id"].clone(),
+                redirect_uri: redirect_uri.clone(),
+                nonce: params.get("nonce").cloned(),
+                code_challenge: params["code_challenge"].clone(),
+                claims,
+                issued: Instant::now(),
+            }),
+        )
+        .await;
     let mut response_params = vec![("code", code.as_str()), ("iss", idp.issuer.as_str())];
     if let Some(state) = params.get("state") {
         response_params.push(("state", state));
@@ -606,6 +659,25 @@ async fn token(
     Form(form): Form<TokenRequest>,
 ) -> Response {
     idp.token_requests.fetch_add(1, Ordering::SeqCst);
+    let fault = *idp.token_fault.read().unwrap_or_else(|e| e.into_inner());
+    match fault {
+        Some(TokenFault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(TokenFault::Unavailable) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Html("<html><body><h1>503 Service Unavailable</h1></body></html>"),
+            )
+                .into_response();
+        }
+        Some(TokenFault::Garbage) => {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                "<html>not json",
+            )
+                .into_response();
+        }
+        None => {}
+    }
     let Some((client_id, secret)) = client_credentials(&headers, &form) else {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
@@ -620,11 +692,7 @@ async fn token(
         return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
     }
     // Single use: the code is gone whatever happens next.
-    let issued = idp
-        .codes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&form.code);
+    let issued = idp.codes.remove(&form.code).await;
     let Some(issued) = issued else {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
     };
@@ -634,7 +702,7 @@ async fn token(
         .map(|v| B64.encode(Sha256::digest(v.as_bytes())));
     if issued.client_id != client_id
         || issued.redirect_uri != form.redirect_uri
-        || issued.issued.elapsed() > Duration::from_secs(60)
+        || issued.issued.elapsed() > CODE_TTL
         || challenge.as_deref() != Some(issued.code_challenge.as_str())
     {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
@@ -654,9 +722,8 @@ async fn token(
     };
     let access_token = crate::session::random_token(24);
     idp.access_tokens
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(access_token.clone(), issued.claims);
+        .insert(access_token.clone(), Arc::new(issued.claims.clone()))
+        .await;
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(json!({
@@ -697,15 +764,12 @@ async fn userinfo(State(idp): State<Arc<Inner>>, headers: HeaderMap) -> Response
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let claims = token.and_then(|t| {
-        idp.access_tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(t)
-            .cloned()
-    });
+    let claims = match token {
+        Some(t) => idp.access_tokens.get(t).await,
+        None => None,
+    };
     match claims {
-        Some(claims) => axum::Json(Value::Object(claims)).into_response(),
+        Some(claims) => axum::Json(&*claims).into_response(),
         None => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],

@@ -21,6 +21,9 @@ use crate::service::JitService;
 use crate::session::{CookieCodec, SessionKey};
 use crate::store::{SharedStore, UserStore};
 
+/// See [`JitLayerBuilder::store_timeout`].
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a layer could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -290,6 +293,7 @@ pub struct JitLayerBuilder {
     bus: Option<Arc<dyn InvalidationBus>>,
     session_key: Option<SessionKey>,
     http_timeout: Duration,
+    store_timeout: Duration,
 }
 
 impl std::fmt::Debug for JitLayerBuilder {
@@ -313,6 +317,7 @@ impl Default for JitLayerBuilder {
             bus: None,
             session_key: None,
             http_timeout: Duration::from_secs(10),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -417,6 +422,26 @@ impl JitLayerBuilder {
     /// Time limit of every request to an identity provider (default 10 s).
     pub fn idp_timeout(mut self, timeout: Duration) -> Self {
         self.http_timeout = timeout;
+        self
+    }
+
+    /// Time limit of every call to a user store (default 10 s, above the SQL stores' own
+    /// 5 s pool and lock waits). A call still running then is dropped, and the request gets a
+    /// `503` ([`StoreError::Unavailable`](crate::store::StoreError::Unavailable) with a
+    /// [`StoreTimeout`](crate::store::StoreTimeout) source): no session, nothing cached. Your
+    /// store's futures must therefore leave nothing half-written when dropped, which a
+    /// transaction that is never committed guarantees.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use jit_provision::{JitLayer, store::MemoryStore};
+    /// let builder = JitLayer::builder()
+    ///     .store(MemoryStore::new())
+    ///     .store_timeout(Duration::from_secs(3));
+    /// # let _ = builder;
+    /// ```
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
         self
     }
 
@@ -528,7 +553,7 @@ impl JitLayerBuilder {
             let policy = config.domains.get(&*name).cloned().unwrap_or_default();
             let domain = Domain {
                 name: name.clone(),
-                store,
+                store: crate::store::time_limited(store, self.store_timeout),
                 policy,
             };
             if domains.insert(name.clone(), Arc::new(domain)).is_some() {

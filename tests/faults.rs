@@ -1,141 +1,202 @@
-//! Faults: a panic in the application's store code, and oversized input.
+//! Faults: a panic or a hang in the application's store code, an identity provider whose
+//! token endpoint is slow, failing or gone, and oversized input. Each ends in a specific
+//! status with no session and nothing half-written, and the layer keeps serving.
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use common::*;
-use jit_provision::dev_idp::{DevClient, DevIdp};
+use jit_provision::dev_idp::{DevClient, DevIdp, DevUser, TokenFault};
 use jit_provision::store::{
     Identity, IdentityKey, LinkedIdentity, MemoryStore, Profile, ProfileChanges, StoreError, User,
     UserId, UserStore,
 };
-use jit_provision::{CurrentUser, JitLayer};
+use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder};
 use reqwest::StatusCode;
 
-/// A store whose code panics while `panicking` is set.
-#[derive(Clone, Default)]
-struct PanickyStore {
-    inner: MemoryStore,
-    panicking: Arc<AtomicBool>,
+/// What a [`FaultyStore`] does wrong.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// The store's code panics.
+    Panic,
+    /// The call never returns (a hung database).
+    Hang,
 }
 
-impl PanickyStore {
-    fn check(&self) {
-        if self.panicking.load(Ordering::SeqCst) {
-            panic!("a bug in the application's store");
+/// A store that misbehaves in the operation named (`"*"`: every one) while a fault is set.
+#[derive(Clone, Default)]
+struct FaultyStore {
+    inner: MemoryStore,
+    fault: Arc<Mutex<Option<(Fault, &'static str)>>>,
+}
+
+impl FaultyStore {
+    fn set(&self, fault: Option<(Fault, &'static str)>) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    async fn enter(&self, op: &'static str) {
+        let fault = *self.fault.lock().unwrap();
+        match fault {
+            Some((fault, at)) if at == "*" || at == op => match fault {
+                Fault::Panic => panic!("a bug in the application's store"),
+                Fault::Hang => std::future::pending::<()>().await,
+            },
+            _ => {}
         }
     }
 }
 
-impl UserStore for PanickyStore {
+impl UserStore for FaultyStore {
     async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
-        self.check();
+        self.enter("find_by_identity").await;
         self.inner.find_by_identity(key).await
     }
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.check();
+        self.enter("find_by_id").await;
         self.inner.find_by_id(id).await
     }
     async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.enter("find_by_username").await;
         self.inner.find_by_username(username).await
     }
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
+        self.enter("find_by_email").await;
         self.inner.find_by_email(email).await
     }
     async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
-        self.check();
+        self.enter("create").await;
         self.inner.create(identity, profile).await
     }
     async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
+        self.enter("link").await;
         self.inner.link(identity, user).await
     }
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
-        self.check();
+        self.enter("update").await;
         self.inner.update(id, changes).await
     }
     async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
+        self.enter("record_login").await;
         self.inner.record_login(key, at).await
     }
     async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        self.enter("identities_of").await;
         self.inner.identities_of(user).await
     }
     async fn identities_by_provider(
         &self,
         provider: &str,
     ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        self.enter("identities_by_provider").await;
         self.inner.identities_by_provider(provider).await
     }
     async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+        self.enter("set_locked").await;
         self.inner.set_locked(id, locked).await
     }
     async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+        self.enter("delete").await;
         self.inner.delete(id).await
     }
 }
 
-#[tokio::test]
-async fn a_panic_in_store_code_is_a_500_and_the_layer_keeps_serving() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let idp = DevIdp::builder()
-        .client(
-            DevClient::new(CLIENT_ID, CLIENT_SECRET)
-                .redirect_uri(format!("{base}/auth/dev/callback")),
+/// An app with a [`FaultyStore`] behind the layer, serving `/me`; `builder` adjusts the
+/// layer.
+struct FaultyApp {
+    base: String,
+    idp: DevIdp,
+    store: FaultyStore,
+}
+
+impl FaultyApp {
+    async fn start(builder: impl FnOnce(JitLayerBuilder) -> JitLayerBuilder) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let idp = DevIdp::builder()
+            .client(
+                DevClient::new(CLIENT_ID, CLIENT_SECRET)
+                    .redirect_uri(format!("{base}/auth/dev/callback")),
+            )
+            .start("127.0.0.1:0")
+            .await
+            .unwrap();
+        let store = FaultyStore::default();
+        let layer = builder(
+            JitLayer::builder()
+                .public_url(&base)
+                .insecure_cookies_for_localhost()
+                .provider("dev", default_provider(idp.issuer()))
+                .store(store.clone()),
         )
-        .start("127.0.0.1:0")
-        .await
-        .unwrap();
-    let store = PanickyStore::default();
-    let layer = JitLayer::builder()
-        .public_url(&base)
-        .insecure_cookies_for_localhost()
-        .provider("dev", default_provider(idp.issuer()))
-        .store(store.clone())
         .build()
         .unwrap();
-    let app = Router::new()
-        .route(
-            "/me",
-            get(|u: CurrentUser| async move { u.username.clone() }),
-        )
-        .layer(layer.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let app = Router::new()
+            .route(
+                "/me",
+                get(|u: CurrentUser| async move { u.username.clone() }),
+            )
+            .layer(layer);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base, idp, store }
+    }
 
-    let login = |client: reqwest::Client| {
-        let (base, issuer) = (base.clone(), idp.issuer().to_owned());
-        async move {
-            let start = client
-                .get(format!("{base}/auth/dev/login?return_to=/me"))
-                .send()
-                .await
-                .unwrap();
-            let approved = client
-                .post(format!("{issuer}/authorize"))
-                .form(&DevIdp::approve_form(&location(&start), &alice()))
-                .send()
-                .await
-                .unwrap();
-            client.get(location(&approved)).send().await.unwrap()
-        }
-    };
-    store.panicking.store(true, Ordering::SeqCst);
+    /// A whole login of `user` with `client`: the app's answer to the callback.
+    async fn login(&self, client: &reqwest::Client, user: &DevUser) -> reqwest::Response {
+        let start = client
+            .get(format!("{}/auth/dev/login?return_to=/me", self.base))
+            .send()
+            .await
+            .unwrap();
+        let approved = client
+            .post(format!("{}/authorize", self.idp.issuer()))
+            .form(&DevIdp::approve_form(&location(&start), user))
+            .send()
+            .await
+            .unwrap();
+        client.get(location(&approved)).send().await.unwrap()
+    }
+
+    async fn me(&self, client: &reqwest::Client) -> reqwest::Response {
+        client
+            .get(format!("{}/me", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A browser whose every request gives up after `limit`: a request the layer does not bound
+/// fails the test with a client timeout instead of hanging it.
+fn impatient_browser(limit: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(limit)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_panic_in_store_code_is_a_500_and_the_layer_keeps_serving() {
+    let app = FaultyApp::start(|b| b).await;
+    app.store.set(Some((Fault::Panic, "*")));
     let client = browser();
-    let response = login(client.clone()).await;
+    let response = app.login(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!sets_session(&response));
     assert_eq!(error_code(response).await, "store_unavailable");
-    assert_eq!(store.inner.user_count(), 0);
+    assert_eq!(app.store.inner.user_count(), 0);
 
     // The same layer serves the next request normally.
-    store.panicking.store(false, Ordering::SeqCst);
-    let response = login(client.clone()).await;
+    app.store.set(None);
+    let response = app.login(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let me = client.get(format!("{base}/me")).send().await.unwrap();
-    assert_eq!(me.text().await.unwrap(), "alice");
+    assert_eq!(app.me(&client).await.text().await.unwrap(), "alice");
 }
 
 #[tokio::test]
@@ -160,5 +221,134 @@ async fn oversized_cookies_and_headers_are_refused_early_without_effect() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.store.inner.user_count(), 0);
+}
+
+#[tokio::test]
+async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
+    let app = FaultyApp::start(|b| b.store_timeout(Duration::from_millis(300))).await;
+    let client = impatient_browser(Duration::from_secs(30));
+
+    // The database hangs at the first read, then (on a new login) in the middle of creating.
+    for op in ["find_by_identity", "create"] {
+        app.store.set(Some((Fault::Hang, op)));
+        let response = app.login(&client, &alice()).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{op}");
+        assert!(!sets_session(&response), "{op}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "store_unavailable", "{op}");
+        assert_eq!(app.store.inner.user_count(), 0, "{op}");
+        assert_eq!(app.me(&client).await.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Once the store answers again, the same person logs in; nothing was cached from the
+    // failed attempts (a cached "no such user" or half-made user would show here).
+    app.store.set(None);
+    let response = app.login(&client, &alice()).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.me(&client).await.text().await.unwrap(), "alice");
+    assert_eq!(app.store.inner.user_count(), 1);
+    assert_eq!(app.store.inner.counters().creates(), 1);
+
+    // A returning user whose update hangs: the login fails with 503 (blocking mode) and the
+    // session in hand is not replaced.
+    app.store.set(Some((Fault::Hang, "update")));
+    let changed = DevUser::new(
+        "sub-alice",
+        "alice",
+        "alice@new.example",
+        "Alice",
+        &["staff"],
+    );
+    let other = impatient_browser(Duration::from_secs(30));
+    let response = app.login(&other, &changed).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!sets_session(&response));
+    app.store.set(None);
+    let user = app
+        .store
+        .inner
+        .find_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.email.as_deref(), Some("alice@example.com"));
+}
+
+#[tokio::test]
+async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
+    let app = FaultyApp::start(|b| b.idp_timeout(Duration::from_millis(500))).await;
+    // The token endpoint takes a minute; the layer gives up after 500 ms. The browser waits
+    // 30 s at most, so a layer without its bound fails here instead of hanging.
+    app.idp
+        .set_token_fault(Some(TokenFault::Delay(Duration::from_secs(60))));
+    let client = impatient_browser(Duration::from_secs(30));
+    let response = app.login(&client, &alice()).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(!sets_session(&response));
+    assert_eq!(error_code(response).await, "token_endpoint_failed");
+    assert_eq!(
+        app.idp.token_requests(),
+        1,
+        "the exchange was attempted once"
+    );
+    assert_eq!(app.store.inner.user_count(), 0);
+
+    // The IdP recovers: a new login works.
+    app.idp.set_token_fault(None);
+    let response = app.login(&client, &alice()).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.me(&client).await.text().await.unwrap(), "alice");
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_is_502_with_no_session() {
+    let app = FaultyApp::start(|b| b).await;
+    for fault in [TokenFault::Unavailable, TokenFault::Garbage] {
+        app.idp.set_token_fault(Some(fault));
+        let client = browser();
+        let response = app.login(&client, &alice()).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{fault:?}");
+        assert!(!sets_session(&response), "{fault:?}");
+        assert_eq!(error_code(response).await, "token_endpoint_failed");
+        assert_eq!(app.me(&client).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.store.inner.user_count(), 0);
+}
+
+#[tokio::test]
+async fn an_idp_gone_between_redirect_and_callback_is_502_with_no_session() {
+    let app = FaultyApp::start(|b| b).await;
+    let client = browser();
+    let start = client
+        .get(format!("{}/auth/dev/login?return_to=/me", app.base))
+        .send()
+        .await
+        .unwrap();
+    let approved = client
+        .post(format!("{}/authorize", app.idp.issuer()))
+        .form(&DevIdp::approve_form(&location(&start), &alice()))
+        .send()
+        .await
+        .unwrap();
+    let callback = location(&approved);
+
+    // The IdP goes down while the browser is on its way back.
+    app.idp.shutdown();
+    let addr = app.idp.issuer().trim_start_matches("http://").to_owned();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "the IdP still accepts connections"
+    );
+    let response = client.get(callback).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(!sets_session(&response));
+    assert_eq!(error_code(response).await, "token_endpoint_failed");
     assert_eq!(app.store.inner.user_count(), 0);
 }

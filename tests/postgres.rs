@@ -15,7 +15,7 @@ use common::*;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::session::SessionKey;
 use jit_provision::store::{IdentityKey, PostgresStore, UserStore};
-use jit_provision::{CurrentUser, JitLayer};
+use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder};
 use reqwest::StatusCode;
 
 /// How long a change at one instance may take to reach another (README: "within a second";
@@ -35,6 +35,15 @@ struct Cluster {
 
 impl Cluster {
     async fn start(url: &str, count: usize) -> Self {
+        Self::start_with(url, count, |b| b).await
+    }
+
+    /// Like [`Cluster::start`]; `builder` adjusts every instance's layer.
+    async fn start_with(
+        url: &str,
+        count: usize,
+        builder: impl Fn(JitLayerBuilder) -> JitLayerBuilder,
+    ) -> Self {
         let listeners: Vec<_> = futures_util::future::join_all(
             (0..count).map(|_| tokio::net::TcpListener::bind("127.0.0.1:0")),
         )
@@ -61,16 +70,18 @@ impl Cluster {
         let mut instances = Vec::new();
         for (listener, base) in listeners.into_iter().zip(bases) {
             let store = PostgresStore::connect(url).await.unwrap();
-            let layer = JitLayer::builder()
-                .public_url(&public)
-                .insecure_cookies_for_localhost()
-                .provider("dev", default_provider(idp.issuer()))
-                .session_key(key.clone())
-                .store(store.clone())
-                .replay_guard(store.clone())
-                .invalidation_bus(store.clone())
-                .build()
-                .unwrap();
+            let layer = builder(
+                JitLayer::builder()
+                    .public_url(&public)
+                    .insecure_cookies_for_localhost()
+                    .provider("dev", default_provider(idp.issuer()))
+                    .session_key(key.clone())
+                    .store(store.clone())
+                    .replay_guard(store.clone())
+                    .invalidation_bus(store.clone()),
+            )
+            .build()
+            .unwrap();
             let app = Router::new()
                 .route(
                     "/me",
@@ -335,4 +346,57 @@ async fn a_database_outage_is_503_with_no_session_and_no_half_written_user() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!sets_session(&response));
     assert_eq!(error_code(response).await, "store_unavailable");
+}
+
+#[tokio::test]
+async fn a_transaction_that_stalls_past_the_store_timeout_is_503_and_commits_nothing() {
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let cluster =
+        Cluster::start_with(&url, 1, |b| b.store_timeout(Duration::from_millis(500))).await;
+    let instance = &cluster.instances[0];
+    // The identity insert, inside the create transaction and after the user row, stalls for
+    // 3 s: the layer drops the call at 500 ms, in the middle of the transaction.
+    sqlx::raw_sql(
+        "CREATE FUNCTION jit_stall() RETURNS trigger AS $$ BEGIN \
+           IF NEW.subject = 'sub-slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; \
+         END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER jit_stall BEFORE INSERT ON jit_identities \
+           FOR EACH ROW EXECUTE FUNCTION jit_stall();",
+    )
+    .execute(instance.store.pool())
+    .await
+    .unwrap();
+    let slow = DevUser::new("sub-slow", "slow", "slow@example.com", "Slow", &[]);
+    let client = browser();
+    let response = cluster.login(&client, &slow, 0, 0).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!sets_session(&response));
+    assert_eq!(error_code(response).await, "store_unavailable");
+
+    // Nothing is committed: not now, and not once the stalled statement has finished.
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jit_users WHERE username = 'slow'")
+            .fetch_one(instance.store.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        count().await,
+        0,
+        "the abandoned transaction was rolled back"
+    );
+
+    // The pool recovered its connection: with the stall gone the same person logs in once.
+    sqlx::raw_sql("DROP TRIGGER jit_stall ON jit_identities")
+        .execute(instance.store.pool())
+        .await
+        .unwrap();
+    let response = cluster.login(&client, &slow, 0, 0).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(sets_session(&response));
+    assert_eq!(count().await, 1);
 }

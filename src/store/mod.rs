@@ -20,6 +20,7 @@ mod types;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
@@ -283,6 +284,99 @@ impl<S: UserStore> ErasedStore for S {
 }
 
 pub(crate) type SharedStore = Arc<dyn ErasedStore>;
+
+/// The store did not answer in time; the call was dropped (a store must leave nothing
+/// half-written when its future is dropped: a transaction that is never committed does
+/// not).
+#[derive(Debug, thiserror::Error)]
+#[error("the user store did not answer within {0:?}")]
+pub struct StoreTimeout(pub Duration);
+
+/// Bounds every call of `inner` by `limit`: a call still running then is dropped and
+/// answers [`StoreError::Unavailable`] with a [`StoreTimeout`] source (a `503`), so a hung
+/// database cannot hold requests, and their connections, forever.
+pub(crate) fn time_limited(inner: SharedStore, limit: Duration) -> SharedStore {
+    Arc::new(TimeLimited { inner, limit })
+}
+
+struct TimeLimited {
+    inner: SharedStore,
+    limit: Duration,
+}
+
+impl TimeLimited {
+    fn bound<'a, T: Send + 'a>(
+        &self,
+        work: BoxFuture<'a, StoreResult<T>>,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, work).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(limit = ?limit, "a user store call timed out");
+                    Err(StoreError::unavailable(StoreTimeout(limit)))
+                }
+            }
+        })
+    }
+}
+
+impl ErasedStore for TimeLimited {
+    fn find_by_identity<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+    ) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        self.bound(self.inner.find_by_identity(key))
+    }
+    fn find_by_id(&self, id: UserId) -> BoxFuture<'_, StoreResult<Option<User>>> {
+        self.bound(self.inner.find_by_id(id))
+    }
+    fn find_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        self.bound(self.inner.find_by_username(username))
+    }
+    fn find_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, StoreResult<Vec<User>>> {
+        self.bound(self.inner.find_by_email(email))
+    }
+    fn create<'a>(
+        &'a self,
+        identity: &'a Identity,
+        profile: &'a Profile,
+    ) -> BoxFuture<'a, StoreResult<User>> {
+        self.bound(self.inner.create(identity, profile))
+    }
+    fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>> {
+        self.bound(self.inner.link(identity, user))
+    }
+    fn update<'a>(
+        &'a self,
+        id: UserId,
+        changes: &'a ProfileChanges,
+    ) -> BoxFuture<'a, StoreResult<User>> {
+        self.bound(self.inner.update(id, changes))
+    }
+    fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>> {
+        self.bound(self.inner.record_login(key, at))
+    }
+    fn identities_of(&self, user: UserId) -> BoxFuture<'_, StoreResult<Vec<LinkedIdentity>>> {
+        self.bound(self.inner.identities_of(user))
+    }
+    fn identities_by_provider<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<LinkedIdentity>>> {
+        self.bound(self.inner.identities_by_provider(provider))
+    }
+    fn set_locked(&self, id: UserId, locked: bool) -> BoxFuture<'_, StoreResult<()>> {
+        self.bound(self.inner.set_locked(id, locked))
+    }
+    fn delete(&self, id: UserId) -> BoxFuture<'_, StoreResult<()>> {
+        self.bound(self.inner.delete(id))
+    }
+}
 
 /// Runs store code so that a panic in it becomes [`StoreError::Panicked`] (a `500`) for this
 /// request instead of tearing down the connection's task; the layer keeps serving.

@@ -2,6 +2,7 @@
 //! loopback, and a cookie-keeping HTTP client that follows redirects by hand like a browser.
 #![allow(dead_code)]
 
+#[cfg(feature = "postgres")]
 pub mod pg;
 pub mod store_contract;
 
