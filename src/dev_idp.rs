@@ -4,8 +4,11 @@
 //! It serves discovery, a JWKS, an authorization endpoint with a login page where you pick a
 //! preset user or type one (subject, username, email, name, groups), a token endpoint
 //! (authorization code with PKCE S256, single-use codes) and userinfo. It signs RS256 with a
-//! key generated at start, can rotate keys, and lets tests rewrite every ID token it issues
-//! ([`DevIdp::on_id_token`]) to exercise each validation failure.
+//! key generated at start, can rotate keys, lets tests rewrite every ID token it issues
+//! ([`DevIdp::on_id_token`]) to exercise each validation failure, and can make its token
+//! endpoint or key set slow or failing ([`DevIdp::set_token_fault`],
+//! [`DevIdp::set_jwks_fault`]). It keeps no state per login beyond the authorization codes
+//! waiting for their exchange (60 s at most); access tokens are self-contained.
 //!
 //! ```no_run
 //! use jit_provision::dev_idp::{DevClient, DevIdp};
@@ -152,14 +155,15 @@ impl SigningKey {
 const CODE_TTL: Duration = Duration::from_secs(60);
 /// The lifetime of access tokens (`expires_in`).
 const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
-/// Most codes, and most access tokens, held at once.
+/// Most codes waiting for their exchange at once.
 const MAX_PENDING: u64 = 1_000_000;
 
-/// A way to make the token endpoint misbehave ([`DevIdp::set_token_fault`]), to see how an
-/// application copes with a slow or failing identity provider.
+/// A way to make the token endpoint ([`DevIdp::set_token_fault`]) or the JWKS
+/// ([`DevIdp::set_jwks_fault`]) misbehave, to see how an application copes with a slow or
+/// failing identity provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum TokenFault {
+pub enum EndpointFault {
     /// Answer only after this delay (then normally).
     Delay(Duration),
     /// Answer `503 Service Unavailable` with an HTML page, as a proxy in front of a down
@@ -187,10 +191,12 @@ struct Inner {
     /// Codes not yet exchanged; they expire after [`CODE_TTL`], so abandoned logins do not
     /// pile up.
     codes: moka::future::Cache<String, Arc<IssuedCode>>,
-    /// Access tokens for userinfo, until they expire.
-    access_tokens: moka::future::Cache<String, Arc<Map<String, Value>>>,
+    /// Key of the access tokens: HS256 JWTs carrying the userinfo claims, which only this
+    /// IdP reads back, so it keeps no state per token.
+    access_token_key: (EncodingKey, jsonwebtoken::DecodingKey),
     hook: RwLock<Option<Hook>>,
-    token_fault: RwLock<Option<TokenFault>>,
+    token_fault: RwLock<Option<EndpointFault>>,
+    jwks_fault: RwLock<Option<EndpointFault>>,
     jwks_fetches: AtomicU64,
     token_requests: AtomicU64,
     id_token_ttl: Duration,
@@ -247,12 +253,16 @@ impl DevIdpBuilder {
                 .max_capacity(MAX_PENDING)
                 .time_to_live(CODE_TTL)
                 .build(),
-            access_tokens: moka::future::Cache::builder()
-                .max_capacity(MAX_PENDING)
-                .time_to_live(ACCESS_TOKEN_TTL)
-                .build(),
+            access_token_key: {
+                let secret = crate::session::random_token(32);
+                (
+                    EncodingKey::from_secret(secret.as_bytes()),
+                    jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+                )
+            },
             hook: RwLock::new(None),
             token_fault: RwLock::new(None),
+            jwks_fault: RwLock::new(None),
             jwks_fetches: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
             id_token_ttl: Duration::from_secs(300),
@@ -362,16 +372,25 @@ impl DevIdp {
     /// ```no_run
     /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
     /// use std::time::Duration;
-    /// use jit_provision::dev_idp::TokenFault;
-    /// idp.set_token_fault(Some(TokenFault::Delay(Duration::from_secs(30))));
+    /// use jit_provision::dev_idp::EndpointFault;
+    /// idp.set_token_fault(Some(EndpointFault::Delay(Duration::from_secs(30))));
     /// // ... a login now waits for the layer's IdP timeout and fails with a 502 ...
     /// idp.set_token_fault(None);
     /// # }
     /// ```
-    pub fn set_token_fault(&self, fault: Option<TokenFault>) {
+    pub fn set_token_fault(&self, fault: Option<EndpointFault>) {
         *self
             .inner
             .token_fault
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// Makes the JWKS endpoint misbehave from now on (`None`: behave again).
+    pub fn set_jwks_fault(&self, fault: Option<EndpointFault>) {
+        *self
+            .inner
+            .jwks_fault
             .write()
             .unwrap_or_else(|e| e.into_inner()) = fault;
     }
@@ -440,8 +459,11 @@ async fn discovery(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
     }))
 }
 
-async fn jwks(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
+async fn jwks(State(idp): State<Arc<Inner>>) -> Response {
     idp.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(failed) = misbehave(&idp.jwks_fault).await {
+        return failed;
+    }
     let keys: Vec<Value> = idp
         .keys
         .read()
@@ -449,7 +471,7 @@ async fn jwks(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
         .iter()
         .map(|k| k.jwk())
         .collect();
-    axum::Json(json!({ "keys": keys }))
+    axum::Json(json!({ "keys": keys })).into_response()
 }
 
 fn bad_request(msg: &str) -> Response {
@@ -626,6 +648,31 @@ struct TokenRequest {
     client_secret: Option<String>,
 }
 
+/// Applies the fault set for an endpoint: waits for a delay, or answers for it.
+async fn misbehave(fault: &RwLock<Option<EndpointFault>>) -> Option<Response> {
+    let fault = *fault.read().unwrap_or_else(|e| e.into_inner());
+    match fault? {
+        EndpointFault::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        EndpointFault::Unavailable => Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Html("<html><body><h1>503 Service Unavailable</h1></body></html>"),
+            )
+                .into_response(),
+        ),
+        EndpointFault::Garbage => Some(
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                "<html>not json",
+            )
+                .into_response(),
+        ),
+    }
+}
+
 fn token_error(status: StatusCode, error: &str) -> Response {
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
@@ -659,24 +706,8 @@ async fn token(
     Form(form): Form<TokenRequest>,
 ) -> Response {
     idp.token_requests.fetch_add(1, Ordering::SeqCst);
-    let fault = *idp.token_fault.read().unwrap_or_else(|e| e.into_inner());
-    match fault {
-        Some(TokenFault::Delay(delay)) => tokio::time::sleep(delay).await,
-        Some(TokenFault::Unavailable) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Html("<html><body><h1>503 Service Unavailable</h1></body></html>"),
-            )
-                .into_response();
-        }
-        Some(TokenFault::Garbage) => {
-            return (
-                [(header::CONTENT_TYPE, "application/json")],
-                "<html>not json",
-            )
-                .into_response();
-        }
-        None => {}
+    if let Some(failed) = misbehave(&idp.token_fault).await {
+        return failed;
     }
     let Some((client_id, secret)) = client_credentials(&headers, &form) else {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
@@ -720,20 +751,34 @@ async fn token(
         Ok(t) => t,
         Err(_) => return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
     };
-    let access_token = crate::session::random_token(24);
-    idp.access_tokens
-        .insert(access_token.clone(), Arc::new(issued.claims.clone()))
-        .await;
+    let access_token = match jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &AccessToken {
+            exp: now + ACCESS_TOKEN_TTL.as_secs() as i64,
+            claims: issued.claims.clone(),
+        },
+        &idp.access_token_key.0,
+    ) {
+        Ok(t) => t,
+        Err(_) => return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    };
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(json!({
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": 300,
+            "expires_in": ACCESS_TOKEN_TTL.as_secs(),
             "id_token": id_token,
         })),
     )
         .into_response()
+}
+
+/// What an access token carries (only this IdP reads it).
+#[derive(serde::Serialize, Deserialize)]
+struct AccessToken {
+    exp: i64,
+    claims: Map<String, Value>,
 }
 
 fn sign_id_token(
@@ -764,12 +809,13 @@ async fn userinfo(State(idp): State<Arc<Inner>>, headers: HeaderMap) -> Response
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let claims = match token {
-        Some(t) => idp.access_tokens.get(t).await,
-        None => None,
-    };
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    let claims = token.and_then(|t| {
+        jsonwebtoken::decode::<AccessToken>(t, &idp.access_token_key.1, &validation).ok()
+    });
     match claims {
-        Some(claims) => axum::Json(&*claims).into_response(),
+        Some(token) => axum::Json(token.claims.claims).into_response(),
         None => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],

@@ -10,12 +10,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use common::*;
-use jit_provision::dev_idp::{DevClient, DevIdp, DevUser, TokenFault};
+use jit_provision::dev_idp::{DevClient, DevIdp, DevUser, EndpointFault};
 use jit_provision::store::{
     Identity, IdentityKey, LinkedIdentity, MemoryStore, Profile, ProfileChanges, StoreError, User,
     UserId, UserStore,
 };
-use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder};
+use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder, ProviderConfig};
 use reqwest::StatusCode;
 
 /// What a [`FaultyStore`] does wrong.
@@ -115,6 +115,14 @@ struct FaultyApp {
 
 impl FaultyApp {
     async fn start(builder: impl FnOnce(JitLayerBuilder) -> JitLayerBuilder) -> Self {
+        Self::start_with(|p| p, builder).await
+    }
+
+    /// Like [`FaultyApp::start`]; `provider` adjusts the provider's configuration.
+    async fn start_with(
+        provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+        builder: impl FnOnce(JitLayerBuilder) -> JitLayerBuilder,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let idp = DevIdp::builder()
@@ -130,7 +138,7 @@ impl FaultyApp {
             JitLayer::builder()
                 .public_url(&base)
                 .insecure_cookies_for_localhost()
-                .provider("dev", default_provider(idp.issuer()))
+                .provider("dev", provider(default_provider(idp.issuer())))
                 .store(store.clone()),
         )
         .build()
@@ -281,7 +289,7 @@ async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
     // The token endpoint takes a minute; the layer gives up after 500 ms. The browser waits
     // 30 s at most, so a layer without its bound fails here instead of hanging.
     app.idp
-        .set_token_fault(Some(TokenFault::Delay(Duration::from_secs(60))));
+        .set_token_fault(Some(EndpointFault::Delay(Duration::from_secs(60))));
     let client = impatient_browser(Duration::from_secs(30));
     let response = app.login(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
@@ -304,7 +312,7 @@ async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
 #[tokio::test]
 async fn a_failing_token_endpoint_is_502_with_no_session() {
     let app = FaultyApp::start(|b| b).await;
-    for fault in [TokenFault::Unavailable, TokenFault::Garbage] {
+    for fault in [EndpointFault::Unavailable, EndpointFault::Garbage] {
         app.idp.set_token_fault(Some(fault));
         let client = browser();
         let response = app.login(&client, &alice()).await;
@@ -351,4 +359,63 @@ async fn an_idp_gone_between_redirect_and_callback_is_502_with_no_session() {
     assert!(!sets_session(&response));
     assert_eq!(error_code(response).await, "token_endpoint_failed");
     assert_eq!(app.store.inner.user_count(), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
+    // Refetches on an unknown key at most every 5 s (30 s by default).
+    const INTERVAL: Duration = Duration::from_secs(5);
+    let app = FaultyApp::start_with(
+        |mut p| {
+            p.jwks_min_refetch_secs = INTERVAL.as_secs();
+            p
+        },
+        |b| b,
+    )
+    .await;
+    let client = browser();
+    assert_eq!(
+        app.login(&client, &alice()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let fetches = app.idp.jwks_fetches();
+
+    // The key set can no longer be fetched: logins signed with a known key go on.
+    for fault in [EndpointFault::Unavailable, EndpointFault::Garbage] {
+        app.idp.set_jwks_fault(Some(fault));
+        let response = app.login(&browser(), &bob()).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{fault:?}");
+        assert!(sets_session(&response));
+    }
+    assert_eq!(app.idp.jwks_fetches(), fetches, "no fetch was needed");
+
+    // A token signed with a new key cannot be checked while the key set is unreachable: a
+    // 502 (the IdP's failure, not the token's), no session, nobody created.
+    app.idp.rotate_key(true);
+    let carol = DevUser::new("sub-carol", "carol", "carol@example.com", "Carol", &[]);
+    let response = app.login(&browser(), &carol).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(!sets_session(&response));
+    assert_eq!(error_code(response).await, "idp_discovery_failed");
+    assert!(
+        app.store
+            .inner
+            .find_by_username("carol")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(app.idp.jwks_fetches(), fetches + 1, "one refetch was tried");
+    // Until the refetch interval has passed, the next such login is not retried at the IdP,
+    // and is still the IdP's failure.
+    let response = app.login(&browser(), &carol).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(app.idp.jwks_fetches(), fetches + 1);
+
+    // The key set is back; once the interval has passed, the next login fetches the new key.
+    app.idp.set_jwks_fault(None);
+    tokio::time::sleep(INTERVAL).await;
+    let response = app.login(&browser(), &carol).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.idp.jwks_fetches(), fetches + 2);
 }

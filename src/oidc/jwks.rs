@@ -13,9 +13,10 @@ use super::http::HttpClient;
 pub(crate) struct JwksCache {
     url: JsonWebKeySetUrl,
     keys: RwLock<Arc<CoreJsonWebKeySet>>,
-    /// Serialises refetches and remembers when the last refetch started (`None`: never
-    /// refetched since discovery, so the first unknown `kid` may refetch at once).
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises refetches and remembers when the last refetch started and whether it
+    /// failed (`None`: never refetched since discovery, so the first unknown `kid` may
+    /// refetch at once).
+    last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
     min_interval: Duration,
 }
 
@@ -26,7 +27,8 @@ pub(crate) enum Refetch {
     Fetched,
     /// A fetch ran too recently (possibly concurrently): the keys are as fresh as allowed.
     TooSoon,
-    /// The issuer could not be reached; the cached keys stay in use.
+    /// The issuer could not be reached (now, or at the refetch too recent to repeat); the
+    /// cached keys stay in use.
     Failed,
 }
 
@@ -60,12 +62,20 @@ impl JwksCache {
         if !Arc::ptr_eq(seen, &self.current()) {
             return Refetch::Fetched;
         }
-        if last.is_some_and(|at| at.elapsed() < self.min_interval) {
-            return Refetch::TooSoon;
+        if let Some((at, failed)) = *last
+            && at.elapsed() < self.min_interval
+        {
+            return if failed {
+                Refetch::Failed
+            } else {
+                Refetch::TooSoon
+            };
         }
-        *last = Some(Instant::now());
+        let started = Instant::now();
+        *last = Some((started, true));
         match CoreJsonWebKeySet::fetch_async(&self.url, http).await {
             Ok(keys) => {
+                *last = Some((started, false));
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                 tracing::info!(jwks_uri = %self.url.url(), "refetched the signing keys");
                 Refetch::Fetched

@@ -397,7 +397,13 @@ impl OidcProvider {
         match self.validator.check(&token, &keys, &nonce) {
             Err(IdTokenError::UnknownKey) => match d.jwks.refetch(&self.http, &keys).await {
                 Refetch::Fetched => Ok(self.validator.check(&token, &d.jwks.current(), &nonce)?),
-                Refetch::TooSoon | Refetch::Failed => Err(IdTokenError::UnknownKey.into()),
+                Refetch::TooSoon => Err(IdTokenError::UnknownKey.into()),
+                // The token may be genuine, signed with a key we cannot fetch: the IdP's
+                // failure (502), not the token's.
+                Refetch::Failed => Err(OidcError::Discovery(
+                    "the ID token names an unknown key and the key set could not be refetched"
+                        .into(),
+                )),
             },
             other => Ok(other?),
         }

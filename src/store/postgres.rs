@@ -98,6 +98,26 @@ impl PostgresStore {
             .await
             .map_err(classify)
     }
+
+    /// Runs `change` (a statement on user `id`'s row) and tells every instance to drop that
+    /// user from its cache, in one transaction: [`StoreError::NotFound`] when no row changed.
+    async fn change_user(
+        &self,
+        id: UserId,
+        change: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let done = change.execute(&mut *tx).await.map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let event = Invalidation::User {
+            domain: self.domain.to_string(),
+            id,
+        };
+        notify(&mut *tx, &event).await?;
+        tx.commit().await.map_err(classify)
+    }
 }
 
 fn migrator() -> Migrator {
@@ -402,47 +422,17 @@ impl UserStore for PostgresStore {
     /// Also tells every instance, in the same transaction, so a lock made by an
     /// administrator's tool reaches every cache.
     async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let done = sqlx::query("UPDATE jit_users SET locked = $1, updated_at = $2 WHERE id = $3")
+        let change = sqlx::query("UPDATE jit_users SET locked = $1, updated_at = $2 WHERE id = $3")
             .bind(locked)
             .bind(now_unix())
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        notify(
-            &mut *tx,
-            &Invalidation::User {
-                domain: self.domain.to_string(),
-                id,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(classify)
+            .bind(id.0);
+        self.change_user(id, change).await
     }
 
+    /// Also tells every instance, in the same transaction.
     async fn delete(&self, id: UserId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let done = sqlx::query("DELETE FROM jit_users WHERE id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        notify(
-            &mut *tx,
-            &Invalidation::User {
-                domain: self.domain.to_string(),
-                id,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(classify)
+        let change = sqlx::query("DELETE FROM jit_users WHERE id = $1").bind(id.0);
+        self.change_user(id, change).await
     }
 }
 
