@@ -410,6 +410,18 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[index]) / 1000.0
 }
 
+/// One line of the report: how many, how fast, and latency percentiles in milliseconds.
+fn summary(what: &str, sorted: &[u32], elapsed: f64) {
+    println!(
+        "  {what:<10} {} ({:.0}/s), latency ms p50 {:.2} p99 {:.2} max {:.1}",
+        sorted.len(),
+        sorted.len() as f64 / elapsed,
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.99),
+        percentile(sorted, 1.0),
+    );
+}
+
 /// Prints the figures (and writes them as JSON with `--json`); with `--memory-check`, false
 /// when memory grew during the second half of the run by more than a quarter (make the run
 /// at least twice as long as the longest cache lifetime, so the caches are full at half time).
@@ -425,20 +437,8 @@ fn report(
     let requests = tally.request_us.len();
     let errors: u64 = tally.errors.values().sum();
     println!("load: {elapsed:.0} s");
-    println!(
-        "  logins     {logins} ({:.0}/s), latency ms p50 {:.1} p99 {:.1} max {:.1}",
-        logins as f64 / elapsed,
-        percentile(&tally.login_us, 0.5),
-        percentile(&tally.login_us, 0.99),
-        percentile(&tally.login_us, 1.0),
-    );
-    println!(
-        "  requests   {requests} ({:.0}/s), latency ms p50 {:.2} p99 {:.2} max {:.1}",
-        requests as f64 / elapsed,
-        percentile(&tally.request_us, 0.5),
-        percentile(&tally.request_us, 0.99),
-        percentile(&tally.request_us, 1.0),
-    );
+    summary("logins", &tally.login_us, elapsed);
+    summary("requests", &tally.request_us, elapsed);
     println!("  logouts    {}", tally.logouts);
     println!("  identities {} distinct logged in", tally.users.len());
     println!("  errors     {errors} {:?}", tally.errors);

@@ -161,6 +161,13 @@ const MAX_PENDING: u64 = 1_000_000;
 /// A way to make the token endpoint ([`DevIdp::set_token_fault`]) or the JWKS
 /// ([`DevIdp::set_jwks_fault`]) misbehave, to see how an application copes with a slow or
 /// failing identity provider.
+///
+/// ```
+/// use std::time::Duration;
+/// use jit_provision::dev_idp::EndpointFault;
+/// let slow = EndpointFault::Delay(Duration::from_secs(30));
+/// assert_ne!(slow, EndpointFault::Unavailable);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EndpointFault {
@@ -387,6 +394,16 @@ impl DevIdp {
     }
 
     /// Makes the JWKS endpoint misbehave from now on (`None`: behave again).
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// use jit_provision::dev_idp::EndpointFault;
+    /// idp.set_jwks_fault(Some(EndpointFault::Unavailable));
+    /// // ... tokens signed with a key the layer already has still log in; a new key
+    /// // cannot be fetched, so its logins fail with a 502 ...
+    /// idp.set_jwks_fault(None);
+    /// # }
+    /// ```
     pub fn set_jwks_fault(&self, fault: Option<EndpointFault>) {
         *self
             .inner

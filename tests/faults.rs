@@ -4,179 +4,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
 use common::*;
-use jit_provision::dev_idp::{DevClient, DevIdp, DevUser, EndpointFault};
-use jit_provision::store::{
-    Identity, IdentityKey, LinkedIdentity, MemoryStore, Profile, ProfileChanges, StoreError, User,
-    UserId, UserStore,
-};
-use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder, ProviderConfig};
+use jit_provision::dev_idp::{DevUser, EndpointFault};
+use jit_provision::store::UserStore;
 use reqwest::StatusCode;
-
-/// What a [`FaultyStore`] does wrong.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// The store's code panics.
-    Panic,
-    /// The call never returns (a hung database).
-    Hang,
-}
-
-/// A store that misbehaves in the operation named (`"*"`: every one) while a fault is set.
-#[derive(Clone, Default)]
-struct FaultyStore {
-    inner: MemoryStore,
-    fault: Arc<Mutex<Option<(Fault, &'static str)>>>,
-}
-
-impl FaultyStore {
-    fn set(&self, fault: Option<(Fault, &'static str)>) {
-        *self.fault.lock().unwrap() = fault;
-    }
-
-    async fn enter(&self, op: &'static str) {
-        let fault = *self.fault.lock().unwrap();
-        match fault {
-            Some((fault, at)) if at == "*" || at == op => match fault {
-                Fault::Panic => panic!("a bug in the application's store"),
-                Fault::Hang => std::future::pending::<()>().await,
-            },
-            _ => {}
-        }
-    }
-}
-
-impl UserStore for FaultyStore {
-    async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
-        self.enter("find_by_identity").await;
-        self.inner.find_by_identity(key).await
-    }
-    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.enter("find_by_id").await;
-        self.inner.find_by_id(id).await
-    }
-    async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        self.enter("find_by_username").await;
-        self.inner.find_by_username(username).await
-    }
-    async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
-        self.enter("find_by_email").await;
-        self.inner.find_by_email(email).await
-    }
-    async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
-        self.enter("create").await;
-        self.inner.create(identity, profile).await
-    }
-    async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
-        self.enter("link").await;
-        self.inner.link(identity, user).await
-    }
-    async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
-        self.enter("update").await;
-        self.inner.update(id, changes).await
-    }
-    async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
-        self.enter("record_login").await;
-        self.inner.record_login(key, at).await
-    }
-    async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
-        self.enter("identities_of").await;
-        self.inner.identities_of(user).await
-    }
-    async fn identities_by_provider(
-        &self,
-        provider: &str,
-    ) -> Result<Vec<LinkedIdentity>, StoreError> {
-        self.enter("identities_by_provider").await;
-        self.inner.identities_by_provider(provider).await
-    }
-    async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
-        self.enter("set_locked").await;
-        self.inner.set_locked(id, locked).await
-    }
-    async fn delete(&self, id: UserId) -> Result<(), StoreError> {
-        self.enter("delete").await;
-        self.inner.delete(id).await
-    }
-}
-
-/// An app with a [`FaultyStore`] behind the layer, serving `/me`; `builder` adjusts the
-/// layer.
-struct FaultyApp {
-    base: String,
-    idp: DevIdp,
-    store: FaultyStore,
-}
-
-impl FaultyApp {
-    async fn start(builder: impl FnOnce(JitLayerBuilder) -> JitLayerBuilder) -> Self {
-        Self::start_with(|p| p, builder).await
-    }
-
-    /// Like [`FaultyApp::start`]; `provider` adjusts the provider's configuration.
-    async fn start_with(
-        provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
-        builder: impl FnOnce(JitLayerBuilder) -> JitLayerBuilder,
-    ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let idp = DevIdp::builder()
-            .client(
-                DevClient::new(CLIENT_ID, CLIENT_SECRET)
-                    .redirect_uri(format!("{base}/auth/dev/callback")),
-            )
-            .start("127.0.0.1:0")
-            .await
-            .unwrap();
-        let store = FaultyStore::default();
-        let layer = builder(
-            JitLayer::builder()
-                .public_url(&base)
-                .insecure_cookies_for_localhost()
-                .provider("dev", provider(default_provider(idp.issuer())))
-                .store(store.clone()),
-        )
-        .build()
-        .unwrap();
-        let app = Router::new()
-            .route(
-                "/me",
-                get(|u: CurrentUser| async move { u.username.clone() }),
-            )
-            .layer(layer);
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base, idp, store }
-    }
-
-    /// A whole login of `user` with `client`: the app's answer to the callback.
-    async fn login(&self, client: &reqwest::Client, user: &DevUser) -> reqwest::Response {
-        let start = client
-            .get(format!("{}/auth/dev/login?return_to=/me", self.base))
-            .send()
-            .await
-            .unwrap();
-        let approved = client
-            .post(format!("{}/authorize", self.idp.issuer()))
-            .form(&DevIdp::approve_form(&location(&start), user))
-            .send()
-            .await
-            .unwrap();
-        client.get(location(&approved)).send().await.unwrap()
-    }
-
-    async fn me(&self, client: &reqwest::Client) -> reqwest::Response {
-        client
-            .get(format!("{}/me", self.base))
-            .send()
-            .await
-            .unwrap()
-    }
-}
 
 /// A browser whose every request gives up after `limit`: a request the layer does not bound
 /// fails the test with a client timeout instead of hanging it.
@@ -191,20 +24,27 @@ fn impatient_browser(limit: Duration) -> reqwest::Client {
 
 #[tokio::test]
 async fn a_panic_in_store_code_is_a_500_and_the_layer_keeps_serving() {
-    let app = FaultyApp::start(|b| b).await;
-    app.store.set(Some((Fault::Panic, "*")));
+    let app = TestApp::start().await;
+    app.store.set_fault(Some((Fault::Panic, "*")));
     let client = browser();
-    let response = app.login(&client, &alice()).await;
+    let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!sets_session(&response));
     assert_eq!(error_code(response).await, "store_unavailable");
     assert_eq!(app.store.inner.user_count(), 0);
 
     // The same layer serves the next request normally.
-    app.store.set(None);
-    let response = app.login(&client, &alice()).await;
+    app.store.set_fault(None);
+    let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(app.me(&client).await.text().await.unwrap(), "alice");
+    assert_eq!(
+        app.me_with(&client)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["username"],
+        "alice"
+    );
 }
 
 #[tokio::test]
@@ -234,33 +74,43 @@ async fn oversized_cookies_and_headers_are_refused_early_without_effect() {
 
 #[tokio::test]
 async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
-    let app = FaultyApp::start(|b| b.store_timeout(Duration::from_millis(300))).await;
+    let app = TestApp::start_with(|p| p, |b| b.store_timeout(Duration::from_millis(300))).await;
     let client = impatient_browser(Duration::from_secs(30));
 
     // The database hangs at the first read, then (on a new login) in the middle of creating.
     for op in ["find_by_identity", "create"] {
-        app.store.set(Some((Fault::Hang, op)));
-        let response = app.login(&client, &alice()).await;
+        app.store.set_fault(Some((Fault::Hang, op)));
+        let response = app.login_with(&client, &alice()).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{op}");
         assert!(!sets_session(&response), "{op}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "store_unavailable", "{op}");
         assert_eq!(app.store.inner.user_count(), 0, "{op}");
-        assert_eq!(app.me(&client).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.me_with(&client).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     // Once the store answers again, the same person logs in; nothing was cached from the
     // failed attempts (a cached "no such user" or half-made user would show here).
-    app.store.set(None);
-    let response = app.login(&client, &alice()).await;
+    app.store.set_fault(None);
+    let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(app.me(&client).await.text().await.unwrap(), "alice");
+    assert_eq!(
+        app.me_with(&client)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["username"],
+        "alice"
+    );
     assert_eq!(app.store.inner.user_count(), 1);
     assert_eq!(app.store.inner.counters().creates(), 1);
 
     // A returning user whose update hangs: the login fails with 503 (blocking mode) and the
     // session in hand is not replaced.
-    app.store.set(Some((Fault::Hang, "update")));
+    app.store.set_fault(Some((Fault::Hang, "update")));
     let changed = DevUser::new(
         "sub-alice",
         "alice",
@@ -269,10 +119,10 @@ async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
         &["staff"],
     );
     let other = impatient_browser(Duration::from_secs(30));
-    let response = app.login(&other, &changed).await;
+    let response = app.login_with(&other, &changed).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!sets_session(&response));
-    app.store.set(None);
+    app.store.set_fault(None);
     let user = app
         .store
         .inner
@@ -285,13 +135,13 @@ async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
 
 #[tokio::test]
 async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
-    let app = FaultyApp::start(|b| b.idp_timeout(Duration::from_millis(500))).await;
+    let app = TestApp::start_with(|p| p, |b| b.idp_timeout(Duration::from_millis(500))).await;
     // The token endpoint takes a minute; the layer gives up after 500 ms. The browser waits
     // 30 s at most, so a layer without its bound fails here instead of hanging.
     app.idp
         .set_token_fault(Some(EndpointFault::Delay(Duration::from_secs(60))));
     let client = impatient_browser(Duration::from_secs(30));
-    let response = app.login(&client, &alice()).await;
+    let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(!sets_session(&response));
     assert_eq!(error_code(response).await, "token_endpoint_failed");
@@ -304,42 +154,41 @@ async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
 
     // The IdP recovers: a new login works.
     app.idp.set_token_fault(None);
-    let response = app.login(&client, &alice()).await;
+    let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(app.me(&client).await.text().await.unwrap(), "alice");
+    assert_eq!(
+        app.me_with(&client)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["username"],
+        "alice"
+    );
 }
 
 #[tokio::test]
 async fn a_failing_token_endpoint_is_502_with_no_session() {
-    let app = FaultyApp::start(|b| b).await;
+    let app = TestApp::start().await;
     for fault in [EndpointFault::Unavailable, EndpointFault::Garbage] {
         app.idp.set_token_fault(Some(fault));
         let client = browser();
-        let response = app.login(&client, &alice()).await;
+        let response = app.login_with(&client, &alice()).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{fault:?}");
         assert!(!sets_session(&response), "{fault:?}");
         assert_eq!(error_code(response).await, "token_endpoint_failed");
-        assert_eq!(app.me(&client).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.me_with(&client).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     assert_eq!(app.store.inner.user_count(), 0);
 }
 
 #[tokio::test]
 async fn an_idp_gone_between_redirect_and_callback_is_502_with_no_session() {
-    let app = FaultyApp::start(|b| b).await;
+    let app = TestApp::start().await;
     let client = browser();
-    let start = client
-        .get(format!("{}/auth/dev/login?return_to=/me", app.base))
-        .send()
-        .await
-        .unwrap();
-    let approved = client
-        .post(format!("{}/authorize", app.idp.issuer()))
-        .form(&DevIdp::approve_form(&location(&start), &alice()))
-        .send()
-        .await
-        .unwrap();
-    let callback = location(&approved);
+    let callback = app.callback_url(&client, &alice()).await;
 
     // The IdP goes down while the browser is on its way back.
     app.idp.shutdown();
@@ -365,7 +214,7 @@ async fn an_idp_gone_between_redirect_and_callback_is_502_with_no_session() {
 async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     // Refetches on an unknown key at most every 5 s (30 s by default).
     const INTERVAL: Duration = Duration::from_secs(5);
-    let app = FaultyApp::start_with(
+    let app = TestApp::start_with(
         |mut p| {
             p.jwks_min_refetch_secs = INTERVAL.as_secs();
             p
@@ -375,7 +224,7 @@ async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     .await;
     let client = browser();
     assert_eq!(
-        app.login(&client, &alice()).await.status(),
+        app.login_with(&client, &alice()).await.status(),
         StatusCode::SEE_OTHER
     );
     let fetches = app.idp.jwks_fetches();
@@ -383,7 +232,7 @@ async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     // The key set can no longer be fetched: logins signed with a known key go on.
     for fault in [EndpointFault::Unavailable, EndpointFault::Garbage] {
         app.idp.set_jwks_fault(Some(fault));
-        let response = app.login(&browser(), &bob()).await;
+        let response = app.login_with(&browser(), &bob()).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{fault:?}");
         assert!(sets_session(&response));
     }
@@ -393,7 +242,7 @@ async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     // 502 (the IdP's failure, not the token's), no session, nobody created.
     app.idp.rotate_key(true);
     let carol = DevUser::new("sub-carol", "carol", "carol@example.com", "Carol", &[]);
-    let response = app.login(&browser(), &carol).await;
+    let response = app.login_with(&browser(), &carol).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(!sets_session(&response));
     assert_eq!(error_code(response).await, "idp_discovery_failed");
@@ -408,14 +257,14 @@ async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     assert_eq!(app.idp.jwks_fetches(), fetches + 1, "one refetch was tried");
     // Until the refetch interval has passed, the next such login is not retried at the IdP,
     // and is still the IdP's failure.
-    let response = app.login(&browser(), &carol).await;
+    let response = app.login_with(&browser(), &carol).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(app.idp.jwks_fetches(), fetches + 1);
 
     // The key set is back; once the interval has passed, the next login fetches the new key.
     app.idp.set_jwks_fault(None);
     tokio::time::sleep(INTERVAL).await;
-    let response = app.login(&browser(), &carol).await;
+    let response = app.login_with(&browser(), &carol).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(app.idp.jwks_fetches(), fetches + 2);
 }

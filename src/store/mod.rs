@@ -287,7 +287,17 @@ pub(crate) type SharedStore = Arc<dyn ErasedStore>;
 
 /// The store did not answer in time; the call was dropped (a store must leave nothing
 /// half-written when its future is dropped: a transaction that is never committed does
-/// not).
+/// not). It is the source of the [`StoreError::Unavailable`] a request then fails with.
+///
+/// ```
+/// use std::error::Error as _;
+/// use std::time::Duration;
+/// use jit_provision::store::{StoreError, StoreTimeout};
+///
+/// let err = StoreError::unavailable(StoreTimeout(Duration::from_secs(10)));
+/// let timed_out = err.source().and_then(|s| s.downcast_ref::<StoreTimeout>());
+/// assert_eq!(timed_out.map(|t| t.0), Some(Duration::from_secs(10)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("the user store did not answer within {0:?}")]
 pub struct StoreTimeout(pub Duration);

@@ -7,8 +7,8 @@ pub mod pg;
 pub mod store_contract;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
@@ -23,80 +23,105 @@ use reqwest::StatusCode;
 pub const CLIENT_ID: &str = "test-app";
 pub const CLIENT_SECRET: &str = "test-secret";
 
-/// A MemoryStore that can be switched into an outage (of everything, or of updates only).
+/// What a [`SwitchableStore`] does wrong in one operation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// The store's code panics.
+    Panic,
+    /// The call never returns (a hung database).
+    Hang,
+}
+
+/// A MemoryStore that can be switched into an outage (of everything, or of updates only), or
+/// made to panic or hang in one operation.
 #[derive(Clone, Default)]
 pub struct SwitchableStore {
     pub inner: MemoryStore,
     pub down: Arc<AtomicBool>,
     pub updates_down: Arc<AtomicBool>,
+    fault: Arc<Mutex<Option<(Fault, &'static str)>>>,
 }
 
 impl SwitchableStore {
-    fn check(&self) -> Result<(), StoreError> {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes the operation named (`"*"`: every one) panic or hang; `None` heals it.
+    pub fn set_fault(&self, fault: Option<(Fault, &'static str)>) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    async fn enter(&self, op: &'static str) -> Result<(), StoreError> {
+        let fault = *self.fault.lock().unwrap();
+        match fault {
+            Some((Fault::Panic, at)) if at == "*" || at == op => {
+                panic!("a bug in the application's store")
+            }
+            Some((Fault::Hang, at)) if at == "*" || at == op => std::future::pending::<()>().await,
+            _ => {}
+        }
         if self.down.load(Ordering::SeqCst) {
             Err(StoreError::unavailable("simulated outage"))
         } else {
             Ok(())
         }
     }
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
 }
 
 impl UserStore for SwitchableStore {
     async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
-        self.check()?;
+        self.enter("find_by_identity").await?;
         self.inner.find_by_identity(key).await
     }
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.check()?;
+        self.enter("find_by_id").await?;
         self.inner.find_by_id(id).await
     }
     async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
-        self.check()?;
+        self.enter("create").await?;
         self.inner.create(identity, profile).await
     }
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
-        self.check()?;
+        self.enter("update").await?;
         if self.updates_down.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable("simulated update outage"));
         }
         self.inner.update(id, changes).await
     }
     async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        self.check()?;
+        self.enter("find_by_username").await?;
         self.inner.find_by_username(username).await
     }
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
-        self.check()?;
+        self.enter("find_by_email").await?;
         self.inner.find_by_email(email).await
     }
     async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
-        self.check()?;
+        self.enter("link").await?;
         self.inner.link(identity, user).await
     }
     async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
-        self.check()?;
+        self.enter("record_login").await?;
         self.inner.record_login(key, at).await
     }
     async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
-        self.check()?;
+        self.enter("identities_of").await?;
         self.inner.identities_of(user).await
     }
     async fn identities_by_provider(
         &self,
         provider: &str,
     ) -> Result<Vec<LinkedIdentity>, StoreError> {
-        self.check()?;
+        self.enter("identities_by_provider").await?;
         self.inner.identities_by_provider(provider).await
     }
     async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
-        self.check()?;
+        self.enter("set_locked").await?;
         self.inner.set_locked(id, locked).await
     }
     async fn delete(&self, id: UserId) -> Result<(), StoreError> {
-        self.check()?;
+        self.enter("delete").await?;
         self.inner.delete(id).await
     }
 }
