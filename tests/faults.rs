@@ -11,6 +11,12 @@ use jit_provision::dev_idp::{DevUser, EndpointFault};
 use jit_provision::store::UserStore;
 use reqwest::StatusCode;
 
+/// The username `/me` answers for `client`'s session.
+async fn username(app: &TestApp, client: &reqwest::Client) -> String {
+    let me: serde_json::Value = app.me_with(client).await.json().await.unwrap();
+    me["username"].as_str().unwrap_or_default().to_owned()
+}
+
 /// A browser whose every request gives up after `limit`: a request the layer does not bound
 /// fails the test with a client timeout instead of hanging it.
 fn impatient_browser(limit: Duration) -> reqwest::Client {
@@ -37,14 +43,7 @@ async fn a_panic_in_store_code_is_a_500_and_the_layer_keeps_serving() {
     app.store.set_fault(None);
     let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        app.me_with(&client)
-            .await
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()["username"],
-        "alice"
-    );
+    assert_eq!(username(&app, &client).await, "alice");
 }
 
 #[tokio::test]
@@ -97,14 +96,7 @@ async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
     app.store.set_fault(None);
     let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        app.me_with(&client)
-            .await
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()["username"],
-        "alice"
-    );
+    assert_eq!(username(&app, &client).await, "alice");
     assert_eq!(app.store.inner.user_count(), 1);
     assert_eq!(app.store.inner.counters().creates(), 1);
 
@@ -156,14 +148,7 @@ async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
     app.idp.set_token_fault(None);
     let response = app.login_with(&client, &alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        app.me_with(&client)
-            .await
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()["username"],
-        "alice"
-    );
+    assert_eq!(username(&app, &client).await, "alice");
 }
 
 #[tokio::test]
