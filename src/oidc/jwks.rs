@@ -15,7 +15,7 @@ pub(crate) struct JwksCache {
     keys: RwLock<Arc<CoreJsonWebKeySet>>,
     /// Serialises refetches and remembers when the last refetch started and whether it
     /// failed (`None`: never refetched since discovery, so the first unknown `kid` may
-    /// refetch at once).
+    /// refetch at once). A refetch whose request was dropped midway counts as not failed.
     last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
     min_interval: Duration,
 }
@@ -72,15 +72,15 @@ impl JwksCache {
             };
         }
         let started = Instant::now();
-        *last = Some((started, true));
+        *last = Some((started, false));
         match CoreJsonWebKeySet::fetch_async(&self.url, http).await {
             Ok(keys) => {
-                *last = Some((started, false));
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                 tracing::info!(jwks_uri = %self.url.url(), "refetched the signing keys");
                 Refetch::Fetched
             }
             Err(err) => {
+                *last = Some((started, true));
                 tracing::warn!(jwks_uri = %self.url.url(), error = %err, "could not refetch the signing keys; keeping the cached ones");
                 Refetch::Failed
             }
