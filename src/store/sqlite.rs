@@ -178,6 +178,20 @@ impl SqliteStore {
             .map_err(classify)?;
         row.as_ref().map(user_from_row).transpose()
     }
+
+    /// Runs `change` (a statement on one user's row) as the one writer:
+    /// [`StoreError::NotFound`] when no row changed.
+    async fn change_user(
+        &self,
+        change: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<(), StoreError> {
+        let _one_writer = self.writer.lock().await;
+        let done = change.execute(&self.pool).await.map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
 }
 
 /// One-time values in the database, so that several processes on one SQLite file share them.
@@ -440,32 +454,17 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
-        let _one_writer = self.writer.lock().await;
-        let done = sqlx::query("UPDATE jit_users SET locked = ?, updated_at = ? WHERE id = ?")
+        let change = sqlx::query("UPDATE jit_users SET locked = ?, updated_at = ? WHERE id = ?")
             .bind(locked)
             .bind(now_unix())
-            .bind(id.0)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+            .bind(id.0);
+        self.change_user(change).await
     }
 
     async fn delete(&self, id: UserId) -> Result<(), StoreError> {
-        let _one_writer = self.writer.lock().await;
         // Identity links go with the user (ON DELETE CASCADE, foreign keys are on).
-        let done = sqlx::query("DELETE FROM jit_users WHERE id = ?")
-            .bind(id.0)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        let change = sqlx::query("DELETE FROM jit_users WHERE id = ?").bind(id.0);
+        self.change_user(change).await
     }
 }
 
