@@ -2,6 +2,7 @@
 //! loopback, and a cookie-keeping HTTP client that follows redirects by hand like a browser.
 #![allow(dead_code)]
 
+pub mod bearer;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod store_contract;
@@ -343,4 +344,12 @@ pub fn sets_session(response: &reqwest::Response) -> bool {
 pub async fn error_code(response: reqwest::Response) -> String {
     let body: serde_json::Value = response.json().await.unwrap();
     body["error"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Seconds since the Unix epoch, for token claims.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

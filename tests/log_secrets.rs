@@ -1,0 +1,111 @@
+//! No secret reaches the logs: every event of a browser login, a replayed callback, a
+//! bearer call and a refused bearer token, at TRACE level, searched for the secrets involved.
+//!
+//! A test binary of its own, with a process-wide subscriber: tracing caches each callsite's
+//! interest process-wide, and a test thread without a subscriber that reaches a callsite first
+//! can cache it as "never" for the thread-local subscriber of another test (tokio-rs/tracing
+//! #3611); that made this test flaky while it shared a binary with the other bearer tests.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::bearer::{api, call, claims};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// Everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("{name} in {url}"))
+        .1
+        .into_owned()
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("the only subscriber of this test binary");
+
+    let app = api().await;
+    let mut secrets = vec![CLIENT_SECRET.to_owned()];
+
+    // A browser login: its authorization code, state and session cookie.
+    let callback = app.callback_url(&app.client, &alice()).await;
+    secrets.push(query_param(&callback, "code"));
+    secrets.push(query_param(&callback, "state"));
+    let response = app.client.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.contains("session=") && !c.contains("Max-Age=0"))
+        .unwrap_or_else(|| panic!("a session cookie in {cookies:?}"));
+    let value = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1;
+    secrets.push(value.to_owned());
+    assert_eq!(app.me().await.status(), StatusCode::OK);
+    // The same callback again: refused (its state is spent), and logged as refused.
+    let replay = reqwest::Client::new().get(&callback).send().await.unwrap();
+    assert!(replay.status().is_client_error(), "{}", replay.status());
+
+    // A bearer token accepted, and an expired one refused.
+    let good = app.idp.sign_jwt(claims(&app, "svc"));
+    let mut expired = claims(&app, "svc");
+    expired["exp"] = json!(now() - 3600);
+    let expired = app.idp.sign_jwt(expired);
+    assert_eq!(call(&app, "/me", &good).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&app, "/me", &expired).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for token in [&good, &expired] {
+        secrets.push(token.rsplit('.').next().unwrap().to_owned());
+    }
+
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    // The capture works: the refusals are there.
+    assert!(logs.contains("bearer token refused"), "{logs}");
+    assert!(logs.contains("login refused"), "{logs}");
+    for secret in &secrets {
+        assert!(secret.len() >= 8, "{secret:?} is too short to search for");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{secret:?} reached the logs"
+        );
+    }
+}
