@@ -73,7 +73,8 @@ async fn oversized_cookies_and_headers_are_refused_early_without_effect() {
 
 #[tokio::test]
 async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
-    let app = TestApp::start_with(|p| p, |b| b.store_timeout(Duration::from_millis(300))).await;
+    // 1 s: far above an in-memory store call, even on a loaded machine.
+    let app = TestApp::start_with(|p| p, |b| b.store_timeout(Duration::from_secs(1))).await;
     let client = impatient_browser(Duration::from_secs(30));
 
     // The database hangs at the first read, then (on a new login) in the middle of creating.
@@ -127,9 +128,10 @@ async fn a_hung_store_times_out_with_503_no_session_and_nothing_cached() {
 
 #[tokio::test]
 async fn a_slow_token_endpoint_is_cut_off_with_502_and_no_session() {
-    let app = TestApp::start_with(|p| p, |b| b.idp_timeout(Duration::from_millis(500))).await;
-    // The token endpoint takes a minute; the layer gives up after 500 ms. The browser waits
-    // 30 s at most, so a layer without its bound fails here instead of hanging.
+    let app = TestApp::start_with(|p| p, |b| b.idp_timeout(Duration::from_secs(2))).await;
+    // The token endpoint takes a minute; the layer gives up after 2 s (room for the healthy
+    // discovery and key fetches on a loaded machine). The browser waits 30 s at most, so a
+    // layer without its bound fails here instead of hanging.
     app.idp
         .set_token_fault(Some(EndpointFault::Delay(Duration::from_secs(60))));
     let client = impatient_browser(Duration::from_secs(30));
@@ -227,6 +229,7 @@ async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     // 502 (the IdP's failure, not the token's), no session, nobody created.
     app.idp.rotate_key(true);
     let carol = DevUser::new("sub-carol", "carol", "carol@example.com", "Carol", &[]);
+    let refetched = std::time::Instant::now();
     let response = app.login_with(&browser(), &carol).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(!sets_session(&response));
@@ -241,15 +244,19 @@ async fn an_unreachable_jwks_keeps_the_cached_keys_working() {
     );
     assert_eq!(app.idp.jwks_fetches(), fetches + 1, "one refetch was tried");
     // Until the refetch interval has passed, the next such login is not retried at the IdP,
-    // and is still the IdP's failure.
+    // and is still the IdP's failure. (A machine stalled past the interval may retry: the
+    // count is only asserted when the login ended within it.)
     let response = app.login_with(&browser(), &carol).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(app.idp.jwks_fetches(), fetches + 1);
+    if refetched.elapsed() < INTERVAL {
+        assert_eq!(app.idp.jwks_fetches(), fetches + 1);
+    }
+    let fetches = app.idp.jwks_fetches();
 
     // The key set is back; once the interval has passed, the next login fetches the new key.
     app.idp.set_jwks_fault(None);
     tokio::time::sleep(INTERVAL).await;
     let response = app.login_with(&browser(), &carol).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(app.idp.jwks_fetches(), fetches + 2);
+    assert_eq!(app.idp.jwks_fetches(), fetches + 1);
 }

@@ -354,10 +354,10 @@ async fn a_transaction_that_stalls_past_the_store_timeout_is_503_and_commits_not
         return;
     };
     let cluster =
-        Cluster::start_with(&url, 1, |b| b.store_timeout(Duration::from_millis(500))).await;
+        Cluster::start_with(&url, 1, |b| b.store_timeout(Duration::from_millis(1500))).await;
     let instance = &cluster.instances[0];
     // The identity insert, inside the create transaction and after the user row, stalls for
-    // 3 s: the layer drops the call at 500 ms, in the middle of the transaction.
+    // 3 s: the layer drops the call at 1.5 s, in the middle of the transaction.
     sqlx::raw_sql(
         "CREATE FUNCTION jit_stall() RETURNS trigger AS $$ BEGIN \
            IF NEW.subject = 'sub-slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; \
