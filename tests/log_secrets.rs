@@ -60,26 +60,15 @@ async fn secrets_never_reach_the_logs() {
     secrets.push(query_param(&callback, "state"));
     let response = app.client.get(&callback).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let cookies: Vec<String> = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
+    let cookies = set_cookies(&response);
     let session = cookies
         .iter()
-        .find(|c| c.contains("session=") && !c.contains("Max-Age=0"))
+        .find_map(|c| c.split(';').next()?.strip_prefix("jit_session="))
+        .filter(|value| !value.is_empty())
         .unwrap_or_else(|| panic!("a session cookie in {cookies:?}"));
-    let value = session
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1;
-    secrets.push(value.to_owned());
+    secrets.push(session.to_owned());
     assert_eq!(app.me().await.status(), StatusCode::OK);
-    // The same callback again: refused (its state is spent), and logged as refused.
+    // The same callback again, from a browser without the login's cookie: refused, and logged.
     let replay = reqwest::Client::new().get(&callback).send().await.unwrap();
     assert!(replay.status().is_client_error(), "{}", replay.status());
 
