@@ -54,12 +54,10 @@ async fn first_login_creates_changed_claims_update_unchanged_write_nothing() {
 
 /// Logs in with the IdP rewriting its ID token; asserts the login is refused with
 /// `status`/`code`, that no user exists and that no session was issued.
-async fn assert_refused(app: &TestApp, status: StatusCode, code: &str) {
+async fn assert_login_refused(app: &TestApp, status: StatusCode, code: &str) {
     let client = browser();
     let response = app.login_with(&client, &alice()).await;
-    assert_eq!(response.status(), status);
-    assert!(!sets_session(&response), "a session was issued");
-    assert_eq!(error_code(response).await, code);
+    assert_refused(response, status, code).await;
     assert_eq!(app.store.inner.user_count(), 0, "a user was written");
     assert_eq!(
         app.me_with(&client).await.status(),
@@ -70,7 +68,7 @@ async fn assert_refused(app: &TestApp, status: StatusCode, code: &str) {
 async fn refused_with(hook: impl Fn(&mut IdTokenDraft) + Send + Sync + 'static) -> TestApp {
     let app = TestApp::start().await;
     app.idp.on_id_token(hook);
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
     app
 }
 
@@ -115,12 +113,12 @@ async fn several_audiences_need_azp_equal_to_our_client() {
         d.claims.insert("aud".into(), json!([CLIENT_ID, "api"]));
         d.claims.insert("azp".into(), json!("api"));
     });
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
     // No azp at all with several audiences: refused.
     app.idp.on_id_token(|d| {
         d.claims.insert("aud".into(), json!([CLIENT_ID, "api"]));
     });
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
     // azp is us: accepted (the control case).
     app.idp.on_id_token(|d| {
         d.claims.insert("aud".into(), json!([CLIENT_ID, "api"]));
@@ -194,7 +192,7 @@ async fn hs256_signed_with_the_public_key_is_refused() {
         d.header.alg = Algorithm::HS256;
         d.signer = Signer::Key(EncodingKey::from_secret(pem.as_bytes()));
     });
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
 }
 
 #[tokio::test]
@@ -204,11 +202,11 @@ async fn unknown_kid_refetches_once_then_is_refused_and_rate_limited() {
         d.header.kid = Some("ghost".into());
         d.signer = Signer::Key(DevIdp::unpublished_key());
     });
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
     // One fetch at discovery, one refetch for the unknown kid.
     assert_eq!(app.idp.jwks_fetches(), 2);
     // A second unknown kid within the refetch interval does not refetch again.
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
     assert_eq!(app.idp.jwks_fetches(), 2);
 }
 
@@ -217,7 +215,7 @@ async fn absent_kid_with_several_published_keys_is_refused() {
     let app = TestApp::start().await;
     app.idp.rotate_key(true);
     app.idp.on_id_token(|d| d.header.kid = None);
-    assert_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
+    assert_login_refused(&app, StatusCode::UNAUTHORIZED, "invalid_id_token").await;
 }
 
 #[tokio::test]
@@ -254,9 +252,7 @@ async fn state_mismatch_is_refused() {
         .collect();
     url.query_pairs_mut().clear().extend_pairs(pairs);
     let response = app.client.get(url.as_str()).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(!sets_session(&response));
-    assert_eq!(error_code(response).await, "unknown_state");
+    assert_refused(response, StatusCode::BAD_REQUEST, "unknown_state").await;
     assert_eq!(app.store.inner.user_count(), 0);
     // No state at all.
     let response = app
@@ -381,9 +377,7 @@ async fn jit_off_refuses_unknown_users_with_403_and_writes_nothing() {
     )
     .await;
     let response = app.login(&alice()).await;
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(!sets_session(&response));
-    assert_eq!(error_code(response).await, "jit_disabled");
+    assert_refused(response, StatusCode::FORBIDDEN, "jit_disabled").await;
     assert_eq!(app.store.inner.user_count(), 0);
 }
 
@@ -438,9 +432,7 @@ async fn username_taken_by_another_account_is_409_and_nothing_linked() {
         .insert_local(&jit_provision::store::Profile::new("alice"))
         .unwrap();
     let response = app.login(&alice()).await;
-    assert_eq!(response.status(), StatusCode::CONFLICT);
-    assert!(!sets_session(&response));
-    assert_eq!(error_code(response).await, "username_taken");
+    assert_refused(response, StatusCode::CONFLICT, "username_taken").await;
     assert_eq!(app.store.inner.user_count(), 1);
 }
 
@@ -449,9 +441,12 @@ async fn store_outage_is_503_with_no_session_and_nothing_written() {
     let app = TestApp::start().await;
     app.store.set_down(true);
     let response = app.login(&alice()).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!sets_session(&response));
-    assert_eq!(error_code(response).await, "store_unavailable");
+    assert_refused(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
     app.store.set_down(false);
     assert_eq!(app.store.inner.user_count(), 0);
     // A session whose user is not cached gets a 503 too, not a silent anonymous answer.

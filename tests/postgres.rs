@@ -307,6 +307,22 @@ async fn a_state_used_at_one_instance_is_refused_at_the_other() {
     assert_eq!(error_code(replay).await, "replayed_state");
 }
 
+/// Installs a trigger `name` that runs `action` (PL/pgSQL) before the identity link of
+/// `subject` is inserted, inside the store's create transaction.
+async fn before_identity_insert(pool: &sqlx::PgPool, name: &str, subject: &str, action: &str) {
+    let sql = format!(
+        "CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN \
+           IF NEW.subject = '{subject}' THEN {action} END IF; RETURN NEW; \
+         END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER {name} BEFORE INSERT ON jit_identities \
+           FOR EACH ROW EXECUTE FUNCTION {name}();"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_database_outage_is_503_with_no_session_and_no_half_written_user() {
     let Some(url) = pg::fresh_database().await else {
@@ -315,16 +331,13 @@ async fn a_database_outage_is_503_with_no_session_and_no_half_written_user() {
     let cluster = Cluster::start(&url, 1).await;
     let instance = &cluster.instances[0];
     // A failure between the user row and its identity link: the transaction rolls back.
-    sqlx::raw_sql(
-        "CREATE FUNCTION jit_explode() RETURNS trigger AS $$ BEGIN \
-           IF NEW.subject = 'sub-mallory' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; \
-         END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER jit_explode BEFORE INSERT ON jit_identities \
-           FOR EACH ROW EXECUTE FUNCTION jit_explode();",
+    before_identity_insert(
+        instance.store.pool(),
+        "jit_explode",
+        "sub-mallory",
+        "RAISE EXCEPTION 'boom';",
     )
-    .execute(instance.store.pool())
-    .await
-    .unwrap();
+    .await;
     let mallory = DevUser::new("sub-mallory", "mallory", "m@example.com", "Mallory", &[]);
     let client = browser();
     let response = cluster.login(&client, &mallory, 0, 0).await;
@@ -343,9 +356,12 @@ async fn a_database_outage_is_503_with_no_session_and_no_half_written_user() {
     // The database goes away entirely.
     instance.store.pool().close().await;
     let response = cluster.login(&browser(), &alice(), 0, 0).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!sets_session(&response));
-    assert_eq!(error_code(response).await, "store_unavailable");
+    assert_refused(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -358,22 +374,22 @@ async fn a_transaction_that_stalls_past_the_store_timeout_is_503_and_commits_not
     let instance = &cluster.instances[0];
     // The identity insert, inside the create transaction and after the user row, stalls for
     // 3 s: the layer drops the call at 1.5 s, in the middle of the transaction.
-    sqlx::raw_sql(
-        "CREATE FUNCTION jit_stall() RETURNS trigger AS $$ BEGIN \
-           IF NEW.subject = 'sub-slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; \
-         END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER jit_stall BEFORE INSERT ON jit_identities \
-           FOR EACH ROW EXECUTE FUNCTION jit_stall();",
+    before_identity_insert(
+        instance.store.pool(),
+        "jit_stall",
+        "sub-slow",
+        "PERFORM pg_sleep(3);",
     )
-    .execute(instance.store.pool())
-    .await
-    .unwrap();
+    .await;
     let slow = DevUser::new("sub-slow", "slow", "slow@example.com", "Slow", &[]);
     let client = browser();
     let response = cluster.login(&client, &slow, 0, 0).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!sets_session(&response));
-    assert_eq!(error_code(response).await, "store_unavailable");
+    assert_refused(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
 
     // Nothing is committed: not now, and not once the stalled statement has finished.
     let count = || async {

@@ -334,6 +334,13 @@ pub fn set_cookies(response: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// Asserts a refused request: `status`, no session cookie, and the error `code` in the body.
+pub async fn assert_refused(response: reqwest::Response, status: StatusCode, code: &str) {
+    assert_eq!(response.status(), status, "expected {status} {code}");
+    assert!(!sets_session(&response), "{code}: a session was issued");
+    assert_eq!(error_code(response).await, code);
+}
+
 /// True when the response sets a non-empty session cookie.
 pub fn sets_session(response: &reqwest::Response) -> bool {
     set_cookies(response)
