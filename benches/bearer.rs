@@ -57,7 +57,7 @@ fn layer(idp: &DevIdp, store: MemoryStore) -> JitLayer {
 /// A fresh access token (unique `jti`) of subject `svc-{n}`.
 fn token(idp: &DevIdp, n: u64, jti: u64) -> HeaderValue {
     let now = support::now();
-    let jwt = idp.sign_jwt(json!({
+    let jwt = idp.sign_access_token(json!({
         "iss": idp.issuer(),
         "sub": format!("svc-{n}"),
         "aud": AUDIENCE,

@@ -371,11 +371,26 @@ impl ProviderConfig {
     }
 }
 
-/// How bearer JWTs (API access tokens) from a provider are validated.
+/// How bearer JWTs (API access tokens) from a provider are validated, and what their calls
+/// may do to local users.
+///
+/// A bearer call provisions like a login, but more narrowly: it never links to an existing
+/// local account and never updates a user's attributes unless [`link`](Self::link) and
+/// [`update_attributes`](Self::update_attributes) say so (a client-credentials token carries
+/// none of a person's claims).
 ///
 /// ```
 /// let b = jit_provision::config::BearerConfig::new(["https://api.example.com"]);
 /// assert_eq!(b.algorithms, ["RS256"]);
+/// assert_eq!(b.token_types, ["at+jwt"]);
+/// assert!(!b.link && !b.update_attributes);
+///
+/// // An IdP whose access tokens say `typ: JWT`:
+/// let b: jit_provision::config::BearerConfig = toml::from_str(r#"
+///     audiences = ["https://api.example.com"]
+///     token_types = ["at+jwt", "JWT"]
+/// "#).unwrap();
+/// assert_eq!(b.token_types, ["at+jwt", "JWT"]);
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -386,6 +401,15 @@ pub struct BearerConfig {
     /// allowed (RS*, PS*, ES256, ES384, EdDSA): `none` and HMAC are refused at build time.
     #[serde(default = "default_bearer_algs")]
     pub algorithms: Vec<String>,
+    /// Accepted values of the JWT header `typ` (RFC 9068 §4), compared as media types: case
+    /// insensitive, `application/` implied (`at+jwt` accepts `application/at+jwt` too);
+    /// `""` accepts a token without `typ`. Default `["at+jwt"]`, which keeps ID tokens (typed
+    /// `JWT`) out. For an IdP that types its access tokens `JWT`, use `["at+jwt", "JWT"]`,
+    /// and then keep [`audiences`](Self::audiences) apart from every client id of the
+    /// issuer: the audience is all that tells its ID tokens from its access tokens. Must not
+    /// be empty.
+    #[serde(default = "default_token_types")]
+    pub token_types: Vec<String>,
     /// Where the keys are; default: the `jwks_uri` of the issuer's discovery document.
     #[serde(default)]
     pub jwks_uri: Option<String>,
@@ -405,10 +429,24 @@ pub struct BearerConfig {
     /// clients often have no `preferred_username`; map `client_id` or `sub` instead).
     #[serde(default)]
     pub mapping: Option<MappingConfig>,
+    /// Let a bearer token of an unknown subject link to an existing local account by the
+    /// provider's [`linking`](ProviderConfig::linking) rule. Default `false`: the bearer path
+    /// never links, whatever `linking` says (a taken username is then `409 username_taken`).
+    #[serde(default)]
+    pub link: bool,
+    /// Let bearer calls sync mapped attributes (email, name, groups, ...) of an existing user,
+    /// as the provider's [`mode`](ProviderConfig::mode) allows. Default `false`: bearer calls
+    /// create unknown users (when the mode creates) and never change known ones, so a token
+    /// without email claims cannot blank a user's email.
+    #[serde(default)]
+    pub update_attributes: bool,
 }
 
 fn default_bearer_algs() -> Vec<String> {
     vec!["RS256".into()]
+}
+fn default_token_types() -> Vec<String> {
+    vec!["at+jwt".into()]
 }
 fn default_jwks_ttl() -> u64 {
     300
@@ -427,11 +465,14 @@ impl BearerConfig {
         Self {
             audiences: audiences.into_iter().map(Into::into).collect(),
             algorithms: default_bearer_algs(),
+            token_types: default_token_types(),
             jwks_uri: None,
             required_claims: Vec::new(),
             jwks_ttl_secs: default_jwks_ttl(),
             token_cache_ttl_secs: default_token_ttl(),
             mapping: None,
+            link: false,
+            update_attributes: false,
         }
     }
 }

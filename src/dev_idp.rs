@@ -348,8 +348,10 @@ impl DevIdp {
             .expect("PEM encoding")
     }
 
-    /// Signs `claims` as an RS256 JWT with the current key (its `kid` in the header): an
-    /// access token for testing bearer authentication. `iss` is not added for you.
+    /// Signs `claims` as an RS256 JWT with the current key (its `kid` in the header) and
+    /// `typ: JWT`, the type of an ID token (bearer authentication refuses it unless its
+    /// `token_types` accept `JWT`; see [`sign_access_token`](Self::sign_access_token)).
+    /// `iss` is not added for you.
     ///
     /// ```no_run
     /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
@@ -358,8 +360,26 @@ impl DevIdp {
     /// # let _ = token; }
     /// ```
     pub fn sign_jwt(&self, claims: Value) -> String {
+        self.sign_typed("JWT", claims)
+    }
+
+    /// Signs `claims` like [`sign_jwt`](Self::sign_jwt) but typed `at+jwt`: an RFC 9068
+    /// access token for testing bearer authentication.
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// let token = idp.sign_access_token(serde_json::json!({ "iss": idp.issuer(),
+    ///     "sub": "svc-1", "aud": "api", "exp": 4102444800i64 }));
+    /// # let _ = token; }
+    /// ```
+    pub fn sign_access_token(&self, claims: Value) -> String {
+        self.sign_typed("at+jwt", claims)
+    }
+
+    fn sign_typed(&self, typ: &str, claims: Value) -> String {
         let key = self.inner.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
         let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some(typ.to_owned());
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, &claims, &key.encoding).expect("signing with an RSA key")
     }

@@ -91,6 +91,15 @@ fn sample_spells_out_every_field() {
     assert_eq!(bearer.required_claims, defaults.required_claims);
     assert_eq!(bearer.jwks_ttl_secs, defaults.jwks_ttl_secs);
     assert_eq!(bearer.token_cache_ttl_secs, defaults.token_cache_ttl_secs);
+    assert_eq!(
+        bearer.token_types,
+        ["at+jwt", "JWT"],
+        "as the sample says, for Keycloak"
+    );
+    assert_eq!(
+        (bearer.link, bearer.update_attributes),
+        (defaults.link, defaults.update_attributes)
+    );
     let mut written: toml::Table = toml::from_str(&full).unwrap();
     written.remove("demo");
     let mut in_file = BTreeMap::new();

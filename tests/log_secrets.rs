@@ -73,10 +73,10 @@ async fn secrets_never_reach_the_logs() {
     assert!(replay.status().is_client_error(), "{}", replay.status());
 
     // A bearer token accepted, and an expired one refused.
-    let good = app.idp.sign_jwt(claims(&app, "svc"));
+    let good = app.idp.sign_access_token(claims(&app, "svc"));
     let mut expired = claims(&app, "svc");
     expired["exp"] = json!(now() - 3600);
-    let expired = app.idp.sign_jwt(expired);
+    let expired = app.idp.sign_access_token(expired);
     assert_eq!(call(&app, "/me", &good).await.status(), StatusCode::OK);
     assert_eq!(
         call(&app, "/me", &expired).await.status(),

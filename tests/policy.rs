@@ -223,7 +223,7 @@ async fn mapping_templates_constants_defaults_and_required_attributes() {
 #[tokio::test]
 async fn groups_sync_adds_and_removes_only_what_this_provider_granted() {
     let mut groups = GroupsConfig::from_claim("groups");
-    groups.allow = vec!["eng-*".into(), "admins".into(), "staff".into()];
+    groups.allow = vec!["eng-*".into(), "idp-admins".into(), "staff".into()];
     groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
     let app = TestApp::start_with(
         move |p| {
@@ -272,6 +272,135 @@ async fn groups_sync_adds_and_removes_only_what_this_provider_granted() {
     user.claims.insert("groups".into(), json!([]));
     assert_eq!(app.login(&user).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(groups_now(&app), ["local-auditors".to_owned()].into());
+}
+
+/// A test app whose provider syncs groups by `groups`.
+async fn with_groups(groups: GroupsConfig) -> TestApp {
+    TestApp::start_with(
+        move |p| {
+            p.mapping(MappingConfig {
+                groups: Some(groups),
+                ..MappingConfig::default()
+            })
+        },
+        |b| b,
+    )
+    .await
+}
+
+/// Logs `user` in with `groups` at the IdP, in a browser of its own; returns the browser
+/// and the local groups granted.
+async fn groups_after_login(
+    app: &TestApp,
+    mut user: DevUser,
+    groups: Value,
+) -> (reqwest::Client, Vec<String>) {
+    user.claims["groups"] = groups;
+    let browser = browser();
+    assert_eq!(
+        app.login_with(&browser, &user).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let me: Value = app.me_with(&browser).await.json().await.unwrap();
+    let granted = me["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_owned())
+        .collect();
+    (browser, granted)
+}
+
+/// The status of the admin router (guarded by the local group `admins`) for `browser`.
+async fn admin_status(app: &TestApp, browser: &reqwest::Client) -> StatusCode {
+    browser
+        .get(app.url("/admin/jit-users?provider=dev"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn an_idp_group_named_like_a_rename_target_does_not_get_it() {
+    // The allow-list names the IdP groups; `admins` is in it, but as the target of a rename
+    // it is only reached through that rename.
+    let mut groups = GroupsConfig::from_claim("groups");
+    groups.allow = vec!["admins".into(), "idp-admins".into(), "staff".into()];
+    groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
+    let app = with_groups(groups).await;
+    let (mallory, granted) = groups_after_login(&app, alice(), json!(["admins", "staff"])).await;
+    assert_eq!(granted, ["staff"]);
+    assert_eq!(admin_status(&app, &mallory).await, StatusCode::FORBIDDEN);
+    let (admin, granted) = groups_after_login(&app, bob(), json!(["idp-admins"])).await;
+    assert_eq!(granted, ["admins"]);
+    assert_eq!(admin_status(&app, &admin).await, StatusCode::OK);
+
+    // Allow-all (the default) does not change that.
+    let mut groups = GroupsConfig::from_claim("groups");
+    groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
+    let app = with_groups(groups).await;
+    let (mallory, granted) = groups_after_login(&app, alice(), json!(["admins", "eng"])).await;
+    assert_eq!(granted, ["eng"]);
+    assert_eq!(admin_status(&app, &mallory).await, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_allow_list_is_applied_to_the_idps_names_before_renaming() {
+    let mut groups = GroupsConfig::from_claim("groups");
+    groups.allow = vec!["eng-*".into()];
+    groups.rename = BTreeMap::from([("eng-admins".to_owned(), "admins".to_owned())]);
+    let app = with_groups(groups).await;
+    let (_, granted) =
+        groups_after_login(&app, alice(), json!(["eng-admins", "eng-web", "finance"])).await;
+    assert_eq!(granted, ["admins", "eng-web"]);
+
+    // An allow-list written for the renamed name leaves the rename dead: refused at build.
+    let idp = jit_provision::dev_idp::DevIdp::builder()
+        .start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut groups = GroupsConfig::from_claim("groups");
+    groups.allow = vec!["admins".into()];
+    groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
+    let provider = default_provider(idp.issuer()).mapping(MappingConfig {
+        groups: Some(groups),
+        ..MappingConfig::default()
+    });
+    let built = jit_provision::JitLayer::builder()
+        .public_url("http://127.0.0.1:1")
+        .insecure_cookies_for_localhost()
+        .provider("dev", provider)
+        .store(MemoryStore::new())
+        .build();
+    match built {
+        Err(jit_provision::ConfigError::Provider { id, reason }) => {
+            assert_eq!(id, "dev");
+            assert!(reason.contains("groups.rename `idp-admins`"), "{reason}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a dead rename was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn a_namespaced_provider_cannot_grant_a_local_group_by_naming_it() {
+    let mut groups = GroupsConfig::from_claim("groups");
+    groups.namespace = Some("corp".into());
+    groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
+    let app = with_groups(groups).await;
+    // A self-service IdP user names local groups: they land in the provider's namespace.
+    let (mallory, granted) =
+        groups_after_login(&app, alice(), json!(["admins", "staff", "eng"])).await;
+    assert_eq!(granted, ["corp:admins", "corp:eng", "corp:staff"]);
+    assert_eq!(admin_status(&app, &mallory).await, StatusCode::FORBIDDEN);
+    // The explicit rename is the way to an un-namespaced local group.
+    let (admin, granted) = groups_after_login(&app, bob(), json!(["idp-admins", "eng"])).await;
+    assert_eq!(granted, ["admins", "corp:eng"]);
+    assert_eq!(admin_status(&app, &admin).await, StatusCode::OK);
+    // Sync still removes only what this provider granted, by the local names.
+    let (_, granted) = groups_after_login(&app, bob(), json!(["eng"])).await;
+    assert_eq!(granted, ["corp:eng"]);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! `Authorization: Bearer` JWTs for APIs: validated with `jsonwebtoken` against the issuer's
-//! JWKS, provisioned just in time like a login, and remembered by digest until
-//! `min(exp, TTL)` so repeated calls skip the signature check.
+//! `Authorization: Bearer` JWTs for APIs: typed as access tokens (RFC 9068 `typ`), validated
+//! with `jsonwebtoken` against the issuer's JWKS, provisioned just in time like a login
+//! (without linking or attribute updates unless the bearer section turns them on), and
+//! remembered by digest until `min(exp, TTL)` so repeated calls skip the signature check.
 
 mod keys;
 mod scope;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use self::keys::{KeyError, KeySource};
 pub use self::scope::{RequireScope, RequireScopeService};
-use crate::config::{BearerConfig, ProviderConfig};
+use crate::config::{BearerConfig, LinkingConfig, ProviderConfig, ProvisioningMode};
 use crate::extract::{AuthInfo, AuthMethod};
 use crate::mapping::Claims;
 use crate::metrics::Metrics;
@@ -45,6 +46,10 @@ pub enum BearerError {
     /// `alg` is not one the provider allows.
     #[error("the token's signature algorithm is not allowed")]
     DisallowedAlgorithm,
+    /// The header `typ` is not one of the provider's `bearer.token_types` (an ID token, say):
+    /// `401` with code `invalid_token_type`.
+    #[error("the token is not an access token: its type (typ) is not accepted")]
+    TokenType,
     /// The token names no `kid`.
     #[error("the token names no key")]
     MissingKeyId,
@@ -91,9 +96,17 @@ impl BearerError {
     }
 
     /// A short machine-readable code.
+    ///
+    /// ```
+    /// use jit_provision::bearer::BearerError;
+    /// assert_eq!(BearerError::TokenType.code(), "invalid_token_type");
+    /// assert_eq!(BearerError::BadSignature.code(), "invalid_token");
+    /// assert_eq!(BearerError::TokenType.status(), http::StatusCode::UNAUTHORIZED);
+    /// ```
     pub fn code(&self) -> &'static str {
         match self {
             Self::KeysUnavailable => "idp_keys_unavailable",
+            Self::TokenType => "invalid_token_type",
             Self::Provision(e) => e.code(),
             _ => "invalid_token",
         }
@@ -140,6 +153,8 @@ struct Verifier {
     provider: String,
     issuer: String,
     config: BearerConfig,
+    /// `bearer.token_types` as media types (see [`media_type`]).
+    token_types: Vec<String>,
     policy: Arc<Policy>,
     leeway: u64,
     validation: Validation,
@@ -159,6 +174,49 @@ impl std::fmt::Debug for Bearer {
             .field("issuers", &self.by_issuer.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// A JOSE `typ` as a comparable media type (RFC 7515 §4.1.9): lower case, `application/`
+/// prepended when it holds no `/`. An absent `typ` is `""`.
+fn media_type(typ: &str) -> String {
+    let typ = typ.trim().to_ascii_lowercase();
+    if typ.is_empty() || typ.contains('/') {
+        typ
+    } else {
+        format!("application/{typ}")
+    }
+}
+
+/// The provider's `bearer.token_types` as media types; an empty list is refused.
+fn token_types(id: &str, config: &BearerConfig) -> Result<Vec<String>, String> {
+    if config.token_types.is_empty() {
+        return Err(format!(
+            "provider `{id}`: bearer.token_types must not be empty"
+        ));
+    }
+    Ok(config.token_types.iter().map(|t| media_type(t)).collect())
+}
+
+/// The provisioning policy of the bearer path: the provider's, with linking and attribute
+/// updates off unless the bearer section turns them on.
+fn bearer_policy(
+    id: &str,
+    provider: &ProviderConfig,
+    config: &BearerConfig,
+) -> Result<Policy, String> {
+    let mut policy = Policy::new(id, provider, config.mapping.as_ref())
+        .map_err(|e| format!("provider `{id}`: {e}"))?;
+    if !config.link {
+        policy.linking = LinkingConfig::default();
+    }
+    if !config.update_attributes {
+        policy.mode = match policy.mode {
+            ProvisioningMode::CreateAndUpdate => ProvisioningMode::CreateOnly,
+            ProvisioningMode::UpdateOnly => ProvisioningMode::Off,
+            unchanged => unchanged,
+        };
+    }
+    Ok(policy)
 }
 
 fn parse_algorithm(name: &str) -> Option<Algorithm> {
@@ -218,10 +276,8 @@ impl Bearer {
                 provider: id.clone(),
                 issuer: provider.issuer.clone(),
                 config: config.clone(),
-                policy: Arc::new(
-                    Policy::new(id, provider, config.mapping.as_ref())
-                        .map_err(|e| format!("provider `{id}`: {e}"))?,
-                ),
+                token_types: token_types(id, config)?,
+                policy: Arc::new(bearer_policy(id, provider, config)?),
                 leeway: provider.clock_skew_secs,
                 validation,
                 keys: KeySource::new(
@@ -307,6 +363,11 @@ impl Bearer {
         if !verifier.validation.algorithms.contains(&header.alg) {
             return Err(BearerError::DisallowedAlgorithm);
         }
+        // Checked on the unverified header: it only ever refuses, and an ID token then costs
+        // no key fetch.
+        if !verifier.accepts_type(header.typ.as_deref()) {
+            return Err(BearerError::TokenType);
+        }
         let kid = header.kid.as_deref().ok_or(BearerError::MissingKeyId)?;
         let keys = verifier
             .keys
@@ -388,6 +449,14 @@ impl Bearer {
     }
 }
 
+impl Verifier {
+    /// Whether a token with this header `typ` is one of the accepted access-token types.
+    fn accepts_type(&self, typ: Option<&str>) -> bool {
+        let typ = media_type(typ.unwrap_or_default());
+        self.token_types.contains(&typ)
+    }
+}
+
 /// Scopes from `scope` (space separated, RFC 9068) or `scp` (an array or a string).
 fn scopes(claims: &Map<String, Value>) -> Vec<String> {
     let split = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
@@ -428,6 +497,7 @@ fn unshare(err: Arc<BearerError>) -> BearerError {
             BearerError::TooLarge => BearerError::TooLarge,
             BearerError::UnknownIssuer => BearerError::UnknownIssuer,
             BearerError::DisallowedAlgorithm => BearerError::DisallowedAlgorithm,
+            BearerError::TokenType => BearerError::TokenType,
             BearerError::MissingKeyId => BearerError::MissingKeyId,
             BearerError::UnknownKey => BearerError::UnknownKey,
             BearerError::BadSignature => BearerError::BadSignature,
@@ -440,5 +510,49 @@ fn unshare(err: Arc<BearerError>) -> BearerError {
             BearerError::KeysUnavailable => BearerError::KeysUnavailable,
             BearerError::Provision(p) => BearerError::Provision(p.duplicate()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_types_compare_as_media_types() {
+        assert_eq!(media_type("at+jwt"), "application/at+jwt");
+        assert_eq!(media_type("application/AT+JWT"), "application/at+jwt");
+        assert_eq!(media_type(" At+Jwt "), "application/at+jwt");
+        assert_eq!(media_type("JWT"), "application/jwt");
+        assert_eq!(media_type(""), "");
+        assert_ne!(media_type("jwt"), media_type("at+jwt"));
+    }
+
+    #[test]
+    fn an_empty_token_type_list_is_refused() {
+        let mut config = BearerConfig::new(["api"]);
+        assert_eq!(
+            token_types("corp", &config).unwrap(),
+            ["application/at+jwt"]
+        );
+        config.token_types.clear();
+        assert!(token_types("corp", &config).is_err());
+    }
+
+    #[test]
+    fn the_bearer_policy_neither_links_nor_updates_unless_told() {
+        let mut provider = ProviderConfig::new("https://idp.example", "app");
+        provider.linking.by = crate::config::LinkBy::Username;
+        let mut config = BearerConfig::new(["api"]);
+        let policy = bearer_policy("corp", &provider, &config).unwrap();
+        assert_eq!(policy.linking.by, crate::config::LinkBy::None);
+        assert_eq!(policy.mode, ProvisioningMode::CreateOnly);
+        provider.mode = ProvisioningMode::UpdateOnly;
+        let policy = bearer_policy("corp", &provider, &config).unwrap();
+        assert_eq!(policy.mode, ProvisioningMode::Off);
+        config.link = true;
+        config.update_attributes = true;
+        let policy = bearer_policy("corp", &provider, &config).unwrap();
+        assert_eq!(policy.linking.by, crate::config::LinkBy::Username);
+        assert_eq!(policy.mode, ProvisioningMode::UpdateOnly);
     }
 }

@@ -1,6 +1,7 @@
 //! Turning validated claims into a local [`Profile`] by a provider's [`MappingConfig`]:
 //! username template, email and display name, custom attributes from claims or SAML attribute
-//! URIs, defaults, constants, required claims, and groups with an allow-list and renames.
+//! URIs, defaults, constants, required claims, and groups with an allow-list over the IdP's
+//! names, renames and an optional per-provider namespace.
 
 mod template;
 
@@ -65,10 +66,33 @@ pub enum MappingError {
     InvalidClaim(String),
 }
 
+/// Why a [`MappingConfig`] cannot be used: found by [`MappingConfig::compile`], at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MappingConfigError {
+    /// A template does not parse.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// `groups.namespace` is empty, too long, or holds `:`, `*`, whitespace or control
+    /// characters.
+    #[error(
+        "groups.namespace `{0}` is not allowed: 1 to {MAX_NAMESPACE} bytes, no `:`, `*`, whitespace or control characters"
+    )]
+    InvalidNamespace(String),
+    /// A `groups.rename` entry names an IdP group that `groups.allow` does not let in, so it
+    /// could never apply (`allow` filters the IdP's names, before renaming).
+    #[error(
+        "groups.rename `{0}`: `groups.allow` does not let this IdP group in (the allow-list matches the IdP's names, before renaming)"
+    )]
+    RenameNotAllowed(String),
+}
+
 /// Longest username, email, display name or attribute value accepted.
 const MAX_FIELD: usize = 256;
 /// Most groups accepted from one login.
 const MAX_GROUPS: usize = 1024;
+/// Longest `groups.namespace`.
+const MAX_NAMESPACE: usize = 64;
 
 /// Which claims become which local fields. Every field is optional in TOML.
 ///
@@ -137,33 +161,122 @@ pub enum AbsentGroups {
     Clear,
 }
 
-/// Groups from a claim, filtered and renamed, synced at every login.
+/// Groups from a claim, filtered, renamed and namespaced, synced at every login.
+///
+/// Each group name the IdP sends goes through three steps:
+///
+/// 1. **`allow`** filters the IdP's own names (before any renaming): a group no pattern
+///    matches is dropped. Empty: every group passes.
+/// 2. **`rename`** maps an IdP name to a local group, verbatim. A rename is the only way a
+///    login reaches a rename target: an IdP group whose own name (namespaced, if a namespace
+///    is set) equals some rename's target is dropped, so an IdP group literally called
+///    `admins` does not grant what `rename = { "idp-admins" = "admins" }` grants.
+/// 3. **`namespace`**: when set, every group that was not renamed is granted as
+///    `{namespace}:{name}`, so an untrusted or self-service IdP can never grant a local group
+///    by naming it; explicit renames are then the only way to an un-namespaced local group.
+///
+/// ```
+/// use jit_provision::{Claims, MappingConfig, config::GroupsConfig};
+/// let groups: GroupsConfig = toml::from_str(r#"
+///     claim = "groups"
+///     allow = ["eng-*", "idp-admins"]
+///     rename = { "idp-admins" = "admins" }
+///     namespace = "corp"
+/// "#).unwrap();
+/// let mapping = MappingConfig { groups: Some(groups), ..MappingConfig::default() }
+///     .compile()
+///     .unwrap();
+/// let claims = Claims(serde_json::json!({
+///     "preferred_username": "jane",
+///     "groups": ["eng-web", "idp-admins", "admins", "finance"],
+/// }).as_object().unwrap().clone());
+/// let granted = mapping.map(&claims).unwrap().groups.unwrap();
+/// // `admins` and `finance` are not let in by `allow`; `admins` is only reached by its rename.
+/// assert_eq!(granted.into_iter().collect::<Vec<_>>(), ["admins", "corp:eng-web"]);
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupsConfig {
     /// The claim (an array of strings, or one string).
     pub claim: String,
-    /// Group names (after renaming) allowed in; `*` matches any run of characters. Empty:
-    /// every group.
+    /// IdP group names let in, as the IdP sends them (before renaming and namespacing); `*`
+    /// matches any run of characters. A renamed group must be let in too. Empty: every
+    /// group.
     #[serde(default)]
     pub allow: Vec<String>,
-    /// IdP group name → local group name.
+    /// IdP group name → local group name (never namespaced). A rename target is granted only
+    /// through its rename, never to an IdP group of that literal name.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+    /// Prefix of every group that is not renamed: IdP group `eng` is granted as
+    /// `{namespace}:eng`. Default: none (the IdP's names are local names, which is right only
+    /// for an IdP you trust with your local group names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// What an absent claim means. Default `keep`.
     #[serde(default)]
     pub when_absent: AbsentGroups,
 }
 
 impl GroupsConfig {
-    /// Groups from `claim`, every group allowed, no renames.
+    /// Groups from `claim`, every group allowed, no renames, no namespace.
     pub fn from_claim(claim: impl Into<String>) -> Self {
         Self {
             claim: claim.into(),
             allow: Vec::new(),
             rename: BTreeMap::new(),
+            namespace: None,
             when_absent: AbsentGroups::Keep,
         }
+    }
+
+    /// Checks the settings and collects the rename targets.
+    fn compile(&self) -> Result<GroupRules, MappingConfigError> {
+        if let Some(namespace) = &self.namespace {
+            let bad = |c: char| c == ':' || c == '*' || c.is_whitespace() || c.is_control();
+            if namespace.is_empty() || namespace.len() > MAX_NAMESPACE || namespace.contains(bad) {
+                return Err(MappingConfigError::InvalidNamespace(
+                    namespace.chars().take(MAX_NAMESPACE).collect(),
+                ));
+            }
+        }
+        if let Some(dead) = self.rename.keys().find(|group| !self.allows(group)) {
+            return Err(MappingConfigError::RenameNotAllowed(dead.clone()));
+        }
+        Ok(GroupRules {
+            targets: self.rename.values().cloned().collect(),
+            config: self.clone(),
+        })
+    }
+
+    /// Whether the allow-list lets the IdP group `group` in.
+    fn allows(&self, group: &str) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|p| glob(p, group))
+    }
+}
+
+/// A [`GroupsConfig`] checked, with the set of rename targets.
+#[derive(Debug, Clone)]
+struct GroupRules {
+    config: GroupsConfig,
+    targets: BTreeSet<String>,
+}
+
+impl GroupRules {
+    /// The local group an IdP group grants, if any: allowed by its IdP name, then renamed,
+    /// or namespaced and kept off the rename targets.
+    fn local_name(&self, group: &str) -> Option<String> {
+        if !self.config.allows(group) {
+            return None;
+        }
+        if let Some(local) = self.config.rename.get(group) {
+            return Some(local.clone());
+        }
+        let local = match &self.config.namespace {
+            Some(namespace) => format!("{namespace}:{group}"),
+            None => group.to_owned(),
+        };
+        (!self.targets.contains(&local)).then_some(local)
     }
 }
 
@@ -174,12 +287,27 @@ pub struct Mapping {
     email: Template,
     display_name: Template,
     attributes: Vec<(String, Template)>,
+    groups: Option<GroupRules>,
     config: MappingConfig,
 }
 
 impl MappingConfig {
-    /// Parses the templates; a bad template is an error here, at start-up, not at login.
-    pub fn compile(&self) -> Result<Mapping, TemplateError> {
+    /// Parses the templates and checks the group rules; a bad template, namespace or rename
+    /// is an error here, at start-up, not at login.
+    ///
+    /// ```
+    /// use jit_provision::{MappingConfig, config::GroupsConfig, mapping::MappingConfigError};
+    /// let mut groups = GroupsConfig::from_claim("groups");
+    /// groups.allow = vec!["eng-*".into()];
+    /// groups.rename = [("idp-admins".to_owned(), "admins".to_owned())].into();
+    /// let config = MappingConfig { groups: Some(groups), ..MappingConfig::default() };
+    /// // `allow` matches the IdP's names: `idp-admins` is not let in, so the rename is dead.
+    /// assert_eq!(
+    ///     config.compile().unwrap_err(),
+    ///     MappingConfigError::RenameNotAllowed("idp-admins".into())
+    /// );
+    /// ```
+    pub fn compile(&self) -> Result<Mapping, MappingConfigError> {
         let attributes = self
             .attributes
             .iter()
@@ -190,6 +318,11 @@ impl MappingConfig {
             email: self.email.parse()?,
             display_name: self.display_name.parse()?,
             attributes,
+            groups: self
+                .groups
+                .as_ref()
+                .map(GroupsConfig::compile)
+                .transpose()?,
             config: self.clone(),
         })
     }
@@ -255,10 +388,10 @@ impl Mapping {
             attributes.insert(name.clone(), value.clone());
             managed.insert(name.clone());
         }
-        let groups = match &self.config.groups {
-            Some(config) => {
+        let groups = match &self.groups {
+            Some(rules) => {
                 managed.insert("groups".to_owned());
-                groups(claims, config)?
+                groups(claims, rules)?
             }
             None => None,
         };
@@ -282,10 +415,8 @@ fn checked(value: String, field: &str) -> Result<String, MappingError> {
 }
 
 /// The groups a login grants: `None` when the claim is absent and absent means "keep".
-fn groups(
-    claims: &Claims,
-    config: &GroupsConfig,
-) -> Result<Option<BTreeSet<String>>, MappingError> {
+fn groups(claims: &Claims, rules: &GroupRules) -> Result<Option<BTreeSet<String>>, MappingError> {
+    let config = &rules.config;
     let name = &config.claim;
     let values: Vec<&Value> = match claims.get(name) {
         None | Some(Value::Null) => {
@@ -309,10 +440,7 @@ fn groups(
         if group.is_empty() || group.len() > MAX_FIELD || group.chars().any(char::is_control) {
             return Err(MappingError::InvalidClaim(name.clone()));
         }
-        let local = config.rename.get(group).unwrap_or(group);
-        if config.allow.is_empty() || config.allow.iter().any(|p| glob(p, local)) {
-            granted.insert(local.clone());
-        }
+        granted.extend(rules.local_name(group));
     }
     Ok(Some(granted))
 }
@@ -397,21 +525,36 @@ mod tests {
         assert_eq!(p.display_name, Some(None), "managed, and absent");
     }
 
+    fn granted(m: &Mapping, groups: serde_json::Value) -> Vec<String> {
+        m.map(&claims(
+            serde_json::json!({"preferred_username": "a", "groups": groups}),
+        ))
+        .unwrap()
+        .groups
+        .unwrap()
+        .into_iter()
+        .collect()
+    }
+
+    fn with_groups(groups: GroupsConfig) -> Mapping {
+        mapping(MappingConfig {
+            groups: Some(groups),
+            ..MappingConfig::default()
+        })
+    }
+
+    fn rename(from: &str, to: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(from.to_owned(), to.to_owned())])
+    }
+
     #[test]
     fn groups_allow_list_renames_and_absent_claim() {
         let mut groups = GroupsConfig::from_claim("groups");
-        groups.allow = vec!["eng-*".into(), "admins".into()];
-        groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
-        let m = mapping(MappingConfig {
-            groups: Some(groups.clone()),
-            ..MappingConfig::default()
-        });
-        let p = m
-            .map(&claims(serde_json::json!({"preferred_username": "a",
-                "groups": ["eng-web", "idp-admins", "finance"]})))
-            .unwrap();
+        groups.allow = vec!["eng-*".into(), "idp-admins".into()];
+        groups.rename = rename("idp-admins", "admins");
+        let m = with_groups(groups.clone());
         assert_eq!(
-            p.groups.unwrap().into_iter().collect::<Vec<_>>(),
+            granted(&m, serde_json::json!(["eng-web", "idp-admins", "finance"])),
             ["admins", "eng-web"]
         );
         // Absent: keep (None); with `clear`, an empty grant.
@@ -420,10 +563,7 @@ mod tests {
             .unwrap();
         assert_eq!(p.groups, None);
         groups.when_absent = AbsentGroups::Clear;
-        let m = mapping(MappingConfig {
-            groups: Some(groups),
-            ..MappingConfig::default()
-        });
+        let m = with_groups(groups);
         let p = m
             .map(&claims(serde_json::json!({"preferred_username": "a"})))
             .unwrap();
@@ -432,6 +572,107 @@ mod tests {
             serde_json::json!({"preferred_username": "a", "groups": {"x": 1}}),
         ));
         assert_eq!(err, Err(MappingError::InvalidClaim("groups".into())));
+    }
+
+    #[test]
+    fn the_allow_list_matches_the_idps_names_before_renaming() {
+        // Written for the renamed name (the old semantics), `admins` would let in an IdP
+        // group literally called `admins`; it now matches IdP names, and the rename target
+        // is reached only through its rename.
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.allow = vec!["admins".into(), "idp-admins".into(), "staff".into()];
+        groups.rename = rename("idp-admins", "admins");
+        let m = with_groups(groups);
+        assert_eq!(
+            granted(&m, serde_json::json!(["admins", "staff"])),
+            ["staff"]
+        );
+        assert_eq!(granted(&m, serde_json::json!(["idp-admins"])), ["admins"]);
+        // An allow-list that does not let the renamed IdP group in is refused at start-up.
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.allow = vec!["admins".into()];
+        groups.rename = rename("idp-admins", "admins");
+        assert_eq!(
+            MappingConfig {
+                groups: Some(groups),
+                ..MappingConfig::default()
+            }
+            .compile()
+            .unwrap_err(),
+            MappingConfigError::RenameNotAllowed("idp-admins".into())
+        );
+    }
+
+    #[test]
+    fn a_rename_target_is_not_granted_to_an_idp_group_of_that_name() {
+        // Allow-all (the default) and a rename: the literal target is still dropped.
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.rename = rename("idp-admins", "admins");
+        let m = with_groups(groups);
+        assert_eq!(
+            granted(&m, serde_json::json!(["admins", "eng", "idp-admins"])),
+            ["admins", "eng"]
+        );
+        assert_eq!(
+            granted(&m, serde_json::json!(["admins"])),
+            Vec::<String>::new()
+        );
+        // A rename onto itself keeps the group.
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.rename = rename("staff", "staff");
+        let m = with_groups(groups);
+        assert_eq!(granted(&m, serde_json::json!(["staff"])), ["staff"]);
+    }
+
+    #[test]
+    fn a_namespace_keeps_idp_groups_off_local_names() {
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.namespace = Some("corp".into());
+        groups.allow = vec![
+            "eng-*".into(),
+            "admins".into(),
+            "idp-admins".into(),
+            "x".into(),
+        ];
+        groups.rename = BTreeMap::from([
+            ("idp-admins".to_owned(), "admins".to_owned()),
+            ("eng-leads".to_owned(), "corp:x".to_owned()),
+        ]);
+        let m = with_groups(groups);
+        assert_eq!(
+            granted(
+                &m,
+                serde_json::json!(["eng-web", "admins", "idp-admins", "corp:eng-web", "finance"])
+            ),
+            ["admins", "corp:admins", "corp:eng-web"]
+        );
+        // `x` would be `corp:x`, a rename target: dropped; `eng-leads` reaches it.
+        assert_eq!(granted(&m, serde_json::json!(["x"])), Vec::<String>::new());
+        assert_eq!(granted(&m, serde_json::json!(["eng-leads"])), ["corp:x"]);
+        // `allow` matched the IdP's name `corp:eng-web`, not the namespaced one: no `eng-*`.
+        assert_eq!(
+            granted(&m, serde_json::json!(["corp:eng-web"])),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_bad_namespace_is_refused_at_start_up() {
+        for bad in ["", "a:b", "a b", "*", "a\u{7}", &"n".repeat(65)] {
+            let mut groups = GroupsConfig::from_claim("groups");
+            groups.namespace = Some(bad.to_owned());
+            let config = MappingConfig {
+                groups: Some(groups),
+                ..MappingConfig::default()
+            };
+            assert!(
+                matches!(
+                    config.compile(),
+                    Err(MappingConfigError::InvalidNamespace(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
