@@ -1,5 +1,5 @@
 //! A small OpenID Connect identity provider for development, demos and tests (feature
-//! `dev-idp`). **Never use it in production**: it logs in whoever asks.
+//! `dev-idp`, off by default). **Never use it in production**: it logs in whoever asks.
 //!
 //! It serves discovery, a JWKS, an authorization endpoint with a login page where you pick a
 //! preset user or type one (subject, username, email, name, groups), a token endpoint

@@ -160,3 +160,57 @@ fn demo_table_is_optional_and_typos_are_refused() {
         assert!(demo::parse_config(typo).is_err(), "accepted {typo:?}");
     }
 }
+
+/// The development IdP logs in whoever you say: the library's default features leave it
+/// out, while the crate's own targets get it from the dev-dependency on the crate itself, so
+/// `cargo run --example demo` and `cargo test` need no flag. Every example, test and bench
+/// that requires `dev-idp` therefore finds it among the defaults plus that dev-dependency.
+#[test]
+fn dev_idp_is_off_by_default_and_on_for_the_crates_own_targets() {
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml parses");
+    let strings = |v: Option<&toml::Value>| -> Vec<String> {
+        v.and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let defaults = strings(manifest["features"].get("default"));
+    assert!(!defaults.contains(&"dev-idp".to_owned()), "{defaults:?}");
+    let own = &manifest["dev-dependencies"]["jit-provision"];
+    assert_eq!(own["path"].as_str(), Some("."));
+    assert!(
+        own.get("version").is_none(),
+        "path only: `cargo package` drops it"
+    );
+    let dev_features = strings(own.get("features"));
+    assert!(dev_features.contains(&"dev-idp".to_owned()));
+    let available: Vec<&String> = defaults.iter().chain(&dev_features).collect();
+    let mut checked = 0;
+    for kind in ["example", "test", "bench"] {
+        for target in manifest
+            .get(kind)
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let required = strings(target.get("required-features"));
+            if required.contains(&"dev-idp".to_owned()) {
+                checked += 1;
+                for feature in &required {
+                    assert!(
+                        available.contains(&feature),
+                        "{kind} {} needs `{feature}`, which only a flag turns on",
+                        target["name"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked >= 2, "the demo and the benches require dev-idp");
+    // And this binary, as `cargo test` builds it (no flag), has it: the demo compiled in
+    // as a module above uses `jit_provision::dev_idp`.
+}

@@ -48,8 +48,9 @@ fn fixtures(test: &str) -> Option<&'static Fixtures> {
                 j["data_encryption"] = json!("aes256-gcm");
                 j
             });
+            // CBC is accepted only inside a signed Response: samlify encrypts, then signs.
             solicited("encrypted_cbc", &|url| {
-                let mut j = job(Some(url), true, false);
+                let mut j = job(Some(url), true, true);
                 j["encrypt"] = json!(true);
                 j["data_encryption"] = json!("aes128-cbc");
                 j
@@ -170,6 +171,8 @@ fn encrypted_assertion_aes_gcm() {
     assert_jane(&verify(&sp_with(config), f, "encrypted_gcm").unwrap());
 }
 
+/// AES-CBC inside a Response signed after encryption (an unsigned one is refused before
+/// decryption: `tests/saml_security.rs`).
 #[test]
 fn encrypted_assertion_aes_cbc() {
     let Some(f) = fixtures("encrypted_assertion_aes_cbc") else {
@@ -184,12 +187,13 @@ fn encrypted_assertion_in_a_signed_response() {
         return;
     };
     assert_jane(&verify(&sp(), f, "encrypted_then_signed").unwrap());
-    // The assertion inside is unsigned: refused when signed assertions are required.
+    // The assertion inside is unsigned: refused when signed assertions are required, with
+    // the one error of every failure after decryption.
     let mut config = sp_config();
     config.want_assertions_signed = true;
     assert_eq!(
         verify(&sp_with(config), f, "encrypted_then_signed").unwrap_err(),
-        SamlError::AssertionNotSigned
+        SamlError::Decryption
     );
 }
 

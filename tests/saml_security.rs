@@ -136,6 +136,31 @@ fn fixtures(test: &str) -> Option<&'static Vec<(&'static str, Fixture)>> {
                 })),
             ),
             (
+                "cbc_unsigned_response",
+                with(Box::new(|j: &mut Value| {
+                    j["encrypt"] = json!(true);
+                    j["data_encryption"] = json!("aes128-cbc");
+                })),
+            ),
+            (
+                "cbc_signed_response",
+                Box::new(|url: &str| {
+                    let mut j = job(Some(url), true, true);
+                    j["encrypt"] = json!(true);
+                    j["data_encryption"] = json!("aes128-cbc");
+                    j
+                }),
+            ),
+            (
+                "cbc_signed_response_only",
+                Box::new(|url: &str| {
+                    let mut j = job(Some(url), false, true);
+                    j["encrypt"] = json!(true);
+                    j["data_encryption"] = json!("aes256-cbc");
+                    j
+                }),
+            ),
+            (
                 "email_name_id",
                 with(Box::new(|j: &mut Value| {
                     j["name_id"] = json!("jane@example.com");
@@ -190,6 +215,11 @@ fn with(f: Box<dyn Fn(&mut Value)>) -> Job {
 fn fixture(test: &str, name: &str) -> Option<&'static Fixture> {
     let all = fixtures(test)?;
     Some(&all.iter().find(|(n, _)| *n == name).unwrap().1)
+}
+
+/// The XML of fixture `name`, once samlify is known to be available.
+fn fixture_xml(name: &str) -> String {
+    fixture("fixture_xml", name).unwrap().xml.clone()
 }
 
 /// Verifies `xml` (as the IdP would post it) for the login `request_id`.
@@ -835,4 +865,505 @@ fn idp_refusal_status() {
         .unwrap_err();
     assert_eq!(err, SamlError::IdpStatus("AuthnFailed".into()));
     assert_eq!(err.status(), 401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// EncryptedAssertion: AES-CBC only inside a verified Response, one error after decryption
+// ("How to Break XML Encryption", Jager & Somorovsky, CCS 2011)
+// ---------------------------------------------------------------------------------------------
+
+fn b64_bytes(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+}
+
+/// An `EncryptedAssertion` of `blocks` (padded by the caller) under AES-128-CBC, its fresh
+/// content key sent to the service provider.
+fn cbc(blocks: &[u8]) -> String {
+    let key = random_bytes(16);
+    encrypted_assertion_xml(
+        AES128_CBC,
+        &b64_bytes(&rsa_oaep(&keys().sp.key, &key)),
+        &b64_bytes(&aes128_cbc(&key, blocks)),
+    )
+}
+
+/// An `EncryptedAssertion` of `plaintext` under AES-128-GCM: what anyone can make with the
+/// SP's public key.
+fn gcm(plaintext: &[u8]) -> String {
+    let key = random_bytes(16);
+    encrypted_assertion_xml(
+        AES128_GCM,
+        &b64_bytes(&rsa_oaep(&keys().sp.key, &key)),
+        &b64_bytes(&aes128_gcm(&key, plaintext)),
+    )
+}
+
+/// `bytes` with its last byte set to `last` (the XML Encryption padding length).
+fn last_byte(mut bytes: Vec<u8>, last: u8) -> Vec<u8> {
+    *bytes.last_mut().unwrap() = last;
+    bytes
+}
+
+/// An unsigned Response around a CBC ciphertext is refused before anything is decrypted:
+/// with a key that could not decrypt it, without a key, with garbage for ciphertexts, and
+/// whatever the AES key size, the answer is the same specific refusal.
+#[test]
+fn cbc_in_an_unsigned_response_is_refused_before_decryption() {
+    let Some(f) = fixture(
+        "cbc_in_an_unsigned_response_is_refused_before_decryption",
+        "cbc_unsigned_response",
+    ) else {
+        return;
+    };
+    assert!(f.xml.contains("xmlenc#aes128-cbc") && !f.xml.contains("<ds:Signature"));
+    let refused_cbc = |sp: &SamlServiceProvider, xml: &str| {
+        let err = verify_xml(sp, xml, &f.request_id).expect_err("an unsigned CBC response");
+        assert_eq!(err, SamlError::CbcWithoutSignedResponse, "{err}");
+        assert_eq!(err.status(), 401);
+        assert_eq!(err.code(), "saml_cbc_requires_signed_response");
+    };
+    // The genuine samlify response: the assertion inside is signed, and still refused.
+    refused_cbc(&sp(), &f.xml);
+    // A key that cannot decrypt it, and no key at all: the same refusal, so nothing was
+    // decrypted (else these would fail as `saml_decryption_failed`).
+    let mut stranger = sp_config();
+    stranger.sp_private_key_pem = Some(keys().stranger.key_pem.clone());
+    stranger.sp_certificate_pem = None;
+    refused_cbc(&sp_with(stranger), &f.xml);
+    let mut keyless = sp_config();
+    keyless.sp_private_key_pem = None;
+    keyless.sp_certificate_pem = None;
+    refused_cbc(&sp_with(keyless), &f.xml);
+    // Ciphertexts that are not even base64, an assertion made here, every CBC key size.
+    let doc = roxmltree::Document::parse(&f.xml).unwrap();
+    let garbage = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "CipherValue")
+        .fold(f.xml.clone(), |xml, value| {
+            xml.replace(value.text().unwrap(), "%%% not base64 %%%")
+        });
+    refused_cbc(&sp(), &garbage);
+    let plain = element(&fixture_xml("assertion_signed"), "Assertion", None).to_owned();
+    refused_cbc(
+        &sp(),
+        &response_around(&cbc(&xmlenc_pad(plain.as_bytes())), None),
+    );
+    for bits in ["192", "256"] {
+        let other = f
+            .xml
+            .replace("xmlenc#aes128-cbc", &format!("xmlenc#aes{bits}-cbc"));
+        refused_cbc(&sp(), &other);
+    }
+}
+
+/// Inside a Response whose signature verified, CBC is decrypted: samlify's
+/// encrypt-then-sign, with and without a signature on the assertion itself.
+#[test]
+fn cbc_in_a_signed_response_is_decrypted() {
+    let Some(f) = fixture(
+        "cbc_in_a_signed_response_is_decrypted",
+        "cbc_signed_response",
+    ) else {
+        return;
+    };
+    assert!(f.xml.contains("xmlenc#aes128-cbc"));
+    let mut want_signed = sp_config();
+    want_signed.want_assertions_signed = true;
+    for sp in [sp(), sp_with(want_signed)] {
+        let login = sp
+            .verify_response(&b64(&f.xml), Some(&f.request_id), now())
+            .expect("CBC inside a verified Response");
+        assert_eq!(login.identity.subject, "u-1234-persistent");
+        assert_eq!(
+            login.claims.str("mail").as_deref(),
+            Some("jane@example.com")
+        );
+    }
+    let only = fixture(
+        "cbc_in_a_signed_response_is_decrypted",
+        "cbc_signed_response_only",
+    )
+    .unwrap();
+    assert!(only.xml.contains("xmlenc#aes256-cbc"));
+    let login = sp()
+        .verify_response(&b64(&only.xml), Some(&only.request_id), now())
+        .unwrap();
+    assert_eq!(login.identity.subject, "u-1234-persistent");
+    // The same ciphertext with the Response's signature broken: refused before decryption.
+    let tampered = replace_once(
+        &only.xml,
+        "Version=\"2.0\"",
+        "Version=\"2.0\" Consent=\"x\"",
+    );
+    refused(&sp(), &tampered, &only.request_id, SamlError::BadSignature);
+}
+
+/// The ways a ciphertext or the assertion inside it can be wrong, each inside a Response the
+/// IdP signed (CBC) or an unsigned one (GCM, which anyone can make with the SP's public
+/// key). The genuine assertion encrypted the same way verifies first.
+fn decryption_failures(test: &str) -> Option<Vec<(&'static str, String)>> {
+    let signed = fixture(test, "assertion_signed")?;
+    let signed = element(&signed.xml, "Assertion", None).to_owned();
+    let sha1 = element(&fixture_xml("sha1"), "Assertion", None).to_owned();
+    let tampered = replace_once(&signed, ">u-1234-persistent<", ">admin<");
+    let unsigned = without_signature(&signed);
+    let signature = element(&signed, "Signature", None).to_owned();
+    let moved = replace_once(
+        &unsigned,
+        "<saml:Subject>",
+        &format!("<saml:Subject>{signature}"),
+    );
+    let padded = xmlenc_pad(signed.as_bytes());
+    let idp = Some(&keys().idp);
+    let in_signed = |assertion: String| response_around(&assertion, idp);
+    let key = random_bytes(16);
+    let cbc_with = |wrapped: &[u8], ciphertext: &[u8]| {
+        in_signed(encrypted_assertion_xml(
+            AES128_CBC,
+            &b64_bytes(wrapped),
+            &b64_bytes(ciphertext),
+        ))
+    };
+    let to_sp = rsa_oaep(&keys().sp.key, &key);
+    let ciphertext = aes128_cbc(&key, &padded);
+    let gcm_ciphertext = aes128_gcm(&key, signed.as_bytes());
+    let in_unsigned = |assertion: String| response_around(&assertion, None);
+    let cases = vec![
+        (
+            "CBC: padding length 0",
+            in_signed(cbc(&last_byte(padded.clone(), 0))),
+        ),
+        (
+            "CBC: padding length 17",
+            in_signed(cbc(&last_byte(padded.clone(), 17))),
+        ),
+        (
+            "CBC: padding length 255",
+            in_signed(cbc(&last_byte(padded.clone(), 255))),
+        ),
+        (
+            "CBC: another content key than the one sent",
+            cbc_with(&rsa_oaep(&keys().sp.key, &random_bytes(16)), &ciphertext),
+        ),
+        (
+            "CBC: the content key sent to another party",
+            cbc_with(&rsa_oaep(&keys().stranger.key, &key), &ciphertext),
+        ),
+        (
+            "CBC: a 32-byte key for AES-128",
+            cbc_with(&rsa_oaep(&keys().sp.key, &random_bytes(32)), &ciphertext),
+        ),
+        (
+            "CBC: a truncated ciphertext",
+            cbc_with(&to_sp, &ciphertext[..ciphertext.len() - 5]),
+        ),
+        ("CBC: an IV alone", cbc_with(&to_sp, &ciphertext[..16])),
+        (
+            "CBC: the last block flipped",
+            cbc_with(&to_sp, &{
+                let mut c = ciphertext.clone();
+                let n = c.len();
+                c[n - 20] ^= 0x01;
+                c
+            }),
+        ),
+        (
+            "CBC: no EncryptedKey",
+            in_signed(
+                cbc(&padded).split("<ds:KeyInfo").next().unwrap().to_owned()
+                    + "<xenc:CipherData><xenc:CipherValue>AAAA</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>",
+            ),
+        ),
+        (
+            "CBC: a cipher value that is not base64",
+            in_signed(encrypted_assertion_xml(
+                AES128_CBC,
+                &b64_bytes(&to_sp),
+                "%%%",
+            )),
+        ),
+        (
+            "an unsupported content algorithm",
+            in_signed(
+                cbc(&padded).replace(AES128_CBC, "http://www.w3.org/2001/04/xmlenc#tripledes-cbc"),
+            ),
+        ),
+        (
+            "CBC: plaintext not UTF-8",
+            in_signed(cbc(&xmlenc_pad(&[0xff, 0xfe, 0x3c]))),
+        ),
+        (
+            "CBC: plaintext not XML",
+            in_signed(cbc(&xmlenc_pad(b"<saml:Assertion"))),
+        ),
+        (
+            "CBC: plaintext with a DTD",
+            in_signed(cbc(&xmlenc_pad(
+                format!("<!DOCTYPE x [<!ENTITY e \"admin\">]>{signed}").as_bytes(),
+            ))),
+        ),
+        (
+            "CBC: plaintext not an assertion",
+            in_signed(cbc(&xmlenc_pad(
+                br#"<saml:Subject xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"/>"#,
+            ))),
+        ),
+        (
+            "CBC: two assertions",
+            in_signed(cbc(&xmlenc_pad(format!("{signed}{signed}").as_bytes()))),
+        ),
+        (
+            "CBC: an assertion inside the assertion",
+            in_signed(cbc(&xmlenc_pad(
+                replace_once(
+                    &signed,
+                    "</saml:Subject>",
+                    &format!("</saml:Subject>{unsigned}"),
+                )
+                .as_bytes(),
+            ))),
+        ),
+        (
+            "CBC: the inner signature does not verify",
+            in_signed(cbc(&xmlenc_pad(tampered.as_bytes()))),
+        ),
+        (
+            "CBC: the inner signature uses SHA-1",
+            in_signed(cbc(&xmlenc_pad(sha1.as_bytes()))),
+        ),
+        (
+            "CBC: the inner signature in the wrong place",
+            in_signed(cbc(&xmlenc_pad(moved.as_bytes()))),
+        ),
+        (
+            "GCM: the tag does not verify",
+            in_unsigned(encrypted_assertion_xml(
+                AES128_GCM,
+                &b64_bytes(&to_sp),
+                &b64_bytes(&last_byte(
+                    gcm_ciphertext.clone(),
+                    gcm_ciphertext[gcm_ciphertext.len() - 1] ^ 1,
+                )),
+            )),
+        ),
+        (
+            "GCM: plaintext not XML",
+            in_unsigned(gcm(b"<saml:Assertion")),
+        ),
+        (
+            "GCM: the inner signature does not verify",
+            in_unsigned(gcm(tampered.as_bytes())),
+        ),
+        (
+            "GCM: an unsigned assertion",
+            in_unsigned(gcm(unsigned.as_bytes())),
+        ),
+        (
+            "GCM: the inner signature uses SHA-1",
+            in_unsigned(gcm(sha1.as_bytes())),
+        ),
+    ];
+    // The controls: the genuine assertion, encrypted each way, verifies.
+    let request_id = &fixture(test, "assertion_signed")?.request_id;
+    for control in [
+        in_signed(cbc(&padded)),
+        cbc_with(&to_sp, &ciphertext),
+        in_unsigned(gcm(signed.as_bytes())),
+        in_unsigned(encrypted_assertion_xml(
+            AES128_GCM,
+            &b64_bytes(&to_sp),
+            &b64_bytes(&gcm_ciphertext),
+        )),
+    ] {
+        let login = verify_xml(&sp(), &control, request_id);
+        assert!(login.is_ok(), "the control must verify: {login:?}");
+    }
+    Some(cases)
+}
+
+/// Every failure from the decryption up to and including the inner signature check is the
+/// same error: same status, code and message (so the same log line, see below).
+#[test]
+fn every_failure_after_decryption_is_one_error() {
+    let Some(cases) = decryption_failures("every_failure_after_decryption_is_one_error") else {
+        return;
+    };
+    let request_id = &fixture(
+        "every_failure_after_decryption_is_one_error",
+        "assertion_signed",
+    )
+    .unwrap()
+    .request_id;
+    let mut want_signed = sp_config();
+    want_signed.want_assertions_signed = true;
+    let sps = [sp(), sp_with(want_signed)];
+    let mut answers = std::collections::BTreeSet::new();
+    for (what, xml) in &cases {
+        for sp in &sps {
+            let err = verify_xml(sp, xml, request_id).expect_err(what);
+            assert_eq!(err, SamlError::Decryption, "{what}: {err:?}");
+            answers.insert((err.status(), err.code(), err.to_string()));
+        }
+    }
+    // An unsigned assertion inside the signed Response: accepted by default, and the same
+    // error when signed assertions are required.
+    let signed = element(&fixture_xml("assertion_signed"), "Assertion", None).to_owned();
+    let unsigned = without_signature(&signed);
+    let xml = response_around(&cbc(&xmlenc_pad(unsigned.as_bytes())), Some(&keys().idp));
+    verify_xml(&sps[0], &xml, request_id).expect("vouched for by the signed Response");
+    let err = verify_xml(&sps[1], &xml, request_id).unwrap_err();
+    answers.insert((err.status(), err.code(), err.to_string()));
+    assert_eq!(
+        answers.into_iter().collect::<Vec<_>>(),
+        [(
+            http::StatusCode::UNAUTHORIZED,
+            "saml_decryption_failed",
+            "the encrypted assertion could not be decrypted and verified".to_owned()
+        )]
+    );
+}
+
+/// Everything a test's subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The layer with the SAML provider of these tests (its ACS is `ACS_URL`).
+fn layer_app() -> axum::Router {
+    use jit_provision::{JitLayer, MappingConfig, ProviderConfig};
+    let provider = ProviderConfig::saml(sp_config()).mapping(MappingConfig {
+        username: "{mail | localpart}".into(),
+        email: "{mail}".into(),
+        display_name: String::new(),
+        ..MappingConfig::default()
+    });
+    let layer = JitLayer::builder()
+        .public_url("https://app.example.test")
+        .provider(PROVIDER_ID, provider)
+        .store(jit_provision::store::MemoryStore::new())
+        .build()
+        .unwrap();
+    axum::Router::new()
+        .route("/", axum::routing::get(|| async { "home" }))
+        .layer(layer)
+}
+
+/// Starts a login in a fresh browser and posts `saml_response` to the ACS with that
+/// browser's cookies and RelayState: the status, content type and body of the answer.
+async fn post_acs(app: &axum::Router, saml_response: &str) -> (u16, String, String) {
+    use http::{Request, header};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let login = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/login?return_to=/")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 302);
+    let location = login.headers()[header::LOCATION].to_str().unwrap();
+    let relay = url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "RelayState")
+        .unwrap()
+        .1
+        .into_owned();
+    let cookies = login
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("SAMLResponse", saml_response)
+        .append_pair("RelayState", &relay)
+        .finish();
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post("/auth/corp/acs")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, cookies)
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// Through the layer, failures of every kind after decryption give one answer (status,
+/// content type, body) and one log line; an unsigned CBC response its own refusal.
+#[tokio::test]
+async fn decryption_failures_look_alike_through_the_layer() {
+    let Some(cases) = decryption_failures("decryption_failures_look_alike_through_the_layer")
+    else {
+        return;
+    };
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    // This test alone takes the layer's logging callsites in this binary (thread-local
+    // subscriber on a current-thread runtime).
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let app = layer_app();
+    let mut answers = std::collections::BTreeSet::new();
+    for (_, xml) in &cases {
+        answers.insert(post_acs(&app, &b64(xml)).await);
+    }
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    let (status, _, body) = answers.first().unwrap();
+    assert_eq!(*status, 401);
+    assert!(body.contains("saml_decryption_failed"), "{body}");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("login refused"))
+        .collect();
+    assert_eq!(refusals.len(), cases.len(), "{text}");
+    let distinct: std::collections::BTreeSet<&str> = refusals.iter().copied().collect();
+    assert_eq!(distinct.len(), 1, "{distinct:#?}");
+    assert!(
+        refusals[0].contains("saml_decryption_failed"),
+        "{}",
+        refusals[0]
+    );
+
+    // CBC in an unsigned Response: refused with its own code, before decryption.
+    let plain = element(&fixture_xml("assertion_signed"), "Assertion", None).to_owned();
+    let unsigned_cbc = response_around(&cbc(&xmlenc_pad(plain.as_bytes())), None);
+    let (status, _, body) = post_acs(&app, &b64(&unsigned_cbc)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("saml_cbc_requires_signed_response"), "{body}");
 }

@@ -3,9 +3,15 @@
 //!
 //! Key transport: RSA-OAEP (`rsa-oaep-mgf1p`, and XML Encryption 1.1 `rsa-oaep` with a
 //! SHA-1/SHA-2 digest and MGF1). RSA PKCS#1 v1.5 (`rsa-1_5`) is refused: it is the
-//! Bleichenbacher oracle of "How to break XML Encryption". Content: AES-GCM and AES-CBC
-//! (128/192/256). Every failure is the same [`SamlError::Decryption`], whatever step failed,
-//! so that no padding or parsing oracle is exposed by the error.
+//! Bleichenbacher oracle of "How to Break XML Encryption". Content: AES-GCM (128/192/256),
+//! always; AES-CBC (128/192/256) only when the enclosing `Response`'s signature verified
+//! first ([`Integrity::SignedResponse`]). CBC has no integrity of its own: decrypting an
+//! attacker's modified ciphertext and answering differently for bad padding and for bad XML
+//! is the oracle of Jager & Somorovsky (CCS 2011), which reveals the plaintext byte by byte;
+//! and since the content key can be reused under another algorithm URI, an unsigned
+//! ciphertext is never decrypted as CBC. That refusal ([`SamlError::CbcWithoutSignedResponse`])
+//! comes before the key is unwrapped; every later failure here is the same
+//! [`SamlError::Decryption`].
 
 use base64::Engine as _;
 use openssl::md::{Md, MdRef};
@@ -21,15 +27,36 @@ use super::xml::{NS_DSIG, NS_XENC, NS_XENC11, children, full_text, is};
 /// Most `EncryptedKey` elements tried.
 const MAX_KEYS: usize = 4;
 
+/// What vouches for the bytes of an `EncryptedAssertion` before it is decrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Integrity {
+    /// The enclosing `Response`'s signature verified, and the `EncryptedAssertion` is read
+    /// from the verified bytes: nobody but the IdP chose the ciphertext or its algorithm.
+    /// AES-GCM and AES-CBC are decrypted.
+    SignedResponse,
+    /// Nothing: only AES-GCM is decrypted, whose tag is checked before any plaintext comes
+    /// out.
+    Unsigned,
+}
+
 /// Decrypts the `EncryptedData` of `encrypted_assertion` and returns the plaintext XML.
+///
+/// A CBC ciphertext without [`Integrity::SignedResponse`] is refused with
+/// [`SamlError::CbcWithoutSignedResponse`] before `key` is used (or needed); every other
+/// failure is [`SamlError::Decryption`].
 pub(crate) fn decrypt_assertion(
     encrypted_assertion: Node<'_, '_>,
-    key: &PKey<Private>,
+    key: Option<&PKey<Private>>,
+    integrity: Integrity,
 ) -> Result<String, SamlError> {
     let data = children(encrypted_assertion, NS_XENC, "EncryptedData")
         .next()
         .ok_or(SamlError::Decryption)?;
     let cipher = content_cipher(algorithm(method(data)?)?)?;
+    if !cipher.authenticated() && integrity != Integrity::SignedResponse {
+        return Err(SamlError::CbcWithoutSignedResponse);
+    }
+    let key = key.ok_or(SamlError::Decryption)?;
     let ciphertext = cipher_value(data)?;
     // EncryptedKey inside EncryptedData/KeyInfo, or beside EncryptedData.
     let key_info = children(data, NS_DSIG, "KeyInfo").next();
@@ -58,6 +85,11 @@ enum ContentCipher {
 }
 
 impl ContentCipher {
+    /// Whether the cipher checks the ciphertext's integrity itself (AEAD).
+    fn authenticated(self) -> bool {
+        matches!(self, Self::Gcm(_))
+    }
+
     fn key_len(self) -> usize {
         match self {
             Self::Gcm(c) | Self::Cbc(c) => c.key_len(),
@@ -192,4 +224,111 @@ fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
     base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|_| SamlError::Decryption)
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::pkey_ctx::PkeyCtx;
+    use openssl::rsa::Rsa;
+    use openssl::symm::{encrypt, encrypt_aead};
+
+    use super::*;
+
+    const CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
+    const GCM: &str = "http://www.w3.org/2009/xmlenc11#aes128-gcm";
+    const PLAINTEXT: &str = "<saml:Assertion/>";
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// An `EncryptedAssertion` of [`PLAINTEXT`] under `algorithm`, its key sent to `to`.
+    fn encrypted(algorithm: &str, to: &PKey<Private>) -> String {
+        let key = [7u8; 16];
+        let data = if algorithm == CBC {
+            let iv = [1u8; 16];
+            [
+                &iv[..],
+                &encrypt(Cipher::aes_128_cbc(), &key, Some(&iv), PLAINTEXT.as_bytes()).unwrap(),
+            ]
+            .concat()
+        } else {
+            let iv = [2u8; 12];
+            let mut tag = [0; 16];
+            let body = encrypt_aead(
+                Cipher::aes_128_gcm(),
+                &key,
+                Some(&iv),
+                &[],
+                PLAINTEXT.as_bytes(),
+                &mut tag,
+            )
+            .unwrap();
+            [&iv[..], &body, &tag].concat()
+        };
+        let mut ctx = PkeyCtx::new(to).unwrap();
+        ctx.encrypt_init().unwrap();
+        ctx.set_rsa_padding(Padding::PKCS1_OAEP).unwrap();
+        let mut wrapped = Vec::new();
+        ctx.encrypt_to_vec(&key, &mut wrapped).unwrap();
+        format!(
+            concat!(
+                r#"<EncryptedAssertion xmlns:xenc="{xenc}" xmlns:ds="{ds}"><xenc:EncryptedData>"#,
+                r#"<xenc:EncryptionMethod Algorithm="{algorithm}"/><ds:KeyInfo><xenc:EncryptedKey>"#,
+                r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
+                r#"<xenc:CipherData><xenc:CipherValue>{key}</xenc:CipherValue></xenc:CipherData>"#,
+                r#"</xenc:EncryptedKey></ds:KeyInfo><xenc:CipherData><xenc:CipherValue>{data}</xenc:CipherValue>"#,
+                r#"</xenc:CipherData></xenc:EncryptedData></EncryptedAssertion>"#
+            ),
+            xenc = NS_XENC,
+            ds = NS_DSIG,
+            algorithm = algorithm,
+            key = b64(&wrapped),
+            data = b64(&data),
+        )
+    }
+
+    fn decrypt(
+        xml: &str,
+        key: Option<&PKey<Private>>,
+        integrity: Integrity,
+    ) -> Result<String, SamlError> {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        decrypt_assertion(doc.root_element(), key, integrity)
+    }
+
+    #[test]
+    fn cbc_only_out_of_a_verified_response_gcm_always() {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let cbc = encrypted(CBC, &key);
+        let gcm = encrypted(GCM, &key);
+        assert_eq!(
+            decrypt(&cbc, Some(&key), Integrity::SignedResponse).unwrap(),
+            PLAINTEXT
+        );
+        assert_eq!(
+            decrypt(&gcm, Some(&key), Integrity::SignedResponse).unwrap(),
+            PLAINTEXT
+        );
+        assert_eq!(
+            decrypt(&gcm, Some(&key), Integrity::Unsigned).unwrap(),
+            PLAINTEXT
+        );
+        // Refused from the algorithm alone: with the key, without it, with any ciphertext.
+        for key in [Some(&key), None] {
+            assert_eq!(
+                decrypt(&cbc, key, Integrity::Unsigned).unwrap_err(),
+                SamlError::CbcWithoutSignedResponse
+            );
+        }
+        let garbage = cbc.replace("<xenc:CipherValue>", "<xenc:CipherValue>%%%");
+        assert_eq!(
+            decrypt(&garbage, Some(&key), Integrity::Unsigned).unwrap_err(),
+            SamlError::CbcWithoutSignedResponse
+        );
+        assert_eq!(
+            decrypt(&garbage, Some(&key), Integrity::SignedResponse).unwrap_err(),
+            SamlError::Decryption
+        );
+    }
 }

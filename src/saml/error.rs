@@ -51,9 +51,27 @@ pub enum SamlError {
     /// The signature does not verify with any of the identity provider's certificates: `401`.
     #[error("the SAML signature is invalid")]
     BadSignature,
-    /// The `EncryptedAssertion` could not be decrypted with the service provider's key: `401`.
-    #[error("the encrypted assertion could not be decrypted")]
+    /// The `EncryptedAssertion` could not be decrypted with the service provider's key, or
+    /// what it holds is not a single well-formed assertion whose signature verifies (or, when
+    /// its own signature is missing, one the verified `Response` vouches for and
+    /// `want_assertions_signed` does not refuse): `401`.
+    ///
+    /// Deliberately one error, with one message and one log line, for every failure from the
+    /// decryption up to and including the inner assertion's signature check (an unsupported
+    /// algorithm, a wrong or missing key, bad padding, a plaintext that is not UTF-8 or not
+    /// XML, a wrapped, unsigned or badly signed assertion): a service provider that answers
+    /// differently for each is a decryption oracle ("How to Break XML Encryption", Jager &
+    /// Somorovsky, CCS 2011).
+    #[error("the encrypted assertion could not be decrypted and verified")]
     Decryption,
+    /// The `EncryptedAssertion` uses AES-CBC and the `Response` around it is not signed:
+    /// refused before anything is decrypted, since CBC has no integrity check of its own and
+    /// only a verified `Response` signature shows the ciphertext is the IdP's. AES-GCM is
+    /// accepted without one. `401`.
+    #[error(
+        "the assertion is encrypted with AES-CBC, which is accepted only inside a signed Response"
+    )]
+    CbcWithoutSignedResponse,
     /// The provider requires encrypted assertions and this one came in clear: `401`.
     #[error("the assertion is not encrypted and the provider requires encrypted assertions")]
     NotEncrypted,
@@ -122,6 +140,7 @@ impl SamlError {
             | Self::DisallowedAlgorithm(_)
             | Self::BadSignature
             | Self::Decryption
+            | Self::CbcWithoutSignedResponse
             | Self::NotEncrypted
             | Self::Issuer
             | Self::Destination
@@ -152,6 +171,7 @@ impl SamlError {
             Self::DisallowedAlgorithm(_) => "saml_disallowed_algorithm",
             Self::BadSignature => "saml_bad_signature",
             Self::Decryption => "saml_decryption_failed",
+            Self::CbcWithoutSignedResponse => "saml_cbc_requires_signed_response",
             Self::NotEncrypted => "saml_not_encrypted",
             Self::Issuer => "saml_issuer_mismatch",
             Self::Destination => "saml_destination_mismatch",

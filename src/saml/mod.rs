@@ -15,8 +15,11 @@
 //! 4. xmlsec (through `samael`) verifies every signature with the IdP's certificates and
 //!    hands back the canonical bytes it digested; those bytes are parsed again and are the
 //!    only source of what is used: the verified `Response`, or the verified `Assertion`.
-//! 5. An `EncryptedAssertion` is decrypted with the SP key; a signature inside it is
-//!    verified the same way.
+//! 5. An `EncryptedAssertion` is decrypted with the SP key: AES-GCM always, AES-CBC only
+//!    out of a verified `Response` (else `saml_cbc_requires_signed_response`, before
+//!    anything is decrypted); a signature inside it is verified the same way. Every failure
+//!    from the decryption up to and including that signature check is the one
+//!    `saml_decryption_failed`: no padding or parsing oracle.
 //! 6. The profile checks: issuers, `Destination`, `InResponseTo`, `Conditions` with a
 //!    bounded clock skew, `AudienceRestriction`, the bearer `SubjectConfirmation`
 //!    (`Recipient`, `NotOnOrAfter`, `InResponseTo`), an `AuthnStatement`; then the
@@ -47,6 +50,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 pub use self::config::{MAX_CLOCK_SKEW_SECS, SamlConfig};
+use self::decrypt::Integrity;
 pub use self::error::SamlError;
 use self::idp_metadata::{IdpMetadata, MAX_METADATA_BYTES};
 pub use self::request::MAX_RELAY_STATE;
@@ -453,7 +457,7 @@ impl SamlServiceProvider {
             }
             validate::check_response(vshape.response, &expected, true)?;
             if vshape.encrypted {
-                self.decrypted(vshape.assertion, &idp, &expected, true)
+                self.decrypted(vshape.assertion, &idp, &expected, Integrity::SignedResponse)
             } else {
                 let checked = validate::check_assertion(vshape.assertion, &expected)?;
                 Ok(self.login(&idp, checked))
@@ -474,60 +478,79 @@ impl SamlServiceProvider {
             let checked = validate::check_assertion(assertion, &expected)?;
             Ok(self.login(&idp, checked))
         } else {
-            // Unsigned Response, EncryptedAssertion: the assertion inside must be signed.
+            // Unsigned Response, EncryptedAssertion: AES-GCM only, and the assertion inside
+            // must be signed.
             validate::check_response(shape.response, &expected, false)?;
-            self.decrypted(shape.assertion, &idp, &expected, false)
+            self.decrypted(shape.assertion, &idp, &expected, Integrity::Unsigned)
         }
     }
 
-    /// Decrypts an `EncryptedAssertion` and checks the assertion inside. `outer_signed`: the
-    /// `Response` around it was verified (then an unsigned inner assertion is accepted
-    /// unless `want_assertions_signed`).
+    /// Decrypts an `EncryptedAssertion` and checks the assertion inside. `integrity`: whether
+    /// the `Response` around it was verified (then AES-CBC is accepted, and an unsigned inner
+    /// assertion unless `want_assertions_signed`).
     fn decrypted(
         &self,
         encrypted: roxmltree::Node<'_, '_>,
         idp: &IdpMetadata,
         expected: &Expected<'_>,
-        outer_signed: bool,
+        integrity: Integrity,
     ) -> Result<SamlLogin, SamlError> {
-        let key = self.sp_key.as_ref().ok_or(SamlError::Decryption)?;
-        let plaintext = decrypt::decrypt_assertion(encrypted, key)?;
-        // The plaintext is an element serialized out of its context: give it the
-        // namespace declarations in scope at the EncryptedAssertion.
-        let mut wrapped = String::from("<jit-decrypted");
-        for ns in encrypted.namespaces() {
-            match ns.name() {
-                Some("xml") => continue,
-                Some(prefix) => wrapped.push_str(&format!(" xmlns:{prefix}=\"")),
-                None => wrapped.push_str(" xmlns=\""),
+        let assertion_xml = self.open_encrypted(encrypted, idp, integrity)?;
+        // What `open_encrypted` returned has been parsed and checked already: no error here.
+        let doc = xml::parse(&assertion_xml).map_err(|_| SamlError::Decryption)?;
+        let (assertion, _) = structure::check_assertion(&doc, self.config.allow_sha1)
+            .map_err(|_| SamlError::Decryption)?;
+        let checked = validate::check_assertion(assertion, expected)?;
+        Ok(self.login(idp, checked))
+    }
+
+    /// The assertion inside `encrypted`, decrypted and verified, as XML whose only
+    /// assertion is the one to use (xmlsec's verified bytes, or the decrypted plaintext when
+    /// the verified `Response` vouches for an unsigned assertion).
+    ///
+    /// Every failure from the decryption up to and including the inner signature check is
+    /// the one [`SamlError::Decryption`]: same status, code, message and log line, so that
+    /// no padding, parsing or signature oracle is exposed. Only a CBC ciphertext outside a
+    /// verified `Response` has an error of its own, [`SamlError::CbcWithoutSignedResponse`],
+    /// decided from the algorithm before anything is decrypted.
+    fn open_encrypted(
+        &self,
+        encrypted: roxmltree::Node<'_, '_>,
+        idp: &IdpMetadata,
+        integrity: Integrity,
+    ) -> Result<String, SamlError> {
+        let plaintext = match decrypt::decrypt_assertion(encrypted, self.sp_key.as_ref(), integrity)
+        {
+            Err(SamlError::CbcWithoutSignedResponse) => {
+                return Err(SamlError::CbcWithoutSignedResponse);
             }
-            wrapped.push_str(&xml::escape(ns.uri()));
-            wrapped.push('"');
-        }
-        wrapped.push('>');
-        let mut body = plaintext.trim_start();
-        if body.starts_with("<?xml") {
-            body = body.split_once("?>").map_or("", |(_, rest)| rest);
-        }
-        wrapped.push_str(body);
-        wrapped.push_str("</jit-decrypted>");
+            other => other.map_err(|_| SamlError::Decryption)?,
+        };
+        self.verify_decrypted(encrypted, &plaintext, idp, integrity)
+            .map_err(|_| SamlError::Decryption)
+    }
+
+    /// Checks a decrypted assertion's structure and signature; every error is turned into
+    /// [`SamlError::Decryption`] by the caller.
+    fn verify_decrypted(
+        &self,
+        encrypted: roxmltree::Node<'_, '_>,
+        plaintext: &str,
+        idp: &IdpMetadata,
+        integrity: Integrity,
+    ) -> Result<String, SamlError> {
         let allow_sha1 = self.config.allow_sha1;
-        // Any failure to read the plaintext is a decryption failure: no parsing oracle.
-        let doc = xml::parse(&wrapped).map_err(|_| SamlError::Decryption)?;
-        let (assertion, signed) =
-            structure::check_assertion(&doc, allow_sha1).map_err(|e| match e {
-                SamlError::Malformed(_) => SamlError::Decryption,
-                other => other,
-            })?;
+        let wrapped = in_context(encrypted, plaintext);
+        let doc = xml::parse(&wrapped)?;
+        let (assertion, signed) = structure::check_assertion(&doc, allow_sha1)?;
         if !signed {
-            if !outer_signed {
+            if integrity != Integrity::SignedResponse {
                 return Err(SamlError::Unsigned);
             }
             if self.config.want_assertions_signed {
                 return Err(SamlError::AssertionNotSigned);
             }
-            let checked = validate::check_assertion(assertion, expected)?;
-            return Ok(self.login(idp, checked));
+            return Ok(wrapped);
         }
         let verified = signature::verified_bytes(&wrapped, &idp.certificates, allow_sha1)?;
         let vdoc = xml::parse(&verified)?;
@@ -539,8 +562,7 @@ impl SamlServiceProvider {
                 "the verified Assertion is not the one decrypted",
             ));
         }
-        let checked = validate::check_assertion(vassertion, expected)?;
-        Ok(self.login(idp, checked))
+        Ok(verified)
     }
 
     fn login(&self, idp: &IdpMetadata, checked: validate::Checked) -> SamlLogin {
@@ -551,6 +573,29 @@ impl SamlServiceProvider {
             not_on_or_after: checked.not_on_or_after,
         }
     }
+}
+
+/// The decrypted `plaintext`, an element serialized out of its context, inside a wrapper
+/// element that declares the namespaces in scope at the `EncryptedAssertion`.
+fn in_context(encrypted: roxmltree::Node<'_, '_>, plaintext: &str) -> String {
+    let mut wrapped = String::from("<jit-decrypted");
+    for ns in encrypted.namespaces() {
+        match ns.name() {
+            Some("xml") => continue,
+            Some(prefix) => wrapped.push_str(&format!(" xmlns:{prefix}=\"")),
+            None => wrapped.push_str(" xmlns=\""),
+        }
+        wrapped.push_str(&xml::escape(ns.uri()));
+        wrapped.push('"');
+    }
+    wrapped.push('>');
+    let mut body = plaintext.trim_start();
+    if body.starts_with("<?xml") {
+        body = body.split_once("?>").map_or("", |(_, rest)| rest);
+    }
+    wrapped.push_str(body);
+    wrapped.push_str("</jit-decrypted>");
+    wrapped
 }
 
 /// HTTPS, or HTTP to a loopback address (tests, local IdPs).

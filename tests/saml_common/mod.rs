@@ -385,3 +385,147 @@ pub fn replace_once(xml: &str, from: &str, to: &str) -> String {
     assert!(xml.contains(from), "`{from}` is not in the response");
     xml.replacen(from, to, 1)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Responses built here: XML Encryption and the IdP's signature, for ciphertexts no IdP makes
+// ---------------------------------------------------------------------------------------------
+
+/// XML Encryption's AES-128-CBC.
+pub const AES128_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
+/// XML Encryption 1.1's AES-128-GCM.
+pub const AES128_GCM: &str = "http://www.w3.org/2009/xmlenc11#aes128-gcm";
+
+/// `n` random bytes.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut b = vec![0; n];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    b
+}
+
+/// `plaintext` padded as XML Encryption pads a CBC block: PKCS#7, one valid form of it.
+pub fn xmlenc_pad(plaintext: &[u8]) -> Vec<u8> {
+    let pad = 16 - plaintext.len() % 16;
+    let mut out = plaintext.to_vec();
+    out.extend(std::iter::repeat_n(pad as u8, pad));
+    out
+}
+
+/// AES-128-CBC of `blocks` (a whole number of 16-byte blocks, padded by the caller) under
+/// `key`, laid out as XML Encryption does: a random IV, then the ciphertext.
+pub fn aes128_cbc(key: &[u8], blocks: &[u8]) -> Vec<u8> {
+    use openssl::symm::{Cipher, Crypter, Mode};
+    assert_eq!(blocks.len() % 16, 0, "whole blocks only");
+    let iv = random_bytes(16);
+    let mut crypter = Crypter::new(Cipher::aes_128_cbc(), Mode::Encrypt, key, Some(&iv)).unwrap();
+    crypter.pad(false);
+    let mut out = vec![0; blocks.len() + 16];
+    let mut n = crypter.update(blocks, &mut out).unwrap();
+    n += crypter.finalize(&mut out[n..]).unwrap();
+    out.truncate(n);
+    [iv, out].concat()
+}
+
+/// AES-128-GCM of `plaintext` under `key`, as XML Encryption 1.1 lays it out: a random
+/// 12-byte IV, the ciphertext, the 16-byte tag.
+pub fn aes128_gcm(key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    use openssl::symm::{Cipher, encrypt_aead};
+    let iv = random_bytes(12);
+    let mut tag = [0; 16];
+    let body = encrypt_aead(
+        Cipher::aes_128_gcm(),
+        key,
+        Some(&iv),
+        &[],
+        plaintext,
+        &mut tag,
+    )
+    .unwrap();
+    [iv, body, tag.to_vec()].concat()
+}
+
+/// `content_key` encrypted to `recipient`'s RSA key with RSA-OAEP (MGF1 and digest SHA-1,
+/// XML Encryption's `rsa-oaep-mgf1p`).
+pub fn rsa_oaep(recipient: &PKey<Private>, content_key: &[u8]) -> Vec<u8> {
+    use openssl::pkey_ctx::PkeyCtx;
+    let mut ctx = PkeyCtx::new(recipient).unwrap();
+    ctx.encrypt_init().unwrap();
+    ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
+        .unwrap();
+    let mut out = Vec::new();
+    ctx.encrypt_to_vec(content_key, &mut out).unwrap();
+    out
+}
+
+/// A `saml:EncryptedAssertion`: content `algorithm`, the key transported in an
+/// `EncryptedKey` (RSA-OAEP) inside `KeyInfo`; both cipher values as given (base64).
+pub fn encrypted_assertion_xml(
+    algorithm: &str,
+    wrapped_key_b64: &str,
+    ciphertext_b64: &str,
+) -> String {
+    format!(
+        concat!(
+            r#"<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">"#,
+            r#"<xenc:EncryptionMethod Algorithm="{algorithm}"/>"#,
+            r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey>"#,
+            r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>{key}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>{data}</xenc:CipherValue></xenc:CipherData>"#,
+            r#"</xenc:EncryptedData></saml:EncryptedAssertion>"#
+        ),
+        algorithm = algorithm,
+        key = wrapped_key_b64,
+        data = ciphertext_b64,
+    )
+}
+
+/// A success `samlp:Response` to our ACS around `assertion` (an `Assertion` or an
+/// `EncryptedAssertion`, as XML), without `InResponseTo`; signed by `signer` (enveloped,
+/// RSA-SHA256, exclusive c14n, by xmlsec through samael) unless `None`.
+pub fn response_around(assertion: &str, signer: Option<&KeyPair>) -> String {
+    let id = format!("_r{}", hex(&random_bytes(8)));
+    let instant = chrono::DateTime::from_timestamp(now(), 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ");
+    let signature = match signer {
+        None => String::new(),
+        Some(_) => format!(
+            concat!(
+                r#"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>"#,
+                r#"<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#,
+                r#"<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>"#,
+                r##"<ds:Reference URI="#{id}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"##,
+                r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms>"#,
+                r#"<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue/></ds:Reference>"#,
+                r#"</ds:SignedInfo><ds:SignatureValue/></ds:Signature>"#
+            ),
+            id = id
+        ),
+    };
+    let xml = format!(
+        concat!(
+            r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" IssueInstant="{instant}" Destination="{acs}">"#,
+            r#"<saml:Issuer>{idp}</saml:Issuer>{signature}"#,
+            r#"<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>"#,
+            r#"{assertion}</samlp:Response>"#
+        ),
+        id = id,
+        instant = instant,
+        acs = ACS_URL,
+        idp = IDP_ENTITY_ID,
+        signature = signature,
+        assertion = assertion,
+    );
+    match signer {
+        None => xml,
+        Some(signer) => {
+            use samael::crypto::CryptoProvider as _;
+            let der = signer.key.private_key_to_pkcs8().unwrap();
+            samael::crypto::Crypto::sign_xml(&xml, &der).unwrap()
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
