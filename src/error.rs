@@ -31,6 +31,11 @@ pub enum CallbackError {
     /// The callback reached another provider's endpoint than the login started at.
     #[error("the callback does not belong to this provider")]
     WrongProvider,
+    /// The callback (or SAML ACS post) does not carry the binder cookie of the browser that
+    /// started the login: the pending login was started in, or planted from, another
+    /// browser (login CSRF by cookie tossing).
+    #[error("this login was started in another browser; please log in again")]
+    WrongBrowser,
     /// The form body is larger than allowed: `413`.
     #[error("the callback body is too large")]
     TooLarge,
@@ -60,6 +65,7 @@ impl CallbackError {
             Self::UnknownState => "unknown_state",
             Self::Replayed => "replayed_state",
             Self::WrongProvider => "wrong_provider",
+            Self::WrongBrowser => "browser_mismatch",
             Self::TooLarge => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Malformed => "malformed_callback",
@@ -93,6 +99,11 @@ pub enum Error {
     /// Loading the session's user failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
+    /// A cross-site request to `POST {prefix}/logout` or `POST {prefix}/resume`
+    /// (`Sec-Fetch-Site` other than `same-origin` or `none`, or else an `Origin` that is not
+    /// the `public_url` origin): `403`, no cookie touched.
+    #[error("cross-site requests to this endpoint are refused")]
+    CrossSite,
 }
 
 impl Error {
@@ -113,6 +124,7 @@ impl Error {
             Self::Saml(e) => e.status(),
             Self::Store(crate::store::StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CrossSite => StatusCode::FORBIDDEN,
         }
     }
 
@@ -127,6 +139,7 @@ impl Error {
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.code(),
             Self::Store(_) => "store_unavailable",
+            Self::CrossSite => "cross_site_request",
         }
     }
 

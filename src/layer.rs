@@ -73,6 +73,8 @@ pub enum ConfigError {
 /// Everything the service shares between requests.
 pub(crate) struct Shared {
     pub(crate) prefix: String,
+    /// The origin of `public_url`: the only `Origin` a logout or resume may come from.
+    pub(crate) origin: url::Origin,
     pub(crate) providers: HashMap<String, Arc<OidcProvider>>,
     pub(crate) provisioner: Provisioner,
     /// Each provider's provisioning policy.
@@ -596,6 +598,7 @@ impl JitLayerBuilder {
         });
         let shared = Shared {
             prefix,
+            origin: public.origin(),
             providers,
             provisioner: Provisioner::new(
                 domains,

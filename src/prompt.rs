@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mapping::Claims;
 use crate::store::{Identity, Profile};
 
 /// What a prompt hook is told about the user about to be created.
@@ -53,6 +54,14 @@ pub trait ProvisionPrompt: Send + Sync + 'static {
 
     /// The page's form came back: the profile to create (the username the user chose, say),
     /// or a reason to refuse (`403`, nothing created).
+    ///
+    /// The returned profile only fills what creation asks for: the username (checked by the
+    /// domain's username policy; one that is taken is `409 username_taken`, never a link to
+    /// its account), the display name, and attributes the identity provider did not assert.
+    /// The email, the groups and every attribute the provider asserted stay as
+    /// [`PromptRequest::profile`] has them, and whether the identity is linked to an existing
+    /// account, and in which user-store domain the user is created, are decided from what the
+    /// provider asserted alone, never from the form.
     fn resume(
         &self,
         request: &PromptRequest,
@@ -70,4 +79,35 @@ pub struct PendingPrompt {
     pub return_to: String,
     /// When the prompt expires (Unix seconds).
     pub expires_at: i64,
+}
+
+/// What the pending-prompt cookie carries, sealed: the [`PendingPrompt`] the application's
+/// page sees, and what a resume decides by, all of it as the identity provider asserted it.
+///
+/// Kept small for the 4 KiB cookie limit: of the claims only those linking reads
+/// ([`LINKING_CLAIMS`](crate::provision::LINKING_CLAIMS)); the mapped profile is the one in
+/// the request.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PromptState {
+    /// The pending prompt (its request's profile is the mapped profile).
+    #[serde(rename = "p")]
+    pub(crate) pending: PendingPrompt,
+    /// Single-use id, consumed in the replay guard at the first resume (or at logout).
+    #[serde(rename = "id")]
+    pub(crate) id: String,
+    /// The user-store domain the mapped username resolved to.
+    #[serde(rename = "d")]
+    pub(crate) domain: String,
+    /// The claims linking reads, as asserted.
+    #[serde(rename = "c")]
+    pub(crate) claims: Claims,
+}
+
+impl std::fmt::Debug for PromptState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptState")
+            .field("pending", &self.pending)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
 }

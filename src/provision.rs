@@ -59,6 +59,14 @@ pub enum ProvisionError {
     /// The prompt hook refused to resume: `403`.
     #[error("provisioning was not completed: {0}")]
     PromptRefused(String),
+    /// The pending prompt does not fit in a cookie (the mapped profile is too large, many
+    /// groups say): `500`, nothing created. Map fewer groups or attributes for a provider
+    /// with a prompt hook.
+    #[error("the pending prompt does not fit in a cookie ({bytes} bytes)")]
+    PromptTooLarge {
+        /// The size of the sealed prompt state with its cookie name.
+        bytes: usize,
+    },
     /// The store failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
@@ -78,7 +86,9 @@ impl ProvisionError {
             | Self::UsernamePolicy { .. }
             | Self::PromptRefused(_) => StatusCode::FORBIDDEN,
             Self::UsernameTaken(_) | Self::LinkConflict => StatusCode::CONFLICT,
-            Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(StoreError::Panicked) | Self::PromptTooLarge { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
         }
@@ -96,6 +106,7 @@ impl ProvisionError {
             Self::UnknownDomain(_) => "unknown_domain",
             Self::UsernamePolicy { .. } => "username_policy",
             Self::PromptRefused(_) => "prompt_refused",
+            Self::PromptTooLarge { .. } => "prompt_state_too_large",
             Self::Store(_) => "store_unavailable",
             Self::UnknownProvider(_) => "unknown_provider",
         }
@@ -116,6 +127,7 @@ impl ProvisionError {
                 reason: reason.clone(),
             },
             Self::PromptRefused(r) => Self::PromptRefused(r.clone()),
+            Self::PromptTooLarge { bytes } => Self::PromptTooLarge { bytes: *bytes },
             Self::Store(e) => Self::Store(e.duplicate()),
             Self::UnknownProvider(id) => Self::UnknownProvider(id.clone()),
         }
@@ -158,7 +170,59 @@ pub(crate) enum Provisioned {
     Prompt {
         path: String,
         request: Box<PromptRequest>,
+        /// The user-store domain the mapped username resolved to.
+        domain: Arc<str>,
+        /// The claims linking reads ([`LINKING_CLAIMS`]), as asserted.
+        claims: Claims,
     },
+}
+
+/// The claims [`Provisioner::link_candidate`] reads besides the mapped profile: all a resumed
+/// prompt needs of the claims (the prompt state keeps only these, for the cookie's 4 KiB).
+pub(crate) const LINKING_CLAIMS: &[&str] = &["email_verified"];
+
+/// The [`LINKING_CLAIMS`] of a login's claims.
+pub(crate) fn linking_claims(claims: &Claims) -> Claims {
+    Claims(
+        claims
+            .0
+            .iter()
+            .filter(|(name, _)| LINKING_CLAIMS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    )
+}
+
+/// A provisioning resumed after a prompt: what the identity provider asserted at the login
+/// the prompt interrupted (sealed in the prompt state), and the profile the hook returned.
+/// Linking and the domain are decided from the former only; the latter only fills what
+/// creation asks for ([`Resumed::creation_profile`]).
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    /// The user-store domain the asserted username resolved to.
+    pub(crate) domain: String,
+    /// The mapped profile of the interrupted login.
+    pub(crate) asserted: Profile,
+    /// The profile the prompt hook returned.
+    pub(crate) chosen: Profile,
+}
+
+impl Resumed {
+    /// The profile to create: the asserted one with the username the hook chose (by the
+    /// domain's policy), its display name, and the attributes the provider did not assert.
+    /// The email, the groups and the provider-managed fields stay as asserted.
+    fn creation_profile(&self, domain: &Domain) -> Result<Profile, ProvisionError> {
+        let mut profile = self.asserted.clone();
+        profile.username = domain.username(&self.chosen.username)?;
+        profile.display_name = self.chosen.display_name.clone();
+        for (name, value) in &self.chosen.attributes {
+            profile
+                .attributes
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
+        Ok(profile)
+    }
 }
 
 /// A provider's provisioning policy, compiled once.
@@ -199,6 +263,19 @@ pub(crate) struct Domain {
     pub(crate) name: Arc<str>,
     pub(crate) store: SharedStore,
     pub(crate) policy: DomainPolicy,
+}
+
+impl Domain {
+    /// The stored form of a username of this domain (without a domain prefix), by its
+    /// username policy.
+    fn username(&self, local: &str) -> Result<String, ProvisionError> {
+        self.policy
+            .check(local)
+            .map_err(|reason| ProvisionError::UsernamePolicy {
+                username: local.chars().take(64).collect(),
+                reason,
+            })
+    }
 }
 
 /// Finds, links, creates and updates users; owns the caches and the event sinks.
@@ -314,26 +391,21 @@ impl Provisioner {
             .get(name)
             .or_else(|| self.domains.get(name.to_uppercase().as_str()))
             .ok_or_else(|| ProvisionError::UnknownDomain(name.chars().take(64).collect()))?;
-        let username =
-            domain
-                .policy
-                .check(local)
-                .map_err(|reason| ProvisionError::UsernamePolicy {
-                    username: local.chars().take(64).collect(),
-                    reason,
-                })?;
+        let username = domain.username(local)?;
         Ok((domain.clone(), username))
     }
 
     /// Finds, links or creates the user of `identity` and syncs its attributes, as `policy`
-    /// allows. `resumed` is the profile a prompt hook returned (then no prompt is asked and
-    /// no mapping runs). Refusals are reported to the event sinks.
+    /// allows. `resumed` is a provisioning resumed after a prompt: then no prompt is asked, no
+    /// mapping runs, `claims` are the [`LINKING_CLAIMS`] the prompt state sealed, and linking
+    /// and the domain are decided from the asserted profile, never the hook's. Refusals are
+    /// reported to the event sinks.
     pub(crate) async fn provision(
         &self,
         policy: &Policy,
         identity: &Identity,
         claims: &Claims,
-        resumed: Option<Profile>,
+        resumed: Option<Resumed>,
     ) -> Result<Provisioned, ProvisionError> {
         let result = self.run(policy, identity, claims, resumed).await;
         if let Err(err) = &result
@@ -350,63 +422,94 @@ impl Provisioner {
         result
     }
 
+    /// The domain and the asserted (mapped) profile of a login, and at a resume the profile
+    /// to create.
+    fn plan(
+        &self,
+        policy: &Policy,
+        claims: &Claims,
+        resumed: Option<Resumed>,
+    ) -> Result<(Arc<Domain>, Profile, Option<Profile>), ProvisionError> {
+        let Some(resumed) = resumed else {
+            let mut profile = policy.mapping.map(claims)?;
+            let (domain, username) = self.resolve(policy, &profile.username)?;
+            profile.username = username;
+            return Ok((domain, profile, None));
+        };
+        let domain = self
+            .domains
+            .get(resumed.domain.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                ProvisionError::UnknownDomain(resumed.domain.chars().take(64).collect())
+            })?;
+        let create = resumed.creation_profile(&domain)?;
+        Ok((domain, resumed.asserted, Some(create)))
+    }
+
     async fn run(
         &self,
         policy: &Policy,
         identity: &Identity,
         claims: &Claims,
-        resumed: Option<Profile>,
+        resumed: Option<Resumed>,
     ) -> Result<Provisioned, ProvisionError> {
-        let prompted = resumed.is_some();
-        let mut profile = match resumed {
-            Some(profile) => profile,
-            None => policy.mapping.map(claims)?,
-        };
-        let (domain, username) = self.resolve(policy, &profile.username)?;
-        profile.username = username;
+        // `profile` is what the IdP asserted: linking and later syncs use it; `create`, at a
+        // resume, is what a new user is created with.
+        let (domain, profile, create) = self.plan(policy, claims, resumed)?;
+        let prompted = create.is_some();
         let key = identity.key();
         let how = AtomicU8::new(FOUND);
         let prompt = self.prompts.get(&policy.provider).filter(|_| !prompted);
         let store = &domain.store;
-        let looked_up = self
+        let init = || async {
+            if let Some(user) = store.find_by_identity(&key).await? {
+                return Ok(Arc::new(user));
+            }
+            if policy.mode == ProvisioningMode::Off {
+                return Err(ProvisionError::JitDisabled.into());
+            }
+            if let Some(user) = self
+                .link(policy, &domain, identity, claims, &profile)
+                .await?
+            {
+                how.store(LINKED, Ordering::SeqCst);
+                return Ok(user);
+            }
+            if !policy.mode.creates() {
+                return Err(ProvisionError::JitDisabled.into());
+            }
+            if prompt.is_some() {
+                // Not cached: the answer comes from the user.
+                return Err(Init::Prompt);
+            }
+            match store
+                .create(identity, create.as_ref().unwrap_or(&profile))
+                .await
+            {
+                Ok(user) => {
+                    how.store(CREATED, Ordering::SeqCst);
+                    Ok(Arc::new(user))
+                }
+                // Another process linked it first: use its user.
+                Err(StoreError::IdentityExists) => store
+                    .find_by_identity(&key)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or(Init::Failed(ProvisionError::Store(StoreError::NotFound))),
+                Err(e) => Err(ProvisionError::from(e).into()),
+            }
+        };
+        let mut looked_up = self
             .cache
             .by_identity
-            .try_get_with((domain.name.clone(), key.clone()), async {
-                if let Some(user) = store.find_by_identity(&key).await? {
-                    return Ok(Arc::new(user));
-                }
-                if policy.mode == ProvisioningMode::Off {
-                    return Err(ProvisionError::JitDisabled.into());
-                }
-                if let Some(user) = self
-                    .link(policy, &domain, identity, claims, &profile)
-                    .await?
-                {
-                    how.store(LINKED, Ordering::SeqCst);
-                    return Ok(user);
-                }
-                if !policy.mode.creates() {
-                    return Err(ProvisionError::JitDisabled.into());
-                }
-                if prompt.is_some() {
-                    // Not cached: the answer comes from the user.
-                    return Err(Init::Prompt);
-                }
-                match store.create(identity, &profile).await {
-                    Ok(user) => {
-                        how.store(CREATED, Ordering::SeqCst);
-                        Ok(Arc::new(user))
-                    }
-                    // Another process linked it first: use its user.
-                    Err(StoreError::IdentityExists) => store
-                        .find_by_identity(&key)
-                        .await?
-                        .map(Arc::new)
-                        .ok_or(Init::Failed(ProvisionError::Store(StoreError::NotFound))),
-                    Err(e) => Err(ProvisionError::from(e).into()),
-                }
-            })
+            .try_get_with((domain.name.clone(), key.clone()), init())
             .await;
+        if prompted && matches!(looked_up.as_ref().map_err(|e| &**e), Err(Init::Prompt)) {
+            // Coalesced with a first login of this identity that stopped for its own prompt:
+            // this resume creates (the store's uniqueness still guards against a duplicate).
+            looked_up = init().await.map_err(Arc::new);
+        }
         let user = match looked_up.as_ref().map_err(|e| &**e) {
             Ok(user) => user.clone(),
             Err(Init::Prompt) => {
@@ -420,10 +523,17 @@ impl Provisioner {
                     Some(path) => Ok(Provisioned::Prompt {
                         path,
                         request: Box::new(request),
+                        domain: domain.name.clone(),
+                        claims: linking_claims(claims),
                     }),
                     // The hook stays silent this time: create now.
                     None => {
-                        Box::pin(self.run(policy, identity, claims, Some(request.profile))).await
+                        let resumed = Resumed {
+                            domain: domain.name.to_string(),
+                            asserted: request.profile.clone(),
+                            chosen: request.profile,
+                        };
+                        Box::pin(self.run(policy, identity, claims, Some(resumed))).await
                     }
                 };
             }
@@ -755,5 +865,77 @@ impl Provisioner {
         preview.profile = Some(profile);
         preview.action = action;
         preview
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn domain() -> Domain {
+        Domain {
+            name: Arc::from(PRIMARY_DOMAIN),
+            store: Arc::new(MemoryStore::new()),
+            policy: DomainPolicy::default(),
+        }
+    }
+
+    fn asserted() -> Profile {
+        let mut profile = Profile::new("mallory");
+        profile.email = Some(Some("mallory@example.com".into()));
+        profile.display_name = Some(Some("Mallory".into()));
+        profile.groups = Some(["staff".to_owned()].into());
+        profile.attributes.insert("dept".into(), "sales".into());
+        profile.idp_attributes = ["email".to_owned(), "dept".to_owned()].into();
+        profile
+    }
+
+    #[test]
+    fn a_resumed_profile_only_fills_what_creation_asks_for() {
+        let mut chosen = Profile::new("admin");
+        chosen.email = Some(Some("admin@example.com".into()));
+        chosen.display_name = Some(Some("Boss".into()));
+        chosen.groups = Some(["admins".to_owned()].into());
+        chosen.attributes.insert("dept".into(), "it".into());
+        chosen.attributes.insert("nickname".into(), "mm".into());
+        chosen.idp_attributes.clear();
+        let resumed = Resumed {
+            domain: PRIMARY_DOMAIN.into(),
+            asserted: asserted(),
+            chosen,
+        };
+        let created = resumed.creation_profile(&domain()).unwrap();
+        assert_eq!(created.username, "admin");
+        assert_eq!(created.display_name, Some(Some("Boss".into())));
+        assert_eq!(created.email, asserted().email);
+        assert_eq!(created.groups, asserted().groups);
+        assert_eq!(created.attributes["dept"], "sales", "asserted wins");
+        assert_eq!(created.attributes["nickname"], "mm");
+        assert_eq!(created.idp_attributes, asserted().idp_attributes);
+    }
+
+    #[test]
+    fn a_resumed_username_goes_through_the_domain_policy() {
+        let resumed = Resumed {
+            domain: PRIMARY_DOMAIN.into(),
+            asserted: asserted(),
+            chosen: Profile::new("EXT/boss"),
+        };
+        let err = resumed.creation_profile(&domain()).unwrap_err();
+        assert_eq!(err.code(), "username_policy");
+    }
+
+    #[test]
+    fn the_prompt_state_keeps_only_the_claims_linking_reads() {
+        let claims = Claims(
+            serde_json::json!({"email_verified": true, "groups": ["a"], "sub": "x"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let kept = linking_claims(&claims);
+        assert_eq!(kept.0.len(), 1);
+        assert_eq!(kept.get("email_verified"), Some(&Value::Bool(true)));
     }
 }

@@ -67,7 +67,8 @@ async fn start_and_approve(app: &Router, prefix: &str) -> (String, Vec<(String, 
         .await
         .unwrap();
     assert_eq!(start.status(), StatusCode::FOUND);
-    let pending = set_cookies(&start).pop().unwrap();
+    let cookies = set_cookies(&start);
+    let pending = cookies.last().unwrap().clone();
     // Reaches a cross-site POST callback: SameSite=None, so Secure; scoped to the provider.
     assert!(pending.starts_with("__Secure-jit_login_"), "{pending}");
     for attr in [
@@ -110,7 +111,13 @@ async fn start_and_approve(app: &Router, prefix: &str) -> (String, Vec<(String, 
         ("state".to_owned(), field("state")),
         ("iss".to_owned(), field("iss")),
     ];
-    (pending.split(';').next().unwrap().to_owned(), fields)
+    // The browser sends back the pending login and its binder.
+    let cookie = cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap())
+        .collect::<Vec<_>>()
+        .join("; ");
+    (cookie, fields)
 }
 
 fn form_post(prefix: &str, cookie: &str, fields: &[(String, String)]) -> Request<Body> {

@@ -268,7 +268,8 @@ async fn state_mismatch_is_refused() {
 #[tokio::test]
 async fn replayed_callback_is_refused_even_with_the_original_cookie() {
     let app = TestApp::start().await;
-    // An attacker who captured both the pending-login cookie and the callback URL.
+    // An attacker who captured the login start's cookies (pending login and binder) and the
+    // callback URL.
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -278,7 +279,7 @@ async fn replayed_callback_is_refused_even_with_the_original_cookie() {
         .send()
         .await
         .unwrap();
-    let cookie = set_cookies(&start)[0].split(';').next().unwrap().to_owned();
+    let cookie = cookie_header(&start);
     let approved = app.approve(&plain, &location(&start), &alice()).await;
     let callback = location(&approved);
     let first = plain

@@ -270,7 +270,7 @@ async fn a_state_used_at_one_instance_is_refused_at_the_other() {
         return;
     };
     let cluster = Cluster::start(&url, 2).await;
-    // The attacker holds the pending-login cookie and the callback URL.
+    // The attacker holds the login start's cookies (pending login, binder) and the callback URL.
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -280,7 +280,7 @@ async fn a_state_used_at_one_instance_is_refused_at_the_other() {
         .send()
         .await
         .unwrap();
-    let cookie = set_cookies(&start)[0].split(';').next().unwrap().to_owned();
+    let cookie = cookie_header(&start);
     let approved = plain
         .post(format!("{}/authorize", cluster.idp.issuer()))
         .form(&DevIdp::approve_form(&location(&start), &alice()))

@@ -55,7 +55,7 @@ fn session_of(response: &http::Response<Body>) -> Option<String> {
         .map(|c| c.split(';').next().unwrap().to_owned())
 }
 
-/// Starts a login: the redirect to the IdP and the pending-login cookie.
+/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder).
 async fn start(app: &Router) -> (String, String) {
     let response = app
         .clone()
@@ -72,11 +72,17 @@ async fn start(app: &Router) -> (String, String) {
         .unwrap()
         .to_owned();
     assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
-    let cookie = set_cookies(&response).pop().unwrap();
+    let cookies = set_cookies(&response);
+    let cookie = cookies.last().unwrap();
     for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
         assert!(cookie.contains(attr), "{cookie} lacks {attr}");
     }
-    (location, cookie.split(';').next().unwrap().to_owned())
+    // The browser sends back the pending login and its binder.
+    let pairs: Vec<&str> = cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap())
+        .collect();
+    (location, pairs.join("; "))
 }
 
 fn relay_state(location: &str) -> String {

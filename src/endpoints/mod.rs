@@ -8,17 +8,17 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
+mod binder;
 #[cfg(feature = "saml")]
 mod saml;
 
 use crate::error::{CallbackError, Error};
 use crate::invalidation::Invalidation;
 use crate::layer::Shared;
-use crate::mapping::Claims;
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, OidcProvider};
-use crate::prompt::{PendingPrompt, PromptRequest};
-use crate::provision::{ProvisionError, Provisioned};
+use crate::prompt::{PendingPrompt, PromptState};
+use crate::provision::{ProvisionError, Provisioned, Resumed};
 use crate::session::{
     PendingLogin, SameSite, SessionData, check_return_to, cookies_named, random_token,
 };
@@ -197,12 +197,15 @@ pub(crate) fn pending_path(shared: &Shared, provider: &str) -> String {
     format!("{}/{provider}/", shared.prefix)
 }
 
+/// A redirect to `location`, percent-encoding what a header cannot carry (non-ASCII
+/// characters of a `return_to` like `/café`, controls), so the `Location` is never lost.
 pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
+    let encoded = percent_encoding::utf8_percent_encode(location, percent_encoding::CONTROLS);
+    let value = HeaderValue::try_from(encoded.to_string())
+        .expect("percent-encoded text is visible ASCII and spaces only");
+    response.headers_mut().insert(header::LOCATION, value);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -221,6 +224,7 @@ async fn login(shared: &Shared, id: &str, req: &Parts) -> Result<Response<Body>,
     check_return_to(&return_to)?;
     let auth = provider.authorization_request().await?;
     let login_ttl = shared.session.login_ttl_secs as i64;
+    let binder = binder::of_browser(shared, &req.headers);
     let pending = PendingLogin {
         provider: id.to_owned(),
         state: auth.state,
@@ -228,12 +232,14 @@ async fn login(shared: &Shared, id: &str, req: &Parts) -> Result<Response<Body>,
         pkce_verifier: auth.pkce_verifier,
         return_to,
         expires_at: now_unix() + login_ttl,
+        binder: binder::hash(&binder),
     };
     let name = pending_cookie_name(shared, &pending.state)
         .expect("openidconnect's state is 22 URL-safe characters");
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
     let mut response = redirect(StatusCode::FOUND, auth.url.as_str());
+    add_cookie(&mut response, binder::set_cookie(shared, &binder));
     add_cookie(
         &mut response,
         shared.codec.set(
@@ -369,6 +375,7 @@ async fn complete(
     if pending.provider != provider.id {
         return Err(CallbackError::WrongProvider.into());
     }
+    binder::check(shared, headers, &pending.binder)?;
     let login_ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
     let first = shared
         .replay
@@ -412,8 +419,23 @@ pub(crate) async fn finish_login(
             domain,
             outcome,
         } => (user, domain, outcome),
-        Provisioned::Prompt { path, request } => {
-            return start_prompt(shared, path, request, return_to);
+        Provisioned::Prompt {
+            path,
+            request,
+            domain,
+            claims,
+        } => {
+            let state = PromptState {
+                pending: PendingPrompt {
+                    request: *request,
+                    return_to: return_to.to_owned(),
+                    expires_at: now_unix() + shared.session.login_ttl_secs as i64,
+                },
+                id: random_token(16),
+                domain: domain.to_string(),
+                claims,
+            };
+            return start_prompt(shared, path, state);
         }
     };
     if let Some(domain) = shared.provisioner.domain(&domain) {
@@ -443,33 +465,34 @@ pub(crate) async fn finish_login(
     response
 }
 
-fn start_prompt(
-    shared: &Shared,
-    path: String,
-    request: Box<PromptRequest>,
-    return_to: &str,
-) -> Response<Body> {
+/// Browsers keep a cookie whose name and value together are at most this long.
+const MAX_COOKIE: usize = 4096;
+
+/// Sends the browser to the prompt hook's page with the sealed prompt state.
+fn start_prompt(shared: &Shared, path: String, state: PromptState) -> Response<Body> {
+    let provider = state.pending.request.provider.clone();
     let Ok(path) = check_return_to(&path).map(str::to_owned) else {
         tracing::error!("the prompt hook returned a target that is not a same-origin path");
         return fail(
-            &request.provider,
+            &provider,
             &Error::Provision(ProvisionError::PromptRefused(
                 "misconfigured prompt page".into(),
             )),
             &HeaderMap::new(),
         );
     };
-    let ttl = shared.session.login_ttl_secs as i64;
-    let pending = PendingPrompt {
-        request: *request,
-        return_to: return_to.to_owned(),
-        expires_at: now_unix() + ttl,
-    };
     let Some(name) = shared.prompt_cookie.as_deref() else {
         unreachable!("prompts happen only when a hook is registered");
     };
-    let json = serde_json::to_string(&pending).expect("plain struct serializes");
+    let json = serde_json::to_string(&state).expect("plain struct serializes");
     let sealed = shared.codec.seal(name, &json);
+    let bytes = name.len() + sealed.len();
+    if bytes > MAX_COOKIE {
+        // A browser would drop the cookie, and the resume would find no prompt.
+        let err = ProvisionError::PromptTooLarge { bytes };
+        return fail(&provider, &err.into(), &HeaderMap::new());
+    }
+    let ttl = shared.session.login_ttl_secs as i64;
     let mut response = redirect(StatusCode::SEE_OTHER, &path);
     add_cookie(
         &mut response,
@@ -478,23 +501,66 @@ fn start_prompt(
     response
 }
 
-/// The pending prompt a request carries, if any (and not expired).
-pub(crate) fn pending_prompt(shared: &Shared, headers: &HeaderMap) -> Option<PendingPrompt> {
+/// The prompt state a request carries, if any (and not expired).
+fn prompt_state(shared: &Shared, headers: &HeaderMap) -> Option<PromptState> {
     let name = shared.prompt_cookie.as_deref()?;
     cookies_named(headers, name)
         .find_map(|sealed| shared.codec.open(name, sealed))
-        .and_then(|json| serde_json::from_str::<PendingPrompt>(&json).ok())
-        .filter(|p| p.expires_at > now_unix())
+        .and_then(|json| serde_json::from_str::<PromptState>(&json).ok())
+        .filter(|state| state.pending.expires_at > now_unix())
+}
+
+/// The pending prompt a request carries, if any (and not expired).
+pub(crate) fn pending_prompt(shared: &Shared, headers: &HeaderMap) -> Option<PendingPrompt> {
+    prompt_state(shared, headers).map(|state| state.pending)
+}
+
+/// Uses up a prompt state in the replay guard: `false` when it was used before.
+async fn consume_prompt(shared: &Shared, state: &PromptState) -> Result<bool, Error> {
+    let ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
+    shared
+        .replay
+        .first_use(&format!("prompt:{}", state.id), ttl)
+        .await
+        .map_err(Error::Store)
+}
+
+/// Refuses a cross-site request to a state-changing endpoint: `Sec-Fetch-Site` must be
+/// `same-origin` or `none` (typed or bookmarked); without it, an `Origin` must be the
+/// `public_url` origin. A request with neither (not a browser) passes.
+fn check_same_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Error> {
+    let allowed = match headers.get("sec-fetch-site") {
+        Some(site) => {
+            site.as_bytes().eq_ignore_ascii_case(b"same-origin")
+                || site.as_bytes().eq_ignore_ascii_case(b"none")
+        }
+        None => headers.get(header::ORIGIN).is_none_or(|origin| {
+            origin
+                .to_str()
+                .ok()
+                .and_then(|o| url::Url::parse(o).ok())
+                .is_some_and(|o| o.origin() == shared.origin)
+        }),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::CrossSite)
+    }
 }
 
 /// `POST {prefix}/resume`: the application's prompt page posts its form here; the hook turns
-/// it into the profile to create, and the login ends as usual.
+/// it into the profile to create, and the login ends as usual. The prompt state is single
+/// use (replay guard); linking and the domain are decided from what it sealed.
 async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
     let headers = req.headers().clone();
-    let Some(pending) = pending_prompt(shared, &headers) else {
+    if let Err(err) = check_same_origin(shared, &headers) {
+        return fail("-", &err, &headers);
+    }
+    let Some(state) = prompt_state(shared, &headers) else {
         return fail("-", &CallbackError::UnknownState.into(), &headers);
     };
-    let provider = pending.request.provider.clone();
+    let provider = state.pending.request.provider.clone();
     let form = match read_form(req).await {
         Ok(raw) => url::form_urlencoded::parse(&raw)
             .into_owned()
@@ -502,6 +568,9 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
         Err(err) => return fail(&provider, &err.into(), &headers),
     };
     let result = async {
+        if !consume_prompt(shared, &state).await? {
+            return Err(CallbackError::Replayed.into());
+        }
         let policy = shared
             .policies
             .get(&provider)
@@ -510,15 +579,21 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
             .provisioner
             .prompt_hook(&provider)
             .ok_or_else(|| Error::UnknownProvider(provider.clone()))?;
-        let profile = hook
-            .resume(&pending.request, &form)
+        let request = &state.pending.request;
+        let chosen = hook
+            .resume(request, &form)
             .map_err(ProvisionError::PromptRefused)?;
-        let identity = &pending.request.identity;
+        let resumed = Resumed {
+            domain: state.domain.clone(),
+            asserted: request.profile.clone(),
+            chosen,
+        };
+        let identity = &request.identity;
         let provisioned = shared
             .provisioner
-            .provision(policy, identity, &Claims::default(), Some(profile))
+            .provision(policy, identity, &state.claims, Some(resumed))
             .await?;
-        Ok::<_, Error>(finish_login(shared, identity, provisioned, &pending.return_to).await)
+        Ok::<_, Error>(finish_login(shared, identity, provisioned, &state.pending.return_to).await)
     }
     .await;
     let mut response = result.unwrap_or_else(|err| fail(&provider, &err, &headers));
@@ -529,6 +604,9 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
 }
 
 async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
+    if let Err(err) = check_same_origin(shared, &req.headers) {
+        return fail("-", &err, &req.headers);
+    }
     let name = &shared.session_cookie;
     let session = cookies_named(&req.headers, name)
         .find_map(|sealed| shared.codec.open(name, sealed))
@@ -548,14 +626,47 @@ async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
             .await;
         tracing::info!(user_id = %session.user_id, provider = %session.provider, "logged out");
     }
+    // A prompt in progress ends too, also for a copy of its cookie.
+    if let Some(state) = prompt_state(shared, &req.headers)
+        && let Err(err) = consume_prompt(shared, &state).await
+    {
+        tracing::warn!(error = %err, "could not use up the pending prompt at logout");
+    }
     let target = query_param(req.uri.query(), "return_to")
         .filter(|t| check_return_to(t).is_ok())
         .unwrap_or_else(|| "/".to_owned());
     let mut response = redirect(StatusCode::SEE_OTHER, &target);
     add_cookie(&mut response, shared.codec.clear(name, "/", SameSite::Lax));
+    if let Some(prompt) = shared.prompt_cookie.as_deref() {
+        add_cookie(
+            &mut response,
+            shared.codec.clear(prompt, "/", SameSite::Lax),
+        );
+    }
     response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_always_carries_its_location_percent_encoded() {
+        for (target, location) in [
+            ("/café?q=ü#é", "/caf%C3%A9?q=%C3%BC#%C3%A9"),
+            ("/a%2Fb?x=1&y=2", "/a%2Fb?x=1&y=2"),
+            ("/ctrl\r\n\u{7f}", "/ctrl%0D%0A%7F"),
+            (
+                "https://idp.example/authorize?a=b",
+                "https://idp.example/authorize?a=b",
+            ),
+        ] {
+            let response = redirect(StatusCode::SEE_OTHER, target);
+            assert_eq!(response.headers()[header::LOCATION], location, "{target:?}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
-use super::{add_cookie, fail, finish_login, pending_path, pending_same_site, redirect};
+use super::{add_cookie, binder, fail, finish_login, pending_path, pending_same_site, redirect};
 use crate::error::{CallbackError, Error};
 use crate::layer::Shared;
 use crate::saml::{MAX_ACS_BODY, SamlError, SamlServiceProvider};
@@ -29,6 +29,9 @@ struct PendingSaml {
     return_to: String,
     #[serde(rename = "exp")]
     expires_at: i64,
+    /// The hash of the binder of the browser that started the login.
+    #[serde(rename = "b")]
+    binder: String,
 }
 
 fn cookie_name(shared: &Shared, relay_state: &str) -> Option<String> {
@@ -56,16 +59,19 @@ pub(crate) async fn login(
     let relay_state = random_token(18);
     let (url, request_id) = sp.authn_request(&relay_state)?;
     let ttl = shared.session.login_ttl_secs as i64;
+    let binder = binder::of_browser(shared, &req.headers);
     let pending = PendingSaml {
         provider: sp.provider_id().to_owned(),
         request_id,
         return_to,
         expires_at: now_unix() + ttl,
+        binder: binder::hash(&binder),
     };
     let name = cookie_name(shared, &relay_state).expect("our relay state is URL-safe");
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
     let mut response = redirect(StatusCode::FOUND, &url);
+    add_cookie(&mut response, binder::set_cookie(shared, &binder));
     add_cookie(
         &mut response,
         shared.codec.set(
@@ -112,6 +118,11 @@ pub(crate) async fn acs(
             })
             .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
             .filter(|p| p.provider == id && p.expires_at > now_unix());
+        // A login in progress must come back to the browser that started it; an
+        // IdP-initiated response (no pending login) has none to check.
+        if let Some(pending) = &pending {
+            binder::check(shared, &headers, &pending.binder)?;
+        }
         ready(sp).await?;
         let now = now_unix();
         let login = sp.verify_response(

@@ -59,6 +59,10 @@ pub struct PendingLogin {
     pub return_to: String,
     #[serde(rename = "exp")]
     pub expires_at: i64,
+    /// The hash of the binder cookie of the browser that started the login: its callback
+    /// must come from that browser.
+    #[serde(rename = "b")]
+    pub binder: String,
 }
 
 impl std::fmt::Debug for PendingLogin {

@@ -334,6 +334,16 @@ pub fn set_cookies(response: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// The `name=value` pairs a response sets, as one `Cookie` header: what a browser sends back
+/// (the pending-login cookie and the binder cookie of a login start, say).
+pub fn cookie_header(response: &reqwest::Response) -> String {
+    set_cookies(response)
+        .iter()
+        .filter_map(|c| c.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Asserts a refused request: `status`, no session cookie, and the error `code` in the body.
 pub async fn assert_refused(response: reqwest::Response, status: StatusCode, code: &str) {
     assert_eq!(response.status(), status, "expected {status} {code}");
