@@ -6,8 +6,11 @@
 //!   `CookieJar`, `PrivateJar::get`, which derives the AES key schedule on every call) vs
 //!   the same AES-256-GCM check with a cipher built once; parsing `SessionData` with
 //!   serde_json; the user cache lookup as `load_user` does it (`try_get_with`) vs `get`; the
-//!   revoked-session lookup; and a cache of opened sessions keyed by the sealed cookie value
-//!   (a proposed fix: a hit replaces base64, AES-GCM and JSON).
+//!   revoked-session lookup (the moka cache of earlier releases vs the exact bounded set of
+//!   `src/expiring.rs`); a cache of opened sessions keyed by the sealed cookie value (a hit
+//!   replaces base64, AES-GCM and JSON); and cookie format 2 (`src/session/cookies.rs`: key
+//!   id, XChaCha20-Poly1305 under an HKDF-derived key) beside format 1 (AES-256-GCM, the
+//!   cookie crate's), sealing and opening.
 //! * group `bearer_hit_steps`: SHA-256 of a bearer token of the size the `bearer` bench
 //!   sends, the token-cache lookup, and a keyed SipHash of the same bytes for comparison.
 //!
@@ -18,9 +21,15 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Instant;
+
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use cookie::{Cookie, CookieJar, Key};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jit_provision::session::SessionData;
@@ -66,6 +75,93 @@ fn open_with_cipher(cipher: &Aes256Gcm, name: &str, sealed: &str) -> Option<Stri
     String::from_utf8(plain).ok()
 }
 
+/// What `CookieCodec::seal` did before format 2: AES-256-GCM, a 96-bit random nonce.
+fn seal_format_1(cipher: &Aes256Gcm, name: &str, value: &str) -> String {
+    use rand::RngCore;
+    let mut data = vec![0u8; 12 + value.len() + 16];
+    let (nonce, rest) = data.split_at_mut(12);
+    let (body, tag) = rest.split_at_mut(value.len());
+    rand::rngs::OsRng.fill_bytes(nonce);
+    body.copy_from_slice(value.as_bytes());
+    let nonce: [u8; 12] = (&*nonce).try_into().expect("12 bytes");
+    let sealed = cipher
+        .encrypt_in_place_detached(&Nonce::from(nonce), name.as_bytes(), body)
+        .expect("encrypts");
+    tag.copy_from_slice(&sealed);
+    base64::engine::general_purpose::STANDARD.encode(&data)
+}
+
+/// `CookieCodec::seal` of src/session/cookies.rs (format 2), call for call.
+fn seal_format_2(cipher: &XChaCha20Poly1305, id: [u8; 4], name: &str, value: &str) -> String {
+    use rand::RngCore;
+    let mut data = vec![0u8; 4 + 24 + value.len() + 16];
+    let (key_id, rest) = data.split_at_mut(4);
+    let (nonce, rest) = rest.split_at_mut(24);
+    let (body, tag) = rest.split_at_mut(value.len());
+    key_id.copy_from_slice(&id);
+    rand::rngs::OsRng.fill_bytes(nonce);
+    body.copy_from_slice(value.as_bytes());
+    let nonce: [u8; 24] = (&*nonce).try_into().expect("24 bytes");
+    let sealed = cipher
+        .encrypt_in_place_detached(&XNonce::from(nonce), name.as_bytes(), body)
+        .expect("encrypts");
+    tag.copy_from_slice(&sealed);
+    let mut out = String::from("2.");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&data, &mut out);
+    out
+}
+
+/// `CookieCodec::open` of src/session/cookies.rs for format 2 (a ring of one key).
+fn open_format_2(
+    cipher: &XChaCha20Poly1305,
+    id: [u8; 4],
+    name: &str,
+    sealed: &str,
+) -> Option<String> {
+    let mut data = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sealed.strip_prefix("2.")?)
+        .ok()?;
+    if data.len() < 4 + 24 + 16 {
+        return None;
+    }
+    let (key_id, rest) = data.split_at_mut(4);
+    let (nonce, rest) = rest.split_at_mut(24);
+    let (body, tag) = rest.split_at_mut(rest.len() - 16);
+    if *key_id != id {
+        return None;
+    }
+    let nonce = XNonce::from(<[u8; 24]>::try_from(&*nonce).ok()?);
+    let tag = chacha20poly1305::Tag::from(<[u8; 16]>::try_from(&*tag).ok()?);
+    cipher
+        .decrypt_in_place_detached(&nonce, name.as_bytes(), body, &tag)
+        .ok()?;
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// `RevokedSessions` of src/cache.rs (over `ExpiringSet` of src/expiring.rs): the lookup a
+/// request with a session makes once any session was revoked.
+struct RevokedSet {
+    any: AtomicBool,
+    ended_up_to: AtomicI64,
+    entries: RwLock<HashMap<Arc<str>, (Instant, i64)>>,
+}
+
+impl RevokedSet {
+    fn contains(&self, id: &str, issued_at: i64) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let now = Instant::now();
+        let held = self
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|(expires, _)| *expires > now);
+        held || issued_at <= self.ended_up_to.load(Ordering::Acquire)
+    }
+}
+
 fn session_steps(c: &mut Criterion) {
     let rt = runtime();
     let key = Key::from(&[7u8; 64]);
@@ -83,6 +179,23 @@ fn session_steps(c: &mut Criterion) {
     jar.private_mut(&key).add(Cookie::new(COOKIE, json.clone()));
     let sealed = jar.get(COOKIE).expect("sealed").value().to_owned();
     let cipher = Aes256Gcm::new_from_slice(key.encryption()).expect("a 32-byte key");
+    // Format 2: a cookie key derived once per ring key (HKDF-SHA256), and its id.
+    let derive = |info: &[u8]| {
+        let mut out = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(None, key.master())
+            .expand(info, &mut out)
+            .expect("32 bytes");
+        out
+    };
+    let xchacha = XChaCha20Poly1305::new(&derive(b"jit-provision cookie xchacha20poly1305").into());
+    let key_id: [u8; 4] = derive(b"jit-provision key id")[..4]
+        .try_into()
+        .expect("4 bytes");
+    let sealed_2 = seal_format_2(&xchacha, key_id, COOKIE, &json);
+    assert_eq!(
+        open_format_2(&xchacha, key_id, COOKIE, &sealed_2).as_deref(),
+        Some(&*json)
+    );
     assert_eq!(
         open_like_src(&key, COOKIE, &sealed).as_deref(),
         Some(&*json)
@@ -115,6 +228,22 @@ fn session_steps(c: &mut Criterion) {
         .time_to_live(Duration::from_secs(8 * 3600))
         .build();
     rt.block_on(by_id.insert(UserId(42), user));
+    // The revoked-session set as src/cache.rs builds it now, holding 100 000 other sessions.
+    let revoked_set = RevokedSet {
+        any: AtomicBool::new(true),
+        ended_up_to: AtomicI64::new(i64::MIN),
+        entries: RwLock::new(
+            (0..100_000)
+                .map(|i| {
+                    let expires = Instant::now() + Duration::from_secs(3600);
+                    (Arc::from(format!("revoked-{i}")), (expires, 1_700_000_000))
+                })
+                .collect(),
+        ),
+    };
+    for i in 0..100_000 {
+        rt.block_on(revoked.insert(format!("revoked-{i}"), ()));
+    }
     // The fix proposed in BENCHMARKS.md: opened sessions remembered by their sealed value.
     let opened: moka::future::Cache<String, Arc<SessionData>> = moka::future::Cache::builder()
         .max_capacity(100_000)
@@ -128,6 +257,15 @@ fn session_steps(c: &mut Criterion) {
     });
     group.bench_function("cookie_open_prebuilt_cipher", |b| {
         b.iter(|| open_with_cipher(&cipher, COOKIE, black_box(&sealed)))
+    });
+    group.bench_function("cookie_open_format_2_xchacha20poly1305", |b| {
+        b.iter(|| open_format_2(&xchacha, key_id, COOKIE, black_box(&sealed_2)))
+    });
+    group.bench_function("cookie_seal_format_1_prebuilt_cipher", |b| {
+        b.iter(|| seal_format_1(&cipher, COOKIE, black_box(&json)))
+    });
+    group.bench_function("cookie_seal_format_2_xchacha20poly1305", |b| {
+        b.iter(|| seal_format_2(&xchacha, key_id, COOKIE, black_box(&json)))
     });
     group.bench_function("session_data_serde_json", |b| {
         b.iter(|| serde_json::from_str::<SessionData>(black_box(&json)).expect("valid"))
@@ -150,6 +288,9 @@ fn session_steps(c: &mut Criterion) {
     });
     group.bench_function("revoked_sessions_contains_key", |b| {
         b.iter(|| revoked.contains_key(black_box(&session.session_id)))
+    });
+    group.bench_function("revoked_set_contains", |b| {
+        b.iter(|| revoked_set.contains(black_box(&session.session_id), session.issued_at))
     });
     group.finish();
 }

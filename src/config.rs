@@ -129,7 +129,12 @@ pub struct SessionConfig {
     /// Base64 (standard or URL-safe) of at least 64 random bytes: the key that encrypts and
     /// authenticates the session and pending-login cookies. Every app instance must share it.
     /// When absent a random key is generated at start (sessions then die with the process).
+    /// This key seals every new cookie.
     pub key: Option<Secret>,
+    /// Keys that still open cookies but no longer seal them (same format as `key`): to
+    /// rotate, put the old `key` here and a new one in `key`; remove it once the sessions
+    /// it sealed have expired (`ttl_secs` later). Default: none.
+    pub previous_keys: Vec<Secret>,
     /// Mark cookies `Secure` (default `true`). Turn off only for plain-http development on
     /// localhost; the layer refuses to build with `secure = false` and a non-loopback
     /// `public_url`.
@@ -142,12 +147,18 @@ pub struct SessionConfig {
     pub cookie_name: String,
     /// What the extractor answers when nobody is logged in.
     pub unauthenticated: Unauthenticated,
+    /// Most sessions ended by logout that this instance remembers (each until the session
+    /// would have expired). Full, it forgets none: it ends every session issued up to the
+    /// newest one it had to record, and starts empty. Default 1 000 000.
+    pub max_revoked_sessions: u64,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             key: None,
+            previous_keys: Vec::new(),
+            max_revoked_sessions: 1_000_000,
             secure: true,
             ttl_secs: 8 * 3600,
             login_ttl_secs: 600,

@@ -5,6 +5,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::oidc::OidcError;
 use crate::provision::ProvisionError;
+use crate::replay::ReplayGuardFull;
 use crate::session::InvalidReturnTo;
 use crate::store::StoreError;
 
@@ -96,8 +97,10 @@ pub enum Error {
     #[cfg(feature = "saml")]
     #[error(transparent)]
     Saml(#[from] crate::saml::SamlError),
-    /// Loading the session's user failed: `503`.
-    #[error("the user store is unavailable")]
+    /// Loading the session's user failed, or a one-time value could not be recorded: `503`
+    /// (`replay_guard_full` when the in-memory replay guard is full, see
+    /// [`ReplayGuardFull`](crate::replay::ReplayGuardFull)).
+    #[error("{}", store_message(.0))]
     Store(#[source] StoreError),
     /// A cross-site request to `POST {prefix}/logout` or `POST {prefix}/resume`
     /// (`Sec-Fetch-Site` other than `same-origin` or `none`, or else an `Origin` that is not
@@ -138,6 +141,7 @@ impl Error {
             Self::Provision(e) => e.code(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.code(),
+            Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
             Self::Store(_) => "store_unavailable",
             Self::CrossSite => "cross_site_request",
         }
@@ -152,6 +156,15 @@ impl Error {
             &self.to_string(),
             request_headers,
         )
+    }
+}
+
+/// The message of [`Error::Store`].
+fn store_message(err: &StoreError) -> String {
+    if ReplayGuardFull::is(err) {
+        ReplayGuardFull.to_string()
+    } else {
+        "the user store is unavailable".to_owned()
     }
 }
 

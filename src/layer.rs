@@ -12,7 +12,7 @@ use crate::cache::UserCache;
 use crate::config::PRIMARY_DOMAIN;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::events::EventSink;
-use crate::invalidation::InvalidationBus;
+use crate::invalidation::{InvalidationBus, InvalidationSigner, SignedBus};
 use crate::oidc::OidcProvider;
 use crate::prompt::ProvisionPrompt;
 use crate::provision::{Domain, Policy, Provisioned, Provisioner};
@@ -43,6 +43,9 @@ pub enum ConfigError {
     /// `session.key` is not base64 of at least 64 bytes.
     #[error("session.key must be base64 of at least 64 random bytes")]
     SessionKey,
+    /// An entry of `session.previous_keys` (by index) is not base64 of at least 64 bytes.
+    #[error("session.previous_keys[{0}] must be base64 of at least 64 random bytes")]
+    PreviousSessionKey(usize),
     /// `session.secure = false` with a public URL that is not plain-http loopback.
     #[error(
         "session.secure = false is only allowed for a plain http://localhost or loopback public_url"
@@ -101,12 +104,9 @@ impl Drop for Shared {
     }
 }
 
-/// Applies every invalidation from the bus to this layer's caches, until the layer is dropped.
-async fn follow(
-    bus: Arc<dyn InvalidationBus>,
-    shared: Weak<Shared>,
-    stop: Arc<tokio::sync::Notify>,
-) {
+/// Applies every verified invalidation from the bus to this layer's caches, until the layer
+/// is dropped.
+async fn follow(bus: SignedBus, shared: Weak<Shared>, stop: Arc<tokio::sync::Notify>) {
     let mut events = bus.subscribe();
     loop {
         let event = tokio::select! {
@@ -294,6 +294,7 @@ pub struct JitLayerBuilder {
     replay: Option<Arc<dyn ErasedGuard>>,
     bus: Option<Arc<dyn InvalidationBus>>,
     session_key: Option<SessionKey>,
+    previous_session_keys: Vec<SessionKey>,
     http_timeout: Duration,
     store_timeout: Duration,
 }
@@ -318,6 +319,7 @@ impl Default for JitLayerBuilder {
             replay: None,
             bus: None,
             session_key: None,
+            previous_session_keys: Vec::new(),
             http_timeout: Duration::from_secs(10),
             store_timeout: DEFAULT_STORE_TIMEOUT,
         }
@@ -377,23 +379,58 @@ impl JitLayerBuilder {
         self
     }
 
-    /// Where one-time values (OIDC `state`) are remembered. Default: in memory, right for
-    /// one instance; several instances need a shared guard (the SQL stores are guards).
+    /// Where one-time values (OIDC `state`, SAML assertion ids) are remembered. Default: a
+    /// [`MemoryReplayGuard`] of a million values, right for one instance; several instances
+    /// need a shared guard (the SQL stores are guards). A full memory guard refuses new
+    /// logins (`503 replay_guard_full`) rather than forget a value:
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, replay::MemoryReplayGuard, store::MemoryStore};
+    /// let builder = JitLayer::builder()
+    ///     .store(MemoryStore::new())
+    ///     .replay_guard(MemoryReplayGuard::with_capacity(100_000));
+    /// # let _ = builder;
+    /// ```
     pub fn replay_guard(mut self, guard: impl ReplayGuard) -> Self {
         self.replay = Some(Arc::new(guard));
         self
     }
 
     /// Carries cache invalidations (user changed, session ended) between instances; the layer
-    /// follows it from a background task. Default: none (one instance).
+    /// follows it from a background task. Default: none (one instance). The layer signs what
+    /// it sends with a key derived from its session key and drops what does not verify, so
+    /// every instance must share the session keys.
     pub fn invalidation_bus(mut self, bus: impl InvalidationBus) -> Self {
         self.bus = Some(Arc::new(bus));
         self
     }
 
-    /// The key sealing the cookies (overrides `session.key` of the configuration).
+    /// The key sealing the cookies (overrides `session.key` of the configuration). It also
+    /// opens them, as do the [previous keys](Self::previous_session_key).
     pub fn session_key(mut self, key: SessionKey) -> Self {
         self.session_key = Some(key);
+        self
+    }
+
+    /// A key that still opens cookies (and verifies invalidations) but no longer seals them,
+    /// after those of `session.previous_keys`; may be called several times. To rotate the
+    /// session key, make the old one a previous key and seal with a new one: nobody is
+    /// logged out. Drop the old key once its sessions have expired (a session TTL later).
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, session::SessionKey, store::MemoryStore};
+    /// let (old, new) = (SessionKey::generate(), SessionKey::generate());
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .session_key(new)
+    ///     .previous_session_key(old)
+    ///     .store(MemoryStore::new())
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn previous_session_key(mut self, key: SessionKey) -> Self {
+        self.previous_session_keys.push(key);
         self
     }
 
@@ -406,6 +443,14 @@ impl JitLayerBuilder {
     /// Session lifetime (default 8 hours).
     pub fn session_ttl(mut self, ttl: Duration) -> Self {
         self.config.session.ttl_secs = ttl.as_secs();
+        self
+    }
+
+    /// Most sessions ended by logout that the layer remembers (`session.max_revoked_sessions`,
+    /// default a million). Full, it ends every session issued up to the newest revoked one
+    /// rather than forget one.
+    pub fn max_revoked_sessions(mut self, max: u64) -> Self {
+        self.config.session.max_revoked_sessions = max;
         self
     }
 
@@ -485,9 +530,24 @@ impl JitLayerBuilder {
                 tracing::warn!(
                     "no session key configured: generated one; sessions end when the process does and are not shared between instances"
                 );
+                if self.bus.is_some() {
+                    tracing::warn!(
+                        "no session key configured: the other instances cannot verify this one's invalidations, nor this one theirs"
+                    );
+                }
                 SessionKey::generate()
             }
         };
+        let mut previous_keys = config
+            .session
+            .previous_keys
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                SessionKey::from_base64(text.expose()).ok_or(ConfigError::PreviousSessionKey(i))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        previous_keys.extend(self.previous_session_keys);
         if let Unauthenticated::RedirectToLogin(provider) = &config.session.unauthenticated
             && !config.providers.contains_key(provider)
         {
@@ -543,10 +603,12 @@ impl JitLayerBuilder {
                 })?;
             providers.insert(id.clone(), Arc::new(oidc));
         }
-        let codec = CookieCodec::new(&key, config.session.secure);
+        let codec = CookieCodec::new(&key, &previous_keys, config.session.secure);
+        let bus = self
+            .bus
+            .map(|bus| SignedBus::new(bus, InvalidationSigner::new(&key, &previous_keys)));
         let session_cookie = codec.name(&config.session.cookie_name, true);
         let prompt_cookie = (!self.prompts.is_empty()).then(|| codec.name("jit_prompt", true));
-        let session_ttl = Duration::from_secs(config.session.ttl_secs.max(1));
         let mut domains = HashMap::new();
         for (name, store) in
             std::iter::once((PRIMARY_DOMAIN.to_owned(), store)).chain(self.domain_stores)
@@ -602,8 +664,8 @@ impl JitLayerBuilder {
             providers,
             provisioner: Provisioner::new(
                 domains,
-                UserCache::new(&config.cache, session_ttl),
-                self.bus.clone(),
+                UserCache::new(&config.cache, config.session.max_revoked_sessions),
+                bus.clone(),
                 self.sinks,
                 self.prompts,
             ),
@@ -622,7 +684,7 @@ impl JitLayerBuilder {
             stop: Arc::new(tokio::sync::Notify::new()),
         };
         let shared = Arc::new(shared);
-        if let Some(bus) = self.bus {
+        if let Some(bus) = bus {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
             runtime.spawn(follow(bus, Arc::downgrade(&shared), shared.stop.clone()));

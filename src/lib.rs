@@ -22,6 +22,7 @@ mod admin;
 mod cache;
 mod endpoints;
 mod error;
+mod expiring;
 mod extract;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -16,7 +16,7 @@ use crate::config::{
     ProvisioningMode,
 };
 use crate::events::{EventSink, ProvisioningEvent};
-use crate::invalidation::{Invalidation, InvalidationBus};
+use crate::invalidation::{Invalidation, SignedBus};
 use crate::mapping::{Claims, Mapping, MappingError};
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
@@ -284,7 +284,7 @@ pub(crate) struct Provisioner {
     domains: Arc<HashMap<Arc<str>, Arc<Domain>>>,
     cache: UserCache,
     metrics: Arc<Metrics>,
-    bus: Option<Arc<dyn InvalidationBus>>,
+    bus: Option<SignedBus>,
     sinks: Arc<Vec<Arc<dyn EventSink>>>,
     prompts: Arc<HashMap<String, Arc<dyn ProvisionPrompt>>>,
 }
@@ -320,7 +320,7 @@ impl Provisioner {
     pub(crate) fn new(
         domains: HashMap<Arc<str>, Arc<Domain>>,
         cache: UserCache,
-        bus: Option<Arc<dyn InvalidationBus>>,
+        bus: Option<SignedBus>,
         sinks: Vec<Arc<dyn EventSink>>,
         prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
     ) -> Self {

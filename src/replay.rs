@@ -4,12 +4,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use moka::Expiry;
-use moka::future::Cache;
 
+use crate::expiring::{ExpiringSet, Inserted};
 use crate::store::StoreError;
 
 /// Remembers one-time values until they expire.
@@ -65,25 +64,40 @@ impl<G: ReplayGuard> ErasedGuard for G {
     }
 }
 
-struct PerEntry;
+/// The capacity of [`MemoryReplayGuard::new`].
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
-impl Expiry<String, Duration> for PerEntry {
-    fn expire_after_create(&self, _key: &String, ttl: &Duration, _at: Instant) -> Option<Duration> {
-        Some(*ttl)
-    }
-}
-
-/// A [`ReplayGuard`] in process memory (moka): right for one instance. Several instances
-/// need a shared guard such as the PostgreSQL store's.
+/// A [`ReplayGuard`] in process memory: right for one instance. Several instances need a
+/// shared guard such as the SQL stores'.
+///
+/// It holds at most its capacity of values, each until its own expiry, and never forgets a
+/// live one to make room: when it is full of live values a new one is refused with
+/// [`ReplayGuardFull`] (the login answers `503 replay_guard_full`; nothing is written and no
+/// session is issued) until values expire. A replayed value is refused whether or not the
+/// guard is full.
+///
+/// ```
+/// use std::time::Duration;
+/// use jit_provision::replay::{MemoryReplayGuard, ReplayGuard, ReplayGuardFull};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let guard = MemoryReplayGuard::with_capacity(1);
+/// let ttl = Duration::from_secs(60);
+/// assert!(guard.first_use("state:a", ttl).await.unwrap());
+/// let full = guard.first_use("state:b", ttl).await.unwrap_err();
+/// assert!(ReplayGuardFull::is(&full));
+/// assert!(!guard.first_use("state:a", ttl).await.unwrap(), "still a replay");
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct MemoryReplayGuard {
-    seen: Cache<String, Duration>,
+    seen: Arc<ExpiringSet<()>>,
 }
 
 impl std::fmt::Debug for MemoryReplayGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryReplayGuard")
-            .field("entries", &self.seen.entry_count())
+            .field("entries", &self.seen.len())
+            .field("capacity", &self.seen.capacity())
             .finish()
     }
 }
@@ -95,24 +109,48 @@ impl Default for MemoryReplayGuard {
 }
 
 impl MemoryReplayGuard {
-    /// A guard holding up to a million values.
+    /// A guard holding up to [`DEFAULT_CAPACITY`] (a million) live values.
     pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A guard holding up to `capacity` live values.
+    pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            seen: Cache::builder()
-                .max_capacity(1_000_000)
-                .expire_after(PerEntry)
-                .build(),
+            seen: Arc::new(ExpiringSet::new(capacity)),
         }
     }
 }
 
 impl ReplayGuard for MemoryReplayGuard {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        Ok(self
-            .seen
-            .entry(key.to_owned())
-            .or_insert(ttl)
-            .await
-            .is_fresh())
+        match self.seen.insert(key, ttl, ()) {
+            Inserted::New => Ok(true),
+            Inserted::Present => Ok(false),
+            Inserted::Full => {
+                tracing::error!(
+                    capacity = self.seen.capacity(),
+                    "the replay guard is full of live one-time values: refusing logins until some expire"
+                );
+                Err(StoreError::unavailable(ReplayGuardFull))
+            }
+        }
+    }
+}
+
+/// The source of the [`StoreError::Unavailable`] a [`MemoryReplayGuard`] answers when it is
+/// full: the request gets `503 replay_guard_full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many logins are in progress; please try again in a few minutes")]
+#[non_exhaustive]
+pub struct ReplayGuardFull;
+
+impl ReplayGuardFull {
+    /// Whether `err` is a full replay guard's refusal.
+    pub fn is(err: &StoreError) -> bool {
+        match err {
+            StoreError::Unavailable(source) => source.downcast_ref::<Self>().is_some(),
+            _ => false,
+        }
     }
 }

@@ -210,7 +210,9 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
     let Some(session) = opened else {
         return Ok(Attached::Stale);
     };
-    if session.auth.expires_at <= now_unix() || cache.is_revoked(&session.session_id) {
+    if session.auth.expires_at <= now_unix()
+        || cache.is_revoked(&session.session_id, session.auth.issued_at)
+    {
         return Ok(Attached::Stale);
     }
     let Some(user) = load_user(shared, &session.auth.domain, session.user_id)

@@ -616,6 +616,8 @@ async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
         provisioner
             .announce(Invalidation::Session {
                 id: session.session_id.clone(),
+                issued_at: session.issued_at,
+                expires_at: session.expires_at,
             })
             .await;
         provisioner

@@ -8,6 +8,7 @@ use crate::session::{CookieCodec, SessionKey};
 fn codec() -> CookieCodec {
     CookieCodec::new(
         &SessionKey::from_bytes(&[42u8; 64]).expect("64 bytes is a key"),
+        &[],
         true,
     )
 }

@@ -1,12 +1,14 @@
 //! Encrypted cookies: the session of a logged-in user and the pending state of a login in
-//! progress. Both are sealed with AES-256-GCM (the `cookie` crate's private jar), so any app
-//! instance holding the key can read them and nobody else can read or forge them.
+//! progress. Both are sealed with XChaCha20-Poly1305 under a key derived from the first
+//! [`SessionKey`] of the ring (older cookies, AES-256-GCM as the `cookie` crate's private jar
+//! seals them, still open), so any app instance holding the keys can read them and nobody
+//! else can read or forge them.
 
 mod cookies;
 mod redirect;
 
 pub use cookies::SessionKey;
-pub(crate) use cookies::{CookieCodec, SameSite, cookies_named};
+pub(crate) use cookies::{CookieCodec, KEY_ID_LEN, SameSite, cookies_named};
 pub use redirect::{InvalidReturnTo, check_return_to};
 
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,9 @@ use super::{
     Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, StoreError, User, UserId,
     UserStore,
 };
-use crate::invalidation::{Invalidation, InvalidationBus};
+use crate::invalidation::{
+    BusEvent, Invalidation, InvalidationBus, InvalidationSigner, SignedInvalidation,
+};
 use crate::replay::ReplayGuard;
 
 /// The `NOTIFY` channel invalidations travel on.
@@ -51,6 +53,9 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The user-store domain this store serves, named in its invalidations.
     domain: std::sync::Arc<str>,
+    /// Signs the invalidations the store sends itself (`set_locked`, `delete`); shared by
+    /// the clones, set by the layer ([`InvalidationBus::use_signer`]).
+    signer: std::sync::Arc<std::sync::RwLock<Option<InvalidationSigner>>>,
 }
 
 impl PostgresStore {
@@ -75,6 +80,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             domain: std::sync::Arc::from(crate::config::PRIMARY_DOMAIN),
+            signer: std::sync::Arc::default(),
         })
     }
 
@@ -115,7 +121,12 @@ impl PostgresStore {
             domain: self.domain.to_string(),
             id,
         };
-        notify(&mut *tx, &event).await?;
+        match self.signed(&event) {
+            Some(message) => notify(&mut *tx, &message).await?,
+            None => tracing::warn!(
+                "PostgresStore without an invalidation signer (no layer was built with it as its bus): other instances see this change after their cache TTL"
+            ),
+        }
         tx.commit().await.map_err(classify)
     }
 }
@@ -185,14 +196,13 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
     })
 }
 
-async fn notify<'c, E>(executor: E, event: &Invalidation) -> Result<(), StoreError>
+async fn notify<'c, E>(executor: E, message: &SignedInvalidation) -> Result<(), StoreError>
 where
     E: sqlx::PgExecutor<'c>,
 {
-    let payload = serde_json::to_string(event).map_err(StoreError::backend)?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
-        .bind(payload)
+        .bind(message.as_str())
         .execute(executor)
         .await
         .map_err(classify)?;
@@ -477,12 +487,29 @@ impl ReplayGuard for PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// `event` signed, when a signer was handed over.
+    fn signed(&self, event: &Invalidation) -> Option<SignedInvalidation> {
+        let signer = self.signer.read().unwrap_or_else(|e| e.into_inner());
+        signer.as_ref().map(|signer| signer.sign(event))
+    }
+}
+
+/// Messages travel as the `NOTIFY` payload, as signed; anyone who can `NOTIFY` on the
+/// database can send one, and the layer drops those that do not verify.
 impl InvalidationBus for PostgresStore {
-    fn publish(&self, event: Invalidation) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { notify(&self.pool, &event).await })
+    fn publish(&self, message: SignedInvalidation) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { notify(&self.pool, &message).await })
     }
 
-    fn subscribe(&self) -> BoxStream<'static, Invalidation> {
+    /// A program that changes users without a layer (an administration tool) calls this
+    /// itself, with a signer of the application's session keys, so that its `set_locked` and
+    /// `delete` reach every instance at once.
+    fn use_signer(&self, signer: &InvalidationSigner) {
+        *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Some(signer.clone());
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, BusEvent> {
         let pool = self.pool.clone();
         // State: the listener, or None when it must be (re)connected.
         futures_util::stream::unfold(None::<PgListener>, move |listener| {
@@ -494,7 +521,7 @@ impl InvalidationBus for PostgresStore {
                         match PgListener::connect_with(&pool).await {
                             Ok(mut l) => match l.listen(CHANNEL).await {
                                 // Events may have been missed while we were not listening.
-                                Ok(()) => return Some((Invalidation::All, Some(l))),
+                                Ok(()) => return Some((BusEvent::Gap, Some(l))),
                                 Err(err) => {
                                     tracing::warn!(error = %err, "LISTEN failed; retrying")
                                 }
@@ -507,21 +534,19 @@ impl InvalidationBus for PostgresStore {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     },
                 };
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(note)) => match serde_json::from_str(note.payload()) {
-                            Ok(event) => return Some((event, Some(listener))),
-                            Err(err) => tracing::warn!(error = %err, "ignoring a malformed invalidation"),
-                        },
-                        // The connection dropped; it reconnects on the next call. Events
-                        // may have been lost meanwhile.
-                        Ok(None) => return Some((Invalidation::All, Some(listener))),
-                        Err(sqlx::Error::PoolClosed) => return None,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "invalidation listener failed; reconnecting");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            return Some((Invalidation::All, None));
-                        }
+                match listener.try_recv().await {
+                    Ok(Some(note)) => {
+                        let message = SignedInvalidation::from_wire(note.payload());
+                        Some((BusEvent::Message(message), Some(listener)))
+                    }
+                    // The connection dropped; it reconnects on the next call. Events may
+                    // have been lost meanwhile.
+                    Ok(None) => Some((BusEvent::Gap, Some(listener))),
+                    Err(sqlx::Error::PoolClosed) => None,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "invalidation listener failed; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Some((BusEvent::Gap, None))
                     }
                 }
             }
