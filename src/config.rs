@@ -539,10 +539,12 @@ pub enum LinkBy {
     /// Never link (the default).
     #[default]
     None,
-    /// The mapped username equals an existing local username.
+    /// The mapped username equals an existing local username exactly (a name that only folds
+    /// to it, see [`canonical`](crate::store::canonical), is not linked and is then taken).
     Username,
-    /// The asserted email equals (case-insensitively) the email of exactly one local user,
-    /// and the email is verified (see [`LinkingConfig::trust_email`]).
+    /// The asserted email equals (up to ASCII case) the email of exactly one local user (found
+    /// by the [`canonical`](crate::store::canonical) form), and the email is verified (see
+    /// [`LinkingConfig::trust_email`]).
     Email,
 }
 
@@ -578,7 +580,9 @@ pub struct DomainPolicy {
     pub min_length: usize,
     /// Longest username. Default 64.
     pub max_length: usize,
-    /// Lower-case usernames before checking and storing. Default `false`.
+    /// Lower-case usernames before checking and storing. Default `false`. (Uniqueness never
+    /// depends on it: usernames are unique in their [`canonical`](crate::store::canonical)
+    /// form, so `Jane` and `jane` are one name either way.)
     pub lowercase: bool,
 }
 

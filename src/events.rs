@@ -37,7 +37,7 @@ pub enum ProvisioningEvent {
         /// The user after the update.
         user: Arc<User>,
         /// What changed.
-        changes: ProfileChanges,
+        changes: Box<ProfileChanges>,
     },
     /// An unknown identity was linked to an existing local user.
     Linked {

@@ -20,7 +20,9 @@ use crate::invalidation::{Invalidation, SignedBus};
 use crate::mapping::{Claims, Mapping, MappingError};
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
-use crate::store::{Identity, Profile, SharedStore, StoreError, User, now_unix};
+use crate::store::{
+    Identity, IdentityKey, LoginStamp, Profile, SharedStore, StoreError, User, UserId, now_unix,
+};
 
 /// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
 /// a user and its identity link atomically, and no session is issued.
@@ -138,6 +140,7 @@ impl From<StoreError> for ProvisionError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::UsernameTaken(name) => Self::UsernameTaken(name),
+            StoreError::LinkConflict => Self::LinkConflict,
             other => Self::Store(other),
         }
     }
@@ -588,19 +591,22 @@ impl Provisioner {
         if changes.is_empty() {
             return Ok(done(user, unchanged));
         }
+        // Orders this login's update against the other logins of the identity: the store
+        // drops it if a later one was applied first.
+        let at = LoginStamp::now();
         if !policy.blocking {
             let provisioner = self.clone();
             let (domain, provider, key) = (domain.clone(), policy.provider.clone(), key.clone());
             let id = user.id;
             tokio::spawn(async move {
                 provisioner
-                    .update_in_background(domain, provider, key, id, profile)
+                    .update_in_background(domain, provider, key, id, at, profile)
                     .await;
             });
             return Ok(done(user, Outcome::UpdateQueued));
         }
         match self
-            .sync(&domain, &policy.provider, &key, user.id, &profile)
+            .sync(&domain, &policy.provider, &key, user.id, at, &profile)
             .await
         {
             Ok(Some(updated)) if updated.locked => {
@@ -652,6 +658,11 @@ impl Provisioner {
     /// The existing local user the policy would link an unknown identity to: matched by
     /// username, or by a verified email held by exactly one user; never a locked user, never
     /// one already linked to another account at this provider.
+    ///
+    /// The store finds the holder by the [`canonical`](crate::store::canonical) form, but a
+    /// link needs the asserted value to *be* the holder's: the username exactly, the email up
+    /// to ASCII case. A name that only folds to a local one (fullwidth `ａｄｍｉｎ`, `Admin`,
+    /// a Kelvin sign) is not linked; creating it then fails as taken (`409`).
     async fn link_candidate(
         &self,
         policy: &Policy,
@@ -662,7 +673,10 @@ impl Provisioner {
         let store = &domain.store;
         let candidate = match policy.linking.by {
             LinkBy::None => return Ok(None),
-            LinkBy::Username => store.find_by_username(&profile.username).await?,
+            LinkBy::Username => store
+                .find_by_username(&profile.username)
+                .await?
+                .filter(|user| same_username(user, &policy.provider, &profile.username)),
             LinkBy::Email => {
                 let Some(email) = profile.email.clone().flatten() else {
                     return Ok(None);
@@ -678,7 +692,9 @@ impl Provisioner {
                     tracing::warn!(provider = %policy.provider, "not linking by email: several local users have it");
                     return Ok(None);
                 }
-                found.pop()
+                found
+                    .pop()
+                    .filter(|user| same_email(user, &policy.provider, &email))
             }
         };
         let Some(user) = candidate else {
@@ -698,12 +714,17 @@ impl Provisioner {
     /// as stored now (the cached copy may be stale, and a local change made meanwhile must not
     /// be overwritten), written, and the caches, other instances and sinks are told.
     /// `Ok(None)` when nothing needed writing.
+    ///
+    /// The diff is applied by the store inside its transaction (group grants as deltas, so a
+    /// group granted meanwhile stays) and only if no later login of the identity was applied
+    /// before it (`at`); a stale update is dropped, `Ok(None)`.
     async fn sync(
         &self,
         domain: &Arc<Domain>,
         provider: &str,
-        key: &crate::store::IdentityKey,
-        id: crate::store::UserId,
+        key: &IdentityKey,
+        id: UserId,
+        at: LoginStamp,
         profile: &Profile,
     ) -> Result<Option<Arc<User>>, StoreError> {
         let fresh = domain
@@ -718,7 +739,15 @@ impl Provisioner {
                 .await;
             return Ok(None);
         }
-        let updated = Arc::new(domain.store.update(id, &changes).await?);
+        let Some(updated) = domain.store.update_from_login(key, at, &changes).await? else {
+            tracing::info!(provider = %provider, user_id = %id, "dropped an update older than one already applied");
+            self.cache
+                .by_identity
+                .invalidate(&(domain.name.clone(), key.clone()))
+                .await;
+            return Ok(None);
+        };
+        let updated = Arc::new(updated);
         if self.bus.is_some() {
             // Other instances drop their copies; ours is refreshed just below.
             self.announce(Invalidation::User {
@@ -736,7 +765,7 @@ impl Provisioner {
             domain: domain.name.to_string(),
             subject: key.subject.clone(),
             user: updated.clone(),
-            changes,
+            changes: Box::new(changes),
         })
         .await;
         Ok(Some(updated))
@@ -746,14 +775,15 @@ impl Provisioner {
         &self,
         domain: Arc<Domain>,
         provider: String,
-        key: crate::store::IdentityKey,
-        id: crate::store::UserId,
+        key: IdentityKey,
+        id: UserId,
+        at: LoginStamp,
         profile: Profile,
     ) {
         let mut pause = UPDATE_BACKOFF;
         let mut last_error = String::new();
         for attempt in 1..=UPDATE_ATTEMPTS {
-            match self.sync(&domain, &provider, &key, id, &profile).await {
+            match self.sync(&domain, &provider, &key, id, at, &profile).await {
                 Ok(_) => return,
                 Err(err) => {
                     last_error = err.to_string();
@@ -783,6 +813,29 @@ impl Provisioner {
             tracing::warn!(error = %err, "could not record the login time");
         }
     }
+}
+
+/// Whether the username asserted for a link is the local user's own, not one that only folds
+/// to it.
+fn same_username(user: &User, provider: &str, asserted: &str) -> bool {
+    let same = user.username == asserted;
+    if !same {
+        tracing::warn!(provider = %provider, user_id = %user.id, "not linking by username: the asserted username only folds to the local one");
+    }
+    same
+}
+
+/// Whether the email asserted for a link is the local user's own (up to ASCII case), not one
+/// that only folds to it.
+fn same_email(user: &User, provider: &str, asserted: &str) -> bool {
+    let same = user
+        .email
+        .as_deref()
+        .is_some_and(|e| e.eq_ignore_ascii_case(asserted));
+    if !same {
+        tracing::warn!(provider = %provider, user_id = %user.id, "not linking by email: the asserted email only folds to the local one");
+    }
+    same
 }
 
 impl Provisioner {

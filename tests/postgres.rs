@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::store_contract::{concurrent_creates, contract};
+use common::store_contract::{
+    canonical_names, concurrent_creates, concurrent_links, contract, login_updates,
+};
 use common::*;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::session::SessionKey;
@@ -166,6 +168,36 @@ async fn postgres_store_keeps_the_contract() {
     concurrent_creates(PostgresStore::connect(&url).await.unwrap()).await;
     // Migrating twice (a second instance starting) is a no-op.
     PostgresStore::connect(&url).await.unwrap();
+}
+
+/// A fresh, migrated PostgreSQL store, or `None` (skipped) without a server.
+async fn fresh_store() -> Option<PostgresStore> {
+    let url = pg::fresh_database().await?;
+    Some(PostgresStore::connect(&url).await.unwrap())
+}
+
+#[tokio::test]
+async fn postgres_login_updates_keep_concurrent_grants_and_drop_when_stale() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    login_updates(store).await;
+}
+
+#[tokio::test]
+async fn postgres_two_concurrent_links_at_one_provider_one_wins_one_conflicts() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    concurrent_links(store).await;
+}
+
+#[tokio::test]
+async fn postgres_usernames_and_emails_are_unique_in_canonical_form() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    canonical_names(store).await;
 }
 
 #[tokio::test]
@@ -415,4 +447,76 @@ async fn a_transaction_that_stalls_past_the_store_timeout_is_503_and_commits_not
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(sets_session(&response));
     assert_eq!(count().await, 1);
+}
+
+/// Rows written before this version (or outside the store) get their canonical forms at
+/// connect; two that fold to one name stop it, named, with nothing written.
+#[tokio::test]
+async fn postgres_existing_rows_are_backfilled_and_duplicates_named() {
+    use jit_provision::store::{Identity, Profile, StoreError};
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    store
+        .create(
+            &Identity::new("corp", "https://idp", "1"),
+            &Profile::new("Alice"),
+        )
+        .await
+        .unwrap();
+    let exec = |sql: &'static str| {
+        let pool = store.pool().clone();
+        async move { sqlx::raw_sql(sql).execute(&pool).await.unwrap() }
+    };
+    exec(
+        "UPDATE jit_users SET username_key = NULL, email_key = NULL; \
+         INSERT INTO jit_users (username, email, created_at, updated_at) \
+         VALUES ('Bob', 'Bob@Example.com', 0, 0)",
+    )
+    .await;
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(
+        again
+            .find_by_username("ＡＬＩＣＥ")
+            .await
+            .unwrap()
+            .unwrap()
+            .username,
+        "Alice"
+    );
+    assert_eq!(
+        again.find_by_email("bob@example.com").await.unwrap().len(),
+        1
+    );
+    let taken = again
+        .create(
+            &Identity::new("corp", "https://idp", "2"),
+            &Profile::new("BOB"),
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::UsernameTaken(_))),
+        "{taken:?}"
+    );
+
+    exec(
+        "INSERT INTO jit_users (username, created_at, updated_at) VALUES ('Admin', 0, 0); \
+         INSERT INTO jit_users (username, created_at, updated_at) VALUES ('ａｄｍｉｎ', 0, 0)",
+    )
+    .await;
+    let failed = PostgresStore::connect(&url).await.unwrap_err();
+    let message = format!("{failed:?}");
+    assert!(
+        message.contains("`Admin`")
+            && message.contains("`ａｄｍｉｎ`")
+            && message.contains("`admin`"),
+        "{message}"
+    );
+    let unkeyed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM jit_users WHERE username_key IS NULL")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(unkeyed, 2, "the failed backfill wrote nothing");
 }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::types::now_unix;
 use super::{
-    Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, StoreError, User, UserId,
-    UserStore,
+    Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
+    UserId, UserStore, canonical,
 };
 
 /// How many operations a [`MemoryStore`] has served, for tests and benchmarks.
@@ -40,10 +40,24 @@ struct Inner {
     next_id: i64,
     users: HashMap<UserId, User>,
     identities: HashMap<IdentityKey, LinkedIdentity>,
+    /// By the [`canonical`] form of the username.
     usernames: HashMap<String, UserId>,
+    /// The stamp of the last login update applied, by identity.
+    synced: HashMap<IdentityKey, LoginStamp>,
 }
 
 impl Inner {
+    fn username_taken(&self, username: &str) -> bool {
+        self.usernames.contains_key(&canonical(username))
+    }
+
+    /// Whether `user` already has an identity of `provider`.
+    fn linked_at(&self, user: UserId, provider: &str) -> bool {
+        self.identities
+            .values()
+            .any(|l| l.user_id == user && l.provider == provider)
+    }
+
     fn link(&mut self, identity: &Identity, user: UserId) {
         self.identities.insert(
             identity.key(),
@@ -110,7 +124,7 @@ impl MemoryStore {
     /// Creates a purely local user with no identity link (an existing account).
     pub fn insert_local(&self, profile: &Profile) -> Result<User, StoreError> {
         let mut inner = self.lock();
-        if inner.usernames.contains_key(&profile.username) {
+        if inner.username_taken(&profile.username) {
             return Err(StoreError::UsernameTaken(profile.username.clone()));
         }
         Ok(Self::insert(&mut inner, profile))
@@ -132,7 +146,7 @@ impl MemoryStore {
             created_at: now,
             updated_at: now,
         };
-        inner.usernames.insert(user.username.clone(), user.id);
+        inner.usernames.insert(canonical(&user.username), user.id);
         inner.users.insert(user.id, user.clone());
         user
     }
@@ -165,7 +179,7 @@ impl UserStore for MemoryStore {
         if inner.identities.contains_key(&key) {
             return Err(StoreError::IdentityExists);
         }
-        if inner.usernames.contains_key(&profile.username) {
+        if inner.username_taken(&profile.username) {
             return Err(StoreError::UsernameTaken(profile.username.clone()));
         }
         let mut user = Self::insert(&mut inner, profile);
@@ -181,21 +195,18 @@ impl UserStore for MemoryStore {
         let inner = self.lock();
         Ok(inner
             .usernames
-            .get(username)
+            .get(&canonical(username))
             .and_then(|id| inner.users.get(id).cloned()))
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
         self.counters.reads.fetch_add(1, Ordering::SeqCst);
+        let wanted = canonical(email);
         let mut found: Vec<User> = self
             .lock()
             .users
             .values()
-            .filter(|u| {
-                u.email
-                    .as_deref()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
-            })
+            .filter(|u| u.email.as_deref().is_some_and(|e| canonical(e) == wanted))
             .cloned()
             .collect();
         found.sort_by_key(|u| u.id);
@@ -209,6 +220,9 @@ impl UserStore for MemoryStore {
         }
         if !inner.users.contains_key(&user) {
             return Err(StoreError::NotFound);
+        }
+        if inner.linked_at(user, &identity.provider) {
+            return Err(StoreError::LinkConflict);
         }
         inner.link(identity, user);
         Ok(())
@@ -258,8 +272,17 @@ impl UserStore for MemoryStore {
     async fn delete(&self, id: UserId) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let user = inner.users.remove(&id).ok_or(StoreError::NotFound)?;
-        inner.usernames.remove(&user.username);
-        inner.identities.retain(|_, l| l.user_id != id);
+        inner.usernames.remove(&canonical(&user.username));
+        let gone: Vec<IdentityKey> = inner
+            .identities
+            .iter()
+            .filter(|(_, l)| l.user_id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            inner.identities.remove(&key);
+            inner.synced.remove(&key);
+        }
         Ok(())
     }
 
@@ -270,5 +293,29 @@ impl UserStore for MemoryStore {
         user.updated_at = now_unix();
         self.counters.updates.fetch_add(1, Ordering::SeqCst);
         Ok(user.clone())
+    }
+
+    async fn update_from_login(
+        &self,
+        key: &IdentityKey,
+        at: LoginStamp,
+        changes: &ProfileChanges,
+    ) -> Result<Option<User>, StoreError> {
+        let mut inner = self.lock();
+        let id = inner
+            .identities
+            .get(key)
+            .map(|l| l.user_id)
+            .ok_or(StoreError::NotFound)?;
+        if inner.synced.get(key).is_some_and(|last| *last > at) {
+            return Ok(None);
+        }
+        let user = inner.users.get_mut(&id).ok_or(StoreError::NotFound)?;
+        changes.apply_to(user);
+        user.updated_at = now_unix();
+        let user = user.clone();
+        inner.synced.insert(key.clone(), at);
+        self.counters.updates.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(user))
     }
 }

@@ -11,6 +11,7 @@
 //! plain, non-generic type. The stores shipped here are cheap handles (`Clone` shares the
 //! same pool or map), so keep a clone for your own use; make yours the same way.
 
+mod canonical;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -24,32 +25,42 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+pub use canonical::canonical;
 pub use memory::{MemoryStore, StoreCounters};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub(crate) use types::now_unix;
-pub use types::{Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, User, UserId};
+pub use types::{
+    GroupGrants, Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, User,
+    UserId,
+};
 
 /// A boxed error from a store backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a store operation failed.
 ///
-/// The provisioning logic relies on the two conflict variants to stay correct under
+/// The provisioning logic relies on the three conflict variants to stay correct under
 /// concurrency: a store must report a duplicate identity as [`StoreError::IdentityExists`]
-/// (the provisioner then reads the winner's row) and a duplicate username as
-/// [`StoreError::UsernameTaken`]. Everything else is an outage or a bug of the backend.
+/// (the provisioner then reads the winner's row), a duplicate username as
+/// [`StoreError::UsernameTaken`] and a second link of one user at one provider as
+/// [`StoreError::LinkConflict`]. Everything else is an outage or a bug of the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// `create` was called for an identity that is already linked to a user (a concurrent
     /// first login won the race). Nothing was written.
     #[error("the identity is already linked to a user")]
     IdentityExists,
-    /// The username is held by another local user. Nothing was written.
+    /// The username (compared in its [`canonical`] form) is held by another local user.
+    /// Nothing was written.
     #[error("the username `{0}` is already taken by another user")]
     UsernameTaken(String),
+    /// `link` was called for a user that is already linked to another identity of the same
+    /// provider (a user has at most one identity per provider). Nothing was written.
+    #[error("the user is already linked to another identity of this provider")]
+    LinkConflict,
     /// The user to update does not exist (any more).
     #[error("no such user")]
     NotFound,
@@ -76,6 +87,7 @@ impl StoreError {
         match self {
             Self::IdentityExists => Self::IdentityExists,
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
+            Self::LinkConflict => Self::LinkConflict,
             Self::NotFound => Self::NotFound,
             Self::Unavailable(e) => Self::unavailable(e.to_string()),
             Self::Backend(e) => Self::backend(e.to_string()),
@@ -92,11 +104,19 @@ impl StoreError {
 /// The persistence the layer needs.
 ///
 /// Implementations must make [`create`](UserStore::create) atomic (the user row and the
-/// identity link are written together or not at all) and must enforce uniqueness of the
-/// identity key `(provider, subject)` and of the username, reporting violations as
-/// [`StoreError::IdentityExists`] and [`StoreError::UsernameTaken`]. That uniqueness is the
-/// final guard behind the layer's in-process coalescing of concurrent first logins.
-/// `tests/common/store_contract.rs` is the executable contract.
+/// identity link are written together or not at all) and must enforce, in the store itself
+/// (a unique index, not a check before the write):
+///
+/// - uniqueness of the identity key `(provider, subject)`: [`StoreError::IdentityExists`];
+/// - uniqueness of the username in its [`canonical`] form, so `Admin`, fullwidth `ａｄｍｉｎ`
+///   and `admin` are one name: [`StoreError::UsernameTaken`];
+/// - at most one identity per `(user, provider)`: [`StoreError::LinkConflict`].
+///
+/// That uniqueness is the final guard behind the layer's in-process coalescing of concurrent
+/// first logins and links. [`update_from_login`](UserStore::update_from_login) applies a
+/// login's changes to the row as it is inside the store's transaction and drops an update
+/// older than one already applied for that identity. `tests/common/store_contract.rs` is the
+/// executable contract.
 ///
 /// See the [module documentation](self) on object safety.
 ///
@@ -127,14 +147,15 @@ pub trait UserStore: Send + Sync + 'static {
         id: UserId,
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
-    /// The user with this username, if any (for linking by username).
+    /// The user holding this username, compared in the [`canonical`] form (so `ＢＯＢ` finds
+    /// `bob`), if any.
     fn find_by_username(
         &self,
         username: &str,
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
-    /// Every user with this email, compared case-insensitively (for linking by email; more
-    /// than one means the link is ambiguous and is refused).
+    /// Every user with this email, compared in the [`canonical`] form (for linking by email;
+    /// more than one means the link is ambiguous and is refused).
     fn find_by_email(
         &self,
         email: &str,
@@ -148,19 +169,33 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<User, StoreError>> + Send;
 
     /// Links `identity` to an existing user ([`StoreError::IdentityExists`] when the identity
-    /// is linked already, [`StoreError::NotFound`] when the user is gone).
+    /// is linked already, [`StoreError::LinkConflict`] when the user already has another
+    /// identity of this provider, [`StoreError::NotFound`] when the user is gone).
     fn link(
         &self,
         identity: &Identity,
         user: UserId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Applies `changes` to the user and returns the updated user.
+    /// Applies `changes` to the user and returns the updated user (a local edit).
     fn update(
         &self,
         id: UserId,
         changes: &ProfileChanges,
     ) -> impl Future<Output = Result<User, StoreError>> + Send;
+
+    /// Applies the changes a login of `key` at `at` brought to its user, in one transaction
+    /// with reading the row ([`ProfileChanges::apply_to`] on the row as stored) and with the
+    /// check that no later login of this identity was applied already. `Ok(None)`, nothing
+    /// written, when one was (a delayed background update must not overwrite a newer one);
+    /// the same stamp again is applied again (a retry). [`StoreError::NotFound`] when the
+    /// identity is not linked (any more).
+    fn update_from_login(
+        &self,
+        key: &IdentityKey,
+        at: LoginStamp,
+        changes: &ProfileChanges,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
     /// Records a login of this identity at `at` (Unix seconds).
     fn record_login(
@@ -192,6 +227,52 @@ pub trait UserStore: Send + Sync + 'static {
     fn delete(&self, id: UserId) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Names the users linked more than once at one provider, from `(user_id, provider, count)`
+/// rows, for the error of a migration that cannot add the one-link-per-provider index.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn twice_linked(rows: &[(i64, String, i64)]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let users: Vec<String> = rows
+        .iter()
+        .map(|(user, provider, n)| format!("user {user} has {n} identities of `{provider}`"))
+        .collect();
+    format!(
+        "; a user may be linked to one identity per provider, but {}: delete the links that \
+         are not legitimate from jit_identities and start again",
+        users.join(", ")
+    )
+}
+
+/// The error of a backfill that found two usernames with one canonical form.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn one_name_twice(id: i64, username: &str, holder: Option<(i64, String)>, key: &str) -> StoreError {
+    let other = holder
+        .map(|(id, name)| format!("`{name}` (user {id})"))
+        .unwrap_or_else(|| "another username".to_owned());
+    StoreError::backend(format!(
+        "usernames `{username}` (user {id}) and {other} are one name in canonical form \
+         `{key}`: rename or delete one of them, then start again"
+    ))
+}
+
+/// Refuses a backfill batch of `(id, username)` rows in which two usernames have one
+/// canonical form (the unique index would refuse the second; this names both).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn same_name_twice(rows: &[(i64, String)]) -> Result<(), StoreError> {
+    let mut seen: std::collections::HashMap<String, (i64, &str)> = Default::default();
+    for (id, username) in rows {
+        let key = canonical(username);
+        if let Some((first, name)) = seen.get(&key) {
+            let holder = Some((*first, (*name).to_owned()));
+            return Err(one_name_twice(*id, username, holder, &key));
+        }
+        seen.insert(key, (*id, username));
+    }
+    Ok(())
+}
+
 /// The dyn-compatible twin of [`UserStore`] the layer holds internally.
 pub(crate) trait ErasedStore: Send + Sync + 'static {
     fn find_by_identity<'a>(
@@ -210,11 +291,12 @@ pub(crate) trait ErasedStore: Send + Sync + 'static {
         profile: &'a Profile,
     ) -> BoxFuture<'a, StoreResult<User>>;
     fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>>;
-    fn update<'a>(
+    fn update_from_login<'a>(
         &'a self,
-        id: UserId,
+        key: &'a IdentityKey,
+        at: LoginStamp,
         changes: &'a ProfileChanges,
-    ) -> BoxFuture<'a, StoreResult<User>>;
+    ) -> BoxFuture<'a, StoreResult<Option<User>>>;
     fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>>;
     fn identities_of(&self, user: UserId) -> BoxFuture<'_, StoreResult<Vec<LinkedIdentity>>>;
     fn identities_by_provider<'a>(
@@ -256,12 +338,15 @@ impl<S: UserStore> ErasedStore for S {
     fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>> {
         Box::pin(contained(UserStore::link(self, identity, user)))
     }
-    fn update<'a>(
+    fn update_from_login<'a>(
         &'a self,
-        id: UserId,
+        key: &'a IdentityKey,
+        at: LoginStamp,
         changes: &'a ProfileChanges,
-    ) -> BoxFuture<'a, StoreResult<User>> {
-        Box::pin(contained(UserStore::update(self, id, changes)))
+    ) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        Box::pin(contained(UserStore::update_from_login(
+            self, key, at, changes,
+        )))
     }
     fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>> {
         Box::pin(contained(UserStore::record_login(self, key, at)))
@@ -361,12 +446,13 @@ impl ErasedStore for TimeLimited {
     fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>> {
         self.bound(self.inner.link(identity, user))
     }
-    fn update<'a>(
+    fn update_from_login<'a>(
         &'a self,
-        id: UserId,
+        key: &'a IdentityKey,
+        at: LoginStamp,
         changes: &'a ProfileChanges,
-    ) -> BoxFuture<'a, StoreResult<User>> {
-        self.bound(self.inner.update(id, changes))
+    ) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        self.bound(self.inner.update_from_login(key, at, changes))
     }
     fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>> {
         self.bound(self.inner.record_login(key, at))

@@ -11,8 +11,8 @@ use sqlx::{Row, SqlSafeStr};
 
 use super::types::now_unix;
 use super::{
-    Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, StoreError, User, UserId,
-    UserStore,
+    Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
+    UserId, UserStore, canonical,
 };
 use crate::invalidation::{
     BusEvent, Invalidation, InvalidationBus, InvalidationSigner, SignedInvalidation,
@@ -72,16 +72,89 @@ impl PostgresStore {
     }
 
     /// Wraps an existing pool and migrates (under PostgreSQL's advisory migration lock, so
-    /// instances starting together migrate once).
+    /// instances starting together migrate once), then fills in the [`canonical`] forms of
+    /// rows written before (or outside) this version.
+    ///
+    /// Fails, writing nothing, when existing data breaks a rule the migrations add: a user
+    /// linked twice at one provider, or two usernames with one canonical form. The error names
+    /// the rows; an administrator decides which to keep, since either may be the legitimate
+    /// one.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
-        migrator().run(&pool).await.map_err(|e| {
-            StoreError::unavailable(format!("migrating the jit-provision schema: {e}"))
-        })?;
-        Ok(Self {
+        let store = Self {
             pool,
             domain: std::sync::Arc::from(crate::config::PRIMARY_DOMAIN),
             signer: std::sync::Arc::default(),
-        })
+        };
+        if let Err(err) = migrator().run(&store.pool).await {
+            let detail = store
+                .links_twice_at_one_provider()
+                .await
+                .unwrap_or_default();
+            return Err(StoreError::unavailable(format!(
+                "migrating the jit-provision schema: {err}{detail}"
+            )));
+        }
+        store.backfill_canonical().await?;
+        Ok(store)
+    }
+
+    /// A description of the users linked more than once at one provider (what keeps the
+    /// one-link-per-provider index from being created), or an empty string.
+    async fn links_twice_at_one_provider(&self) -> Result<String, StoreError> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT user_id, provider, COUNT(*) FROM jit_identities \
+             GROUP BY user_id, provider HAVING COUNT(*) > 1 ORDER BY user_id LIMIT 20",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(super::twice_linked(&rows))
+    }
+
+    /// Computes the canonical username and email of every row that lacks them, in one
+    /// transaction (all rows or none), one instance at a time.
+    async fn backfill_canonical(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('jit_provision_backfill', 7))")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, username, email FROM jit_users \
+             WHERE username_key IS NULL OR (email IS NOT NULL AND email_key IS NULL) ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let names: Vec<(i64, String)> = rows.iter().map(|(id, u, _)| (*id, u.clone())).collect();
+        super::same_name_twice(&names)?;
+        for (id, username, email) in rows {
+            let key = canonical(&username);
+            let done =
+                sqlx::query("UPDATE jit_users SET username_key = $1, email_key = $2 WHERE id = $3")
+                    .bind(&key)
+                    .bind(email.as_deref().map(canonical))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await;
+            match done {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    // The transaction is aborted: ask outside it.
+                    drop(tx);
+                    let holder: Option<(i64, String)> = sqlx::query_as(
+                        "SELECT id, username FROM jit_users WHERE username_key = $1",
+                    )
+                    .bind(&key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                    return Err(super::one_name_twice(id, &username, holder, &key));
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        tx.commit().await.map_err(classify)
     }
 
     /// Names the user-store domain this store serves (default `PRIMARY`), so that its
@@ -145,6 +218,27 @@ fn migrator() -> Migrator {
             "policy".into(),
             MigrationType::Simple,
             include_str!("../../migrations/postgres/0002_policy.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "login order".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0003_login_order.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "one link per provider".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0004_one_link_per_provider.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            5,
+            "canonical names".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0005_canonical_names.sql").into_sql_str(),
             false,
         ),
     ]);
@@ -260,8 +354,8 @@ impl UserStore for PostgresStore {
         }
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO jit_users (username, email, display_name, groups, attributes, idp_groups, \
-             idp_attributes, locked, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8) RETURNING id",
+             idp_attributes, locked, created_at, updated_at, username_key, email_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10) RETURNING id",
         )
         .bind(&profile.username)
         .bind(profile.email.clone().flatten())
@@ -271,6 +365,14 @@ impl UserStore for PostgresStore {
         .bind(Json(&idp_groups))
         .bind(Json(&profile.idp_attributes))
         .bind(now)
+        .bind(canonical(&profile.username))
+        .bind(
+            profile
+                .email
+                .as_ref()
+                .and_then(|e| e.as_deref())
+                .map(canonical),
+        )
         .fetch_one(&mut *tx)
         .await;
         let id = match inserted {
@@ -314,39 +416,51 @@ impl UserStore for PostgresStore {
 
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = $1 FOR UPDATE");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound)?;
-        let mut user = user_from_row(&row)?;
-        changes.apply_to(&mut user);
-        user.updated_at = now_unix();
-        sqlx::query(
-            "UPDATE jit_users SET email = $1, display_name = $2, groups = $3, attributes = $4, \
-             idp_groups = $5, idp_attributes = $6, updated_at = $7 WHERE id = $8",
-        )
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(Json(&user.groups))
-        .bind(Json(&user.attributes))
-        .bind(Json(&user.idp_groups))
-        .bind(Json(&user.idp_attributes))
-        .bind(user.updated_at)
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        let user = write_changes(&mut tx, id, changes).await?;
         tx.commit().await.map_err(classify)?;
         Ok(user)
     }
 
+    async fn update_from_login(
+        &self,
+        key: &IdentityKey,
+        at: LoginStamp,
+        changes: &ProfileChanges,
+    ) -> Result<Option<User>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // The identity row's lock orders concurrent updates of this identity.
+        let (id, synced): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT user_id, synced_at FROM jit_identities \
+             WHERE provider = $1 AND subject = $2 FOR UPDATE",
+        )
+        .bind(&key.provider)
+        .bind(&key.subject)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound)?;
+        if synced.is_some_and(|last| last > at.0) {
+            // A later login's update is in already: this one is stale. Nothing written.
+            return Ok(None);
+        }
+        let user = write_changes(&mut tx, UserId(id), changes).await?;
+        sqlx::query(
+            "UPDATE jit_identities SET synced_at = $1 WHERE provider = $2 AND subject = $3",
+        )
+        .bind(at.0)
+        .bind(&key.provider)
+        .bind(&key.subject)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(user))
+    }
+
     async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.username = $1");
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.username_key = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(username)
+            .bind(canonical(username))
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
@@ -354,11 +468,10 @@ impl UserStore for PostgresStore {
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM jit_users u WHERE lower(u.email) = lower($1) ORDER BY u.id"
-        );
+        let sql =
+            format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.email_key = $1 ORDER BY u.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(email)
+            .bind(canonical(email))
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
@@ -379,6 +492,12 @@ impl UserStore for PostgresStore {
         .await;
         match linked {
             Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation()
+                    && db.constraint() == Some("jit_identities_user_provider") =>
+            {
+                Err(StoreError::LinkConflict)
+            }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 Err(StoreError::IdentityExists)
             }
@@ -444,6 +563,42 @@ impl UserStore for PostgresStore {
         let change = sqlx::query("DELETE FROM jit_users WHERE id = $1").bind(id.0);
         self.change_user(id, change).await
     }
+}
+
+/// Reads user `id` inside `tx` (locking the row), applies `changes` to it as stored and
+/// writes it back.
+async fn write_changes(
+    tx: &mut sqlx::PgConnection,
+    id: UserId,
+    changes: &ProfileChanges,
+) -> Result<User, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = $1 FOR UPDATE");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound)?;
+    let mut user = user_from_row(&row)?;
+    changes.apply_to(&mut user);
+    user.updated_at = now_unix();
+    sqlx::query(
+        "UPDATE jit_users SET email = $1, display_name = $2, groups = $3, attributes = $4, \
+         idp_groups = $5, idp_attributes = $6, updated_at = $7, email_key = $8 WHERE id = $9",
+    )
+    .bind(&user.email)
+    .bind(&user.display_name)
+    .bind(Json(&user.groups))
+    .bind(Json(&user.attributes))
+    .bind(Json(&user.idp_groups))
+    .bind(Json(&user.idp_attributes))
+    .bind(user.updated_at)
+    .bind(user.email.as_deref().map(canonical))
+    .bind(id.0)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    Ok(user)
 }
 
 fn identity_from_row(row: &PgRow) -> Result<LinkedIdentity, StoreError> {

@@ -7,8 +7,8 @@ use sqlx::{Row, SqlSafeStr};
 
 use super::types::now_unix;
 use super::{
-    Identity, IdentityKey, LinkedIdentity, Profile, ProfileChanges, StoreError, User, UserId,
-    UserStore,
+    Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
+    UserId, UserStore, canonical,
 };
 
 const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups_json, u.attrs_json, \
@@ -74,16 +74,82 @@ impl SqliteStore {
         Self::from_pool(pool).await
     }
 
-    /// Wraps an existing pool and migrates it.
+    /// Wraps an existing pool, migrates it and fills in the [`canonical`] forms of rows
+    /// written before (or outside) this version.
+    ///
+    /// Fails, writing nothing, when existing data breaks a rule the migrations add: a user
+    /// linked twice at one provider, or two usernames with one canonical form. The error names
+    /// the rows; an administrator decides which to keep, since either may be the legitimate
+    /// one.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        migrator()
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::backend(format!("migrating the jit-provision schema: {e}")))?;
-        Ok(Self {
+        let store = Self {
             pool,
             writer: Default::default(),
-        })
+        };
+        if let Err(err) = migrator().run(&store.pool).await {
+            let detail = store
+                .links_twice_at_one_provider()
+                .await
+                .unwrap_or_default();
+            return Err(StoreError::backend(format!(
+                "migrating the jit-provision schema: {err}{detail}"
+            )));
+        }
+        store.backfill_canonical().await?;
+        Ok(store)
+    }
+
+    /// A description of the users linked more than once at one provider (what keeps the
+    /// one-link-per-provider index from being created), or an empty string.
+    async fn links_twice_at_one_provider(&self) -> Result<String, StoreError> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT user_id, provider, COUNT(*) FROM jit_identities \
+             GROUP BY user_id, provider HAVING COUNT(*) > 1 ORDER BY user_id LIMIT 20",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(super::twice_linked(&rows))
+    }
+
+    /// Computes the canonical username and email of every row that lacks them, in one
+    /// transaction: all rows or none.
+    async fn backfill_canonical(&self) -> Result<(), StoreError> {
+        let _one_writer = self.writer.lock().await;
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, username, email FROM jit_users \
+             WHERE username_key IS NULL OR (email IS NOT NULL AND email_key IS NULL) ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let names: Vec<(i64, String)> = rows.iter().map(|(id, u, _)| (*id, u.clone())).collect();
+        super::same_name_twice(&names)?;
+        for (id, username, email) in rows {
+            let key = canonical(&username);
+            let done =
+                sqlx::query("UPDATE jit_users SET username_key = ?, email_key = ? WHERE id = ?")
+                    .bind(&key)
+                    .bind(email.as_deref().map(canonical))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await;
+            match done {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    let holder: Option<(i64, String)> =
+                        sqlx::query_as("SELECT id, username FROM jit_users WHERE username_key = ?")
+                            .bind(&key)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                    return Err(super::one_name_twice(id, &username, holder, &key));
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        tx.commit().await.map_err(classify)
     }
 
     /// The underlying pool.
@@ -121,6 +187,27 @@ fn migrator() -> Migrator {
             "policy".into(),
             MigrationType::Simple,
             include_str!("../../migrations/sqlite/0003_policy.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "login order".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0004_login_order.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            5,
+            "one link per provider".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0005_one_link_per_provider.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            6,
+            "canonical names".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0006_canonical_names.sql").into_sql_str(),
             false,
         ),
     ]);
@@ -169,6 +256,16 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
+    /// A write transaction. IMMEDIATE takes the write lock up front (waiting up to
+    /// busy_timeout): a deferred transaction that reads and then writes fails at once with
+    /// SQLITE_BUSY when another writer got in between.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)
+    }
+
     async fn fetch_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -249,14 +346,7 @@ impl UserStore for SqliteStore {
         let now = now_unix();
         let groups = profile.groups.clone().unwrap_or_default();
         let idp_groups = profile.idp_groups(&identity.provider);
-        // IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
-        // transaction that reads and then writes fails at once with SQLITE_BUSY when another
-        // writer got in between.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(classify)?;
+        let mut tx = self.begin_write().await?;
         // The identity insert goes first: when a concurrent login already linked this
         // identity, we fail on it (IdentityExists) before touching jit_users.
         let exists: Option<i64> =
@@ -271,8 +361,8 @@ impl UserStore for SqliteStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
-             idp_groups_json, idp_attrs_json, locked, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+             idp_groups_json, idp_attrs_json, locked, created_at, updated_at, username_key, \
+             email_key) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
         )
         .bind(&profile.username)
         .bind(profile.email.clone().flatten())
@@ -283,6 +373,14 @@ impl UserStore for SqliteStore {
         .bind(to_json(&profile.idp_attributes)?)
         .bind(now)
         .bind(now)
+        .bind(canonical(&profile.username))
+        .bind(
+            profile
+                .email
+                .as_ref()
+                .and_then(|e| e.as_deref())
+                .map(canonical),
+        )
         .execute(&mut *tx)
         .await;
         let id = match inserted {
@@ -328,47 +426,49 @@ impl UserStore for SqliteStore {
 
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
         let _one_writer = self.writer.lock().await;
-        // IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
-        // transaction that reads and then writes fails at once with SQLITE_BUSY when another
-        // writer got in between.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(classify)?;
-        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound)?;
-        let mut user = user_from_row(&row)?;
-        changes.apply_to(&mut user);
-        user.updated_at = now_unix();
-        sqlx::query(
-            "UPDATE jit_users SET email = ?, display_name = ?, groups_json = ?, attrs_json = ?, \
-             idp_groups_json = ?, idp_attrs_json = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(to_json(&user.groups)?)
-        .bind(to_json(&user.attributes)?)
-        .bind(to_json(&user.idp_groups)?)
-        .bind(to_json(&user.idp_attributes)?)
-        .bind(user.updated_at)
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        let mut tx = self.begin_write().await?;
+        let user = write_changes(&mut tx, id, changes).await?;
         tx.commit().await.map_err(classify)?;
         Ok(user)
     }
 
+    async fn update_from_login(
+        &self,
+        key: &IdentityKey,
+        at: LoginStamp,
+        changes: &ProfileChanges,
+    ) -> Result<Option<User>, StoreError> {
+        let _one_writer = self.writer.lock().await;
+        let mut tx = self.begin_write().await?;
+        let (id, synced): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT user_id, synced_at FROM jit_identities WHERE provider = ? AND subject = ?",
+        )
+        .bind(&key.provider)
+        .bind(&key.subject)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound)?;
+        if synced.is_some_and(|last| last > at.0) {
+            // A later login's update is in already: this one is stale. Nothing written.
+            return Ok(None);
+        }
+        let user = write_changes(&mut tx, UserId(id), changes).await?;
+        sqlx::query("UPDATE jit_identities SET synced_at = ? WHERE provider = ? AND subject = ?")
+            .bind(at.0)
+            .bind(&key.provider)
+            .bind(&key.subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(user))
+    }
+
     async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.username = ?");
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.username_key = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(username)
+            .bind(canonical(username))
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
@@ -376,11 +476,10 @@ impl UserStore for SqliteStore {
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM jit_users u WHERE lower(u.email) = lower(?) ORDER BY u.id"
-        );
+        let sql =
+            format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.email_key = ? ORDER BY u.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(email)
+            .bind(canonical(email))
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
@@ -402,6 +501,13 @@ impl UserStore for SqliteStore {
         .await;
         match linked {
             Ok(_) => Ok(()),
+            // Two unique keys: the identity's `(provider, subject)`, and one identity per
+            // `(user_id, provider)`; SQLite names the columns of the one that failed.
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.message().contains("user_id") =>
+            {
+                Err(StoreError::LinkConflict)
+            }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 Err(StoreError::IdentityExists)
             }
@@ -466,6 +572,41 @@ impl UserStore for SqliteStore {
         let change = sqlx::query("DELETE FROM jit_users WHERE id = ?").bind(id.0);
         self.change_user(change).await
     }
+}
+
+/// Reads user `id` inside `tx`, applies `changes` to it as stored and writes it back.
+async fn write_changes(
+    tx: &mut sqlx::SqliteConnection,
+    id: UserId,
+    changes: &ProfileChanges,
+) -> Result<User, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound)?;
+    let mut user = user_from_row(&row)?;
+    changes.apply_to(&mut user);
+    user.updated_at = now_unix();
+    sqlx::query(
+        "UPDATE jit_users SET email = ?, display_name = ?, groups_json = ?, attrs_json = ?, \
+         idp_groups_json = ?, idp_attrs_json = ?, updated_at = ?, email_key = ? WHERE id = ?",
+    )
+    .bind(&user.email)
+    .bind(&user.display_name)
+    .bind(to_json(&user.groups)?)
+    .bind(to_json(&user.attributes)?)
+    .bind(to_json(&user.idp_groups)?)
+    .bind(to_json(&user.idp_attributes)?)
+    .bind(user.updated_at)
+    .bind(user.email.as_deref().map(canonical))
+    .bind(id.0)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    Ok(user)
 }
 
 fn identity_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LinkedIdentity, StoreError> {

@@ -143,9 +143,11 @@ impl Profile {
     /// nothing does.
     ///
     /// The username is not compared: it is fixed at creation. Fields the profile does not
-    /// manage (`None`) and attributes it does not carry are left as they are. Groups: what
-    /// `provider` granted before and no longer grants is removed (unless another provider
-    /// grants it too), what it grants now is added, every other group stays.
+    /// manage (`None`) and attributes it does not carry are left as they are. Groups become a
+    /// [`GroupGrants`] delta of `provider`'s own grants: what it granted before and no longer
+    /// grants is removed (unless another provider grants it too), what it grants now is added,
+    /// and the store applies that delta to the row as it stands inside its transaction, so
+    /// every other group, even one granted a moment ago, stays.
     ///
     /// ```
     /// use jit_provision::store::{Profile, User, UserId};
@@ -159,8 +161,10 @@ impl Profile {
     /// p.groups = Some(["staff".to_owned()].into());
     /// let changes = p.changes_from(&user, "corp");
     /// assert_eq!(changes.email, Some(Some("jane@example.com".into())));
-    /// // The local group stays; the granted one is added.
-    /// assert_eq!(changes.groups.unwrap().len(), 2);
+    /// // Only the granted group moves; the local one is not part of the change.
+    /// let grants = changes.grants.unwrap();
+    /// assert_eq!(grants.added, ["staff".to_owned()].into());
+    /// assert!(grants.removed.is_empty());
     /// ```
     pub fn changes_from(&self, user: &User, provider: &str) -> ProfileChanges {
         let mut changes = ProfileChanges::default();
@@ -175,65 +179,48 @@ impl Profile {
             changes.display_name = Some(name.clone());
         }
         if let Some(granted) = &self.groups {
-            let before = user.idp_groups.get(provider).cloned().unwrap_or_default();
-            let by_others: BTreeSet<&String> = user
-                .idp_groups
-                .iter()
-                .filter(|(p, _)| p.as_str() != provider)
-                .flat_map(|(_, groups)| groups)
-                .collect();
-            let mut effective = user.groups.clone();
-            for revoked in before.difference(granted) {
-                if !by_others.contains(revoked) {
-                    effective.remove(revoked);
-                }
-            }
-            effective.extend(granted.iter().cloned());
-            if effective != user.groups {
-                changes.groups = Some(effective);
-            }
-            if &before != granted {
-                let mut all = user.idp_groups.clone();
-                if granted.is_empty() {
-                    all.remove(provider);
-                } else {
-                    all.insert(provider.to_owned(), granted.clone());
-                }
-                changes.idp_groups = Some(all);
-            }
+            changes.grants = GroupGrants::between(user, provider, granted);
         }
         for (name, value) in &self.attributes {
             if user.attributes.get(name) != Some(value) {
                 changes.attributes.insert(name.clone(), value.clone());
             }
         }
-        if !self.idp_attributes.is_subset(&user.idp_attributes) {
-            changes.idp_attributes = Some(
-                user.idp_attributes
-                    .union(&self.idp_attributes)
-                    .cloned()
-                    .collect(),
-            );
-        }
+        changes.idp_attributes = self
+            .idp_attributes
+            .difference(&user.idp_attributes)
+            .cloned()
+            .collect();
         changes
     }
 }
 
-/// Changes to apply to a user. `None` (or an absent attribute) means "leave as is".
+/// Changes to apply to a user. `None` (or an absent attribute, an empty set) means "leave as
+/// is".
+///
+/// What a login changes is expressed so that the store can apply it to the row *as it is
+/// inside its write transaction*: scalar fields and attributes are set, group grants are a
+/// delta ([`GroupGrants`]), managed fields are added. So a change made meanwhile by the
+/// application or by another provider's login is never overwritten by a stale copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileChanges {
     /// New email (`Some(None)` clears it).
     pub email: Option<Option<String>>,
     /// New display name (`Some(None)` clears it).
     pub display_name: Option<Option<String>>,
-    /// The new full set of groups.
+    /// Replaces the whole set of groups: a local edit by the application (logins never set
+    /// it; they send [`grants`](Self::grants)).
     pub groups: Option<BTreeSet<String>>,
     /// Attributes to set.
     pub attributes: BTreeMap<String, String>,
-    /// The new record of which provider granted which groups.
+    /// Replaces the whole record of which provider granted which groups: a local edit
+    /// (logins never set it).
     pub idp_groups: Option<BTreeMap<String, BTreeSet<String>>>,
-    /// The new set of provider-managed fields.
-    pub idp_attributes: Option<BTreeSet<String>>,
+    /// The groups one provider's login granted and stopped granting, applied as a delta after
+    /// `groups` and `idp_groups`.
+    pub grants: Option<GroupGrants>,
+    /// Fields to add to the provider-managed set (never removed by a login).
+    pub idp_attributes: BTreeSet<String>,
 }
 
 impl ProfileChanges {
@@ -244,10 +231,12 @@ impl ProfileChanges {
             && self.groups.is_none()
             && self.attributes.is_empty()
             && self.idp_groups.is_none()
-            && self.idp_attributes.is_none()
+            && self.grants.is_none()
+            && self.idp_attributes.is_empty()
     }
 
-    /// Applies the changes to an in-memory user (stores may use this to stay consistent).
+    /// Applies the changes to a user as stored (a store calls this on the row it read inside
+    /// its write transaction).
     pub fn apply_to(&self, user: &mut User) {
         if let Some(email) = &self.email {
             user.email = email.clone();
@@ -264,9 +253,118 @@ impl ProfileChanges {
         if let Some(groups) = &self.idp_groups {
             user.idp_groups = groups.clone();
         }
-        if let Some(fields) = &self.idp_attributes {
-            user.idp_attributes = fields.clone();
+        if let Some(grants) = &self.grants {
+            grants.apply_to(user);
         }
+        user.idp_attributes
+            .extend(self.idp_attributes.iter().cloned());
+    }
+}
+
+/// A delta of the groups one provider grants a user: what its login added and what it no
+/// longer grants. Applied to the stored row, never as a whole set, so groups granted locally
+/// or by another provider, even concurrently, stay.
+///
+/// ```
+/// use jit_provision::store::{GroupGrants, User, UserId};
+/// let mut user = User { id: UserId(1), username: "jane".into(), email: None,
+///     display_name: None, groups: ["staff".to_owned(), "auditors".to_owned()].into(),
+///     attributes: Default::default(),
+///     idp_groups: [("corp".to_owned(), ["staff".to_owned()].into())].into(),
+///     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
+/// let grants = GroupGrants {
+///     provider: "corp".into(),
+///     added: ["eng".to_owned()].into(),
+///     removed: ["staff".to_owned()].into(),
+/// };
+/// grants.apply_to(&mut user);
+/// assert_eq!(user.groups, ["auditors".to_owned(), "eng".to_owned()].into());
+/// assert_eq!(user.idp_groups["corp"], ["eng".to_owned()].into());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupGrants {
+    /// The provider whose grants change.
+    pub provider: String,
+    /// Groups it grants now (added to the user's groups and to its record).
+    pub added: BTreeSet<String>,
+    /// Groups it granted before and no longer grants (removed from its record, and from the
+    /// user's groups unless another provider still grants them).
+    pub removed: BTreeSet<String>,
+}
+
+impl GroupGrants {
+    /// The delta that brings `provider`'s grants of `user` to `granted`; `None` when there is
+    /// nothing to do. A granted group the user lacks (removed locally) is added again: the
+    /// provider manages it.
+    fn between(user: &User, provider: &str, granted: &BTreeSet<String>) -> Option<Self> {
+        let before = user.idp_groups.get(provider);
+        let had = |g: &String| before.is_some_and(|b| b.contains(g));
+        let removed: BTreeSet<String> = before
+            .into_iter()
+            .flatten()
+            .filter(|g| !granted.contains(*g))
+            .cloned()
+            .collect();
+        let added: BTreeSet<String> = granted
+            .iter()
+            .filter(|g| !had(g) || !user.groups.contains(*g))
+            .cloned()
+            .collect();
+        (!added.is_empty() || !removed.is_empty()).then(|| Self {
+            provider: provider.to_owned(),
+            added,
+            removed,
+        })
+    }
+
+    /// Applies the delta to a user as stored.
+    pub fn apply_to(&self, user: &mut User) {
+        let mine = user.idp_groups.entry(self.provider.clone()).or_default();
+        for group in &self.removed {
+            mine.remove(group);
+        }
+        mine.extend(self.added.iter().cloned());
+        if mine.is_empty() {
+            user.idp_groups.remove(&self.provider);
+        }
+        for group in &self.removed {
+            if !user.idp_groups.values().any(|g| g.contains(group)) {
+                user.groups.remove(group);
+            }
+        }
+        user.groups.extend(self.added.iter().cloned());
+    }
+}
+
+/// When a login happened, in microseconds since the Unix epoch, strictly increasing within a
+/// process: the order of the updates logins send (see
+/// [`UserStore::update_from_login`](super::UserStore::update_from_login)).
+///
+/// ```
+/// use jit_provision::store::LoginStamp;
+/// let first = LoginStamp::now();
+/// assert!(LoginStamp::now() > first);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LoginStamp(pub i64);
+
+impl LoginStamp {
+    /// Now, and later than every stamp this process handed out before (even when the clock
+    /// stepped back).
+    pub fn now() -> Self {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static LAST: AtomicI64 = AtomicI64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let previous = LAST
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or_else(|last| last);
+        Self(now.max(previous + 1))
     }
 }
 

@@ -15,8 +15,8 @@ use axum::Router;
 use axum::routing::get;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::store::{
-    Identity, IdentityKey, LinkedIdentity, MemoryStore, Profile, ProfileChanges, StoreError, User,
-    UserId, UserStore,
+    Identity, IdentityKey, LinkedIdentity, LoginStamp, MemoryStore, Profile, ProfileChanges,
+    StoreError, User, UserId, UserStore,
 };
 use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder, MappingConfig, ProviderConfig};
 use reqwest::StatusCode;
@@ -89,6 +89,19 @@ impl UserStore for SwitchableStore {
             return Err(StoreError::unavailable("simulated update outage"));
         }
         self.inner.update(id, changes).await
+    }
+    async fn update_from_login(
+        &self,
+        key: &IdentityKey,
+        at: LoginStamp,
+        changes: &ProfileChanges,
+    ) -> Result<Option<User>, StoreError> {
+        // A login's update: faults named "update" hit it too.
+        self.enter("update").await?;
+        if self.updates_down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("simulated update outage"));
+        }
+        self.inner.update_from_login(key, at, changes).await
     }
     async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
         self.enter("find_by_username").await?;

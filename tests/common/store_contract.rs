@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use jit_provision::store::{Identity, Profile, ProfileChanges, StoreError, UserId, UserStore};
+use jit_provision::store::{
+    Identity, LoginStamp, Profile, ProfileChanges, StoreError, UserId, UserStore,
+};
 
 fn profile(username: &str) -> Profile {
     Profile {
@@ -66,7 +68,8 @@ pub async fn contract<S: UserStore>(store: S) {
             "corp".to_owned(),
             BTreeSet::from(["staff".to_owned()]),
         )])),
-        idp_attributes: Some(BTreeSet::from(["email".to_owned()])),
+        grants: None,
+        idp_attributes: BTreeSet::from(["title".to_owned()]),
     };
     let updated = store.update(created.id, &changes).await.unwrap();
     assert_eq!(updated.email, None);
@@ -81,7 +84,8 @@ pub async fn contract<S: UserStore>(store: S) {
     let missing = store.update(UserId(i64::MAX), &changes).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
     assert_eq!(updated.idp_groups["corp"].len(), 1);
-    assert_eq!(updated.idp_attributes.len(), 1);
+    // Managed fields are added to, never replaced.
+    assert_eq!(updated.idp_attributes.len(), 3);
 
     // Groups granted at creation are recorded as this provider's.
     assert_eq!(
@@ -177,5 +181,248 @@ pub async fn concurrent_creates<S: UserStore>(store: S) {
     assert_eq!(
         lost, 49,
         "every other create reports the conflict: {results:?}"
+    );
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// A login's update is applied to the row as stored (group grants as deltas), and an update
+/// older than one already applied for the identity is dropped.
+pub async fn login_updates<S: UserStore>(store: S) {
+    let alice = Identity::new("corp", "https://idp.example", "sync-1");
+    let created = store.create(&alice, &profile("alice")).await.unwrap();
+    assert_eq!(created.groups, set(&["ops", "staff"]));
+
+    // The login reads the user and computes its changes: corp now grants staff and eng.
+    let read = store.find_by_identity(&alice.key()).await.unwrap().unwrap();
+    let mut asserted = profile("alice");
+    asserted.groups = Some(set(&["staff", "eng"]));
+    let changes = asserted.changes_from(&read, "corp");
+    // Meanwhile, between that read and the write, an administrator grants a local group.
+    let mut local = read.groups.clone();
+    local.insert("local-auditors".into());
+    let grant = ProfileChanges {
+        groups: Some(local),
+        ..Default::default()
+    };
+    store.update(created.id, &grant).await.unwrap();
+    // The login's write keeps the local grant: only corp's own grants move.
+    let t1 = LoginStamp::now();
+    let t2 = LoginStamp::now();
+    let synced = store
+        .update_from_login(&alice.key(), t2, &changes)
+        .await
+        .unwrap()
+        .expect("the first update of the identity is applied");
+    assert_eq!(synced.groups, set(&["eng", "local-auditors", "staff"]));
+    assert_eq!(synced.idp_groups["corp"], set(&["eng", "staff"]));
+    assert_eq!(store.find_by_id(created.id).await.unwrap().unwrap(), synced);
+
+    // An older login's update arriving now (a delayed background retry) is dropped.
+    let mut older = profile("alice");
+    older.email = Some(Some("old@example.com".into()));
+    older.groups = Some(set(&["ops"]));
+    let stale = older.changes_from(&read, "corp");
+    assert!(!stale.is_empty());
+    let dropped = store
+        .update_from_login(&alice.key(), t1, &stale)
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped, None,
+        "an update older than the applied one is dropped"
+    );
+    assert_eq!(
+        store.find_by_id(created.id).await.unwrap().unwrap(),
+        synced,
+        "nothing of the stale update was written"
+    );
+
+    // The same stamp again is a retry and applies; a later one applies.
+    assert!(
+        store
+            .update_from_login(&alice.key(), t2, &changes)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let mut newer = profile("alice");
+    newer.email = Some(Some("new@example.com".into()));
+    newer.groups = None;
+    let now = store.find_by_id(created.id).await.unwrap().unwrap();
+    let applied = store
+        .update_from_login(
+            &alice.key(),
+            LoginStamp::now(),
+            &newer.changes_from(&now, "corp"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied.email.as_deref(), Some("new@example.com"));
+    assert_eq!(applied.groups, set(&["eng", "local-auditors", "staff"]));
+
+    // The stamps are per identity: another identity of the user has its own.
+    let partner = Identity::new("partner", "https://partner.example", "p-9");
+    store.link(&partner, created.id).await.unwrap();
+    let mut from_partner = Profile::new("alice");
+    from_partner.groups = Some(set(&["partners"]));
+    let partner_changes = from_partner.changes_from(&applied, "partner");
+    let both = store
+        .update_from_login(&partner.key(), t1, &partner_changes)
+        .await
+        .unwrap()
+        .expect("an identity's first update is applied whatever the other's stamp");
+    assert_eq!(
+        both.groups,
+        set(&["eng", "local-auditors", "partners", "staff"])
+    );
+
+    let nobody = Identity::new("corp", "https://idp.example", "nobody");
+    let missing = store
+        .update_from_login(&nobody.key(), LoginStamp::now(), &changes)
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
+/// Two concurrent links of two subjects of one provider to one user: exactly one wins, the
+/// other is a `LinkConflict`; a linked identity stays `IdentityExists`.
+pub async fn concurrent_links<S: UserStore>(store: S) {
+    let store = Arc::new(store);
+    for round in 0..10 {
+        let local = Identity::new("local", "https://local.example", format!("l-{round}"));
+        let user = store
+            .create(&local, &Profile::new(format!("target{round}")))
+            .await
+            .unwrap();
+        let tasks = ["a", "b"].map(|who| {
+            let store = store.clone();
+            let identity = Identity::new("corp", "https://idp.example", format!("{who}-{round}"));
+            tokio::spawn(async move { store.link(&identity, user.id).await })
+        });
+        let results: Vec<_> = futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LinkConflict)))
+            .count();
+        assert_eq!((won, conflicts), (1, 1), "round {round}: {results:?}");
+        let corp: Vec<_> = store
+            .identities_of(user.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.provider == "corp")
+            .collect();
+        assert_eq!(corp.len(), 1, "one identity per provider");
+    }
+    // A linked identity is still told apart from a second link of the user.
+    let other = store
+        .create(
+            &Identity::new("local", "https://local.example", "other"),
+            &Profile::new("other"),
+        )
+        .await
+        .unwrap();
+    let linked = store.identities_by_provider("corp").await.unwrap()[0].clone();
+    let again = store
+        .link(
+            &Identity::new(&linked.provider, &linked.issuer, &linked.subject),
+            other.id,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::IdentityExists)),
+        "{again:?}"
+    );
+}
+
+/// Usernames are unique in their canonical form (NFKC + case folding), and lookups by
+/// username and email compare that form, in every store alike.
+pub async fn canonical_names<S: UserStore>(store: S) {
+    let corp = |sub: &str| Identity::new("corp", "https://idp.example", sub);
+    let admin = store.create(&corp("n-1"), &profile("admin")).await.unwrap();
+    let kate = store.create(&corp("n-2"), &profile("kate")).await.unwrap();
+    // Look-alikes of a taken name are the taken name: nothing written.
+    for look_alike in [
+        "ａｄｍｉｎ",
+        "ADMIN",
+        "Admin",
+        "ＡＤＭＩＮ",
+        "\u{212A}ATE",
+        "\u{212A}ate",
+    ] {
+        let taken = store.create(&corp(look_alike), &profile(look_alike)).await;
+        assert!(
+            matches!(taken, Err(StoreError::UsernameTaken(ref n)) if n == look_alike),
+            "{look_alike}: {taken:?}"
+        );
+        assert!(
+            store
+                .find_by_identity(&corp(look_alike).key())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    // The stored username is kept as given; lookups fold.
+    let found = store.find_by_username("ＡＤＭＩＮ").await.unwrap().unwrap();
+    assert_eq!((found.id, found.username.as_str()), (admin.id, "admin"));
+    assert_eq!(
+        store
+            .find_by_username("\u{212A}ate")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        kate.id
+    );
+    // A name that does not fold to a taken one is free.
+    let mixed = store
+        .create(&corp("n-3"), &profile("Straße"))
+        .await
+        .unwrap();
+    assert_eq!(mixed.username, "Straße");
+    let taken = store.create(&corp("n-4"), &profile("STRASSE")).await;
+    assert!(
+        matches!(taken, Err(StoreError::UsernameTaken(_))),
+        "{taken:?}"
+    );
+    assert!(store.create(&corp("n-5"), &profile("admin2")).await.is_ok());
+
+    // Emails compare folded too, and follow updates.
+    let by_email = store.find_by_email("ＡＤＭＩＮ@EXAMPLE.com").await.unwrap();
+    assert_eq!(
+        by_email.iter().map(|u| u.id).collect::<Vec<_>>(),
+        [admin.id]
+    );
+    let changes = ProfileChanges {
+        email: Some(Some("Root@Example.COM".into())),
+        ..Default::default()
+    };
+    store.update(admin.id, &changes).await.unwrap();
+    assert!(
+        store
+            .find_by_email("admin@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let root = store.find_by_email("root@example.com").await.unwrap();
+    assert_eq!(root.iter().map(|u| u.id).collect::<Vec<_>>(), [admin.id]);
+    assert_eq!(root[0].email.as_deref(), Some("Root@Example.COM"));
+    // A deleted user's name is free again.
+    store.delete(kate.id).await.unwrap();
+    assert!(
+        store
+            .create(&corp("n-6"), &profile("\u{212A}ate"))
+            .await
+            .is_ok()
     );
 }
