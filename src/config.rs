@@ -257,16 +257,34 @@ pub struct ProviderConfig {
     /// must match the ID token's). ID-token claims win over userinfo claims. Default `false`.
     #[serde(default)]
     pub userinfo: bool,
-    /// Allowed clock difference with the provider, in seconds, for `exp` and `iat`. Default 60.
+    /// Allowed clock difference with the provider, in seconds, for `exp`, `iat` and `nbf`.
+    /// Default 60.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
     /// Audiences besides our client id that may appear in `aud`. With several audiences the
     /// token must carry `azp` equal to our client id. Default none.
     #[serde(default)]
     pub trusted_audiences: Vec<String>,
-    /// Least time between two JWKS refetches caused by an unknown `kid`, in seconds. Default 30.
+    /// Least time between two JWKS refetches caused by an unknown `kid`, and before a failed
+    /// key fetch is retried, in seconds. Default 30.
     #[serde(default = "default_refetch")]
     pub jwks_min_refetch_secs: u64,
+    /// How long the discovery document (endpoints, RFC 9207 support) is used before it is
+    /// fetched again, in seconds (at least 1). While the provider cannot be reached the cached
+    /// document goes on serving. Default 3600.
+    #[serde(default = "default_discovery_ttl")]
+    pub discovery_ttl_secs: u64,
+    /// How long the provider's signing keys are used before they are fetched again, in
+    /// seconds (at least 1): a key the provider removed stops being accepted at most this
+    /// long later, as long as the key set can be fetched. While it cannot, the cached keys go
+    /// on serving (a failed fetch is retried after `jwks_min_refetch_secs`). Default 300.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl_secs: u64,
+    /// After a failed discovery with nothing cached, how long logins of this provider answer
+    /// `502` at once before discovery is tried again, in seconds (at least 1); a failed
+    /// refresh of a cached document is retried after it too. Default 5.
+    #[serde(default = "default_discovery_retry")]
+    pub discovery_retry_secs: u64,
     /// A human name for login pages. Default: the provider id.
     #[serde(default)]
     pub display_name: Option<String>,
@@ -289,6 +307,12 @@ fn default_skew() -> u64 {
 }
 fn default_refetch() -> u64 {
     30
+}
+fn default_discovery_ttl() -> u64 {
+    3600
+}
+fn default_discovery_retry() -> u64 {
+    5
 }
 
 impl ProviderConfig {
@@ -317,6 +341,9 @@ impl ProviderConfig {
             clock_skew_secs: default_skew(),
             trusted_audiences: Vec::new(),
             jwks_min_refetch_secs: default_refetch(),
+            discovery_ttl_secs: default_discovery_ttl(),
+            jwks_ttl_secs: default_jwks_ttl(),
+            discovery_retry_secs: default_discovery_retry(),
             display_name: None,
             mapping: MappingConfig::default(),
             bearer: None,

@@ -5,8 +5,10 @@
 //! preset user or type one (subject, username, email, name, groups), a token endpoint
 //! (authorization code with PKCE S256, single-use codes) and userinfo. It signs RS256 with a
 //! key generated at start, can rotate keys, lets tests rewrite every ID token it issues
-//! ([`DevIdp::on_id_token`]) to exercise each validation failure, and can make its token
-//! endpoint or key set slow or failing ([`DevIdp::set_token_fault`],
+//! ([`DevIdp::on_id_token`]) and every token response ([`DevIdp::on_token_response`]) to
+//! exercise each validation failure, can leave out the RFC 9207 `iss` parameter it advertises
+//! ([`DevIdp::send_iss_parameter`]), and can make its discovery document, token endpoint or key
+//! set slow or failing ([`DevIdp::set_discovery_fault`], [`DevIdp::set_token_fault`],
 //! [`DevIdp::set_jwks_fault`]). It keeps no state per login beyond the authorization codes
 //! waiting for their exchange (60 s at most); access tokens are self-contained.
 //!
@@ -22,7 +24,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -122,6 +124,7 @@ pub enum Signer {
 }
 
 type Hook = Arc<dyn Fn(&mut IdTokenDraft) + Send + Sync>;
+type TokenResponseHook = Arc<dyn Fn(&mut Map<String, Value>) + Send + Sync>;
 
 struct SigningKey {
     kid: String,
@@ -158,9 +161,9 @@ const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Most codes waiting for their exchange at once.
 const MAX_PENDING: u64 = 1_000_000;
 
-/// A way to make the token endpoint ([`DevIdp::set_token_fault`]) or the JWKS
-/// ([`DevIdp::set_jwks_fault`]) misbehave, to see how an application copes with a slow or
-/// failing identity provider.
+/// A way to make the discovery document ([`DevIdp::set_discovery_fault`]), the token endpoint
+/// ([`DevIdp::set_token_fault`]) or the JWKS ([`DevIdp::set_jwks_fault`]) misbehave, to see
+/// how an application copes with a slow or failing identity provider.
 ///
 /// ```
 /// use std::time::Duration;
@@ -202,10 +205,18 @@ struct Inner {
     /// IdP reads back, so it keeps no state per token.
     access_token_key: (EncodingKey, jsonwebtoken::DecodingKey),
     hook: RwLock<Option<Hook>>,
+    token_response_hook: RwLock<Option<TokenResponseHook>>,
+    discovery_fault: RwLock<Option<EndpointFault>>,
     token_fault: RwLock<Option<EndpointFault>>,
     jwks_fault: RwLock<Option<EndpointFault>>,
+    /// Discovery says `authorization_response_iss_parameter_supported: true` (RFC 9207).
+    advertise_iss: AtomicBool,
+    /// Authorization responses carry `iss`.
+    send_iss: AtomicBool,
+    discovery_fetches: AtomicU64,
     jwks_fetches: AtomicU64,
     token_requests: AtomicU64,
+    userinfo_requests: AtomicU64,
     id_token_ttl: Duration,
 }
 
@@ -268,10 +279,16 @@ impl DevIdpBuilder {
                 )
             },
             hook: RwLock::new(None),
+            token_response_hook: RwLock::new(None),
+            discovery_fault: RwLock::new(None),
             token_fault: RwLock::new(None),
             jwks_fault: RwLock::new(None),
+            advertise_iss: AtomicBool::new(true),
+            send_iss: AtomicBool::new(true),
+            discovery_fetches: AtomicU64::new(0),
             jwks_fetches: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
+            userinfo_requests: AtomicU64::new(0),
             id_token_ttl: Duration::from_secs(300),
         });
         let shutdown = Arc::new(tokio::sync::Notify::new());
@@ -317,6 +334,58 @@ impl DevIdp {
     /// Removes the ID token hook.
     pub fn clear_id_token_hook(&self) {
         *self.inner.hook.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Rewrites every successful token response from now on, after its ID token is signed
+    /// (tests use it for a wrong `token_type`, an `id_token` that is no JWT, ...).
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// idp.on_token_response(|response| {
+    ///     response.insert("token_type".into(), "N_A".into());
+    /// });
+    /// // ... the relying party must refuse the response before using its access token ...
+    /// idp.clear_token_response_hook();
+    /// # }
+    /// ```
+    pub fn on_token_response(
+        &self,
+        hook: impl Fn(&mut Map<String, Value>) + Send + Sync + 'static,
+    ) {
+        *self
+            .inner
+            .token_response_hook
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Removes the token response hook.
+    pub fn clear_token_response_hook(&self) {
+        *self
+            .inner
+            .token_response_hook
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether discovery advertises `authorization_response_iss_parameter_supported: true`
+    /// (RFC 9207). Default `true`.
+    pub fn advertise_iss_parameter(&self, advertise: bool) {
+        self.inner.advertise_iss.store(advertise, Ordering::SeqCst);
+    }
+
+    /// Whether authorization responses carry the RFC 9207 `iss` parameter. Default `true`;
+    /// `false` while [advertising](Self::advertise_iss_parameter) it is the response a
+    /// mix-up attacker would forward, which a relying party must refuse.
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// idp.send_iss_parameter(false);
+    /// // ... callbacks now lack `iss` although discovery promises it: refused ...
+    /// # }
+    /// ```
+    pub fn send_iss_parameter(&self, send: bool) {
+        self.inner.send_iss.store(send, Ordering::SeqCst);
     }
 
     /// Generates a new signing key. With `keep_old`, the previous keys stay published (a
@@ -384,6 +453,26 @@ impl DevIdp {
         jsonwebtoken::encode(&header, &claims, &key.encoding).expect("signing with an RSA key")
     }
 
+    /// The current signing key: its `kid` and private key, to go on signing with it (through
+    /// [`Signer::Key`] and the `kid` in the header) after [`rotate_key(false)`](Self::rotate_key)
+    /// withdrew it from the JWKS, as with a key the IdP revoked.
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// use jit_provision::dev_idp::Signer;
+    /// let (kid, key) = idp.signing_key();
+    /// idp.rotate_key(false);
+    /// idp.on_id_token(move |draft| {
+    ///     draft.header.kid = Some(kid.clone());
+    ///     draft.signer = Signer::Key(key.clone());
+    /// });
+    /// # }
+    /// ```
+    pub fn signing_key(&self) -> (String, EncodingKey) {
+        let key = self.inner.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
+        (key.kid.clone(), key.encoding.clone())
+    }
+
     /// A fresh RSA key that the JWKS does not publish, for signing forged tokens.
     pub fn unpublished_key() -> EncodingKey {
         SigningKey::generate().encoding
@@ -392,6 +481,29 @@ impl DevIdp {
     /// How often the JWKS was fetched.
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How often the discovery document was fetched (answered or failed).
+    pub fn discovery_fetches(&self) -> u64 {
+        self.inner.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Makes the discovery document misbehave from now on (`None`: behave again).
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// use jit_provision::dev_idp::EndpointFault;
+    /// idp.set_discovery_fault(Some(EndpointFault::Unavailable));
+    /// // ... a relying party that has not discovered this IdP yet cannot start a login ...
+    /// idp.set_discovery_fault(None);
+    /// # }
+    /// ```
+    pub fn set_discovery_fault(&self, fault: Option<EndpointFault>) {
+        *self
+            .inner
+            .discovery_fault
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// Makes the token endpoint misbehave from now on (`None`: behave again).
@@ -437,6 +549,11 @@ impl DevIdp {
         self.inner.token_requests.load(Ordering::SeqCst)
     }
 
+    /// How many userinfo requests were served (with a valid access token or not).
+    pub fn userinfo_requests(&self) -> u64 {
+        self.inner.userinfo_requests.load(Ordering::SeqCst)
+    }
+
     /// The form fields a browser posts to `/authorize` to log in as `user` for an
     /// authorization request URL, as a test would submit the login page.
     pub fn approve_form(authorize_url: &str, user: &DevUser) -> Vec<(String, String)> {
@@ -477,8 +594,13 @@ fn router(inner: Arc<Inner>) -> Router {
         .with_state(inner)
 }
 
-async fn discovery(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
+async fn discovery(State(idp): State<Arc<Inner>>) -> Response {
+    idp.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(failed) = misbehave(&idp.discovery_fault).await {
+        return failed;
+    }
     let i = &idp.issuer;
+    let iss_supported = idp.advertise_iss.load(Ordering::SeqCst);
     axum::Json(json!({
         "issuer": i,
         "authorization_endpoint": format!("{i}/authorize"),
@@ -492,8 +614,9 @@ async fn discovery(State(idp): State<Arc<Inner>>) -> impl IntoResponse {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "email", "profile", "groups"],
-        "authorization_response_iss_parameter_supported": true,
+        "authorization_response_iss_parameter_supported": iss_supported,
     }))
+    .into_response()
 }
 
 async fn jwks(State(idp): State<Arc<Inner>>) -> Response {
@@ -648,7 +771,10 @@ async fn approve(
             }),
         )
         .await;
-    let mut response_params = vec![("code", code.as_str()), ("iss", idp.issuer.as_str())];
+    let mut response_params = vec![("code", code.as_str())];
+    if idp.send_iss.load(Ordering::SeqCst) {
+        response_params.push(("iss", idp.issuer.as_str()));
+    }
     if let Some(state) = params.get("state") {
         response_params.push(("state", state));
     }
@@ -799,14 +925,22 @@ async fn token(
         Ok(t) => t,
         Err(_) => return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
     };
+    let mut response = Map::new();
+    response.insert("access_token".into(), json!(access_token));
+    response.insert("token_type".into(), json!("Bearer"));
+    response.insert("expires_in".into(), json!(ACCESS_TOKEN_TTL.as_secs()));
+    response.insert("id_token".into(), json!(id_token));
+    let hook = idp
+        .token_response_hook
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(hook) = hook {
+        hook(&mut response);
+    }
     (
         [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": ACCESS_TOKEN_TTL.as_secs(),
-            "id_token": id_token,
-        })),
+        axum::Json(Value::Object(response)),
     )
         .into_response()
 }
@@ -842,6 +976,7 @@ fn sign_id_token(
 }
 
 async fn userinfo(State(idp): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    idp.userinfo_requests.fetch_add(1, Ordering::SeqCst);
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

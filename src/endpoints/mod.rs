@@ -389,7 +389,9 @@ async fn complete(
         let error = error.chars().take(64).collect();
         return Err(OidcError::Authorization { error }.into());
     }
-    provider.check_response_issuer(params.iss.as_deref())?;
+    provider
+        .check_response_issuer(params.iss.as_deref())
+        .await?;
     let code = params.code.ok_or(CallbackError::MissingCode)?;
     let login = provider
         .finish(code, pending.nonce, pending.pkce_verifier)

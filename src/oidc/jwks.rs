@@ -1,5 +1,5 @@
-//! The signing keys of one issuer: cached, refetched at most once per interval when a token
-//! names a key we do not know, and kept while the issuer cannot be reached.
+//! The signing keys of one issuer: cached for a TTL, refetched at most once per interval when
+//! a token names a key we do not know, and kept while the issuer cannot be reached.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -9,15 +9,20 @@ use openidconnect::core::CoreJsonWebKeySet;
 
 use super::http::HttpClient;
 
+/// When the last fetch started and whether it failed (`None`: none since discovery, so the
+/// first unknown `kid` may refetch at once). A fetch whose request was dropped midway counts
+/// as not failed.
+type LastFetch = Option<(Instant, bool)>;
+
 #[derive(Debug)]
 pub(crate) struct JwksCache {
     url: JsonWebKeySetUrl,
-    keys: RwLock<Arc<CoreJsonWebKeySet>>,
-    /// Serialises refetches and remembers when the last refetch started and whether it
-    /// failed (`None`: never refetched since discovery, so the first unknown `kid` may
-    /// refetch at once). A refetch whose request was dropped midway counts as not failed.
-    last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// The keys and when they were fetched.
+    keys: RwLock<(Arc<CoreJsonWebKeySet>, Instant)>,
+    /// Serialises fetches; see [`LastFetch`].
+    last_fetch: tokio::sync::Mutex<LastFetch>,
     min_interval: Duration,
+    ttl: Duration,
 }
 
 /// What a refetch did.
@@ -33,21 +38,43 @@ pub(crate) enum Refetch {
 }
 
 impl JwksCache {
+    /// Keys fetched just now (with the discovery document), used for `ttl`.
     pub(crate) fn new(
         url: JsonWebKeySetUrl,
         initial: CoreJsonWebKeySet,
         min_interval: Duration,
+        ttl: Duration,
     ) -> Self {
         Self {
             url,
-            keys: RwLock::new(Arc::new(initial)),
+            keys: RwLock::new((Arc::new(initial), Instant::now())),
             last_fetch: tokio::sync::Mutex::new(None),
             min_interval,
+            ttl,
         }
     }
 
-    pub(crate) fn current(&self) -> Arc<CoreJsonWebKeySet> {
+    fn cached(&self) -> (Arc<CoreJsonWebKeySet>, Instant) {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The key set to check a token against: the cached one while younger than the TTL, else
+    /// a fresh one. The stale set is served instead when another task is fetching right now,
+    /// when the last fetch failed less than the refetch interval ago, or when this fetch
+    /// fails, so an unreachable issuer costs one fetch per interval, not one per login.
+    pub(crate) async fn current(&self, http: &HttpClient) -> Arc<CoreJsonWebKeySet> {
+        let (keys, fetched) = self.cached();
+        if fetched.elapsed() < self.ttl {
+            return keys;
+        }
+        let Ok(mut last) = self.last_fetch.try_lock() else {
+            return keys;
+        };
+        let (keys, fetched) = self.cached();
+        if fetched.elapsed() < self.ttl || self.failed_recently(&last) {
+            return keys;
+        }
+        self.fetch(http, &mut last).await.unwrap_or(keys)
     }
 
     /// Refetches the key set unless one was fetched less than `min_interval` ago.
@@ -59,7 +86,7 @@ impl JwksCache {
         seen: &Arc<CoreJsonWebKeySet>,
     ) -> Refetch {
         let mut last = self.last_fetch.lock().await;
-        if !Arc::ptr_eq(seen, &self.current()) {
+        if !Arc::ptr_eq(seen, &self.cached().0) {
             return Refetch::Fetched;
         }
         if let Some((at, failed)) = *last
@@ -71,18 +98,36 @@ impl JwksCache {
                 Refetch::TooSoon
             };
         }
+        match self.fetch(http, &mut last).await {
+            Some(_) => Refetch::Fetched,
+            None => Refetch::Failed,
+        }
+    }
+
+    fn failed_recently(&self, last: &LastFetch) -> bool {
+        matches!(*last, Some((at, true)) if at.elapsed() < self.min_interval)
+    }
+
+    /// Fetches and stores the key set; `None` (logged) when it cannot be had.
+    async fn fetch(
+        &self,
+        http: &HttpClient,
+        last: &mut LastFetch,
+    ) -> Option<Arc<CoreJsonWebKeySet>> {
         let started = Instant::now();
         *last = Some((started, false));
         match CoreJsonWebKeySet::fetch_async(&self.url, http).await {
             Ok(keys) => {
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
-                tracing::info!(jwks_uri = %self.url.url(), "refetched the signing keys");
-                Refetch::Fetched
+                let keys = Arc::new(keys);
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
+                    (keys.clone(), Instant::now());
+                tracing::info!(jwks_uri = %self.url.url(), "fetched the signing keys");
+                Some(keys)
             }
             Err(err) => {
                 *last = Some((started, true));
-                tracing::warn!(jwks_uri = %self.url.url(), error = %err, "could not refetch the signing keys; keeping the cached ones");
-                Refetch::Failed
+                tracing::warn!(jwks_uri = %self.url.url(), error = %err, "could not fetch the signing keys; keeping the cached ones");
+                None
             }
         }
     }

@@ -1,25 +1,32 @@
-//! OpenID Connect relying party: discovery, the authorization request (state, nonce, PKCE
-//! S256), the code exchange, and ID token validation with the `openidconnect` crate.
+//! OpenID Connect relying party: discovery (cached for a TTL, kept while the provider is
+//! down), the authorization request (state, nonce, PKCE S256), the RFC 9207 `iss` check, the
+//! code exchange, and ID token validation with the `openidconnect` crate.
 
 mod http;
 mod jwks;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreGenderClaim,
-    CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType,
+    CoreIdTokenVerifier, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreSubjectIdentifierType,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
-    CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
-    Scope, SignatureVerificationError, TokenResponse, UserInfoError,
+    AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthorizationCode,
+    ClaimsVerificationError, Client, ClientId, ClientSecret, CsrfToken, EmptyAdditionalClaims,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, GenderClaim, IdToken, IssuerUrl,
+    JweContentEncryptionAlgorithm, JwsSigningAlgorithm, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, SignatureVerificationError, StandardErrorResponse, TokenResponse,
+    UserInfoError,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 pub(crate) use self::http::HttpClient;
@@ -63,6 +70,9 @@ pub enum IdTokenError {
     /// `iat` is in the future (beyond the allowed skew).
     #[error("the ID token was issued in the future")]
     IssuedInFuture,
+    /// `nbf` is in the future (beyond the allowed skew): not valid yet (RFC 7519 §4.1.5).
+    #[error("the ID token is not valid yet")]
+    NotYetValid,
     /// `nonce` is missing or differs from the one sent.
     #[error("the ID token's nonce does not match the login")]
     Nonce,
@@ -87,12 +97,22 @@ pub enum OidcError {
     /// The authorization response names another issuer (RFC 9207 `iss`): `401`.
     #[error("the authorization response comes from another issuer")]
     IssuerMismatch,
+    /// The authorization response lacks `iss` although the provider's discovery document
+    /// says it sends one (`authorization_response_iss_parameter_supported`, RFC 9207 §2.4):
+    /// `401`.
+    #[error("the authorization response does not name its issuer")]
+    MissingIssuer,
     /// The token endpoint refused the code (`invalid_grant`, ...): `401`.
     #[error("the identity provider refused the authorization code: {0}")]
     TokenRejected(String),
     /// The token endpoint could not be reached or answered nonsense: `502`.
     #[error("the token endpoint failed: {0}")]
     TokenEndpoint(String),
+    /// The token response's `token_type` is missing or not `Bearer` (OpenID Connect Core
+    /// §3.1.3.3, RFC 6749 §7.1): `502`, the provider breaking the protocol. Nothing in the
+    /// response was used.
+    #[error("the token response is invalid: {0}")]
+    InvalidTokenResponse(String),
     /// The token response carries no ID token: `502`.
     #[error("the token response carries no ID token")]
     NoIdToken,
@@ -112,11 +132,14 @@ impl OidcError {
     pub fn status(&self) -> ::http::StatusCode {
         use ::http::StatusCode;
         match self {
-            Self::Discovery(_) | Self::TokenEndpoint(_) | Self::NoIdToken | Self::UserInfo(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Discovery(_)
+            | Self::TokenEndpoint(_)
+            | Self::InvalidTokenResponse(_)
+            | Self::NoIdToken
+            | Self::UserInfo(_) => StatusCode::BAD_GATEWAY,
             Self::Authorization { .. }
             | Self::IssuerMismatch
+            | Self::MissingIssuer
             | Self::TokenRejected(_)
             | Self::IdToken(_)
             | Self::UserInfoSubject => StatusCode::UNAUTHORIZED,
@@ -129,8 +152,10 @@ impl OidcError {
             Self::Discovery(_) => "idp_discovery_failed",
             Self::Authorization { .. } => "idp_refused_login",
             Self::IssuerMismatch => "issuer_mismatch",
+            Self::MissingIssuer => "missing_issuer",
             Self::TokenRejected(_) => "code_rejected",
             Self::TokenEndpoint(_) => "token_endpoint_failed",
+            Self::InvalidTokenResponse(_) => "invalid_token_response",
             Self::NoIdToken => "no_id_token",
             Self::IdToken(_) => "invalid_id_token",
             Self::UserInfo(_) => "userinfo_failed",
@@ -154,7 +179,153 @@ type FullIdToken = IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
-type DiscoveredClient = CoreClient<
+/// The RFC 9207 member of the discovery document, which openidconnect's core metadata lacks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct IssParameterMetadata {
+    /// The provider sends `iss` with every authorization response (RFC 9207 §3).
+    #[serde(default, deserialize_with = "bool_or_string")]
+    authorization_response_iss_parameter_supported: bool,
+}
+impl AdditionalProviderMetadata for IssParameterMetadata {}
+
+/// A JSON boolean, or the strings `"true"` / `"false"` some providers send instead (as the
+/// crate's `accept-string-booleans` does for the core members); absent or `null` is `false`.
+fn bool_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(serde::de::Error::custom("expected a boolean")),
+    }
+}
+
+type DiscoveryDocument = ProviderMetadata<
+    IssParameterMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// The token endpoint's answer to the code exchange (RFC 6749 §5.1, OpenID Connect Core
+/// §3.1.3.3). Unlike openidconnect's `CoreTokenResponse`, it keeps the ID token as sent, so a
+/// malformed one is refused by the ID token validator (`401 invalid_id_token`) instead of
+/// failing the whole response as unparsable (`502`), and it reads a missing `token_type` as an
+/// unknown one, refused like any type but `Bearer`.
+#[derive(Debug, Serialize, Deserialize)]
+struct CodeTokenResponse {
+    access_token: openidconnect::AccessToken,
+    #[serde(default = "no_token_type", deserialize_with = "token_type_any_case")]
+    token_type: CoreTokenType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<RefreshToken>,
+    #[serde(
+        rename = "scope",
+        default,
+        deserialize_with = "space_delimited",
+        serialize_with = "space_joined",
+        skip_serializing_if = "Option::is_none"
+    )]
+    scopes: Option<Vec<Scope>>,
+    /// Any JSON value: only a string can be an ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<Value>,
+}
+
+fn no_token_type() -> CoreTokenType {
+    CoreTokenType::Extension(String::new())
+}
+
+/// `token_type` is case-insensitive (RFC 6749 §5.1).
+fn token_type_any_case<'de, D: Deserializer<'de>>(d: D) -> Result<CoreTokenType, D::Error> {
+    let name = String::deserialize(d)?;
+    Ok(if name.eq_ignore_ascii_case("bearer") {
+        CoreTokenType::Bearer
+    } else if name.eq_ignore_ascii_case("mac") {
+        CoreTokenType::Mac
+    } else {
+        CoreTokenType::Extension(name)
+    })
+}
+
+fn space_delimited<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scope>>, D::Error> {
+    let scope = Option::<String>::deserialize(d)?;
+    Ok(scope.map(|s| {
+        s.split_whitespace()
+            .map(|s| Scope::new(s.to_owned()))
+            .collect()
+    }))
+}
+
+fn space_joined<S: serde::Serializer>(
+    scopes: &Option<Vec<Scope>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let joined = scopes.as_ref().map(|scopes| {
+        scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    joined.serialize(s)
+}
+
+impl OAuth2TokenResponse for CodeTokenResponse {
+    type TokenType = CoreTokenType;
+    fn access_token(&self) -> &openidconnect::AccessToken {
+        &self.access_token
+    }
+    fn token_type(&self) -> &CoreTokenType {
+        &self.token_type
+    }
+    fn expires_in(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+    fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+    fn scopes(&self) -> Option<&Vec<Scope>> {
+        self.scopes.as_ref()
+    }
+}
+
+impl<AC, GC, JE, JS> TokenResponse<AC, GC, JE, JS> for CodeTokenResponse
+where
+    AC: AdditionalClaims,
+    GC: GenderClaim,
+    JE: JweContentEncryptionAlgorithm<KeyType = JS::KeyType>,
+    JS: JwsSigningAlgorithm,
+{
+    /// Always `None`: the layer never takes openidconnect's parsed ID token; it validates the
+    /// text of the `id_token` member, so no path can skip the validator.
+    fn id_token(&self) -> Option<&IdToken<AC, GC, JE, JS>> {
+        None
+    }
+}
+
+type DiscoveredClient = Client<
+    EmptyAdditionalClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    CodeTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -176,9 +347,14 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
+/// One discovery of a provider: its client, its keys, what it promised.
 struct Discovered {
     client: DiscoveredClient,
     jwks: JwksCache,
+    /// Discovery said `authorization_response_iss_parameter_supported: true`.
+    sends_iss: bool,
+    /// When the document was fetched (it is refreshed after `discovery_ttl_secs`).
+    fetched: Instant,
 }
 
 /// The secrets of one authorization request, kept in the pending-login cookie.
@@ -196,7 +372,9 @@ pub(crate) struct VerifiedLogin {
     pub claims: Claims,
 }
 
-/// One configured OpenID Connect provider, discovered lazily and rediscovered after a failure.
+/// One configured OpenID Connect provider, discovered lazily, rediscovered after its TTL
+/// (the old document serving while the provider is down), and, after a failed discovery with
+/// nothing cached, answering `502` at once for `discovery_retry_secs`.
 pub(crate) struct OidcProvider {
     pub id: String,
     pub config: ProviderConfig,
@@ -205,6 +383,8 @@ pub(crate) struct OidcProvider {
     validator: IdTokenValidator,
     http: HttpClient,
     discovered: std::sync::RwLock<Option<Arc<Discovered>>>,
+    /// The last failed discovery: when, and why.
+    failed: std::sync::RwLock<Option<(Instant, String)>>,
     discovering: tokio::sync::Mutex<()>,
 }
 
@@ -236,28 +416,98 @@ impl OidcProvider {
             validator,
             http: HttpClient::new(http_timeout),
             discovered: std::sync::RwLock::new(None),
+            failed: std::sync::RwLock::new(None),
             discovering: tokio::sync::Mutex::new(()),
         })
     }
 
+    fn secs(secs: u64) -> Duration {
+        Duration::from_secs(secs.max(1))
+    }
+
+    /// The provider's discovery: the cached one while younger than `discovery_ttl_secs`, else
+    /// a fresh one (the stale one while the provider cannot be reached).
     async fn discovered(&self) -> Result<Arc<Discovered>, OidcError> {
-        if let Some(d) = self.read_discovered() {
-            return Ok(d);
+        match self.read_discovered() {
+            Some(d) if d.fetched.elapsed() < Self::secs(self.config.discovery_ttl_secs) => Ok(d),
+            Some(stale) => Ok(self.rediscover(stale).await),
+            None => self.discover_first().await,
+        }
+    }
+
+    /// Refreshes a document past its TTL. The stale one serves while another task refreshes
+    /// it, while the last attempt failed less than `discovery_retry_secs` ago, and when this
+    /// attempt fails: a provider outage then costs one fetch per retry interval, and logins
+    /// go on with what was known.
+    async fn rediscover(&self, stale: Arc<Discovered>) -> Arc<Discovered> {
+        if self.failed_recently().is_some() {
+            return stale;
+        }
+        let Ok(_one_at_a_time) = self.discovering.try_lock() else {
+            return stale;
+        };
+        match self.read_discovered() {
+            Some(d) if !Arc::ptr_eq(&d, &stale) => d,
+            _ => self.discover().await.unwrap_or(stale),
+        }
+    }
+
+    /// The first discovery, one at a time. After a failure, every login answers the same
+    /// `502` at once until `discovery_retry_secs` have passed, instead of queueing behind a
+    /// fetch of its own.
+    async fn discover_first(&self) -> Result<Arc<Discovered>, OidcError> {
+        if let Some(reason) = self.failed_recently() {
+            return Err(OidcError::Discovery(reason));
         }
         let _one_at_a_time = self.discovering.lock().await;
         if let Some(d) = self.read_discovered() {
             return Ok(d);
         }
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+        if let Some(reason) = self.failed_recently() {
+            return Err(OidcError::Discovery(reason));
+        }
+        self.discover().await
+    }
+
+    /// Why the last discovery failed, when that was less than `discovery_retry_secs` ago.
+    fn failed_recently(&self) -> Option<String> {
+        let failed = self.failed.read().unwrap_or_else(|e| e.into_inner());
+        failed
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < Self::secs(self.config.discovery_retry_secs))
+            .map(|(_, reason)| reason.clone())
+    }
+
+    /// Fetches the discovery document and the key set, and stores them; a failure is logged
+    /// and remembered.
+    async fn discover(&self) -> Result<Arc<Discovered>, OidcError> {
+        let metadata = match DiscoveryDocument::discover_async(self.issuer.clone(), &self.http)
             .await
-            .map_err(|e| {
+        {
+            Ok(metadata) => metadata,
+            Err(e) => {
                 let detail = describe_discovery_error(&e);
-                tracing::warn!(provider = %self.id, error = %detail, "OpenID Connect discovery failed");
-                OidcError::Discovery(detail)
-            })?;
+                let cached = self.read_discovered().is_some();
+                tracing::warn!(provider = %self.id, error = %detail, serving_cached = cached, "OpenID Connect discovery failed");
+                *self.failed.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), detail.clone()));
+                return Err(OidcError::Discovery(detail));
+            }
+        };
+        let discovered = Arc::new(self.build(metadata));
+        *self.discovered.write().unwrap_or_else(|e| e.into_inner()) = Some(discovered.clone());
+        *self.failed.write().unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::info!(provider = %self.id, "OpenID Connect provider discovered");
+        Ok(discovered)
+    }
+
+    fn build(&self, metadata: DiscoveryDocument) -> Discovered {
+        let sends_iss = metadata
+            .additional_metadata()
+            .authorization_response_iss_parameter_supported;
         let jwks_url = metadata.jwks_uri().clone();
         let initial = metadata.jwks().clone();
-        let mut client = CoreClient::from_provider_metadata(
+        let mut client = DiscoveredClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
             self.config
@@ -269,17 +519,17 @@ impl OidcProvider {
         if self.config.token_auth == TokenAuth::Post {
             client = client.set_auth_type(AuthType::RequestBody);
         }
-        let discovered = Arc::new(Discovered {
+        Discovered {
             client,
             jwks: JwksCache::new(
                 jwks_url,
                 initial,
                 Duration::from_secs(self.config.jwks_min_refetch_secs),
+                Self::secs(self.config.jwks_ttl_secs),
             ),
-        });
-        *self.discovered.write().unwrap_or_else(|e| e.into_inner()) = Some(discovered.clone());
-        tracing::info!(provider = %self.id, "OpenID Connect provider discovered");
-        Ok(discovered)
+            sends_iss,
+            fetched: Instant::now(),
+        }
     }
 
     fn read_discovered(&self) -> Option<Arc<Discovered>> {
@@ -319,11 +569,15 @@ impl OidcProvider {
         })
     }
 
-    /// Checks the RFC 9207 `iss` parameter of an authorization response, when present.
-    pub(crate) fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+    /// Checks the RFC 9207 `iss` parameter of an authorization response: when present it
+    /// must be the issuer; when discovery says the provider sends it, it must be present
+    /// (§2.4), or the response may come from another provider (a mix-up attack).
+    pub(crate) async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
         match iss {
             Some(iss) if iss != self.issuer.as_str() => Err(OidcError::IssuerMismatch),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None if self.discovered().await?.sends_iss => Err(OidcError::MissingIssuer),
+            None => Ok(()),
         }
     }
 
@@ -357,8 +611,13 @@ impl OidcProvider {
                 }
                 RequestTokenError::Other(e) => OidcError::TokenEndpoint(e),
             })?;
-        let raw = response.id_token().ok_or(OidcError::NoIdToken)?.to_string();
-        let mut claims = self.verify_id_token(&d, &raw, &nonce).await?;
+        check_token_type(response.token_type())?;
+        let raw = match &response.id_token {
+            None | Some(Value::Null) => return Err(OidcError::NoIdToken),
+            Some(Value::String(raw)) => raw,
+            Some(_) => return Err(IdTokenError::Malformed.into()),
+        };
+        let mut claims = self.verify_id_token(&d, raw, &nonce).await?;
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -393,10 +652,13 @@ impl OidcProvider {
     ) -> Result<Map<String, Value>, OidcError> {
         let token = FullIdToken::from_str(raw).map_err(|_| IdTokenError::Malformed)?;
         let nonce = Nonce::new(nonce.to_owned());
-        let keys = d.jwks.current();
+        let keys = d.jwks.current(&self.http).await;
         match self.validator.check(&token, &keys, &nonce) {
             Err(IdTokenError::UnknownKey) => match d.jwks.refetch(&self.http, &keys).await {
-                Refetch::Fetched => Ok(self.validator.check(&token, &d.jwks.current(), &nonce)?),
+                Refetch::Fetched => {
+                    let keys = d.jwks.current(&self.http).await;
+                    Ok(self.validator.check(&token, &keys, &nonce)?)
+                }
                 Refetch::TooSoon => Err(IdTokenError::UnknownKey.into()),
                 // The token may be genuine, signed with a key we cannot fetch: the IdP's
                 // failure (502), not the token's.
@@ -450,8 +712,8 @@ impl IdTokenKeys {
 }
 
 /// Validates ID tokens for one provider exactly as the layer's callback does: signature
-/// (asymmetric algorithms only), `iss`, `aud` (plus trusted audiences), `azp`, `exp` and `iat`
-/// with the configured skew, and `nonce`. The layer adds key refetching around it; this type
+/// (asymmetric algorithms only), `iss`, `aud` (plus trusted audiences), `azp`, `exp`, `iat`
+/// and `nbf` with the configured skew, and `nonce`. The layer adds key refetching around it; this type
 /// is public for custom flows and for measuring its cost.
 ///
 /// ```
@@ -533,10 +795,41 @@ impl IdTokenValidator {
             None if claims.audiences().len() > 1 => return Err(IdTokenError::AuthorizedParty),
             _ => {}
         }
+        check_not_before(claims.additional_claims().rest.get("nbf"), self.skew)?;
         match serde_json::to_value(claims) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(IdTokenError::Malformed),
         }
+    }
+}
+
+/// RFC 7519 §4.1.5: a token must not be accepted before its `nbf` (a NumericDate, possibly
+/// fractional), give or take the skew. openidconnect does not read the claim.
+fn check_not_before(nbf: Option<&Value>, skew: chrono::Duration) -> Result<(), IdTokenError> {
+    let Some(nbf) = nbf else {
+        return Ok(());
+    };
+    let nbf = nbf.as_f64().ok_or(IdTokenError::Malformed)?;
+    let latest = (chrono::Utc::now() + skew).timestamp() as f64;
+    if nbf > latest {
+        Err(IdTokenError::NotYetValid)
+    } else {
+        Ok(())
+    }
+}
+
+/// OpenID Connect Core §3.1.3.3 and RFC 6749 §7.1: the access token must be a Bearer token
+/// (any case). Checked before anything in the response is used.
+fn check_token_type(token_type: &CoreTokenType) -> Result<(), OidcError> {
+    match token_type {
+        CoreTokenType::Bearer => Ok(()),
+        CoreTokenType::Extension(name) if name.is_empty() => Err(OidcError::InvalidTokenResponse(
+            "token_type is missing".into(),
+        )),
+        other => Err(OidcError::InvalidTokenResponse(format!(
+            "token_type is `{}`, not Bearer",
+            other.as_ref().chars().take(32).collect::<String>()
+        ))),
     }
 }
 
@@ -575,5 +868,97 @@ fn describe_discovery_error<E: std::error::Error>(
         D::Validation(msg) | D::Other(msg) => msg.clone(),
         D::UrlParse(e) => e.to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn discovery(extra: Value) -> IssParameterMetadata {
+        serde_json::from_value(extra).unwrap()
+    }
+
+    #[test]
+    fn the_rfc_9207_member_reads_booleans_and_their_strings() {
+        let supported = |v: Value| {
+            discovery(json!({ "authorization_response_iss_parameter_supported": v }))
+                .authorization_response_iss_parameter_supported
+        };
+        assert!(supported(json!(true)));
+        assert!(supported(json!("true")));
+        assert!(!supported(json!(false)));
+        assert!(!supported(json!("false")));
+        assert!(!supported(Value::Null));
+        assert!(!discovery(json!({})).authorization_response_iss_parameter_supported);
+        let odd = json!({ "authorization_response_iss_parameter_supported": 1 });
+        assert!(serde_json::from_value::<IssParameterMetadata>(odd).is_err());
+    }
+
+    fn token_response(extra: Value) -> CodeTokenResponse {
+        let mut response =
+            json!({ "access_token": "at", "expires_in": 300, "scope": "openid email" });
+        response
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(response).unwrap()
+    }
+
+    #[test]
+    fn token_type_is_bearer_in_any_case_and_nothing_else() {
+        for bearer in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let r = token_response(json!({ "token_type": bearer }));
+            assert_eq!(r.token_type(), &CoreTokenType::Bearer);
+            assert!(check_token_type(r.token_type()).is_ok());
+        }
+        for other in [
+            json!({ "token_type": "N_A" }),
+            json!({ "token_type": "MAC" }),
+            json!({}),
+        ] {
+            let r = token_response(other);
+            let err = check_token_type(r.token_type()).unwrap_err();
+            assert_eq!(err.code(), "invalid_token_response");
+            assert_eq!(err.status(), ::http::StatusCode::BAD_GATEWAY);
+        }
+        let r = token_response(json!({ "token_type": "Bearer" }));
+        assert_eq!(r.expires_in(), Some(Duration::from_secs(300)));
+        assert_eq!(r.scopes().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_id_token_member_is_kept_as_sent() {
+        for id_token in [json!("not a jwt"), json!(42), json!({ "alg": "none" })] {
+            let r = token_response(json!({ "token_type": "Bearer", "id_token": id_token }));
+            assert_eq!(r.id_token.as_ref(), Some(&id_token));
+        }
+        assert!(
+            token_response(json!({ "token_type": "Bearer" }))
+                .id_token
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn nbf_is_refused_beyond_the_skew_only() {
+        let skew = chrono::Duration::seconds(60);
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(check_not_before(None, skew), Ok(()));
+        assert_eq!(check_not_before(Some(&json!(now - 3600)), skew), Ok(()));
+        assert_eq!(check_not_before(Some(&json!(now + 30)), skew), Ok(()));
+        assert_eq!(
+            check_not_before(Some(&json!(now + 3600)), skew),
+            Err(IdTokenError::NotYetValid)
+        );
+        assert_eq!(
+            check_not_before(Some(&json!(now as f64 + 120.5)), skew),
+            Err(IdTokenError::NotYetValid)
+        );
+        assert_eq!(
+            check_not_before(Some(&json!("soon")), skew),
+            Err(IdTokenError::Malformed)
+        );
     }
 }
