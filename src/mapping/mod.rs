@@ -3,13 +3,16 @@
 //! URIs, defaults, constants, required claims, and groups with an allow-list over the IdP's
 //! names, renames and an optional per-provider namespace.
 
+mod path;
 mod template;
+pub mod trace;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use self::path::{ClaimPath, ClaimPathError};
 pub use self::template::{Filter, Template, TemplateError};
 use crate::store::Profile;
 
