@@ -120,8 +120,37 @@ impl ClaimPath {
     /// what the path reaches (arrays along the way are traversed and flattened one level; a
     /// final array gives its elements). Empty when nothing matches. `null` values are skipped.
     pub fn values<'a>(&self, claims: &'a Claims) -> Vec<&'a Value> {
+        flatten(self.reached(claims))
+    }
+
+    /// Like [`values`](Self::values), but `None` when the reference reaches nothing (or only
+    /// `null`), so an absent claim can be told from an empty array.
+    ///
+    /// ```
+    /// # use jit_provision::{Claims, mapping::ClaimPath};
+    /// let claims = Claims(serde_json::json!({"a": {"empty": [], "none": null}}).as_object().unwrap().clone());
+    /// let path = |p: &str| p.parse::<ClaimPath>().unwrap();
+    /// assert_eq!(path("a.empty").lookup(&claims), Some(vec![]));
+    /// assert_eq!(path("a.none").lookup(&claims), None);
+    /// assert_eq!(path("a.missing").lookup(&claims), None);
+    /// ```
+    pub fn lookup<'a>(&self, claims: &'a Claims) -> Option<Vec<&'a Value>> {
+        let reached = self.reached(claims);
+        if reached.iter().all(|value| value.is_null()) {
+            return None;
+        }
+        Some(flatten(reached))
+    }
+
+    /// The first segment: the top-level claim a path starts from.
+    pub fn root(&self) -> &str {
+        &self.segments[0]
+    }
+
+    /// What the reference reaches, before the final flattening.
+    fn reached<'a>(&self, claims: &'a Claims) -> Vec<&'a Value> {
         if let Some(value) = claims.0.get(&self.source) {
-            return flatten(std::iter::once(value));
+            return vec![value];
         }
         let mut current: Vec<&Value> = match claims.0.get(&self.segments[0]) {
             Some(value) => vec![value],
@@ -140,7 +169,7 @@ impl ClaimPath {
                 break;
             }
         }
-        flatten(current)
+        current
     }
 
     /// The first value the reference reads, rendered as a string (strings as they are,
