@@ -571,6 +571,16 @@ impl JitLayerBuilder {
                 reason: "session.unauthenticated redirects to it, but it is not configured".into(),
             });
         }
+        if let Some(id) = self
+            .resolvers
+            .keys()
+            .find(|id| !config.providers.contains_key(*id))
+        {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: "a group resolver is registered for it, but it is not configured".into(),
+            });
+        }
         let mut providers = HashMap::new();
         let mut policies = HashMap::new();
         #[cfg(feature = "saml")]
