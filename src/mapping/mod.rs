@@ -9,7 +9,7 @@
 //! attribute URIs keep working), else a dotted path with quoted segments
 //! (`realm_access.roles`, `resource_access."my-app".roles`).
 
-mod path;
+pub mod path;
 mod template;
 pub mod trace;
 
