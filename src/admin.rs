@@ -24,8 +24,9 @@ use crate::store::Identity;
 
 impl JitLayer {
     /// What a login with `claims` at `provider` would produce — the user, its domain, its
-    /// groups, or the refusal — without writing anything. With a `subject`, the existing user
-    /// of that identity is compared too.
+    /// groups, or the refusal, with the [trace](crate::mapping::Trace) of every decision —
+    /// without writing anything. With a `subject`, the existing user of that identity is
+    /// compared too.
     ///
     /// ```
     /// # use jit_provision::{Claims, JitLayer, ProviderConfig, store::MemoryStore, policy::PreviewAction};
@@ -40,6 +41,7 @@ impl JitLayer {
     /// let preview = layer.preview("corp", None, &claims).await.unwrap();
     /// assert!(matches!(preview.action, PreviewAction::Create));
     /// assert_eq!(preview.profile.unwrap().username, "jane");
+    /// assert_eq!(preview.trace.0[0].claims, ["preferred_username"]);
     /// # });
     /// ```
     pub async fn preview(

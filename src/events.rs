@@ -67,9 +67,9 @@ pub enum ProvisioningEvent {
         code: &'static str,
         /// The reason.
         reason: String,
-        /// The decisions taken up to the refusal (its rule is
-        /// [`Trace::refusal`](crate::mapping::Trace::refusal) when the mapping or an admission
-        /// rule refused); empty for refusals outside the mapping.
+        /// The decisions taken up to the refusal: when the mapping (or an admission rule)
+        /// refused, [`Trace::refusal`](crate::mapping::Trace::refusal) names its rule; a later
+        /// refusal (a locked user, a taken username) follows a complete mapping trace.
         trace: Arc<Trace>,
     },
     /// A background (non-blocking) update failed after its retries; the login went ahead.

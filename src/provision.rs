@@ -17,7 +17,9 @@ use crate::config::{
 };
 use crate::events::{EventSink, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
-use crate::mapping::{Claims, GroupResolver, Mapped, Mapping, MappingError, Trace};
+use crate::mapping::{
+    Claims, GroupResolver, Mapped, Mapping, MappingError, Target, Trace, Verdict,
+};
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
 use crate::store::{
@@ -470,11 +472,12 @@ impl Provisioner {
                 }
                 Err(err) => {
                     tracing::warn!(provider = %policy.provider, error = %err, "group overage: the resolver failed, the groups are kept");
+                    let claim = policy.mapping.groups_claim().map(ToString::to_string);
                     trace.push(
-                        crate::mapping::Target::Group(String::new()),
+                        Target::Group(claim.clone().unwrap_or_default()),
                         "group resolver failed: grants kept",
-                        [""; 0],
-                        crate::mapping::Verdict::Skipped,
+                        claim,
+                        Verdict::Skipped,
                     );
                 }
             }

@@ -609,6 +609,11 @@ impl Mapping {
         grant(&names, rules, trace).map(Some)
     }
 
+    /// The claim path groups are read from, when this mapping syncs groups.
+    pub fn groups_claim(&self) -> Option<&ClaimPath> {
+        self.groups.as_ref().map(|rules| &rules.claim)
+    }
+
     fn owner(&self, field: &str) -> Ownership {
         self.config
             .ownership
