@@ -124,6 +124,10 @@ def main():
            "memory_sequential", "postgres_sequential", "postgres_16_concurrent"],
           ("logins/s", per_second))
 
+    table("mapping",
+          ["explain_50_claims_200_groups_20_rules", "explain_and_serialize_trace",
+           "flat_claims_no_groups"])
+
     table("thundering_herd",
           ["memory_1000_same_identity", "sqlite_1000_same_identity",
            "postgres_1000_same_identity"])

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 ARGS=(--warm-up-time 1 --measurement-time 3)
 BENCHES=("$@")
-[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(authenticated_request callback bearer first_login breakdown)
+[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(authenticated_request callback bearer first_login breakdown mapping)
 FEATURES=()
 
 stop_postgres() {

@@ -1,30 +1,32 @@
-//! Administration: the layer's lifecycle methods and an optional JSON admin router
-//! (`GET /admin/jit-users`, `POST /admin/jit-preview`) behind a guard the application
-//! supplies.
+//! Administration: the layer's lifecycle methods and an optional admin router
+//! (`GET /admin/jit-users`, `POST /admin/jit-preview`, and the HTML "test your mapping" page
+//! `/admin/jit-test`) behind a guard the application supplies.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Form, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::StatusCode;
 use serde::Deserialize;
 
 use crate::CurrentUser;
+use crate::error::escape_html;
 use crate::events::ProvisioningEvent;
 use crate::invalidation::Invalidation;
 use crate::layer::JitLayer;
 use crate::mapping::Claims;
-use crate::policy::{Deprovision, JitUser, Preview};
+use crate::policy::{Deprovision, JitUser, Preview, PreviewAction};
 use crate::provision::ProvisionError;
 use crate::store::Identity;
 
 impl JitLayer {
     /// What a login with `claims` at `provider` would produce — the user, its domain, its
-    /// groups, or the refusal — without writing anything. With a `subject`, the existing user
-    /// of that identity is compared too.
+    /// groups, or the refusal, with the [trace](crate::mapping::Trace) of every decision —
+    /// without writing anything. With a `subject`, the existing user of that identity is
+    /// compared too.
     ///
     /// ```
     /// # use jit_provision::{Claims, JitLayer, ProviderConfig, store::MemoryStore, policy::PreviewAction};
@@ -39,6 +41,7 @@ impl JitLayer {
     /// let preview = layer.preview("corp", None, &claims).await.unwrap();
     /// assert!(matches!(preview.action, PreviewAction::Create));
     /// assert_eq!(preview.profile.unwrap().username, "jane");
+    /// assert_eq!(preview.trace.0[0].claims, ["preferred_username"]);
     /// # });
     /// ```
     pub async fn preview(
@@ -122,10 +125,14 @@ impl JitLayer {
         Ok(count)
     }
 
-    /// A JSON admin router: `GET /admin/jit-users?provider=ID` lists the provider's users with
+    /// An admin router: `GET /admin/jit-users?provider=ID` lists the provider's users with
     /// their login times; `POST /admin/jit-preview` with `{"provider", "subject"?, "claims"}`
-    /// answers a dry run. Anonymous requests get `401`; users for whom `guard` says no get
-    /// `403`. Merge it into your router *inside* the layer:
+    /// answers a dry run in JSON (with its [trace](crate::mapping::Trace));
+    /// `GET /admin/jit-test` is an HTML "test your mapping" page: paste claims (JSON) or a
+    /// SAML attribute list (`name = value` lines), pick a provider, and see the profile, the
+    /// action and the trace (a dry run: nothing is written). Anonymous requests get `401`;
+    /// users for whom `guard` says no get `403`. Merge it into your router *inside* the
+    /// layer:
     ///
     /// ```no_run
     /// # use axum::Router;
@@ -145,6 +152,7 @@ impl JitLayer {
         Router::new()
             .route("/admin/jit-users", get(list))
             .route("/admin/jit-preview", post(preview))
+            .route("/admin/jit-test", get(test_page).post(test_mapping))
             .with_state(state)
     }
 }
@@ -224,4 +232,184 @@ async fn preview(
         Ok(preview) => Json(preview).into_response(),
         Err(err) => failure(err),
     }
+}
+
+/// The "test your mapping" form as posted.
+#[derive(Deserialize)]
+struct TestForm {
+    provider: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    claims: String,
+}
+
+async fn test_page(State(state): State<AdminState>, user: Option<CurrentUser>) -> Response {
+    if let Some(response) = refusal(&state, user.as_ref()) {
+        return response;
+    }
+    html(StatusCode::OK, &test_form(&state.layer, None, ""))
+}
+
+async fn test_mapping(
+    State(state): State<AdminState>,
+    user: Option<CurrentUser>,
+    Form(form): Form<TestForm>,
+) -> Response {
+    if let Some(response) = refusal(&state, user.as_ref()) {
+        return response;
+    }
+    let page = |status, result: &str| html(status, &test_form(&state.layer, Some(&form), result));
+    let claims = match parse_claims(&form.claims) {
+        Ok(claims) => claims,
+        Err(reason) => {
+            let result = format!("<p class=\"error\">{}</p>", escape_html(&reason));
+            return page(StatusCode::BAD_REQUEST, &result);
+        }
+    };
+    let subject = Some(form.subject.trim()).filter(|s| !s.is_empty());
+    match state.layer.preview(&form.provider, subject, &claims).await {
+        Ok(preview) => page(StatusCode::OK, &render_preview(&preview)),
+        Err(err) => {
+            let result = format!("<p class=\"error\">{}</p>", escape_html(&err.to_string()));
+            page(err.status(), &result)
+        }
+    }
+}
+
+/// Claims pasted into the form: a JSON object, or SAML attribute lines `name = value` (a
+/// name given several times becomes an array; blank lines and `#` comments are skipped).
+fn parse_claims(text: &str) -> Result<Claims, String> {
+    let text = text.trim();
+    if text.starts_with('{') {
+        return serde_json::from_str(text)
+            .map_err(|e| format!("the claims are not a JSON object: {e}"));
+    }
+    let mut claims = serde_json::Map::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line
+            .split_once(" = ")
+            .or_else(|| line.split_once('='))
+            .ok_or_else(|| format!("line {}: expected `name = value`", number + 1))?;
+        let (name, value) = (
+            name.trim(),
+            serde_json::Value::String(value.trim().to_owned()),
+        );
+        if name.is_empty() {
+            return Err(format!("line {}: the attribute name is empty", number + 1));
+        }
+        match claims.get_mut(name) {
+            None => {
+                claims.insert(name.to_owned(), value);
+            }
+            Some(serde_json::Value::Array(values)) => values.push(value),
+            Some(first) => *first = serde_json::Value::Array(vec![first.take(), value]),
+        }
+    }
+    Ok(Claims(claims))
+}
+
+fn html(status: StatusCode, body: &str) -> Response {
+    let mut response = (status, axum::response::Html(body.to_owned())).into_response();
+    let headers = response.headers_mut();
+    let set = |headers: &mut http::HeaderMap, name, value| {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    };
+    set(headers, http::header::CACHE_CONTROL, "no-store");
+    set(
+        headers,
+        http::header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    );
+    set(headers, http::header::X_FRAME_OPTIONS, "DENY");
+    response
+}
+
+/// The page: the form (filled with what was posted) and the result, already escaped.
+fn test_form(layer: &JitLayer, form: Option<&TestForm>, result: &str) -> String {
+    let mut providers: Vec<&String> = layer.shared().policies.keys().collect();
+    providers.sort();
+    let chosen = form.map(|f| f.provider.as_str());
+    let options: String = providers
+        .iter()
+        .map(|id| {
+            let selected = if chosen == Some(id.as_str()) {
+                " selected"
+            } else {
+                ""
+            };
+            let id = escape_html(id);
+            format!("<option value=\"{id}\"{selected}>{id}</option>")
+        })
+        .collect();
+    let subject = escape_html(form.map_or("", |f| f.subject.as_str()));
+    let claims = escape_html(form.map_or("", |f| f.claims.as_str()));
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Test your mapping</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}textarea{{width:100%;height:14em}}\
+         td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left}}table{{border-collapse:collapse}}\
+         .error{{color:#a00}}</style></head><body><h1>Test your mapping</h1>\
+         <p>Paste claims as a JSON object, or a SAML attribute list (<code>name = value</code> \
+         lines). This is a dry run: nothing is written.</p>\
+         <form method=\"post\" action=\"jit-test\"><p><label>Provider <select name=\"provider\">{options}</select></label> \
+         <label>Subject (optional, to compare with its user) <input name=\"subject\" value=\"{subject}\"></label></p>\
+         <p><textarea name=\"claims\">{claims}</textarea></p><p><button>Test</button></p></form>\
+         <section id=\"result\">{result}</section></body></html>"
+    )
+}
+
+/// A dry run as HTML: the action, the profile, the preview-only values and the trace.
+fn render_preview(preview: &Preview) -> String {
+    let action = match &preview.action {
+        PreviewAction::Create => "create a user".to_owned(),
+        PreviewAction::Link { .. } => "link to an existing user".to_owned(),
+        PreviewAction::Update { .. } => "update the existing user".to_owned(),
+        PreviewAction::Unchanged => "nothing changes".to_owned(),
+        PreviewAction::Refuse { code, reason } => format!("refuse: {code} ({reason})"),
+    };
+    let mut out = format!(
+        "<h2>Action</h2><p id=\"action\">{}</p><pre>{}</pre>",
+        escape_html(&action),
+        pretty(&preview.action)
+    );
+    if let Some(profile) = &preview.profile {
+        out.push_str(&format!(
+            "<h2>Profile</h2><pre id=\"profile\">{}</pre>",
+            pretty(profile)
+        ));
+    }
+    if !preview.preview_only.is_empty() {
+        out.push_str(&format!(
+            "<h2>Not written (ownership <code>never</code>)</h2><pre>{}</pre>",
+            pretty(&preview.preview_only)
+        ));
+    }
+    out.push_str("<h2>Trace</h2><table id=\"trace\"><tr><th>Target</th><th>Rule</th><th>Claims</th><th>Verdict</th></tr>");
+    for decision in &preview.trace.0 {
+        let target = serde_json::to_value(&decision.target).unwrap_or_default();
+        let target = match (target["kind"].as_str(), target["name"].as_str()) {
+            (Some(kind), Some(name)) => format!("{kind} {name}"),
+            (Some(kind), None) => kind.to_owned(),
+            _ => String::new(),
+        };
+        let verdict = serde_json::to_value(decision.verdict).unwrap_or_default();
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_html(&target),
+            escape_html(&decision.rule),
+            escape_html(&decision.claims.join(", ")),
+            escape_html(verdict.as_str().unwrap_or_default()),
+        ));
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// Pretty JSON, escaped for HTML.
+fn pretty(value: &impl serde::Serialize) -> String {
+    escape_html(&serde_json::to_string_pretty(value).unwrap_or_default())
 }

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::config::LinkBy;
+use crate::mapping::Trace;
 use crate::store::{ProfileChanges, User, UserId};
 
 /// Something provisioning did or refused.
@@ -25,6 +26,8 @@ pub enum ProvisioningEvent {
         subject: String,
         /// The new user.
         user: Arc<User>,
+        /// Why the mapping produced it: rules and claim paths, never claim values.
+        trace: Arc<Trace>,
     },
     /// Mapped attributes changed and were written.
     Updated {
@@ -38,6 +41,8 @@ pub enum ProvisioningEvent {
         user: Arc<User>,
         /// What changed.
         changes: Box<ProfileChanges>,
+        /// Why the mapping produced it: rules and claim paths, never claim values.
+        trace: Arc<Trace>,
     },
     /// An unknown identity was linked to an existing local user.
     Linked {
@@ -62,6 +67,10 @@ pub enum ProvisioningEvent {
         code: &'static str,
         /// The reason.
         reason: String,
+        /// The decisions taken up to the refusal: when the mapping (or an admission rule)
+        /// refused, [`Trace::refusal`](crate::mapping::Trace::refusal) names its rule; a later
+        /// refusal (a locked user, a taken username) follows a complete mapping trace.
+        trace: Arc<Trace>,
     },
     /// A background (non-blocking) update failed after its retries; the login went ahead.
     UpdateFailed {

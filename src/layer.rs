@@ -13,6 +13,7 @@ use crate::config::PRIMARY_DOMAIN;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::events::EventSink;
 use crate::invalidation::{InvalidationBus, InvalidationSigner, SignedBus};
+use crate::mapping::GroupResolver;
 use crate::oidc::OidcProvider;
 use crate::prompt::ProvisionPrompt;
 use crate::provision::{Domain, Policy, Provisioned, Provisioner};
@@ -291,6 +292,7 @@ pub struct JitLayerBuilder {
     domain_stores: Vec<(String, SharedStore)>,
     sinks: Vec<Arc<dyn EventSink>>,
     prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
+    resolvers: HashMap<String, Arc<dyn GroupResolver>>,
     replay: Option<Arc<dyn ErasedGuard>>,
     bus: Option<Arc<dyn InvalidationBus>>,
     session_key: Option<SessionKey>,
@@ -316,6 +318,7 @@ impl Default for JitLayerBuilder {
             domain_stores: Vec::new(),
             sinks: Vec::new(),
             prompts: HashMap::new(),
+            resolvers: HashMap::new(),
             replay: None,
             bus: None,
             session_key: None,
@@ -376,6 +379,18 @@ impl JitLayerBuilder {
     /// password); see [`prompt`](crate::prompt).
     pub fn prompt(mut self, provider: impl Into<String>, hook: impl ProvisionPrompt) -> Self {
         self.prompts.insert(provider.into(), Arc::new(hook));
+        self
+    }
+
+    /// Fetches the full group list of a user of `provider` when its identity provider sends
+    /// a group overage (Entra ID's `_claim_names` / `hasgroups`) instead of the groups; see
+    /// [`GroupResolver`]. Without one, an overage keeps the user's grants as they are.
+    pub fn group_resolver(
+        mut self,
+        provider: impl Into<String>,
+        resolver: impl GroupResolver,
+    ) -> Self {
+        self.resolvers.insert(provider.into(), Arc::new(resolver));
         self
     }
 
@@ -556,6 +571,16 @@ impl JitLayerBuilder {
                 reason: "session.unauthenticated redirects to it, but it is not configured".into(),
             });
         }
+        if let Some(id) = self
+            .resolvers
+            .keys()
+            .find(|id| !config.providers.contains_key(*id))
+        {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: "a group resolver is registered for it, but it is not configured".into(),
+            });
+        }
         let mut providers = HashMap::new();
         let mut policies = HashMap::new();
         #[cfg(feature = "saml")]
@@ -668,6 +693,7 @@ impl JitLayerBuilder {
                 bus.clone(),
                 self.sinks,
                 self.prompts,
+                self.resolvers,
             ),
             policies,
             #[cfg(feature = "saml")]

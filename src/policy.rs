@@ -2,9 +2,12 @@
 //! provider with their login times, deprovisioning the users of a removed provider, and the
 //! rule that attributes an identity provider manages are read-only locally.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::config::LinkBy;
+use crate::mapping::Trace;
 use crate::store::{LinkedIdentity, Profile, ProfileChanges, User, UserId};
 
 /// A local edit of a field an identity provider manages was refused.
@@ -15,6 +18,10 @@ pub struct ReadOnlyField(pub String);
 /// Refuses local edits of `field` (`email`, `display_name`, `groups` or an attribute name)
 /// when an identity provider manages it for this user: the next login would overwrite the
 /// edit anyway, and an edit that sticks would be a way around the IdP.
+///
+/// It follows the mapping's [`Ownership`](crate::mapping::Ownership): only `always` fields
+/// (the default) are the provider's; an `on_create` field is set at creation and then
+/// editable, a `never` field is never written.
 ///
 /// ```
 /// use jit_provision::policy::check_local_edit;
@@ -43,12 +50,18 @@ pub struct Preview {
     pub provider: String,
     /// The user-store domain the user would live in.
     pub domain: Option<String>,
-    /// The profile the mapping produced.
+    /// The profile the mapping produced: what a new user would be created with (the
+    /// `on_create` fields included; an update syncs only the `always` ones).
     pub profile: Option<Profile>,
+    /// The values of the fields mapped with ownership `never`: shown here, never written.
+    pub preview_only: BTreeMap<String, String>,
     /// The user already linked to the identity (or matched for linking), if any.
     pub existing: Option<User>,
     /// What would happen.
     pub action: PreviewAction,
+    /// Why: every decision of the mapping (and of admission rules and roles), naming the
+    /// rule and the claim paths it read, never a claim value.
+    pub trace: Trace,
 }
 
 /// The outcome of a [`Preview`].

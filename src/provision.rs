@@ -17,7 +17,9 @@ use crate::config::{
 };
 use crate::events::{EventSink, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
-use crate::mapping::{Claims, Mapping, MappingError};
+use crate::mapping::{
+    Claims, GroupResolver, Mapped, Mapping, MappingError, Target, Trace, Verdict,
+};
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
 use crate::store::{
@@ -290,6 +292,24 @@ pub(crate) struct Provisioner {
     bus: Option<SignedBus>,
     sinks: Arc<Vec<Arc<dyn EventSink>>>,
     prompts: Arc<HashMap<String, Arc<dyn ProvisionPrompt>>>,
+    resolvers: Arc<HashMap<String, Arc<dyn GroupResolver>>>,
+}
+
+/// What a login writes: the domain, the profile synced at every login, the profile linking
+/// matches on, and the profile a new user is created with.
+struct Plan {
+    domain: Arc<Domain>,
+    sync: Profile,
+    link: Profile,
+    create: Profile,
+}
+
+/// The update a login asks for: when it was asserted, the profile to sync, and the trace
+/// that produced it (for the event).
+struct LoginUpdate {
+    at: LoginStamp,
+    profile: Profile,
+    trace: Arc<Trace>,
 }
 
 /// Background update attempts in non-blocking mode, and the first pause between them.
@@ -326,6 +346,7 @@ impl Provisioner {
         bus: Option<SignedBus>,
         sinks: Vec<Arc<dyn EventSink>>,
         prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
+        resolvers: HashMap<String, Arc<dyn GroupResolver>>,
     ) -> Self {
         Self {
             domains: Arc::new(domains),
@@ -334,6 +355,7 @@ impl Provisioner {
             bus,
             sinks: Arc::new(sinks),
             prompts: Arc::new(prompts),
+            resolvers: Arc::new(resolvers),
         }
     }
 
@@ -410,7 +432,10 @@ impl Provisioner {
         claims: &Claims,
         resumed: Option<Resumed>,
     ) -> Result<Provisioned, ProvisionError> {
-        let result = self.run(policy, identity, claims, resumed).await;
+        let mut trace = Trace::default();
+        let result = self
+            .run(policy, identity, claims, resumed, &mut trace)
+            .await;
         if let Err(err) = &result
             && !matches!(err, ProvisionError::Store(_))
         {
@@ -419,25 +444,67 @@ impl Provisioner {
                 subject: identity.subject.clone(),
                 code: err.code(),
                 reason: err.to_string(),
+                trace: Arc::new(trace),
             })
             .await;
         }
         result
     }
 
-    /// The domain and the asserted (mapped) profile of a login, and at a resume the profile
-    /// to create.
-    fn plan(
+    /// Maps a login's claims into `trace`, and on a group overage asks the provider's
+    /// [`GroupResolver`], if any, for the full list; a failing resolver keeps the grants.
+    ///
+    /// Later decisions of the same login (admission rules, roles) go into the same `trace`.
+    pub(crate) async fn map(
+        &self,
+        policy: &Policy,
+        claims: &Claims,
+        trace: &mut Trace,
+    ) -> Result<Mapped, ProvisionError> {
+        let mut mapped = policy.mapping.explain(claims, trace)?;
+        if mapped.group_overage
+            && let Some(resolver) = self.resolvers.get(&policy.provider)
+        {
+            match resolver.resolve(&policy.provider, claims).await {
+                Ok(names) => {
+                    let groups = policy.mapping.resolved_groups(&names, trace)?;
+                    mapped.set_groups(groups);
+                }
+                Err(err) => {
+                    tracing::warn!(provider = %policy.provider, error = %err, "group overage: the resolver failed, the groups are kept");
+                    let claim = policy.mapping.groups_claim().map(ToString::to_string);
+                    trace.push(
+                        Target::Group(claim.clone().unwrap_or_default()),
+                        "group resolver failed: grants kept",
+                        claim,
+                        Verdict::Skipped,
+                    );
+                }
+            }
+        }
+        Ok(mapped)
+    }
+
+    /// What a login writes. At a resume, linking and syncs use the asserted profile sealed
+    /// in the prompt state and creation the hook's choice; else they come from the mapping
+    /// (`on_create` fields only in the profile to create).
+    async fn plan(
         &self,
         policy: &Policy,
         claims: &Claims,
         resumed: Option<Resumed>,
-    ) -> Result<(Arc<Domain>, Profile, Option<Profile>), ProvisionError> {
+        trace: &mut Trace,
+    ) -> Result<Plan, ProvisionError> {
         let Some(resumed) = resumed else {
-            let mut profile = policy.mapping.map(claims)?;
-            let (domain, username) = self.resolve(policy, &profile.username)?;
-            profile.username = username;
-            return Ok((domain, profile, None));
+            let mut mapped = self.map(policy, claims, trace).await?;
+            let (domain, username) = self.resolve(policy, &mapped.profile.username)?;
+            mapped.set_username(username);
+            return Ok(Plan {
+                domain,
+                sync: mapped.profile,
+                link: mapped.creation.clone(),
+                create: mapped.creation,
+            });
         };
         let domain = self
             .domains
@@ -447,7 +514,12 @@ impl Provisioner {
                 ProvisionError::UnknownDomain(resumed.domain.chars().take(64).collect())
             })?;
         let create = resumed.creation_profile(&domain)?;
-        Ok((domain, resumed.asserted, Some(create)))
+        Ok(Plan {
+            domain,
+            sync: resumed.asserted.clone(),
+            link: resumed.asserted,
+            create,
+        })
     }
 
     async fn run(
@@ -456,11 +528,17 @@ impl Provisioner {
         identity: &Identity,
         claims: &Claims,
         resumed: Option<Resumed>,
+        trace: &mut Trace,
     ) -> Result<Provisioned, ProvisionError> {
-        // `profile` is what the IdP asserted: linking and later syncs use it; `create`, at a
-        // resume, is what a new user is created with.
-        let (domain, profile, create) = self.plan(policy, claims, resumed)?;
-        let prompted = create.is_some();
+        let prompted = resumed.is_some();
+        // `link` is what the IdP asserted (linking matches on it), `sync` what later logins
+        // sync, `create` what a new user is created with.
+        let Plan {
+            domain,
+            sync: profile,
+            link,
+            create,
+        } = self.plan(policy, claims, resumed, trace).await?;
         let key = identity.key();
         let how = AtomicU8::new(FOUND);
         let prompt = self.prompts.get(&policy.provider).filter(|_| !prompted);
@@ -472,10 +550,7 @@ impl Provisioner {
             if policy.mode == ProvisioningMode::Off {
                 return Err(ProvisionError::JitDisabled.into());
             }
-            if let Some(user) = self
-                .link(policy, &domain, identity, claims, &profile)
-                .await?
-            {
+            if let Some(user) = self.link(policy, &domain, identity, claims, &link).await? {
                 how.store(LINKED, Ordering::SeqCst);
                 return Ok(user);
             }
@@ -486,10 +561,7 @@ impl Provisioner {
                 // Not cached: the answer comes from the user.
                 return Err(Init::Prompt);
             }
-            match store
-                .create(identity, create.as_ref().unwrap_or(&profile))
-                .await
-            {
+            match store.create(identity, &create).await {
                 Ok(user) => {
                     how.store(CREATED, Ordering::SeqCst);
                     Ok(Arc::new(user))
@@ -519,7 +591,7 @@ impl Provisioner {
                 let request = PromptRequest {
                     provider: policy.provider.clone(),
                     identity: identity.clone(),
-                    profile,
+                    profile: link,
                 };
                 let hook = prompt.expect("a prompt hook asked for");
                 return match hook.before_create(&request) {
@@ -536,7 +608,7 @@ impl Provisioner {
                             asserted: request.profile.clone(),
                             chosen: request.profile,
                         };
-                        Box::pin(self.run(policy, identity, claims, Some(resumed))).await
+                        Box::pin(self.run(policy, identity, claims, Some(resumed), trace)).await
                     }
                 };
             }
@@ -562,6 +634,7 @@ impl Provisioner {
                     domain: domain.name.to_string(),
                     subject: identity.subject.clone(),
                     user: user.clone(),
+                    trace: Arc::new(trace.clone()),
                 })
                 .await;
                 return Ok(done(user, Outcome::Created));
@@ -593,20 +666,24 @@ impl Provisioner {
         }
         // Orders this login's update against the other logins of the identity: the store
         // drops it if a later one was applied first.
-        let at = LoginStamp::now();
+        let update = LoginUpdate {
+            at: LoginStamp::now(),
+            profile,
+            trace: Arc::new(trace.clone()),
+        };
         if !policy.blocking {
             let provisioner = self.clone();
             let (domain, provider, key) = (domain.clone(), policy.provider.clone(), key.clone());
             let id = user.id;
             tokio::spawn(async move {
                 provisioner
-                    .update_in_background(domain, provider, key, id, at, profile)
+                    .update_in_background(domain, provider, key, id, update)
                     .await;
             });
             return Ok(done(user, Outcome::UpdateQueued));
         }
         match self
-            .sync(&domain, &policy.provider, &key, user.id, at, &profile)
+            .sync(&domain, &policy.provider, &key, user.id, &update)
             .await
         {
             Ok(Some(updated)) if updated.locked => {
@@ -724,9 +801,9 @@ impl Provisioner {
         provider: &str,
         key: &IdentityKey,
         id: UserId,
-        at: LoginStamp,
-        profile: &Profile,
+        update: &LoginUpdate,
     ) -> Result<Option<Arc<User>>, StoreError> {
+        let (at, profile) = (update.at, &update.profile);
         let fresh = domain
             .store
             .find_by_id(id)
@@ -766,6 +843,7 @@ impl Provisioner {
             subject: key.subject.clone(),
             user: updated.clone(),
             changes: Box::new(changes),
+            trace: update.trace.clone(),
         })
         .await;
         Ok(Some(updated))
@@ -777,13 +855,12 @@ impl Provisioner {
         provider: String,
         key: IdentityKey,
         id: UserId,
-        at: LoginStamp,
-        profile: Profile,
+        update: LoginUpdate,
     ) {
         let mut pause = UPDATE_BACKOFF;
         let mut last_error = String::new();
         for attempt in 1..=UPDATE_ATTEMPTS {
-            match self.sync(&domain, &provider, &key, id, at, &profile).await {
+            match self.sync(&domain, &provider, &key, id, &update).await {
                 Ok(_) => return,
                 Err(err) => {
                     last_error = err.to_string();
@@ -851,20 +928,28 @@ impl Provisioner {
             provider: policy.provider.clone(),
             domain: None,
             profile: None,
+            preview_only: Default::default(),
             existing: None,
             action: PreviewAction::Create,
+            trace: Trace::default(),
         };
         let refuse = |err: &ProvisionError| PreviewAction::Refuse {
             code: err.code().to_owned(),
             reason: err.to_string(),
         };
-        let mut profile = match policy.mapping.map(claims) {
-            Ok(profile) => profile,
+        let mapped = match self.map(policy, claims, &mut preview.trace).await {
+            Ok(mapped) => mapped,
             Err(err) => {
-                preview.action = refuse(&err.into());
+                preview.action = refuse(&err);
                 return preview;
             }
         };
+        preview.preview_only = mapped.preview_only.clone();
+        let Mapped {
+            profile: sync,
+            creation: mut profile,
+            ..
+        } = mapped;
         let (domain, username) = match self.resolve(policy, &profile.username) {
             Ok(found) => found,
             Err(err) => {
@@ -886,7 +971,7 @@ impl Provisioner {
                 refuse(&ProvisionError::Locked)
             }
             Ok(Some(user)) => {
-                let changes = profile.changes_from(&user, &policy.provider);
+                let changes = sync.changes_from(&user, &policy.provider);
                 preview.existing = Some(user);
                 if policy.mode.updates() && !changes.is_empty() {
                     PreviewAction::Update { changes }

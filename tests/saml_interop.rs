@@ -283,6 +283,23 @@ fn identity_from_a_configured_attribute() {
 }
 
 #[test]
+fn the_identity_attribute_is_a_claim_path_checked_at_start_up() {
+    // A URI or OID is a verbatim attribute name (dots and colons included).
+    let mut config = sp_config();
+    config.identity_attribute = Some("urn:oid:2.5.4.45".into());
+    assert!(SamlServiceProvider::new(PROVIDER_ID, config, ACS_URL, METADATA_URL).is_ok());
+    for bad in ["employee..number", "\"unclosed", "trailing."] {
+        let mut config = sp_config();
+        config.identity_attribute = Some(bad.into());
+        let err = SamlServiceProvider::new(PROVIDER_ID, config, ACS_URL, METADATA_URL).unwrap_err();
+        assert!(
+            matches!(&err, SamlError::Config(why) if why.contains("identity_attribute: claim path")),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn idp_metadata_from_samlify_file() {
     let Some(f) = fixtures("idp_metadata_from_samlify_file") else {
         return;

@@ -1,16 +1,27 @@
 //! Turning validated claims into a local [`Profile`] by a provider's [`MappingConfig`]:
 //! username template, email and display name, custom attributes from claims or SAML attribute
 //! URIs, defaults, constants, required claims, and groups with an allow-list over the IdP's
-//! names, renames and an optional per-provider namespace.
+//! names, renames and an optional per-provider namespace; who owns each field
+//! ([`Ownership`]); Entra ID's group overage; and a [`Trace`] of every decision.
+//!
+//! Every place a claim is named (template placeholders, `required`, `groups.claim`, the SAML
+//! `identity_attribute`) takes a [`ClaimPath`]: a verbatim top-level name first (SAML
+//! attribute URIs keep working), else a dotted path with quoted segments
+//! (`realm_access.roles`, `resource_access."my-app".roles`).
 
+pub mod path;
 mod template;
+pub mod trace;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use self::path::{ClaimPath, ClaimPathError};
 pub use self::template::{Filter, Template, TemplateError};
+pub use self::trace::{Decision, Target, Trace, Verdict};
 use crate::store::Profile;
 
 /// The claims of a validated identity, as a JSON object (ID token claims, merged with
@@ -73,6 +84,15 @@ pub enum MappingConfigError {
     /// A template does not parse.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// A claim path (`required`, `groups.claim`) does not parse.
+    #[error(transparent)]
+    ClaimPath(#[from] ClaimPathError),
+    /// An `ownership` entry names no mapped field (not `email`, `display_name`, nor a key of
+    /// `attributes` or `constants`).
+    #[error(
+        "ownership `{0}`: no such mapped field (expected email, display_name, or a key of attributes or constants)"
+    )]
+    UnknownOwnership(String),
     /// `groups.namespace` is empty, too long, or holds `:`, `*`, whitespace or control
     /// characters.
     #[error(
@@ -104,8 +124,10 @@ const MAX_NAMESPACE: usize = 64;
 ///     department = "{http://schemas.example.com/claims/department}"
 ///     [constants]
 ///     source = "corp-sso"
+///     [ownership]
+///     department = "on_create"
 ///     [groups]
-///     claim = "groups"
+///     claim = "realm_access.roles"
 ///     allow = ["eng-*", "staff"]
 ///     rename = { "eng-admins" = "admins" }
 /// "#).unwrap();
@@ -127,11 +149,52 @@ pub struct MappingConfig {
     pub defaults: BTreeMap<String, String>,
     /// Local attribute name → fixed value (set on every user of this provider).
     pub constants: BTreeMap<String, String>,
-    /// Claims that must be present and non-empty; a login without one is refused with `403`
-    /// naming it, and nothing is created.
+    /// Claims (claim paths) that must be present and non-empty; a login without one is
+    /// refused with `403` naming it, and nothing is created.
     pub required: Vec<String>,
     /// Group sync; none: this provider does not manage groups.
     pub groups: Option<GroupsConfig>,
+    /// Who owns each mapped field (`email`, `display_name`, an attribute or constant name):
+    /// a field without an entry is [`Ownership::Always`].
+    pub ownership: BTreeMap<String, Ownership>,
+}
+
+/// Who owns a mapped field, set per field in `[mapping.ownership]`.
+///
+/// ```
+/// use jit_provision::mapping::{MappingConfig, Ownership};
+/// let m: MappingConfig = toml::from_str(r#"
+///     attributes = { dept = "{department}", title = "{title}" }
+///     [ownership]
+///     dept = "on_create"
+///     title = "never"
+/// "#).unwrap();
+/// assert_eq!(m.ownership["dept"], Ownership::OnCreate);
+/// assert!(m.compile().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ownership {
+    /// The identity provider owns it: synced at every login, read-only locally (the
+    /// default).
+    #[default]
+    Always,
+    /// Set when the user is created, then the application owns it: never synced again,
+    /// editable locally.
+    OnCreate,
+    /// Mapped for dry runs only: never written.
+    Never,
+}
+
+impl Ownership {
+    /// How a trace names it.
+    fn rule(self) -> &'static str {
+        match self {
+            Self::Always => "",
+            Self::OnCreate => "; ownership on_create",
+            Self::Never => "; ownership never",
+        }
+    }
 }
 
 impl Default for MappingConfig {
@@ -145,6 +208,7 @@ impl Default for MappingConfig {
             constants: BTreeMap::new(),
             required: Vec::new(),
             groups: None,
+            ownership: BTreeMap::new(),
         }
     }
 }
@@ -162,6 +226,13 @@ pub enum AbsentGroups {
 }
 
 /// Groups from a claim, filtered, renamed and namespaced, synced at every login.
+///
+/// **Overage.** When a user is in too many groups, Entra ID sends no groups claim but
+/// `_claim_names: {"groups": "src1"}` (with `_claim_sources`), or `hasgroups: true`. That is
+/// never read as "no groups": the provider's grants are kept, even with
+/// `when_absent = "clear"`, unless a [`GroupResolver`] registered for the provider
+/// ([`JitLayerBuilder::group_resolver`](crate::JitLayerBuilder::group_resolver)) fetches
+/// the full list.
 ///
 /// Each group name the IdP sends goes through three steps:
 ///
@@ -197,7 +268,8 @@ pub enum AbsentGroups {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupsConfig {
-    /// The claim (an array of strings, or one string).
+    /// The claim path (an array of strings, or one string): `groups`,
+    /// `realm_access.roles`, `resource_access."my-app".roles`.
     pub claim: String,
     /// IdP group names let in, as the IdP sends them (before renaming and namespacing); `*`
     /// matches any run of characters. A renamed group must be let in too. Empty: every
@@ -213,7 +285,7 @@ pub struct GroupsConfig {
     /// for an IdP you trust with your local group names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// What an absent claim means. Default `keep`.
+    /// What an absent claim means. Default `keep`. An overage is never "absent".
     #[serde(default)]
     pub when_absent: AbsentGroups,
 }
@@ -244,6 +316,7 @@ impl GroupsConfig {
             return Err(MappingConfigError::RenameNotAllowed(dead.clone()));
         }
         Ok(GroupRules {
+            claim: self.claim.parse()?,
             targets: self.rename.values().cloned().collect(),
             config: self.clone(),
         })
@@ -259,24 +332,109 @@ impl GroupsConfig {
 #[derive(Debug, Clone)]
 struct GroupRules {
     config: GroupsConfig,
+    claim: ClaimPath,
     targets: BTreeSet<String>,
 }
 
 impl GroupRules {
     /// The local group an IdP group grants, if any: allowed by its IdP name, then renamed,
-    /// or namespaced and kept off the rename targets.
-    fn local_name(&self, group: &str) -> Option<String> {
+    /// or namespaced and kept off the rename targets. The decision goes into `trace`.
+    fn local_name(&self, group: &str, trace: &mut Trace) -> Option<String> {
+        let claim = [self.claim.as_str()];
         if !self.config.allows(group) {
+            trace.push(
+                Target::Group(group.to_owned()),
+                "groups.allow",
+                claim,
+                Verdict::Dropped,
+            );
             return None;
         }
         if let Some(local) = self.config.rename.get(group) {
+            let rule = format!("groups.rename {group} -> {local}");
+            trace.push(Target::Group(local.clone()), rule, claim, Verdict::Granted);
             return Some(local.clone());
         }
-        let local = match &self.config.namespace {
-            Some(namespace) => format!("{namespace}:{group}"),
-            None => group.to_owned(),
+        let (local, rule) = match &self.config.namespace {
+            Some(namespace) => (format!("{namespace}:{group}"), "groups.namespace"),
+            None => (group.to_owned(), "groups.claim"),
         };
-        (!self.targets.contains(&local)).then_some(local)
+        if self.targets.contains(&local) {
+            let rule = "groups.rename target (reached only through its rename)";
+            trace.push(
+                Target::Group(group.to_owned()),
+                rule,
+                claim,
+                Verdict::Dropped,
+            );
+            return None;
+        }
+        trace.push(Target::Group(local.clone()), rule, claim, Verdict::Granted);
+        Some(local)
+    }
+
+    /// Whether the claims signal an overage instead of the groups: Entra ID's
+    /// `_claim_names` naming the claim, or `hasgroups: true`.
+    fn overage(&self, claims: &Claims) -> Option<&'static str> {
+        let named = claims
+            .get("_claim_names")
+            .and_then(Value::as_object)
+            .is_some_and(|names| {
+                names.contains_key(self.claim.as_str()) || names.contains_key(self.claim.root())
+            });
+        if named {
+            return Some("_claim_names");
+        }
+        let has = matches!(claims.get("hasgroups"), Some(Value::Bool(true)))
+            || claims.get("hasgroups").and_then(Value::as_str) == Some("true");
+        has.then_some("hasgroups")
+    }
+}
+
+/// Fetches the full group list of a user when the identity provider sent an overage
+/// (Entra ID's `_claim_names` / `hasgroups`) instead of the groups; registered per provider
+/// with [`JitLayerBuilder::group_resolver`](crate::JitLayerBuilder::group_resolver).
+///
+/// The resolver gets the validated claims (Entra ID's `oid`, `tid` and `_claim_sources`
+/// say whose groups to fetch, from Microsoft Graph say, with the application's own
+/// credentials) and answers the IdP's group names, which then go through `allow`, `rename`
+/// and `namespace` like a groups claim. A failure keeps the user's grants as they are (and
+/// is logged); it never refuses the login.
+///
+/// ```
+/// use futures_util::future::BoxFuture;
+/// use jit_provision::Claims;
+/// use jit_provision::mapping::{GroupResolver, GroupResolverError};
+/// struct Graph;
+/// impl GroupResolver for Graph {
+///     fn resolve<'a>(&'a self, _provider: &'a str, claims: &'a Claims)
+///         -> BoxFuture<'a, Result<Vec<String>, GroupResolverError>> {
+///         Box::pin(async move {
+///             let _oid = claims.str("oid").ok_or_else(|| GroupResolverError::new("no oid"))?;
+///             Ok(vec!["eng-web".to_owned()]) // fetched from Graph
+///         })
+///     }
+/// }
+/// # let _ = jit_provision::JitLayer::builder().group_resolver("entra", Graph);
+/// ```
+pub trait GroupResolver: Send + Sync + 'static {
+    /// The IdP group names of the user these claims describe.
+    fn resolve<'a>(
+        &'a self,
+        provider: &'a str,
+        claims: &'a Claims,
+    ) -> BoxFuture<'a, Result<Vec<String>, GroupResolverError>>;
+}
+
+/// Why a [`GroupResolver`] could not answer: the user's grants are kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the group resolver failed: {0}")]
+pub struct GroupResolverError(String);
+
+impl GroupResolverError {
+    /// An error with a reason (do not put tokens or secrets in it: it is logged).
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
     }
 }
 
@@ -287,8 +445,26 @@ pub struct Mapping {
     email: Template,
     display_name: Template,
     attributes: Vec<(String, Template)>,
+    required: Vec<ClaimPath>,
     groups: Option<GroupRules>,
     config: MappingConfig,
+}
+
+/// What [`Mapping::explain`] made of a login's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Mapped {
+    /// What every login syncs: the fields the identity provider owns
+    /// ([`Ownership::Always`]), which are also its read-only fields (`idp_attributes`).
+    pub profile: Profile,
+    /// What a new user is created with: [`profile`](Self::profile) and the
+    /// [`Ownership::OnCreate`] fields.
+    pub creation: Profile,
+    /// The [`Ownership::Never`] fields' values: shown by dry runs, never written.
+    pub preview_only: BTreeMap<String, String>,
+    /// The groups claim was replaced by an overage signal (see [`GroupsConfig`]): the groups
+    /// are `None` (kept) unless a [`GroupResolver`] fetches them.
+    pub group_overage: bool,
 }
 
 impl MappingConfig {
@@ -313,11 +489,24 @@ impl MappingConfig {
             .iter()
             .map(|(name, t)| Ok((name.clone(), t.parse()?)))
             .collect::<Result<_, TemplateError>>()?;
+        let mapped = |field: &str| {
+            matches!(field, "email" | "display_name")
+                || self.attributes.contains_key(field)
+                || self.constants.contains_key(field)
+        };
+        if let Some(unknown) = self.ownership.keys().find(|f| !mapped(f)) {
+            return Err(MappingConfigError::UnknownOwnership(unknown.clone()));
+        }
         Ok(Mapping {
             username: self.username.parse()?,
             email: self.email.parse()?,
             display_name: self.display_name.parse()?,
             attributes,
+            required: self
+                .required
+                .iter()
+                .map(|r| r.parse())
+                .collect::<Result<_, _>>()?,
             groups: self
                 .groups
                 .as_ref()
@@ -334,7 +523,8 @@ impl Mapping {
         &self.config
     }
 
-    /// Maps claims to a profile.
+    /// Maps claims to the profile every login syncs ([`Mapped::profile`]); see
+    /// [`explain`](Self::explain) for the profile of a new user and the trace.
     ///
     /// ```
     /// use jit_provision::{Claims, MappingConfig};
@@ -346,63 +536,263 @@ impl Mapping {
     /// assert_eq!(profile.groups, None); // no groups configured: groups left alone
     /// ```
     pub fn map(&self, claims: &Claims) -> Result<Profile, MappingError> {
-        for required in &self.config.required {
-            let present = claims
-                .str(required)
-                .or_else(|| claims.first(required))
-                .is_some_and(|v| !v.trim().is_empty());
+        Ok(self.explain(claims, &mut Trace::default())?.profile)
+    }
+
+    /// Maps claims, recording every decision in `trace` (the rule and the claim paths it
+    /// read, never a value), also when the mapping fails: the failing rule is the trace's
+    /// [`refusal`](Trace::refusal).
+    ///
+    /// ```
+    /// use jit_provision::{Claims, MappingConfig};
+    /// use jit_provision::mapping::{Target, Trace, Verdict};
+    /// let config: MappingConfig = toml::from_str(r#"
+    ///     attributes = { dept = "{org.department}" }
+    ///     ownership = { dept = "on_create" }
+    /// "#).unwrap();
+    /// let claims = Claims(serde_json::json!({
+    ///     "preferred_username": "jane", "org": {"department": "R&D"}
+    /// }).as_object().unwrap().clone());
+    /// let mut trace = Trace::default();
+    /// let mapped = config.compile().unwrap().explain(&claims, &mut trace).unwrap();
+    /// assert_eq!(mapped.creation.attributes["dept"], "R&D");
+    /// assert!(!mapped.profile.attributes.contains_key("dept")); // not synced later
+    /// let dept = trace.0.iter().find(|d| d.target == Target::Attribute("dept".into())).unwrap();
+    /// assert_eq!((dept.claims.as_slice(), dept.verdict), (&["org.department".to_owned()][..], Verdict::Set));
+    /// ```
+    pub fn explain(&self, claims: &Claims, trace: &mut Trace) -> Result<Mapped, MappingError> {
+        self.check_required(claims, trace)?;
+        let username = self.username(claims, trace)?;
+        let mut out = Mapped {
+            profile: Profile::new(username.clone()),
+            creation: Profile::new(username),
+            preview_only: BTreeMap::new(),
+            group_overage: false,
+        };
+        self.field("email", &self.email, claims, trace, &mut out)?;
+        self.field("display_name", &self.display_name, claims, trace, &mut out)?;
+        for (name, template) in &self.attributes {
+            self.attribute(name, template, claims, trace, &mut out)?;
+        }
+        for (name, value) in &self.config.constants {
+            let rule = format!("constants.{name}{}", self.owner(name).rule());
+            let target = Target::Attribute(name.clone());
+            trace.push(target, rule, NO_CLAIMS, Verdict::Defaulted);
+            out.set_attribute(name, value.clone(), self.owner(name));
+        }
+        if let Some(rules) = &self.groups {
+            let (granted, overage) = groups(claims, rules, trace)?;
+            out.group_overage = overage;
+            out.set_groups(granted);
+        }
+        Ok(out)
+    }
+
+    /// Maps the IdP group names a [`GroupResolver`] fetched after an overage through the
+    /// groups rules (`allow`, `rename`, `namespace`); `None` when this mapping has no groups.
+    pub fn resolved_groups(
+        &self,
+        names: &[String],
+        trace: &mut Trace,
+    ) -> Result<Option<BTreeSet<String>>, MappingError> {
+        let Some(rules) = &self.groups else {
+            return Ok(None);
+        };
+        let claim = [rules.claim.as_str()];
+        trace.push(
+            Target::Group(rules.claim.to_string()),
+            "group resolver (overage)",
+            claim,
+            Verdict::Set,
+        );
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        grant(&names, rules, trace).map(Some)
+    }
+
+    /// The claim path groups are read from, when this mapping syncs groups.
+    pub fn groups_claim(&self) -> Option<&ClaimPath> {
+        self.groups.as_ref().map(|rules| &rules.claim)
+    }
+
+    fn owner(&self, field: &str) -> Ownership {
+        self.config
+            .ownership
+            .get(field)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn check_required(&self, claims: &Claims, trace: &mut Trace) -> Result<(), MappingError> {
+        for required in &self.required {
+            let present = required
+                .values(claims)
+                .into_iter()
+                .filter_map(path::scalar)
+                .any(|v| !v.trim().is_empty());
+            let verdict = if present {
+                Verdict::Admitted
+            } else {
+                Verdict::Refused
+            };
+            trace.push(Target::Admission, "required", [required.as_str()], verdict);
             if !present {
-                return Err(MappingError::MissingClaim(required.clone()));
+                return Err(MappingError::MissingClaim(required.to_string()));
             }
         }
+        Ok(())
+    }
+
+    fn username(&self, claims: &Claims, trace: &mut Trace) -> Result<String, MappingError> {
+        let rule = format!("username = {:?}", self.username.to_string());
+        let read: Vec<&str> = self.username.claims().collect();
         let username = self
             .username
             .render(claims)
             .map_err(MappingError::MissingClaim)
-            .and_then(|u| checked(u, "username"))?;
-        let mut managed = BTreeSet::new();
-        let mut optional = |field: &str, template: &Template| -> Result<_, MappingError> {
-            if template.is_empty() {
-                return Ok(None);
-            }
-            managed.insert(field.to_owned());
-            match template.render(claims) {
-                Ok(value) => Ok(Some(Some(checked(value, field)?))),
-                Err(_) => Ok(Some(None)),
-            }
+            .and_then(|u| checked(u, "username"));
+        let verdict = if username.is_ok() {
+            Verdict::Set
+        } else {
+            Verdict::Refused
         };
-        let email = optional("email", &self.email)?;
-        let display_name = optional("display_name", &self.display_name)?;
-        let mut attributes = BTreeMap::new();
-        for (name, template) in &self.attributes {
-            let value = match template.render(claims) {
-                Ok(value) => Some(value),
-                Err(_) => self.config.defaults.get(name).cloned(),
-            };
-            if let Some(value) = value {
-                attributes.insert(name.clone(), checked(value, name)?);
-                managed.insert(name.clone());
+        trace.push(Target::Username, rule, read, verdict);
+        username
+    }
+
+    /// The email or the display name.
+    fn field(
+        &self,
+        name: &str,
+        template: &Template,
+        claims: &Claims,
+        trace: &mut Trace,
+        out: &mut Mapped,
+    ) -> Result<(), MappingError> {
+        let target = if name == "email" {
+            Target::Email
+        } else {
+            Target::DisplayName
+        };
+        if template.is_empty() {
+            trace.push(
+                target,
+                format!("{name} = \"\" (not managed)"),
+                NO_CLAIMS,
+                Verdict::Skipped,
+            );
+            return Ok(());
+        }
+        let owner = self.owner(name);
+        let rule = format!("{name} = {:?}{}", template.to_string(), owner.rule());
+        let read: Vec<&str> = template.claims().collect();
+        let value = match template.render(claims) {
+            Ok(value) => Some(checked(value, name).inspect_err(|_| {
+                trace.push(target.clone(), rule.clone(), read.clone(), Verdict::Refused);
+            })?),
+            Err(_) => None,
+        };
+        let verdict = match (&value, owner) {
+            (Some(_), Ownership::Always | Ownership::OnCreate) => Verdict::Set,
+            _ => Verdict::Skipped,
+        };
+        trace.push(target, rule, read, verdict);
+        let email = name == "email";
+        fn slot(p: &mut Profile, email: bool) -> &mut Option<Option<String>> {
+            if email {
+                &mut p.email
+            } else {
+                &mut p.display_name
             }
         }
-        for (name, value) in &self.config.constants {
-            attributes.insert(name.clone(), value.clone());
-            managed.insert(name.clone());
-        }
-        let groups = match &self.groups {
-            Some(rules) => {
-                managed.insert("groups".to_owned());
-                groups(claims, rules)?
+        match owner {
+            Ownership::Always => {
+                *slot(&mut out.profile, email) = Some(value.clone());
+                *slot(&mut out.creation, email) = Some(value);
+                out.profile.idp_attributes.insert(name.to_owned());
+                out.creation.idp_attributes.insert(name.to_owned());
             }
-            None => None,
+            Ownership::OnCreate => *slot(&mut out.creation, email) = Some(value),
+            Ownership::Never => {
+                if let Some(value) = value {
+                    out.preview_only.insert(name.to_owned(), value);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attribute(
+        &self,
+        name: &str,
+        template: &Template,
+        claims: &Claims,
+        trace: &mut Trace,
+        out: &mut Mapped,
+    ) -> Result<(), MappingError> {
+        let owner = self.owner(name);
+        let target = Target::Attribute(name.to_owned());
+        let read: Vec<&str> = template.claims().collect();
+        let mut rule = format!("attributes.{name} = {:?}", template.to_string());
+        let (value, mut verdict) = match template.render(claims) {
+            Ok(value) => (Some(value), Verdict::Set),
+            Err(_) => match self.config.defaults.get(name) {
+                Some(default) => {
+                    rule.push_str(&format!("; defaults.{name}"));
+                    (Some(default.clone()), Verdict::Defaulted)
+                }
+                None => (None, Verdict::Skipped),
+            },
         };
-        Ok(Profile {
-            username,
-            email,
-            display_name,
-            groups,
-            attributes,
-            idp_attributes: managed,
-        })
+        rule.push_str(owner.rule());
+        let Some(value) = value else {
+            trace.push(target, rule, read, Verdict::Skipped);
+            return Ok(());
+        };
+        let value = checked(value, name).inspect_err(|_| {
+            trace.push(target.clone(), rule.clone(), read.clone(), Verdict::Refused);
+        })?;
+        if owner == Ownership::Never {
+            verdict = Verdict::Skipped;
+        }
+        trace.push(target, rule, read, verdict);
+        out.set_attribute(name, value, owner);
+        Ok(())
+    }
+}
+
+/// A decision that read no claim.
+const NO_CLAIMS: [&str; 0] = [];
+
+impl Mapped {
+    fn set_attribute(&mut self, name: &str, value: String, owner: Ownership) {
+        match owner {
+            Ownership::Always => {
+                for profile in [&mut self.profile, &mut self.creation] {
+                    profile.attributes.insert(name.to_owned(), value.clone());
+                    profile.idp_attributes.insert(name.to_owned());
+                }
+            }
+            Ownership::OnCreate => {
+                self.creation.attributes.insert(name.to_owned(), value);
+            }
+            Ownership::Never => {
+                self.preview_only.insert(name.to_owned(), value);
+            }
+        }
+    }
+
+    /// Sets the groups of both profiles (they are always the identity provider's).
+    pub fn set_groups(&mut self, groups: Option<BTreeSet<String>>) {
+        for profile in [&mut self.profile, &mut self.creation] {
+            profile.idp_attributes.insert("groups".to_owned());
+            profile.groups = groups.clone();
+        }
+    }
+
+    /// Sets the (resolved) username of both profiles.
+    pub fn set_username(&mut self, username: String) {
+        self.creation.username = username.clone();
+        self.profile.username = username;
     }
 }
 
@@ -414,35 +804,83 @@ fn checked(value: String, field: &str) -> Result<String, MappingError> {
     Ok(value.to_owned())
 }
 
-/// The groups a login grants: `None` when the claim is absent and absent means "keep".
-fn groups(claims: &Claims, rules: &GroupRules) -> Result<Option<BTreeSet<String>>, MappingError> {
+/// The groups a login grants: `None` when the claim is absent and absent means "keep", or
+/// on an overage (then `true`).
+fn groups(
+    claims: &Claims,
+    rules: &GroupRules,
+    trace: &mut Trace,
+) -> Result<(Option<BTreeSet<String>>, bool), MappingError> {
     let config = &rules.config;
-    let name = &config.claim;
-    let values: Vec<&Value> = match claims.get(name) {
-        None | Some(Value::Null) => {
-            return Ok(match config.when_absent {
-                AbsentGroups::Keep => None,
-                AbsentGroups::Clear => Some(BTreeSet::new()),
-            });
+    let claim = rules.claim.as_str();
+    let target = || Target::Group(claim.to_owned());
+    let Some(values) = rules.claim.lookup(claims) else {
+        if let Some(signal) = rules.overage(claims) {
+            let rule = "groups overage: grants kept";
+            trace.push(target(), rule, [claim, signal], Verdict::Skipped);
+            return Ok((None, true));
         }
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(v @ Value::String(_)) => vec![v],
-        Some(_) => return Err(MappingError::InvalidClaim(name.clone())),
+        return Ok(match config.when_absent {
+            AbsentGroups::Keep => {
+                trace.push(
+                    target(),
+                    "groups.when_absent = keep",
+                    [claim],
+                    Verdict::Skipped,
+                );
+                (None, false)
+            }
+            AbsentGroups::Clear => {
+                trace.push(
+                    target(),
+                    "groups.when_absent = clear",
+                    [claim],
+                    Verdict::Dropped,
+                );
+                (Some(BTreeSet::new()), false)
+            }
+        });
     };
-    if values.len() > MAX_GROUPS {
-        return Err(MappingError::InvalidClaim(name.clone()));
-    }
-    let mut granted = BTreeSet::new();
+    let mut names = Vec::with_capacity(values.len());
     for value in values {
         let Value::String(group) = value else {
-            return Err(MappingError::InvalidClaim(name.clone()));
+            trace.push(
+                target(),
+                "groups.claim (not strings)",
+                [claim],
+                Verdict::Refused,
+            );
+            return Err(MappingError::InvalidClaim(claim.to_owned()));
         };
-        if group.is_empty() || group.len() > MAX_FIELD || group.chars().any(char::is_control) {
-            return Err(MappingError::InvalidClaim(name.clone()));
-        }
-        granted.extend(rules.local_name(group));
+        names.push(group.as_str());
     }
-    Ok(Some(granted))
+    grant(&names, rules, trace).map(|granted| (Some(granted), false))
+}
+
+/// The local groups IdP group names grant, each checked and decided by the rules.
+fn grant(
+    names: &[&str],
+    rules: &GroupRules,
+    trace: &mut Trace,
+) -> Result<BTreeSet<String>, MappingError> {
+    let claim = rules.claim.as_str();
+    let unusable = |group: &str| {
+        group.is_empty() || group.len() > MAX_FIELD || group.chars().any(char::is_control)
+    };
+    if names.len() > MAX_GROUPS || names.iter().any(|g| unusable(g)) {
+        trace.push(
+            Target::Group(claim.to_owned()),
+            "groups.claim (too many, or an unusable name)",
+            [claim],
+            Verdict::Refused,
+        );
+        return Err(MappingError::InvalidClaim(claim.to_owned()));
+    }
+    let mut granted = BTreeSet::new();
+    for group in names {
+        granted.extend(rules.local_name(group, trace));
+    }
+    Ok(granted)
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -696,6 +1134,190 @@ mod tests {
             serde_json::json!({"preferred_username": "a\u{0}b"}),
         ));
         assert_eq!(err, Err(MappingError::InvalidClaim("username".into())));
+    }
+
+    #[test]
+    fn claim_paths_in_required_groups_and_attributes() {
+        let mut groups = GroupsConfig::from_claim(r#"resource_access."my-app".roles"#);
+        groups.rename = rename("app-admin", "admins");
+        let m = mapping(MappingConfig {
+            required: vec!["realm_access.roles".into()],
+            attributes: BTreeMap::from([("dept".to_owned(), "{org.unit.name}".to_owned())]),
+            groups: Some(groups),
+            ..MappingConfig::default()
+        });
+        let c = claims(serde_json::json!({
+            "preferred_username": "a",
+            "realm_access": {"roles": ["user"]},
+            "resource_access": {"my-app": {"roles": ["app-admin", "viewer"]}},
+            "org": {"unit": {"name": "R&D"}},
+        }));
+        let p = m.map(&c).unwrap();
+        assert_eq!(p.attributes["dept"], "R&D");
+        assert_eq!(
+            p.groups.unwrap().into_iter().collect::<Vec<_>>(),
+            ["admins", "viewer"]
+        );
+        let mut without = c.clone();
+        without
+            .0
+            .insert("realm_access".into(), serde_json::json!({"roles": []}));
+        assert_eq!(
+            m.map(&without),
+            Err(MappingError::MissingClaim("realm_access.roles".into()))
+        );
+    }
+
+    #[test]
+    fn bad_claim_paths_are_refused_at_compile() {
+        let bad = |config: MappingConfig| config.compile().unwrap_err().to_string();
+        let err = bad(MappingConfig {
+            required: vec!["a..b".into()],
+            ..MappingConfig::default()
+        });
+        assert!(err.contains("claim path `a..b`"), "{err}");
+        let err = bad(MappingConfig {
+            groups: Some(GroupsConfig::from_claim("\"unclosed")),
+            ..MappingConfig::default()
+        });
+        assert!(err.contains("claim path"), "{err}");
+        let err = bad(MappingConfig {
+            attributes: BTreeMap::from([("x".to_owned(), "{a.}".to_owned())]),
+            ..MappingConfig::default()
+        });
+        assert!(err.contains("claim path `a.`"), "{err}");
+    }
+
+    #[test]
+    fn ownership_splits_sync_creation_and_preview() {
+        let m = mapping(MappingConfig {
+            attributes: BTreeMap::from([
+                ("dept".to_owned(), "{department}".to_owned()),
+                ("title".to_owned(), "{title}".to_owned()),
+                ("cost".to_owned(), "{cost}".to_owned()),
+            ]),
+            ownership: BTreeMap::from([
+                ("dept".to_owned(), Ownership::OnCreate),
+                ("title".to_owned(), Ownership::Never),
+                ("email".to_owned(), Ownership::OnCreate),
+            ]),
+            ..MappingConfig::default()
+        });
+        let c = claims(
+            serde_json::json!({"preferred_username": "a", "email": "a@x",
+            "department": "R&D", "title": "Boss", "cost": "7"}),
+        );
+        let mut trace = Trace::default();
+        let out = m.explain(&c, &mut trace).unwrap();
+        assert_eq!(out.creation.attributes["dept"], "R&D");
+        assert_eq!(out.creation.email, Some(Some("a@x".into())));
+        assert!(!out.profile.attributes.contains_key("dept"));
+        assert_eq!(out.profile.email, None, "on_create: not synced");
+        assert_eq!(out.preview_only["title"], "Boss");
+        assert!(!out.creation.attributes.contains_key("title"));
+        assert_eq!(out.profile.attributes["cost"], "7");
+        assert_eq!(
+            out.creation.idp_attributes,
+            ["cost".to_owned(), "display_name".to_owned()].into(),
+            "only `always` fields are read-only"
+        );
+        let title = trace
+            .0
+            .iter()
+            .find(|d| d.target == Target::Attribute("title".into()))
+            .unwrap();
+        assert_eq!(title.verdict, Verdict::Skipped);
+        assert!(title.rule.ends_with("ownership never"), "{}", title.rule);
+        // An ownership entry for no mapped field is refused at start-up.
+        let err = MappingConfig {
+            ownership: BTreeMap::from([("nope".to_owned(), Ownership::OnCreate)]),
+            ..MappingConfig::default()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(err, MappingConfigError::UnknownOwnership("nope".into()));
+    }
+
+    #[test]
+    fn an_overage_keeps_the_groups_even_with_clear() {
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.when_absent = AbsentGroups::Clear;
+        let m = with_groups(groups);
+        for signal in [
+            serde_json::json!({"_claim_names": {"groups": "src1"},
+                "_claim_sources": {"src1": {"endpoint": "https://graph"}}}),
+            serde_json::json!({"hasgroups": true}),
+        ] {
+            let mut c = claims(signal);
+            c.0.insert("preferred_username".into(), "a".into());
+            let mut trace = Trace::default();
+            let out = m.explain(&c, &mut trace).unwrap();
+            assert!(out.group_overage);
+            assert_eq!(out.profile.groups, None, "kept, not cleared");
+            assert_eq!(trace.0.last().unwrap().rule, "groups overage: grants kept");
+        }
+        // Not an overage: absent with `clear` clears.
+        let out = m
+            .explain(
+                &claims(serde_json::json!({"preferred_username": "a", "hasgroups": false})),
+                &mut Trace::default(),
+            )
+            .unwrap();
+        assert_eq!(out.profile.groups, Some(BTreeSet::new()));
+    }
+
+    #[test]
+    fn the_trace_names_rules_and_paths_never_values() {
+        let mut groups = GroupsConfig::from_claim("groups");
+        groups.allow = vec!["eng-*".into(), "idp-admins".into(), "admins".into()];
+        groups.rename = rename("idp-admins", "admins");
+        let m = mapping(MappingConfig {
+            attributes: BTreeMap::from([("dept".to_owned(), "{org.dept}".to_owned())]),
+            defaults: BTreeMap::from([("dept".to_owned(), "none".to_owned())]),
+            groups: Some(groups),
+            ..MappingConfig::default()
+        });
+        let c = claims(serde_json::json!({"preferred_username": "secret-jane",
+            "email": "jane@secret.example", "groups": ["eng-web", "idp-admins", "admins", "hr"]}));
+        let mut trace = Trace::default();
+        m.explain(&c, &mut trace).unwrap();
+        let text = serde_json::to_string(&trace).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+        let find = |target: Target| trace.0.iter().find(|d| d.target == target).unwrap();
+        let username = find(Target::Username);
+        assert_eq!(username.claims, ["preferred_username"]);
+        assert_eq!(username.verdict, Verdict::Set);
+        let dept = find(Target::Attribute("dept".into()));
+        assert_eq!(
+            (dept.verdict, dept.claims.as_slice()),
+            (Verdict::Defaulted, &["org.dept".to_owned()][..])
+        );
+        assert!(dept.rule.contains("defaults.dept"));
+        let admins = find(Target::Group("admins".into()));
+        assert_eq!(admins.rule, "groups.rename idp-admins -> admins");
+        assert_eq!(admins.verdict, Verdict::Granted);
+        let groups: Vec<(&str, Verdict)> = trace
+            .0
+            .iter()
+            .filter(|d| matches!(d.target, Target::Group(_)))
+            .map(|d| (d.rule.as_str(), d.verdict))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("groups.claim", Verdict::Granted),
+                ("groups.rename idp-admins -> admins", Verdict::Granted),
+                (
+                    "groups.rename target (reached only through its rename)",
+                    Verdict::Dropped
+                ),
+                ("groups.allow", Verdict::Dropped),
+            ]
+        );
+        // A refusal is the trace's refusal.
+        let mut trace = Trace::default();
+        let _ = m.explain(&claims(serde_json::json!({"email": "x"})), &mut trace);
+        assert_eq!(trace.refusal().unwrap().target, Target::Username);
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Templates over claims: `{preferred_username}`, `{email | lowercase}`,
-//! `{email | localpart}@corp`, `{given_name} {family_name}`. `{{` and `}}` are literal braces.
+//! `{email | localpart}@corp`, `{given_name} {family_name}`, `{realm_access.roles}`,
+//! `{resource_access."my-app".roles | lowercase}`. `{{` and `}}` are literal braces.
+//!
+//! A placeholder holds a [claim path](super::ClaimPath) and filters separated by `|`; it
+//! ends at the first `}`. Inside a double-quoted path segment `|`, `}` and `{` are part of
+//! the name (`{"weird|name}".x}`).
 
 use std::fmt;
 
 use super::Claims;
+use super::path::ClaimPath;
 
 /// Longest template accepted.
 const MAX_TEMPLATE: usize = 1024;
@@ -55,7 +61,10 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Claim { name: String, filters: Vec<Filter> },
+    Claim {
+        path: ClaimPath,
+        filters: Vec<Filter>,
+    },
 }
 
 /// A parsed template.
@@ -107,16 +116,15 @@ impl std::str::FromStr for Template {
                 }
                 '}' => return Err(fail("unmatched `}`")),
                 '{' => {
-                    let end = rest.find('}').ok_or_else(|| fail("unclosed `{`"))?;
-                    let inner = &rest[1..end];
-                    if inner.contains('{') {
-                        return Err(fail("nested `{`"));
-                    }
-                    let mut pieces = inner.split('|').map(str::trim);
+                    let (inner, after) = placeholder(&rest[1..]).map_err(fail)?;
+                    let mut pieces = split_filters(inner).into_iter().map(str::trim);
                     let name = pieces.next().unwrap_or("");
                     if name.is_empty() {
                         return Err(fail("empty claim name"));
                     }
+                    let path: ClaimPath = name
+                        .parse()
+                        .map_err(|e: super::ClaimPathError| fail(&e.to_string()))?;
                     let filters = pieces
                         .map(|f| {
                             Filter::parse(f).ok_or_else(|| fail(&format!("unknown filter `{f}`")))
@@ -125,11 +133,8 @@ impl std::str::FromStr for Template {
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));
                     }
-                    parts.push(Part::Claim {
-                        name: name.to_owned(),
-                        filters,
-                    });
-                    rest = &rest[end + 1..];
+                    parts.push(Part::Claim { path, filters });
+                    rest = after;
                 }
                 c => {
                     text.push(c);
@@ -161,12 +166,11 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Claim { name, filters } => {
-                    let value = claims
-                        .str(name)
-                        .or_else(|| claims.first(name))
+                Part::Claim { path, filters } => {
+                    let value = path
+                        .first_str(claims)
                         .filter(|v| !v.trim().is_empty())
-                        .ok_or_else(|| name.clone())?;
+                        .ok_or_else(|| path.to_string())?;
                     out.push_str(&filters.iter().fold(value, |v, f| f.apply(v)));
                 }
             }
@@ -177,7 +181,7 @@ impl Template {
     /// The claims the template reads.
     pub fn claims(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Claim { name, .. } => Some(name.as_str()),
+            Part::Claim { path, .. } => Some(path.as_str()),
             Part::Text(_) => None,
         })
     }
@@ -186,6 +190,39 @@ impl Template {
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
+}
+
+/// The inside of a placeholder (after its `{`) and what follows its closing `}`; quoted
+/// path segments may hold `}`, `{` and `|`.
+fn placeholder(rest: &str) -> Result<(&str, &str), &'static str> {
+    let mut quoted = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Ok((&rest[..i], &rest[i + 1..])),
+            '{' if !quoted => return Err("nested `{`"),
+            _ => {}
+        }
+    }
+    Err("unclosed `{`")
+}
+
+/// The claim path and the filters of a placeholder: split at each `|` outside quotes.
+fn split_filters(inner: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let (mut quoted, mut start) = (false, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '|' if !quoted => {
+                pieces.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&inner[start..]);
+    pieces
 }
 
 #[cfg(test)]
@@ -227,6 +264,44 @@ mod tests {
         let t: Template = format!("{{{uri} | lowercase}}").parse().unwrap();
         let c = claims(serde_json::json!({ uri: ["JANE", "other"] }));
         assert_eq!(t.render(&c).unwrap(), "jane");
+    }
+
+    #[test]
+    fn placeholders_take_claim_paths_with_quoted_segments() {
+        let c = claims(serde_json::json!({
+            "realm_access": {"roles": ["Admin", "user"]},
+            "resource_access": {"my-app": {"roles": ["editor"]}, "a|b}": {"x": "odd"}},
+        }));
+        let t: Template = "{realm_access.roles | lowercase}".parse().unwrap();
+        assert_eq!(t.render(&c).unwrap(), "admin");
+        let t: Template = r#"{resource_access."my-app".roles|uppercase}!"#.parse().unwrap();
+        assert_eq!(t.render(&c).unwrap(), "EDITOR!");
+        // `|` and `}` inside quotes belong to the segment.
+        let t: Template = r#"{resource_access."a|b}".x | uppercase}"#.parse().unwrap();
+        assert_eq!(t.render(&c).unwrap(), "ODD");
+        assert_eq!(
+            t.claims().collect::<Vec<_>>(),
+            [r#"resource_access."a|b}".x"#]
+        );
+        let t: Template = "{realm_access.missing}".parse().unwrap();
+        assert_eq!(t.render(&c), Err("realm_access.missing".into()));
+    }
+
+    #[test]
+    fn malformed_paths_in_placeholders_are_refused() {
+        for bad in [
+            "{a..b}",
+            "{a.}",
+            r#"{"a}"#,
+            r#"{a."b"c}"#,
+            "{.a | lowercase}",
+        ] {
+            let err = bad.parse::<Template>().unwrap_err();
+            assert!(
+                err.to_string().contains("claim path") || err.to_string().contains("unclosed"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -63,7 +63,10 @@ pub struct SamlConfig {
     /// The identity key. `None`: the persistent NameID (format
     /// `urn:oasis:names:tc:SAML:2.0:nameid-format:persistent`, required then). `Some(name)`:
     /// the single value of the attribute with that `Name` (an immutable identifier such as
-    /// an employee number or an object GUID; never an email address). Default: none.
+    /// an employee number or an object GUID; never an email address). It is checked at
+    /// start-up as a [claim path](crate::mapping::ClaimPath); since SAML attribute values
+    /// are text, it always names an attribute `Name` verbatim (URIs and OIDs as they are).
+    /// Default: none.
     #[serde(default)]
     pub identity_attribute: Option<String>,
     /// This service provider's private key, PEM (PKCS#8 or PKCS#1 RSA): decrypts

@@ -168,6 +168,12 @@ impl SamlServiceProvider {
         if config.identity_attribute.as_deref() == Some("") {
             return Err(bad("identity_attribute is empty"));
         }
+        // A claim path like every claim reference of the mapping; SAML attribute values are
+        // text, so it always names an attribute `Name` verbatim (a URI or OID as it is).
+        if let Some(name) = &config.identity_attribute {
+            name.parse::<crate::mapping::ClaimPath>()
+                .map_err(|e| bad(&format!("identity_attribute: {e}")))?;
+        }
         let sp_key = config
             .sp_private_key_pem
             .as_deref()
