@@ -17,6 +17,9 @@ use crate::config::{
 };
 use crate::events::{EventSink, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
+use crate::mapping::admission::{Admission, Refusal};
+use crate::mapping::roles::Roles;
+use crate::mapping::trace::{Decision, Trace};
 use crate::mapping::{Claims, Mapping, MappingError};
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
@@ -37,6 +40,23 @@ pub enum ProvisionError {
     /// The local user is locked: `403`.
     #[error("this account is locked")]
     Locked,
+    /// An admission rule of the provider refused the login
+    /// ([`mapping::admission`](crate::mapping::admission)): `403`, nothing created or
+    /// updated.
+    #[error("this login is not admitted: the provider's rule `{rule}` refused it")]
+    NotAdmitted {
+        /// The rule that refused (`admission.email_domains`, `admission.claims[0]`, ...).
+        rule: String,
+        /// The refusing decision, as in the mapping's trace.
+        decision: Box<Decision>,
+    },
+    /// The provider's roles are `strict` and no role rule matched
+    /// ([`mapping::roles`](crate::mapping::roles)): `403`, nothing created or updated.
+    #[error("this login is not admitted: no role rule of the provider matched (`roles.strict`)")]
+    NoRole {
+        /// The refusing decision, as in the mapping's trace.
+        decision: Box<Decision>,
+    },
     /// The claims do not map to a user (a required attribute is missing, ...): `403`.
     #[error(transparent)]
     Mapping(#[from] MappingError),
@@ -83,6 +103,8 @@ impl ProvisionError {
         match self {
             Self::JitDisabled
             | Self::Locked
+            | Self::NotAdmitted { .. }
+            | Self::NoRole { .. }
             | Self::Mapping(_)
             | Self::UnknownDomain(_)
             | Self::UsernamePolicy { .. }
@@ -101,6 +123,8 @@ impl ProvisionError {
         match self {
             Self::JitDisabled => "jit_disabled",
             Self::Locked => "user_locked",
+            Self::NotAdmitted { .. } => "not_admitted",
+            Self::NoRole { .. } => "no_role",
             Self::Mapping(MappingError::MissingClaim(_)) => "missing_attribute",
             Self::Mapping(_) => "invalid_attribute",
             Self::UsernameTaken(_) => "username_taken",
@@ -120,6 +144,13 @@ impl ProvisionError {
         match self {
             Self::JitDisabled => Self::JitDisabled,
             Self::Locked => Self::Locked,
+            Self::NotAdmitted { rule, decision } => Self::NotAdmitted {
+                rule: rule.clone(),
+                decision: decision.clone(),
+            },
+            Self::NoRole { decision } => Self::NoRole {
+                decision: decision.clone(),
+            },
             Self::Mapping(m) => Self::Mapping(m.clone()),
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
             Self::LinkConflict => Self::LinkConflict,
@@ -237,6 +268,10 @@ pub(crate) struct Policy {
     pub(crate) linking: LinkingConfig,
     pub(crate) blocking: bool,
     pub(crate) domain: DomainRule,
+    /// Who may be provisioned, checked at every login before anything is written.
+    pub(crate) admission: Admission,
+    /// The role rules; `None`: this provider does not manage roles.
+    pub(crate) roles: Option<Roles>,
 }
 
 impl Policy {
@@ -250,6 +285,18 @@ impl Policy {
             .unwrap_or(&config.mapping)
             .compile()
             .map_err(|e| e.to_string())?;
+        // `require_groups` reads the IdP's groups claim as asserted (default `groups`).
+        let groups_claim = mapping
+            .config()
+            .groups
+            .as_ref()
+            .map_or("groups", |g| g.claim.as_str());
+        let admission = config.admission.compile(groups_claim)?;
+        let roles = config
+            .roles
+            .as_ref()
+            .map(crate::mapping::roles::RolesConfig::compile)
+            .transpose()?;
         Ok(Self {
             provider: id.to_owned(),
             mode: config.mode,
@@ -257,7 +304,41 @@ impl Policy {
             linking: config.linking.clone(),
             blocking: config.blocking,
             domain: config.domain.clone(),
+            admission,
+            roles,
         })
+    }
+
+    /// Checks the admission rules against the claims as asserted, pushing one decision per
+    /// rule into `trace`.
+    pub(crate) fn admit(&self, claims: &Claims, trace: &mut Trace) -> Result<(), ProvisionError> {
+        self.admission
+            .admit(claims, self.linking.trust_email, trace)
+            .map_err(|Refusal { rule, decision }| ProvisionError::NotAdmitted {
+                rule,
+                decision: Box::new(decision),
+            })
+    }
+
+    /// Sets the roles the role rules grant on a mapped profile (and marks `roles` managed by
+    /// the provider), pushing one decision per role into `trace`; a `strict` provider whose
+    /// rules grant nothing refuses.
+    pub(crate) fn grant_roles(
+        &self,
+        claims: &Claims,
+        profile: &mut Profile,
+        trace: &mut Trace,
+    ) -> Result<(), ProvisionError> {
+        let Some(roles) = &self.roles else {
+            return Ok(());
+        };
+        profile.roles = roles
+            .grant(claims, profile.groups.as_ref(), trace)
+            .map_err(|decision| ProvisionError::NoRole {
+                decision: Box::new(decision),
+            })?;
+        profile.idp_attributes.insert("roles".to_owned());
+        Ok(())
     }
 }
 
@@ -411,6 +492,11 @@ impl Provisioner {
         resumed: Option<Resumed>,
     ) -> Result<Provisioned, ProvisionError> {
         let result = self.run(policy, identity, claims, resumed).await;
+        if let Err(ProvisionError::NotAdmitted { .. }) = &result
+            && policy.admission.locks_on_refusal()
+        {
+            self.lock_refused(identity).await;
+        }
         if let Err(err) = &result
             && !matches!(err, ProvisionError::Store(_))
         {
@@ -425,6 +511,40 @@ impl Provisioner {
         result
     }
 
+    /// Locks the local user of an identity an admission rule refused
+    /// (`admission.lock_on_refusal`), and drops its cached copies here and on the other
+    /// instances so its sessions stop working. A first login has no user: nothing to lock.
+    /// A store failure is logged: the login is refused anyway.
+    async fn lock_refused(&self, identity: &Identity) {
+        let key = identity.key();
+        for domain in self.domains.values() {
+            let user = match domain.store.find_by_identity(&key).await {
+                Ok(Some(user)) => user,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(provider = %identity.provider, error = %err, "could not look up a refused user to lock it");
+                    continue;
+                }
+            };
+            if !user.locked {
+                if let Err(err) = domain.store.set_locked(user.id, true).await {
+                    tracing::warn!(provider = %identity.provider, user_id = %user.id, error = %err, "could not lock a refused user");
+                    continue;
+                }
+                tracing::info!(provider = %identity.provider, user_id = %user.id, "locked a user the admission rules refused");
+            }
+            self.cache
+                .by_identity
+                .invalidate(&(domain.name.clone(), key.clone()))
+                .await;
+            self.announce(Invalidation::User {
+                domain: domain.name.to_string(),
+                id: user.id,
+            })
+            .await;
+        }
+    }
+
     /// The domain and the asserted (mapped) profile of a login, and at a resume the profile
     /// to create.
     fn plan(
@@ -434,7 +554,14 @@ impl Provisioner {
         resumed: Option<Resumed>,
     ) -> Result<(Arc<Domain>, Profile, Option<Profile>), ProvisionError> {
         let Some(resumed) = resumed else {
+            // Issue 17 hooks, before anything is read or written. The trace is local for now:
+            // the integrator passes the mapping's own trace here (`Mapping::map`'s), so the
+            // admission and role decisions join the attribute and group ones. A resumed login
+            // was admitted (and got its roles) at the login the prompt interrupted.
+            let mut trace = Trace::default();
+            policy.admit(claims, &mut trace)?;
             let mut profile = policy.mapping.map(claims)?;
+            policy.grant_roles(claims, &mut profile, &mut trace)?;
             let (domain, username) = self.resolve(policy, &profile.username)?;
             profile.username = username;
             return Ok((domain, profile, None));
@@ -858,10 +985,20 @@ impl Provisioner {
             code: err.code().to_owned(),
             reason: err.to_string(),
         };
-        let mut profile = match policy.mapping.map(claims) {
+        // Issue 17 hooks, as at a login (the integrator joins this trace to the preview's).
+        let mut trace = Trace::default();
+        if let Err(err) = policy.admit(claims, &mut trace) {
+            preview.action = refuse(&err);
+            return preview;
+        }
+        let mapped = policy.mapping.map(claims).map_err(ProvisionError::from);
+        let mut profile = match mapped.and_then(|mut profile| {
+            policy.grant_roles(claims, &mut profile, &mut trace)?;
+            Ok(profile)
+        }) {
             Ok(profile) => profile,
             Err(err) => {
-                preview.action = refuse(&err.into());
+                preview.action = refuse(&err);
                 return preview;
             }
         };

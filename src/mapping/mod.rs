@@ -3,7 +3,9 @@
 //! URIs, defaults, constants, required claims, and groups with an allow-list over the IdP's
 //! names, renames and an optional per-provider namespace.
 
+pub mod admission;
 mod path;
+pub mod roles;
 mod template;
 pub mod trace;
 
@@ -403,6 +405,8 @@ impl Mapping {
             email,
             display_name,
             groups,
+            // Set by the provider's role rules (`roles::Roles::grant`), after mapping.
+            roles: None,
             attributes,
             idp_attributes: managed,
         })
