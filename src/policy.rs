@@ -67,8 +67,9 @@ pub enum PreviewAction {
     },
     /// The existing user would be updated.
     Update {
-        /// The changes.
-        changes: ProfileChanges,
+        /// The changes (boxed, as in
+        /// [`ProvisioningEvent::Updated`](crate::events::ProvisioningEvent::Updated)).
+        changes: Box<ProfileChanges>,
     },
     /// Nothing would change.
     Unchanged,

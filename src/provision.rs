@@ -1026,7 +1026,9 @@ impl Provisioner {
                 let changes = profile.changes_from(&user, &policy.provider);
                 preview.existing = Some(user);
                 if policy.mode.updates() && !changes.is_empty() {
-                    PreviewAction::Update { changes }
+                    PreviewAction::Update {
+                        changes: Box::new(changes),
+                    }
                 } else {
                     PreviewAction::Unchanged
                 }

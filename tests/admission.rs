@@ -180,7 +180,7 @@ async fn a_returning_user_dropped_from_a_required_group_is_refused_and_not_updat
     )
     .await;
     assert_eq!(app.store.inner.counters().updates(), 0, "nothing updated");
-    assert_eq!(app.store.inner.users(), [before.clone()]);
+    assert_eq!(app.store.inner.users(), std::slice::from_ref(&before));
     assert!(!before.locked, "not locked without lock_on_refusal");
     assert_eq!(rejections(&events).len(), 1);
     // Back in the group: admitted again.
