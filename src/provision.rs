@@ -1119,6 +1119,36 @@ mod tests {
     }
 
     #[test]
+    fn an_admission_refusal_carries_its_decision() {
+        use crate::mapping::trace::{Target, Verdict};
+        let mut config = ProviderConfig::new("https://idp.example", "app");
+        config.admission.require_groups = Some(vec!["staff".into()]);
+        let policy = Policy::new("corp", &config, None).unwrap();
+        let claims = Claims(
+            serde_json::json!({"groups": ["finance"]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let mut trace = Trace::default();
+        let err = policy.admit(&claims, &mut trace).unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::FORBIDDEN, "not_admitted")
+        );
+        let ProvisionError::NotAdmitted { rule, decision } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(rule, "admission.require_groups");
+        assert_eq!(decision.target, Target::Admission);
+        assert_eq!(decision.claims, ["groups"]);
+        assert_eq!(decision.verdict, Verdict::Refused);
+        assert_eq!(trace.refusal(), Some(&**decision));
+        assert!(err.to_string().contains("admission.require_groups"));
+        assert_eq!(err.duplicate().code(), "not_admitted");
+    }
+
+    #[test]
     fn the_prompt_state_keeps_only_the_claims_linking_reads() {
         let claims = Claims(
             serde_json::json!({"email_verified": true, "groups": ["a"], "sub": "x"})
