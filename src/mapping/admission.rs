@@ -88,9 +88,10 @@ pub struct AdmissionConfig {
     pub require_groups_mode: GroupsMode,
     /// Claim-value rules, all of which must hold.
     pub claims: Vec<ClaimRuleConfig>,
-    /// Lock a returning user whom a rule refuses (through the store's `set_locked`; an
-    /// administrator unlocks it). Default `false`: the login is refused, the user stays as
-    /// it is.
+    /// Lock a returning user whom an admission rule refuses (through the store's
+    /// `set_locked`; its cached copies are dropped on every instance, so its sessions end; an
+    /// administrator unlocks it). Not for `roles.strict` refusals. Default `false`: the login
+    /// is refused, the user stays as it is.
     pub lock_on_refusal: bool,
 }
 
