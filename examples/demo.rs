@@ -344,13 +344,14 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
         constants: [("source".to_owned(), "dev-idp".to_owned())].into(),
         ..MappingConfig::default()
     };
-    // Only verified `example.com` and `example.org` addresses of `staff` members are
-    // provisioned: type a user of another domain, or without `staff`, on the IdP's page to
-    // see a 403 `not_admitted` naming the rule.
+    // Only verified `example.com` and `example.org` addresses of members of `staff` or an
+    // `eng-*` group are provisioned: type a user of another domain, or in `finance` only, on
+    // the IdP's page to see a 403 `not_admitted` naming the rule. (examples/load.rs logs in
+    // members of `staff`, `eng-a` and `eng-b` at `example.com`: all admitted.)
     let admission: jit_provision::config::AdmissionConfig = toml::from_str(
         r#"
         email_domains = ["example.com", "example.org"]
-        require_groups = ["staff"]
+        require_groups = ["staff", "eng-*"]
         "#,
     )
     .expect("the demo's admission rules parse");
