@@ -497,3 +497,22 @@ async fn the_dry_run_refuses_as_a_login_would() {
     assert_eq!(roles.into_iter().collect::<Vec<_>>(), ["viewer"]);
     assert_eq!(app.store.inner.user_count(), 0);
 }
+
+#[tokio::test]
+async fn an_absent_groups_claim_keeps_the_roles_groups_granted() {
+    let app = TestApp::start_with(|p| p.roles(roles("")), |b| b).await;
+    assert_eq!(app.login(&alice()).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(stored_roles(&app), ["viewer"], "from the group `staff`");
+    // The IdP omits the groups claim (`when_absent = "keep"`): the groups stay, and so do
+    // the roles a group rule granted (nothing can be decided from no groups).
+    let mut silent = alice();
+    silent.claims.remove("groups");
+    assert_eq!(app.login(&silent).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(stored_roles(&app), ["viewer"]);
+    assert_eq!(app.store.inner.counters().updates(), 0);
+    // An empty list is an answer: `staff` and its role go.
+    let mut none = alice();
+    none.claims["groups"] = json!([]);
+    assert_eq!(app.login(&none).await.status(), StatusCode::SEE_OTHER);
+    assert!(stored_roles(&app).is_empty());
+}
