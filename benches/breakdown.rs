@@ -213,6 +213,8 @@ fn session_steps(c: &mut Criterion) {
         groups: ["staff".to_owned()].into(),
         attributes: Default::default(),
         idp_groups: Default::default(),
+        roles: Default::default(),
+        idp_roles: Default::default(),
         idp_attributes: Default::default(),
         locked: false,
         created_at: 0,

@@ -280,17 +280,38 @@ fn print_banner(config: &JitConfig, local: SocketAddr, db: &str, users: i64, idp
             "  dev IdP       {} (for development only: logs in whoever you say)",
             idp.issuer()
         );
-        println!("                presets alice (staff, admins) and bob (staff), or type a user");
+        println!(
+            "                presets alice (staff, admins; role admin) and bob (staff; role editor), or type a user"
+        );
     }
     println!("Press Ctrl-C to stop.\n");
 }
 
-/// The users offered on the development IdP's login page (any other can be typed there).
+/// The users offered on the development IdP's login page (any other can be typed there),
+/// with Keycloak-style nested roles: realm roles in `realm_access.roles`, roles of the
+/// client `demo` in `resource_access.demo.roles`.
 fn dev_users() -> [DevUser; 2] {
     let admins: &[&str] = &["staff", "admins"];
+    let keycloak_roles = |mut user: DevUser, realm: &[&str], client: &[&str]| {
+        let claims = &mut user.claims;
+        claims.insert("realm_access".into(), serde_json::json!({ "roles": realm }));
+        claims.insert(
+            "resource_access".into(),
+            serde_json::json!({ "demo": { "roles": client } }),
+        );
+        user
+    };
     [
-        DevUser::new("1001", "alice", "alice@example.com", "Alice", admins),
-        DevUser::new("1002", "bob", "bob@example.com", "Bob", &["staff"]),
+        keycloak_roles(
+            DevUser::new("1001", "alice", "alice@example.com", "Alice", admins),
+            &["realm-admin", "offline_access"],
+            &["editor"],
+        ),
+        keycloak_roles(
+            DevUser::new("1002", "bob", "bob@example.com", "Bob", &["staff"]),
+            &["offline_access"],
+            &["editor"],
+        ),
     ]
 }
 
@@ -310,7 +331,8 @@ async fn start_dev_idp(redirect_uri: &str) -> std::io::Result<DevIdp> {
     }
 }
 
-/// How the demo trusts the development IdP: its client, and groups taken from `groups`.
+/// How the demo trusts the development IdP: its client, groups taken from `groups`, who is
+/// admitted, and roles from Keycloak-style nested claims.
 fn dev_provider(issuer: &str) -> ProviderConfig {
     // A realistic policy: groups synced through an allow-list (a typed `finance` group is
     // dropped), a constant attribute marking where users came from, and the mode and
@@ -322,11 +344,38 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
         constants: [("source".to_owned(), "dev-idp".to_owned())].into(),
         ..MappingConfig::default()
     };
+    // Only verified `example.com` and `example.org` addresses of members of `staff` or an
+    // `eng-*` group are provisioned: type a user of another domain, or in `finance` only, on
+    // the IdP's page to see a 403 `not_admitted` naming the rule. (examples/load.rs logs in
+    // members of `staff`, `eng-a` and `eng-b` at `example.com`: all admitted.)
+    let admission: jit_provision::config::AdmissionConfig = toml::from_str(
+        r#"
+        email_domains = ["example.com", "example.org"]
+        require_groups = ["staff", "eng-*"]
+        "#,
+    )
+    .expect("the demo's admission rules parse");
+    // Roles from the realm and client roles, first match wins, `viewer` otherwise: alice
+    // (realm-admin) is `admin`, bob (client role editor) is `editor`.
+    let roles: jit_provision::config::RolesConfig = toml::from_str(
+        r#"
+        default = "viewer"
+        [[rules]]
+        role = "admin"
+        when = { claim = "realm_access.roles", one_of = ["realm-admin"] }
+        [[rules]]
+        role = "editor"
+        when = { claim = 'resource_access."demo".roles', one_of = ["editor"] }
+        "#,
+    )
+    .expect("the demo's role rules parse");
     ProviderConfig {
         display_name: Some("the development IdP".into()),
         ..ProviderConfig::new(issuer, "demo")
             .client_secret("demo-secret")
             .mapping(mapping)
+            .admission(admission)
+            .roles(roles)
     }
 }
 
@@ -392,6 +441,7 @@ async fn profile(State(app): State<AppState>, user: CurrentUser) -> Html<String>
         ("Email", u.email.clone().unwrap_or_default()),
         ("Display name", u.display_name.clone().unwrap_or_default()),
         ("Groups", join(u.groups.iter().cloned())),
+        ("Roles", join(u.roles.iter().cloned())),
         (
             "Attributes",
             join(u.attributes.iter().map(|(k, v)| format!("{k} = {v}"))),

@@ -24,6 +24,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::mapping::admission::{AdmissionConfig, ClaimRuleConfig, GroupsMode};
+pub use crate::mapping::roles::{RoleCondition, RoleRuleConfig, RolesConfig, RolesMode};
 pub use crate::mapping::{AbsentGroups, GroupsConfig, MappingConfig};
 
 /// The whole configuration of a [`JitLayer`](crate::JitLayer).
@@ -291,6 +293,16 @@ pub struct ProviderConfig {
     /// How claims become a local user.
     #[serde(default)]
     pub mapping: MappingConfig,
+    /// Who may be provisioned: email domains, required groups, claim-value rules, checked at
+    /// every login before anything is written
+    /// ([`mapping::admission`](crate::mapping::admission)). Default: everyone.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    /// Roles derived from claims and groups by ordered rules
+    /// ([`mapping::roles`](crate::mapping::roles)). Default: none (this provider does not
+    /// manage roles).
+    #[serde(default)]
+    pub roles: Option<RolesConfig>,
     /// Accept `Authorization: Bearer` JWTs from this issuer (for APIs). Default: off.
     #[serde(default)]
     pub bearer: Option<BearerConfig>,
@@ -346,6 +358,8 @@ impl ProviderConfig {
             discovery_retry_secs: default_discovery_retry(),
             display_name: None,
             mapping: MappingConfig::default(),
+            admission: AdmissionConfig::default(),
+            roles: None,
             bearer: None,
         }
     }
@@ -405,6 +419,34 @@ impl ProviderConfig {
     /// Sets the claim mapping.
     pub fn mapping(mut self, mapping: MappingConfig) -> Self {
         self.mapping = mapping;
+        self
+    }
+
+    /// Sets the admission rules.
+    ///
+    /// ```
+    /// use jit_provision::{ProviderConfig, config::AdmissionConfig};
+    /// let p = ProviderConfig::new("https://login.example.com", "app").admission(AdmissionConfig {
+    ///     email_domains: Some(vec!["example.com".into()]),
+    ///     ..AdmissionConfig::default()
+    /// });
+    /// assert!(p.admission.email_domains.is_some());
+    /// ```
+    pub fn admission(mut self, admission: AdmissionConfig) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Sets the role rules.
+    ///
+    /// ```
+    /// use jit_provision::{ProviderConfig, config::RolesConfig};
+    /// let roles: RolesConfig = toml::from_str(r#"default = "viewer""#).unwrap();
+    /// let p = ProviderConfig::new("https://login.example.com", "app").roles(roles);
+    /// assert_eq!(p.roles.unwrap().default.as_deref(), Some("viewer"));
+    /// ```
+    pub fn roles(mut self, roles: RolesConfig) -> Self {
+        self.roles = Some(roles);
         self
     }
 }

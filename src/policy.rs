@@ -28,6 +28,7 @@ pub struct ReadOnlyField(pub String);
 /// # let mut user = jit_provision::store::User { id: jit_provision::store::UserId(1),
 /// #     username: "jane".into(), email: None, display_name: None, groups: Default::default(),
 /// #     attributes: Default::default(), idp_groups: Default::default(),
+/// #     roles: Default::default(), idp_roles: Default::default(),
 /// #     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
 /// user.idp_attributes.insert("email".into());
 /// assert!(check_local_edit(&user, "email").is_err());
@@ -79,8 +80,9 @@ pub enum PreviewAction {
     },
     /// The existing user would be updated.
     Update {
-        /// The changes.
-        changes: ProfileChanges,
+        /// The changes (boxed, as in
+        /// [`ProvisioningEvent::Updated`](crate::events::ProvisioningEvent::Updated)).
+        changes: Box<ProfileChanges>,
     },
     /// Nothing would change.
     Unchanged,

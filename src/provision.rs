@@ -17,6 +17,9 @@ use crate::config::{
 };
 use crate::events::{EventSink, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
+use crate::mapping::admission::{Admission, Refusal};
+use crate::mapping::roles::Roles;
+use crate::mapping::trace::Decision;
 use crate::mapping::{
     Claims, GroupResolver, Mapped, Mapping, MappingError, Target, Trace, Verdict,
 };
@@ -39,6 +42,23 @@ pub enum ProvisionError {
     /// The local user is locked: `403`.
     #[error("this account is locked")]
     Locked,
+    /// An admission rule of the provider refused the login
+    /// ([`mapping::admission`](crate::mapping::admission)): `403`, nothing created or
+    /// updated.
+    #[error("this login is not admitted: the provider's rule `{rule}` refused it")]
+    NotAdmitted {
+        /// The rule that refused (`admission.email_domains`, `admission.claims[0]`, ...).
+        rule: String,
+        /// The refusing decision, as in the mapping's trace.
+        decision: Box<Decision>,
+    },
+    /// The provider's roles are `strict` and no role rule matched
+    /// ([`mapping::roles`](crate::mapping::roles)): `403`, nothing created or updated.
+    #[error("this login is not admitted: no role rule of the provider matched (`roles.strict`)")]
+    NoRole {
+        /// The refusing decision, as in the mapping's trace.
+        decision: Box<Decision>,
+    },
     /// The claims do not map to a user (a required attribute is missing, ...): `403`.
     #[error(transparent)]
     Mapping(#[from] MappingError),
@@ -85,6 +105,8 @@ impl ProvisionError {
         match self {
             Self::JitDisabled
             | Self::Locked
+            | Self::NotAdmitted { .. }
+            | Self::NoRole { .. }
             | Self::Mapping(_)
             | Self::UnknownDomain(_)
             | Self::UsernamePolicy { .. }
@@ -103,6 +125,8 @@ impl ProvisionError {
         match self {
             Self::JitDisabled => "jit_disabled",
             Self::Locked => "user_locked",
+            Self::NotAdmitted { .. } => "not_admitted",
+            Self::NoRole { .. } => "no_role",
             Self::Mapping(MappingError::MissingClaim(_)) => "missing_attribute",
             Self::Mapping(_) => "invalid_attribute",
             Self::UsernameTaken(_) => "username_taken",
@@ -122,6 +146,13 @@ impl ProvisionError {
         match self {
             Self::JitDisabled => Self::JitDisabled,
             Self::Locked => Self::Locked,
+            Self::NotAdmitted { rule, decision } => Self::NotAdmitted {
+                rule: rule.clone(),
+                decision: decision.clone(),
+            },
+            Self::NoRole { decision } => Self::NoRole {
+                decision: decision.clone(),
+            },
             Self::Mapping(m) => Self::Mapping(m.clone()),
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
             Self::LinkConflict => Self::LinkConflict,
@@ -239,6 +270,10 @@ pub(crate) struct Policy {
     pub(crate) linking: LinkingConfig,
     pub(crate) blocking: bool,
     pub(crate) domain: DomainRule,
+    /// Who may be provisioned, checked at every login before anything is written.
+    pub(crate) admission: Admission,
+    /// The role rules; `None`: this provider does not manage roles.
+    pub(crate) roles: Option<Roles>,
 }
 
 impl Policy {
@@ -252,6 +287,18 @@ impl Policy {
             .unwrap_or(&config.mapping)
             .compile()
             .map_err(|e| e.to_string())?;
+        // `require_groups` reads the IdP's groups claim as asserted (default `groups`).
+        let groups_claim = mapping
+            .config()
+            .groups
+            .as_ref()
+            .map_or("groups", |g| g.claim.as_str());
+        let admission = config.admission.compile(groups_claim)?;
+        let roles = config
+            .roles
+            .as_ref()
+            .map(crate::mapping::roles::RolesConfig::compile)
+            .transpose()?;
         Ok(Self {
             provider: id.to_owned(),
             mode: config.mode,
@@ -259,7 +306,41 @@ impl Policy {
             linking: config.linking.clone(),
             blocking: config.blocking,
             domain: config.domain.clone(),
+            admission,
+            roles,
         })
+    }
+
+    /// Checks the admission rules against the claims as asserted, pushing one decision per
+    /// rule into `trace`.
+    pub(crate) fn admit(&self, claims: &Claims, trace: &mut Trace) -> Result<(), ProvisionError> {
+        self.admission
+            .admit(claims, self.linking.trust_email, trace)
+            .map_err(|Refusal { rule, decision }| ProvisionError::NotAdmitted {
+                rule,
+                decision: Box::new(decision),
+            })
+    }
+
+    /// Sets the roles the role rules grant on a mapped login (and marks `roles` managed by
+    /// the provider), pushing one decision per role into `trace`; a `strict` provider whose
+    /// rules grant nothing refuses.
+    pub(crate) fn grant_roles(
+        &self,
+        claims: &Claims,
+        mapped: &mut Mapped,
+        trace: &mut Trace,
+    ) -> Result<(), ProvisionError> {
+        let Some(roles) = &self.roles else {
+            return Ok(());
+        };
+        let granted = roles
+            .grant(claims, mapped.profile.groups.as_ref(), trace)
+            .map_err(|decision| ProvisionError::NoRole {
+                decision: Box::new(decision),
+            })?;
+        mapped.set_roles(granted);
+        Ok(())
     }
 }
 
@@ -436,6 +517,11 @@ impl Provisioner {
         let result = self
             .run(policy, identity, claims, resumed, &mut trace)
             .await;
+        if let Err(ProvisionError::NotAdmitted { .. }) = &result
+            && policy.admission.locks_on_refusal()
+        {
+            self.lock_refused(identity).await;
+        }
         if let Err(err) = &result
             && !matches!(err, ProvisionError::Store(_))
         {
@@ -461,6 +547,8 @@ impl Provisioner {
         claims: &Claims,
         trace: &mut Trace,
     ) -> Result<Mapped, ProvisionError> {
+        // Admission first: a login it refuses maps nothing and writes nothing.
+        policy.admit(claims, trace)?;
         let mut mapped = policy.mapping.explain(claims, trace)?;
         if mapped.group_overage
             && let Some(resolver) = self.resolvers.get(&policy.provider)
@@ -482,7 +570,43 @@ impl Provisioner {
                 }
             }
         }
+        // Roles last: their group conditions read the groups as granted (resolved included).
+        policy.grant_roles(claims, &mut mapped, trace)?;
         Ok(mapped)
+    }
+
+    /// Locks the local user of an identity an admission rule refused
+    /// (`admission.lock_on_refusal`), and drops its cached copies here and on the other
+    /// instances so its sessions stop working. A first login has no user: nothing to lock.
+    /// A store failure is logged: the login is refused anyway.
+    async fn lock_refused(&self, identity: &Identity) {
+        let key = identity.key();
+        for domain in self.domains.values() {
+            let user = match domain.store.find_by_identity(&key).await {
+                Ok(Some(user)) => user,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(provider = %identity.provider, error = %err, "could not look up a refused user to lock it");
+                    continue;
+                }
+            };
+            if !user.locked {
+                if let Err(err) = domain.store.set_locked(user.id, true).await {
+                    tracing::warn!(provider = %identity.provider, user_id = %user.id, error = %err, "could not lock a refused user");
+                    continue;
+                }
+                tracing::info!(provider = %identity.provider, user_id = %user.id, "locked a user the admission rules refused");
+            }
+            self.cache
+                .by_identity
+                .invalidate(&(domain.name.clone(), key.clone()))
+                .await;
+            self.announce(Invalidation::User {
+                domain: domain.name.to_string(),
+                id: user.id,
+            })
+            .await;
+        }
     }
 
     /// What a login writes. At a resume, linking and syncs use the asserted profile sealed
@@ -974,7 +1098,9 @@ impl Provisioner {
                 let changes = sync.changes_from(&user, &policy.provider);
                 preview.existing = Some(user);
                 if policy.mode.updates() && !changes.is_empty() {
-                    PreviewAction::Update { changes }
+                    PreviewAction::Update {
+                        changes: Box::new(changes),
+                    }
                 } else {
                     PreviewAction::Unchanged
                 }
@@ -1062,6 +1188,36 @@ mod tests {
         };
         let err = resumed.creation_profile(&domain()).unwrap_err();
         assert_eq!(err.code(), "username_policy");
+    }
+
+    #[test]
+    fn an_admission_refusal_carries_its_decision() {
+        use crate::mapping::trace::{Target, Verdict};
+        let mut config = ProviderConfig::new("https://idp.example", "app");
+        config.admission.require_groups = Some(vec!["staff".into()]);
+        let policy = Policy::new("corp", &config, None).unwrap();
+        let claims = Claims(
+            serde_json::json!({"groups": ["finance"]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let mut trace = Trace::default();
+        let err = policy.admit(&claims, &mut trace).unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::FORBIDDEN, "not_admitted")
+        );
+        let ProvisionError::NotAdmitted { rule, decision } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(rule, "admission.require_groups");
+        assert_eq!(decision.target, Target::Admission);
+        assert_eq!(decision.claims, ["groups"]);
+        assert_eq!(decision.verdict, Verdict::Refused);
+        assert_eq!(trace.refusal(), Some(&**decision));
+        assert!(err.to_string().contains("admission.require_groups"));
+        assert_eq!(err.duplicate().code(), "not_admitted");
     }
 
     #[test]

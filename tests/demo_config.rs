@@ -128,11 +128,16 @@ fn sample_values_are_the_defaults_but_where_it_says_otherwise() {
     assert_eq!(
         differing,
         [
+            "providers.keycloak.admission.require_groups",
             "providers.keycloak.client_secret",
             "providers.keycloak.display_name",
             "providers.keycloak.mapping.groups.allow",
             "providers.keycloak.mapping.groups.claim",
             "providers.keycloak.mapping.groups.when_absent",
+            "providers.keycloak.roles.default",
+            "providers.keycloak.roles.mode",
+            "providers.keycloak.roles.rules",
+            "providers.keycloak.roles.strict",
             "session.secure",
             "session.unauthenticated.action",
             "session.unauthenticated.provider",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use common::store_contract::{
-    canonical_names, concurrent_creates, concurrent_links, contract, login_updates,
+    canonical_names, concurrent_creates, concurrent_links, contract, login_updates, role_provenance,
 };
 use common::*;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
@@ -182,6 +182,14 @@ async fn postgres_login_updates_keep_concurrent_grants_and_drop_when_stale() {
         return;
     };
     login_updates(store).await;
+}
+
+#[tokio::test]
+async fn postgres_roles_are_kept_apart_from_groups_with_provenance() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    role_provenance(store).await;
 }
 
 #[tokio::test]

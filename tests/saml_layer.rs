@@ -9,20 +9,28 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use jit_provision::config::GroupsConfig;
+use jit_provision::config::{AdmissionConfig, GroupsConfig, LinkingConfig};
 use jit_provision::store::MemoryStore;
 use jit_provision::{CurrentUser, JitLayer, MappingConfig, ProviderConfig};
 use saml_common::*;
 use tower::ServiceExt;
 
 fn app(store: &MemoryStore) -> Router {
-    let provider = ProviderConfig::saml(sp_config()).mapping(MappingConfig {
+    app_with(store, |p| p)
+}
+
+/// [`app`] with the provider's configuration changed by `provider`.
+fn app_with(
+    store: &MemoryStore,
+    provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+) -> Router {
+    let provider = provider(ProviderConfig::saml(sp_config()).mapping(MappingConfig {
         username: "{mail | localpart}".into(),
         email: "{mail}".into(),
         display_name: String::new(),
         groups: Some(GroupsConfig::from_claim("isMemberOf")),
         ..MappingConfig::default()
-    });
+    }));
     let layer = JitLayer::builder()
         .public_url("https://app.example.test")
         .provider(PROVIDER_ID, provider)
@@ -228,4 +236,92 @@ async fn saml_login_provisions_and_refusals_leave_nothing() {
     let response = app.clone().oneshot(acs(&huge, "r", "")).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(store.user_count(), 1);
+}
+
+#[tokio::test]
+async fn saml_logins_are_admitted_by_the_same_rules() {
+    let Some(node) = node("saml_logins_are_admitted_by_the_same_rules") else {
+        return;
+    };
+    let admission = |email_domains: &[&str], groups: &[&str]| AdmissionConfig {
+        email_domains: Some(email_domains.iter().map(|d| d.to_string()).collect()),
+        // SAML attribute names: the email is `mail` here, not OIDC's `email`.
+        email_claim: Some("mail".into()),
+        require_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+        ..AdmissionConfig::default()
+    };
+    let trusted = LinkingConfig {
+        trust_email: true,
+        ..LinkingConfig::default()
+    };
+    // SAML sends no `email_verified`: without `trust_email` the email rule refuses.
+    let (unverified_store, refusing_store, admitting_store) =
+        (MemoryStore::new(), MemoryStore::new(), MemoryStore::new());
+    let unverified = app_with(&unverified_store, |p| {
+        p.admission(admission(&["example.com"], &["admins"]))
+    });
+    let refusing = app_with(&refusing_store, |p| {
+        p.admission(admission(&["example.com"], &["finance"]))
+            .linking(trusted.clone())
+    });
+    let admitting = app_with(&admitting_store, |p| {
+        p.admission(admission(&["example.com"], &["admins"]))
+            .linking(trusted.clone())
+    });
+    let logins = [
+        start(&unverified).await,
+        start(&refusing).await,
+        start(&admitting).await,
+    ];
+    // The three apps are one service provider (same configuration, same metadata).
+    let response = admitting
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let metadata = String::from_utf8(body.to_vec()).unwrap();
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        &metadata,
+        logins
+            .iter()
+            .map(|(l, _)| job(Some(l), true, false))
+            .collect(),
+    );
+    let apps = [&unverified, &refusing, &admitting];
+    let mut answers = Vec::new();
+    for (i, (location, cookie)) in logins.iter().enumerate() {
+        let saml = out.responses[i].clone().unwrap();
+        let response = apps[i]
+            .clone()
+            .oneshot(acs(&saml, &relay_state(location), cookie))
+            .await
+            .unwrap();
+        answers.push((response.status(), session_of(&response).is_some(), response));
+    }
+    let mut answers = answers.into_iter();
+    for (rule, store) in [
+        ("admission.email_domains", &unverified_store),
+        ("admission.require_groups", &refusing_store),
+    ] {
+        let (status, session, response) = answers.next().unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{rule}");
+        assert!(!session, "{rule}: no session");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "not_admitted");
+        assert!(json["message"].as_str().unwrap().contains(rule), "{json}");
+        assert_eq!(store.user_count(), 0, "{rule}: nothing created");
+    }
+    let (status, session, _) = answers.next().unwrap();
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(session);
+    assert_eq!(admitting_store.user_count(), 1);
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::store_contract::{
-    canonical_names, concurrent_creates, concurrent_links, contract, login_updates,
+    canonical_names, concurrent_creates, concurrent_links, contract, login_updates, role_provenance,
 };
 use jit_provision::store::{Identity, MemoryStore, Profile, SqliteStore, StoreError, UserStore};
 
@@ -31,6 +31,16 @@ async fn memory_login_update_keeps_a_concurrent_local_grant_and_drops_when_stale
 #[tokio::test]
 async fn sqlite_login_update_keeps_a_concurrent_local_grant_and_drops_when_stale() {
     login_updates(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn memory_roles_are_kept_apart_from_groups_with_provenance() {
+    role_provenance(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_roles_are_kept_apart_from_groups_with_provenance() {
+    role_provenance(sqlite().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@
 //! attribute URIs keep working), else a dotted path with quoted segments
 //! (`realm_access.roles`, `resource_access."my-app".roles`).
 
+pub mod admission;
 pub mod path;
+pub mod roles;
 mod template;
 pub mod trace;
 
@@ -786,6 +788,14 @@ impl Mapped {
         for profile in [&mut self.profile, &mut self.creation] {
             profile.idp_attributes.insert("groups".to_owned());
             profile.groups = groups.clone();
+        }
+    }
+
+    /// Sets the roles of both profiles (they are always the identity provider's).
+    pub fn set_roles(&mut self, roles: Option<BTreeSet<String>>) {
+        for profile in [&mut self.profile, &mut self.creation] {
+            profile.idp_attributes.insert("roles".to_owned());
+            profile.roles = roles.clone();
         }
     }
 

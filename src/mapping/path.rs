@@ -20,7 +20,7 @@ const MAX_PATH: usize = 512;
 /// Most segments in one path.
 const MAX_SEGMENTS: usize = 16;
 
-/// A parsed claim reference (see the [module documentation](self)).
+/// A parsed claim reference: verbatim top-level name first, else a dotted path.
 ///
 /// ```
 /// use jit_provision::Claims;

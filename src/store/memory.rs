@@ -141,6 +141,8 @@ impl MemoryStore {
             groups: profile.groups.clone().unwrap_or_default(),
             attributes: profile.attributes.clone(),
             idp_groups: BTreeMap::new(),
+            roles: profile.roles.clone().unwrap_or_default(),
+            idp_roles: BTreeMap::new(),
             idp_attributes: profile.idp_attributes.clone(),
             locked: false,
             created_at: now,
@@ -184,6 +186,7 @@ impl UserStore for MemoryStore {
         }
         let mut user = Self::insert(&mut inner, profile);
         user.idp_groups = profile.idp_groups(&identity.provider);
+        user.idp_roles = profile.idp_roles(&identity.provider);
         inner.users.insert(user.id, user.clone());
         inner.link(identity, user.id);
         self.counters.creates.fetch_add(1, Ordering::SeqCst);

@@ -23,7 +23,7 @@ use crate::replay::ReplayGuard;
 const CHANNEL: &str = "jit_provision_invalidate";
 
 const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups, u.attributes, \
-     u.idp_groups, u.idp_attributes, u.locked, u.created_at, u.updated_at";
+     u.idp_groups, u.idp_attributes, u.roles, u.idp_roles, u.locked, u.created_at, u.updated_at";
 
 /// A [`UserStore`] on PostgreSQL through sqlx, for several app instances on one database.
 ///
@@ -241,6 +241,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0005_canonical_names.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            6,
+            "roles".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0006_roles.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -275,6 +282,9 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
         row.try_get("idp_groups").map_err(classify)?;
     let idp_attributes: Json<std::collections::BTreeSet<String>> =
         row.try_get("idp_attributes").map_err(classify)?;
+    let roles: Json<std::collections::BTreeSet<String>> = row.try_get("roles").map_err(classify)?;
+    let idp_roles: Json<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>> =
+        row.try_get("idp_roles").map_err(classify)?;
     Ok(User {
         id: UserId(row.try_get("id").map_err(classify)?),
         username: row.try_get("username").map_err(classify)?,
@@ -283,6 +293,8 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
         groups: groups.0,
         attributes: attributes.0,
         idp_groups: idp_groups.0,
+        roles: roles.0,
+        idp_roles: idp_roles.0,
         idp_attributes: idp_attributes.0,
         locked: row.try_get("locked").map_err(classify)?,
         created_at: row.try_get("created_at").map_err(classify)?,
@@ -332,6 +344,8 @@ impl UserStore for PostgresStore {
         let now = now_unix();
         let groups = profile.groups.clone().unwrap_or_default();
         let idp_groups = profile.idp_groups(&identity.provider);
+        let roles = profile.roles.clone().unwrap_or_default();
+        let idp_roles = profile.idp_roles(&identity.provider);
         let mut tx = self.pool.begin().await.map_err(classify)?;
         // Serialize creates of this identity across every instance until commit: without it,
         // a second transaction would block on the username index and then report the username
@@ -354,8 +368,9 @@ impl UserStore for PostgresStore {
         }
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO jit_users (username, email, display_name, groups, attributes, idp_groups, \
-             idp_attributes, locked, created_at, updated_at, username_key, email_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10) RETURNING id",
+             idp_attributes, locked, created_at, updated_at, username_key, email_key, roles, \
+             idp_roles) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12) \
+             RETURNING id",
         )
         .bind(&profile.username)
         .bind(profile.email.clone().flatten())
@@ -373,6 +388,8 @@ impl UserStore for PostgresStore {
                 .and_then(|e| e.as_deref())
                 .map(canonical),
         )
+        .bind(Json(&roles))
+        .bind(Json(&idp_roles))
         .fetch_one(&mut *tx)
         .await;
         let id = match inserted {
@@ -407,6 +424,8 @@ impl UserStore for PostgresStore {
             groups,
             attributes: profile.attributes.clone(),
             idp_groups,
+            roles,
+            idp_roles,
             idp_attributes: profile.idp_attributes.clone(),
             locked: false,
             created_at: now,
@@ -584,7 +603,8 @@ async fn write_changes(
     user.updated_at = now_unix();
     sqlx::query(
         "UPDATE jit_users SET email = $1, display_name = $2, groups = $3, attributes = $4, \
-         idp_groups = $5, idp_attributes = $6, updated_at = $7, email_key = $8 WHERE id = $9",
+         idp_groups = $5, idp_attributes = $6, updated_at = $7, email_key = $8, roles = $10, \
+         idp_roles = $11 WHERE id = $9",
     )
     .bind(&user.email)
     .bind(&user.display_name)
@@ -595,6 +615,8 @@ async fn write_changes(
     .bind(user.updated_at)
     .bind(user.email.as_deref().map(canonical))
     .bind(id.0)
+    .bind(Json(&user.roles))
+    .bind(Json(&user.idp_roles))
     .execute(&mut *tx)
     .await
     .map_err(classify)?;

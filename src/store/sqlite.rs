@@ -12,7 +12,7 @@ use super::{
 };
 
 const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups_json, u.attrs_json, \
-     u.idp_groups_json, u.idp_attrs_json, u.locked, u.created_at, u.updated_at";
+     u.idp_groups_json, u.idp_attrs_json, u.roles_json, u.idp_roles_json, u.locked, u.created_at, u.updated_at";
 
 /// A [`UserStore`] on an embedded SQLite database through sqlx: the crate's default store.
 ///
@@ -210,6 +210,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0006_canonical_names.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            7,
+            "roles".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0007_roles.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -236,6 +243,8 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
     let attrs = json("attrs_json")?;
     let idp_groups = json("idp_groups_json")?;
     let idp_attrs = json("idp_attrs_json")?;
+    let roles = json("roles_json")?;
+    let idp_roles = json("idp_roles_json")?;
     Ok(User {
         id: UserId(row.try_get("id").map_err(classify)?),
         username: row.try_get("username").map_err(classify)?,
@@ -244,6 +253,8 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
         groups: serde_json::from_str(&groups).map_err(StoreError::backend)?,
         attributes: serde_json::from_str(&attrs).map_err(StoreError::backend)?,
         idp_groups: serde_json::from_str(&idp_groups).map_err(StoreError::backend)?,
+        roles: serde_json::from_str(&roles).map_err(StoreError::backend)?,
+        idp_roles: serde_json::from_str(&idp_roles).map_err(StoreError::backend)?,
         idp_attributes: serde_json::from_str(&idp_attrs).map_err(StoreError::backend)?,
         locked: row.try_get("locked").map_err(classify)?,
         created_at: row.try_get("created_at").map_err(classify)?,
@@ -346,6 +357,8 @@ impl UserStore for SqliteStore {
         let now = now_unix();
         let groups = profile.groups.clone().unwrap_or_default();
         let idp_groups = profile.idp_groups(&identity.provider);
+        let roles = profile.roles.clone().unwrap_or_default();
+        let idp_roles = profile.idp_roles(&identity.provider);
         let mut tx = self.begin_write().await?;
         // The identity insert goes first: when a concurrent login already linked this
         // identity, we fail on it (IdentityExists) before touching jit_users.
@@ -361,8 +374,8 @@ impl UserStore for SqliteStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
-             idp_groups_json, idp_attrs_json, locked, created_at, updated_at, username_key, \
-             email_key) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+             idp_groups_json, idp_attrs_json, roles_json, idp_roles_json, locked, created_at, \
+             updated_at, username_key, email_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
         )
         .bind(&profile.username)
         .bind(profile.email.clone().flatten())
@@ -371,6 +384,8 @@ impl UserStore for SqliteStore {
         .bind(to_json(&profile.attributes)?)
         .bind(to_json(&idp_groups)?)
         .bind(to_json(&profile.idp_attributes)?)
+        .bind(to_json(&roles)?)
+        .bind(to_json(&idp_roles)?)
         .bind(now)
         .bind(now)
         .bind(canonical(&profile.username))
@@ -417,6 +432,8 @@ impl UserStore for SqliteStore {
             groups,
             attributes: profile.attributes.clone(),
             idp_groups,
+            roles,
+            idp_roles,
             idp_attributes: profile.idp_attributes.clone(),
             locked: false,
             created_at: now,
@@ -592,7 +609,8 @@ async fn write_changes(
     user.updated_at = now_unix();
     sqlx::query(
         "UPDATE jit_users SET email = ?, display_name = ?, groups_json = ?, attrs_json = ?, \
-         idp_groups_json = ?, idp_attrs_json = ?, updated_at = ?, email_key = ? WHERE id = ?",
+         idp_groups_json = ?, idp_attrs_json = ?, roles_json = ?, idp_roles_json = ?, \
+         updated_at = ?, email_key = ? WHERE id = ?",
     )
     .bind(&user.email)
     .bind(&user.display_name)
@@ -600,6 +618,8 @@ async fn write_changes(
     .bind(to_json(&user.attributes)?)
     .bind(to_json(&user.idp_groups)?)
     .bind(to_json(&user.idp_attributes)?)
+    .bind(to_json(&user.roles)?)
+    .bind(to_json(&user.idp_roles)?)
     .bind(user.updated_at)
     .bind(user.email.as_deref().map(canonical))
     .bind(id.0)

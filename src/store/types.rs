@@ -84,6 +84,14 @@ pub struct User {
     /// The groups each provider granted at its last login. A login adds and removes only what
     /// its own provider granted; groups granted locally or by another provider stay.
     pub idp_groups: BTreeMap<String, BTreeSet<String>>,
+    /// Roles: the local ones and those granted by identity providers' role rules
+    /// ([`mapping::roles`](crate::mapping::roles)), kept apart from groups.
+    #[serde(default)]
+    pub roles: BTreeSet<String>,
+    /// The roles each provider granted at its last login, like [`idp_groups`](Self::idp_groups):
+    /// a login adds and removes only what its own provider granted.
+    #[serde(default)]
+    pub idp_roles: BTreeMap<String, BTreeSet<String>>,
     /// The fields an identity provider manages (`email`, `display_name`, `groups`, attribute
     /// names): local edits of them are refused by [`check_local_edit`](crate::policy::check_local_edit).
     pub idp_attributes: BTreeSet<String>,
@@ -109,6 +117,10 @@ pub struct Profile {
     /// The groups the provider grants; `None` when it does not say (groups are then left
     /// alone).
     pub groups: Option<BTreeSet<String>>,
+    /// The roles the provider's role rules grant; `None` when it does not manage roles or
+    /// could not decide them (roles are then left alone).
+    #[serde(default)]
+    pub roles: Option<BTreeSet<String>>,
     /// Further attributes.
     pub attributes: BTreeMap<String, String>,
     /// The fields the provider manages (read-only for local edits).
@@ -131,12 +143,18 @@ impl Profile {
 
     /// The groups of a user created from this profile at `provider`, by provider.
     pub fn idp_groups(&self, provider: &str) -> BTreeMap<String, BTreeSet<String>> {
-        match &self.groups {
-            Some(groups) if !groups.is_empty() => {
-                BTreeMap::from([(provider.to_owned(), groups.clone())])
-            }
-            _ => BTreeMap::new(),
-        }
+        by_provider(self.groups.as_ref(), provider)
+    }
+
+    /// The roles of a user created from this profile at `provider`, by provider.
+    ///
+    /// ```
+    /// let mut p = jit_provision::store::Profile::new("jane");
+    /// p.roles = Some(["editor".to_owned()].into());
+    /// assert_eq!(p.idp_roles("corp")["corp"], ["editor".to_owned()].into());
+    /// ```
+    pub fn idp_roles(&self, provider: &str) -> BTreeMap<String, BTreeSet<String>> {
+        by_provider(self.roles.as_ref(), provider)
     }
 
     /// What must change in `user` for it to match this profile from `provider`; empty when
@@ -154,6 +172,7 @@ impl Profile {
     /// let user = User { id: UserId(1), username: "jane".into(), email: None,
     ///     display_name: None, groups: ["local-admins".to_owned()].into(),
     ///     attributes: Default::default(), idp_groups: Default::default(),
+    ///     roles: Default::default(), idp_roles: Default::default(),
     ///     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
     /// let mut p = Profile::new("jane");
     /// assert!(p.changes_from(&user, "corp").is_empty());
@@ -180,6 +199,10 @@ impl Profile {
         }
         if let Some(granted) = &self.groups {
             changes.grants = GroupGrants::between(user, provider, granted);
+        }
+        if let Some(granted) = &self.roles {
+            changes.role_grants =
+                GroupGrants::delta(&user.roles, user.idp_roles.get(provider), provider, granted);
         }
         for (name, value) in &self.attributes {
             if user.attributes.get(name) != Some(value) {
@@ -219,6 +242,17 @@ pub struct ProfileChanges {
     /// The groups one provider's login granted and stopped granting, applied as a delta after
     /// `groups` and `idp_groups`.
     pub grants: Option<GroupGrants>,
+    /// Replaces the whole set of roles: a local edit (logins never set it; they send
+    /// [`role_grants`](Self::role_grants)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<BTreeSet<String>>,
+    /// Replaces the whole record of which provider granted which roles: a local edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_roles: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// The roles one provider's login granted and stopped granting (a [`GroupGrants`] delta
+    /// over [`User::roles`] and [`User::idp_roles`]), applied after `roles` and `idp_roles`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_grants: Option<GroupGrants>,
     /// Fields to add to the provider-managed set (never removed by a login).
     pub idp_attributes: BTreeSet<String>,
 }
@@ -232,6 +266,9 @@ impl ProfileChanges {
             && self.attributes.is_empty()
             && self.idp_groups.is_none()
             && self.grants.is_none()
+            && self.roles.is_none()
+            && self.idp_roles.is_none()
+            && self.role_grants.is_none()
             && self.idp_attributes.is_empty()
     }
 
@@ -256,6 +293,15 @@ impl ProfileChanges {
         if let Some(grants) = &self.grants {
             grants.apply_to(user);
         }
+        if let Some(roles) = &self.roles {
+            user.roles = roles.clone();
+        }
+        if let Some(roles) = &self.idp_roles {
+            user.idp_roles = roles.clone();
+        }
+        if let Some(grants) = &self.role_grants {
+            grants.apply(&mut user.roles, &mut user.idp_roles);
+        }
         user.idp_attributes
             .extend(self.idp_attributes.iter().cloned());
     }
@@ -271,6 +317,7 @@ impl ProfileChanges {
 ///     display_name: None, groups: ["staff".to_owned(), "auditors".to_owned()].into(),
 ///     attributes: Default::default(),
 ///     idp_groups: [("corp".to_owned(), ["staff".to_owned()].into())].into(),
+///     roles: Default::default(), idp_roles: Default::default(),
 ///     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
 /// let grants = GroupGrants {
 ///     provider: "corp".into(),
@@ -297,7 +344,22 @@ impl GroupGrants {
     /// nothing to do. A granted group the user lacks (removed locally) is added again: the
     /// provider manages it.
     fn between(user: &User, provider: &str, granted: &BTreeSet<String>) -> Option<Self> {
-        let before = user.idp_groups.get(provider);
+        Self::delta(
+            &user.groups,
+            user.idp_groups.get(provider),
+            provider,
+            granted,
+        )
+    }
+
+    /// The delta over a set (`held`, groups or roles) and `provider`'s record of it
+    /// (`before`).
+    fn delta(
+        held: &BTreeSet<String>,
+        before: Option<&BTreeSet<String>>,
+        provider: &str,
+        granted: &BTreeSet<String>,
+    ) -> Option<Self> {
         let had = |g: &String| before.is_some_and(|b| b.contains(g));
         let removed: BTreeSet<String> = before
             .into_iter()
@@ -307,7 +369,7 @@ impl GroupGrants {
             .collect();
         let added: BTreeSet<String> = granted
             .iter()
-            .filter(|g| !had(g) || !user.groups.contains(*g))
+            .filter(|g| !had(g) || !held.contains(*g))
             .cloned()
             .collect();
         (!added.is_empty() || !removed.is_empty()).then(|| Self {
@@ -317,22 +379,27 @@ impl GroupGrants {
         })
     }
 
-    /// Applies the delta to a user as stored.
+    /// Applies the delta to a user's groups as stored.
     pub fn apply_to(&self, user: &mut User) {
-        let mine = user.idp_groups.entry(self.provider.clone()).or_default();
+        self.apply(&mut user.groups, &mut user.idp_groups);
+    }
+
+    /// Applies the delta to a set (groups or roles) and its per-provider record.
+    fn apply(&self, held: &mut BTreeSet<String>, record: &mut BTreeMap<String, BTreeSet<String>>) {
+        let mine = record.entry(self.provider.clone()).or_default();
         for group in &self.removed {
             mine.remove(group);
         }
         mine.extend(self.added.iter().cloned());
         if mine.is_empty() {
-            user.idp_groups.remove(&self.provider);
+            record.remove(&self.provider);
         }
         for group in &self.removed {
-            if !user.idp_groups.values().any(|g| g.contains(group)) {
-                user.groups.remove(group);
+            if !record.values().any(|g| g.contains(group)) {
+                held.remove(group);
             }
         }
-        user.groups.extend(self.added.iter().cloned());
+        held.extend(self.added.iter().cloned());
     }
 }
 
@@ -383,6 +450,17 @@ pub struct LinkedIdentity {
     pub first_login_at: i64,
     /// Its last recorded login (Unix seconds).
     pub last_login_at: Option<i64>,
+}
+
+/// `{provider: set}`, or nothing for an absent or empty set.
+fn by_provider(
+    set: Option<&BTreeSet<String>>,
+    provider: &str,
+) -> BTreeMap<String, BTreeSet<String>> {
+    match set {
+        Some(set) if !set.is_empty() => BTreeMap::from([(provider.to_owned(), set.clone())]),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// Seconds since the Unix epoch, now.

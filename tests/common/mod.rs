@@ -177,6 +177,7 @@ async fn me(user: CurrentUser) -> axum::Json<serde_json::Value> {
         "email": user.email,
         "display_name": user.display_name,
         "groups": user.groups,
+        "roles": user.roles,
         "provider": user.auth.provider,
         "subject": user.auth.subject,
     }))

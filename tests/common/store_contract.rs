@@ -13,6 +13,7 @@ fn profile(username: &str) -> Profile {
         email: Some(Some(format!("{username}@example.com"))),
         display_name: None,
         groups: Some(BTreeSet::from(["staff".to_owned(), "ops".to_owned()])),
+        roles: None,
         attributes: BTreeMap::from([("department".to_owned(), "R&D 'quoted'".to_owned())]),
         idp_attributes: BTreeSet::from(["email".to_owned(), "department".to_owned()]),
     }
@@ -70,6 +71,7 @@ pub async fn contract<S: UserStore>(store: S) {
         )])),
         grants: None,
         idp_attributes: BTreeSet::from(["title".to_owned()]),
+        ..ProfileChanges::default()
     };
     let updated = store.update(created.id, &changes).await.unwrap();
     assert_eq!(updated.email, None);
@@ -285,6 +287,82 @@ pub async fn login_updates<S: UserStore>(store: S) {
         .update_from_login(&nobody.key(), LoginStamp::now(), &changes)
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
+/// Roles are stored apart from groups with per-provider provenance: granted at creation as
+/// the provider's own, synced as deltas inside the transaction, so a role removed at the IdP
+/// goes while a local role (granted meanwhile) and another provider's role stay.
+pub async fn role_provenance<S: UserStore>(store: S) {
+    let alice = Identity::new("corp", "https://idp.example", "roles-1");
+    let mut asserted = profile("alice");
+    asserted.roles = Some(set(&["editor", "viewer"]));
+    let created = store.create(&alice, &asserted).await.unwrap();
+    assert_eq!(created.roles, set(&["editor", "viewer"]));
+    assert_eq!(created.idp_roles["corp"], set(&["editor", "viewer"]));
+    assert_eq!(
+        created.groups,
+        set(&["ops", "staff"]),
+        "roles are not groups"
+    );
+    assert_eq!(
+        store.find_by_id(created.id).await.unwrap().unwrap(),
+        created
+    );
+
+    // The next login drops `editor`; meanwhile an administrator grants `auditor` locally
+    // and a second provider grants `viewer` too.
+    let read = store.find_by_identity(&alice.key()).await.unwrap().unwrap();
+    asserted.roles = Some(set(&["viewer"]));
+    let changes = asserted.changes_from(&read, "corp");
+    assert_eq!(
+        changes.role_grants.as_ref().map(|g| g.removed.clone()),
+        Some(set(&["editor"]))
+    );
+    let local = ProfileChanges {
+        roles: Some(set(&["auditor", "editor", "viewer"])),
+        ..ProfileChanges::default()
+    };
+    store.update(created.id, &local).await.unwrap();
+    let partner = Identity::new("partner", "https://partner.example", "roles-p");
+    store.link(&partner, created.id).await.unwrap();
+    let mut from_partner = Profile::new("alice");
+    from_partner.roles = Some(set(&["viewer"]));
+    let now = store.find_by_id(created.id).await.unwrap().unwrap();
+    store
+        .update_from_login(
+            &partner.key(),
+            LoginStamp::now(),
+            &from_partner.changes_from(&now, "partner"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let synced = store
+        .update_from_login(&alice.key(), LoginStamp::now(), &changes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(synced.roles, set(&["auditor", "viewer"]));
+    assert_eq!(synced.idp_roles["corp"], set(&["viewer"]));
+    assert_eq!(synced.idp_roles["partner"], set(&["viewer"]));
+    assert_eq!(store.find_by_id(created.id).await.unwrap().unwrap(), synced);
+
+    // corp stops granting `viewer`: partner still grants it, so it stays.
+    asserted.roles = Some(BTreeSet::new());
+    let gone = store
+        .update_from_login(
+            &alice.key(),
+            LoginStamp::now(),
+            &asserted.changes_from(&synced, "corp"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gone.roles, set(&["auditor", "viewer"]));
+    assert!(!gone.idp_roles.contains_key("corp"));
+    // A profile that does not manage roles leaves them alone.
+    asserted.roles = None;
+    assert!(asserted.changes_from(&gone, "corp").role_grants.is_none());
 }
 
 /// Two concurrent links of two subjects of one provider to one user: exactly one wins, the
