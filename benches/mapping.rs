@@ -10,6 +10,9 @@
 //!   an event sink that logs it would.
 //! * `mapping/flat_claims_no_groups`: the default mapping (username, email, name) of the
 //!   same claims, for scale.
+//! * `mapping/admission_explain_roles`: what a login with the issue's other rule kinds pays:
+//!   3 admission rules (email domain, required group, a nested-claim regex), `explain`, then
+//!   8 ordered role rules (`mode = "all"`, claim paths and group patterns), one trace.
 //!
 //! `cargo bench --bench mapping -- --warm-up-time 1 --measurement-time 3`
 
@@ -19,6 +22,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jit_provision::Claims;
 use jit_provision::config::{GroupsConfig, MappingConfig};
+use jit_provision::mapping::admission::AdmissionConfig;
+use jit_provision::mapping::roles::RolesConfig;
 use jit_provision::mapping::{Ownership, Trace};
 use serde_json::{Value, json};
 
@@ -117,6 +122,38 @@ fn config() -> MappingConfig {
     }
 }
 
+/// 3 admission rules and 8 role rules, as a provider's TOML would give them.
+fn admission_and_roles() -> (AdmissionConfig, RolesConfig) {
+    let admission = toml::from_str(
+        r#"
+        email_domains = ["example.com", "*.example.com"]
+        require_groups = ["eng-*", "idp-admins"]
+        [[claims]]
+        path = "realm_access.roles"
+        regex = "employee|contractor"
+        "#,
+    )
+    .expect("the bench's admission rules parse");
+    let roles = toml::from_str(
+        r#"
+        mode = "all"
+        default = "viewer"
+        rules = [
+            { role = "admin", when = { group = "admins" } },
+            { role = "auditor", when = { group = "auditors" } },
+            { role = "lead", when = { group = "eng-leads" } },
+            { role = "oncall", when = { group = "oncall" } },
+            { role = "editor", when = { claim = 'resource_access."my-app".roles', one_of = ["editor"] } },
+            { role = "employee", when = { claim = "realm_access.roles", equals = "employee" } },
+            { role = "rnd", when = { claim = "org.department", glob = "R*" } },
+            { role = "staff", when = { claim = "title", regex = "(?i)engineer|manager" } },
+        ]
+        "#,
+    )
+    .expect("the bench's role rules parse");
+    (admission, roles)
+}
+
 fn mapping(c: &mut Criterion) {
     let claims = claims();
     let mapping = config().compile().expect("the bench's mapping compiles");
@@ -143,6 +180,33 @@ fn mapping(c: &mut Criterion) {
             let mut trace = Trace::default();
             black_box(mapping.explain(black_box(&claims), &mut trace).unwrap());
             black_box(serde_json::to_vec(&trace).unwrap())
+        })
+    });
+    let (admission, roles) = admission_and_roles();
+    let admission = admission.compile("groups").expect("admission compiles");
+    let roles = roles.compile().expect("roles compile");
+    let mut check = Trace::default();
+    admission
+        .admit(&claims, false, &mut check)
+        .expect("admitted");
+    let granted = roles
+        .grant(&claims, mapped.profile.groups.as_ref(), &mut check)
+        .unwrap()
+        .unwrap();
+    assert!(granted.contains("admin") && granted.contains("editor") && granted.contains("rnd"));
+    group.bench_function("admission_explain_roles", |b| {
+        b.iter(|| {
+            let mut trace = Trace::default();
+            admission
+                .admit(black_box(&claims), false, &mut trace)
+                .unwrap();
+            let mapped = mapping.explain(black_box(&claims), &mut trace).unwrap();
+            black_box(
+                roles
+                    .grant(&claims, mapped.profile.groups.as_ref(), &mut trace)
+                    .unwrap(),
+            );
+            black_box(trace)
         })
     });
     group.bench_function("flat_claims_no_groups", |b| {
