@@ -394,6 +394,9 @@ fn app(state: AppState, jit: JitLayer) -> Router {
         .route("/profile", get(profile))
         .route("/me", get(me))
         .with_state(state)
+        // The layer's admin pages (users of a provider, dry runs, the "test your mapping"
+        // page at /admin/jit-test), for members of the local `admins` group only.
+        .merge(jit.admin_router(|user| user.groups.contains("admins")))
         // The whole integration. The layer answers `/auth/{provider}/login`,
         // `/auth/{provider}/callback` and `POST /auth/logout` itself, and attaches the
         // logged-in user to every other request for the `CurrentUser` extractor.
@@ -461,8 +464,14 @@ async fn profile(State(app): State<AppState>, user: CurrentUser) -> Html<String>
         ("Logged in", time(auth.issued_at)),
         ("Expires", time(auth.expires_at)),
     ];
+    let admin = if u.groups.contains("admins") {
+        "<p><a href=\"/admin/jit-test\">Test your mapping</a> (the layer's admin page, for \
+         the <code>admins</code> group)</p>"
+    } else {
+        ""
+    };
     let body = format!(
-        "<h2>Local user</h2>{}<h2>Where it came from</h2>{}{NAV}{}",
+        "<h2>Local user</h2>{}<h2>Where it came from</h2>{}{admin}{NAV}{}",
         table(&local),
         table(&origin),
         logout_button(&app.prefix),

@@ -160,6 +160,27 @@ test('dev IdP: the first login provisions alice and shows her profile', { timeou
     assert.equal(body.auth.provider, 'dev');
     assert.equal(body.auth.subject, '1001');
 
+    // She is in the local `admins` group: the demo's admin router lets her test the dev
+    // provider's mapping in the browser (a dry run: the store still holds one user below).
+    await page.goto(`${demo.base}/profile`);
+    await page.locator('a[href="/admin/jit-test"]').click();
+    await page.waitForURL(`${demo.base}/admin/jit-test`);
+    await page.locator('textarea[name="claims"]').fill(JSON.stringify({
+      sub: 'e2e-dry-run', preferred_username: 'carol', email: 'carol@example.com',
+      email_verified: true, name: 'Carol', groups: ['staff'],
+      realm_access: { roles: ['offline_access'] }, resource_access: { demo: { roles: ['editor'] } },
+    }));
+    await page.locator('form button').click();
+    await page.locator('#trace').waitFor();
+    assert.match(await page.locator('#action').innerText(), /^create a user/);
+    const profile = JSON.parse(await page.locator('#profile').innerText());
+    assert.equal(profile.username, 'carol');
+    assert.deepEqual(profile.roles, ['editor'], 'the client role of resource_access.demo.roles');
+    const trace = await page.locator('#trace').innerText();
+    assert.match(trace, /admission/, 'the admission rules are in the trace');
+    assert.match(trace, /roles\.rules\[\d+\]/, 'so are the role rules');
+    assert.doesNotMatch(trace, /carol@example\.com/, 'the trace names claim paths, never values');
+
     // Home now greets her, and the store holds one user.
     await page.goto(`${demo.base}/`);
     const greeting = await page.locator('body').innerText();
