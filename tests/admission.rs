@@ -4,29 +4,17 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::bearer::{call, claims as bearer_claims};
 use common::*;
 use jit_provision::config::{
     AdmissionConfig, BearerConfig, ClaimRuleConfig, GroupsMode, LinkingConfig, RolesConfig,
 };
 use jit_provision::dev_idp::DevUser;
-use jit_provision::events::ProvisioningEvent;
 use jit_provision::policy::PreviewAction;
 use jit_provision::store::{ProfileChanges, UserStore};
-use jit_provision::{Claims, ConfigError, JitLayer, JitLayerBuilder};
+use jit_provision::{Claims, ConfigError, JitLayer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-type Events = Arc<Mutex<Vec<ProvisioningEvent>>>;
-
-fn recording(events: &Events) -> impl FnOnce(JitLayerBuilder) -> JitLayerBuilder + use<> {
-    let events = events.clone();
-    move |b: JitLayerBuilder| {
-        b.on_event(move |e: &ProvisioningEvent| events.lock().unwrap().push(e.clone()))
-    }
-}
 
 fn rejections(events: &Events) -> Vec<Value> {
     events

@@ -10,23 +10,12 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use futures_util::future::BoxFuture;
 use jit_provision::config::{AbsentGroups, GroupsConfig, MappingConfig};
-use jit_provision::events::ProvisioningEvent;
 use jit_provision::mapping::{GroupResolver, GroupResolverError, Ownership, Target, Verdict};
 use jit_provision::policy::check_local_edit;
 use jit_provision::store::{ProfileChanges, UserStore};
 use jit_provision::{Claims, JitLayerBuilder};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-type Events = Arc<Mutex<Vec<ProvisioningEvent>>>;
-
-fn recording(events: &Events) -> impl Fn(JitLayerBuilder) -> JitLayerBuilder + use<> {
-    let events = events.clone();
-    move |b: JitLayerBuilder| {
-        let events = events.clone();
-        b.on_event(move |e: &ProvisioningEvent| events.lock().unwrap().push(e.clone()))
-    }
-}
 
 fn event_json(events: &Events) -> Vec<Value> {
     let events = events.lock().unwrap();

@@ -4,19 +4,17 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use jit_provision::Claims;
 use jit_provision::config::{
     DomainRule, GroupsConfig, LinkBy, LinkingConfig, MappingConfig, ProvisioningMode,
 };
 use jit_provision::dev_idp::DevUser;
-use jit_provision::events::ProvisioningEvent;
 use jit_provision::policy::{Deprovision, PreviewAction, check_local_edit};
 use jit_provision::prompt::{PromptRequest, ProvisionPrompt};
 use jit_provision::store::{Identity, IdentityKey, MemoryStore, Profile, UserStore};
-use jit_provision::{Claims, JitLayerBuilder};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,16 +34,6 @@ async fn prelinked(app: &TestApp, user: &DevUser) -> jit_provision::store::User 
         .create(&identity, &Profile::new(username))
         .await
         .unwrap()
-}
-
-type Events = Arc<Mutex<Vec<ProvisioningEvent>>>;
-
-fn recording(events: &Events) -> impl Fn(JitLayerBuilder) -> JitLayerBuilder + use<> {
-    let events = events.clone();
-    move |b: JitLayerBuilder| {
-        let events = events.clone();
-        b.on_event(move |e: &ProvisioningEvent| events.lock().unwrap().push(e.clone()))
-    }
 }
 
 fn kinds(events: &Events) -> Vec<String> {

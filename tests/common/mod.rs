@@ -384,3 +384,19 @@ pub fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Every [`ProvisioningEvent`](jit_provision::events::ProvisioningEvent) a layer delivered.
+pub type Events = Arc<Mutex<Vec<jit_provision::events::ProvisioningEvent>>>;
+
+/// A builder step that records every event into `events`.
+pub fn recording(
+    events: &Events,
+) -> impl Fn(jit_provision::JitLayerBuilder) -> jit_provision::JitLayerBuilder + use<> {
+    let events = events.clone();
+    move |b: jit_provision::JitLayerBuilder| {
+        let events = events.clone();
+        b.on_event(move |e: &jit_provision::events::ProvisioningEvent| {
+            events.lock().unwrap().push(e.clone())
+        })
+    }
+}
