@@ -79,9 +79,7 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let cache = |cache: &'static str, result: &'static str| {
-            counter!(names::CACHE_REQUESTS, "cache" => cache, "result" => result)
-        };
+        let cache = |cache: &'static str, result: &'static str| counter!(names::CACHE_REQUESTS, "cache" => cache, "result" => result);
         Self {
             logins: AtomicU64::new(0),
             login_failures: AtomicU64::new(0),
@@ -151,7 +149,12 @@ impl Metrics {
 
     /// A session-cookie lookup in the decrypted-session cache.
     pub(crate) fn session_cache(&self, hit: bool) {
-        if hit { &self.session_hit } else { &self.session_miss }.increment(1);
+        if hit {
+            &self.session_hit
+        } else {
+            &self.session_miss
+        }
+        .increment(1);
     }
 
     /// A user-by-id lookup in the user cache.

@@ -28,7 +28,9 @@ fn snapshotter() -> &'static Snapshotter {
     SNAPSHOTTER.get_or_init(|| {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        recorder.install().expect("the only recorder of this binary");
+        recorder
+            .install()
+            .expect("the only recorder of this binary");
         snapshotter
     })
 }
@@ -100,7 +102,13 @@ impl Seen {
     /// Bounded labels: nothing of the test users (subjects, usernames, emails, user ids).
     fn assert_nothing_personal(&self) {
         let values = self.label_values();
-        let personal = ["sub-alice", "alice", "alice@example.com", "jane", "jane@example.com"];
+        let personal = [
+            "sub-alice",
+            "alice",
+            "alice@example.com",
+            "jane",
+            "jane@example.com",
+        ];
         for value in &values {
             assert!(
                 !personal.contains(&value.as_str()) && value.parse::<i64>().is_err(),
@@ -128,7 +136,11 @@ async fn oidc_logins_refusals_caches_and_store_calls_are_recorded() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(sets_session(&response));
     let after = seen();
-    let success = [("provider", "dev"), ("protocol", "oidc"), ("outcome", "success")];
+    let success = [
+        ("provider", "dev"),
+        ("protocol", "oidc"),
+        ("outcome", "success"),
+    ];
     assert_eq!(after.counter(LOGINS, &success), 1);
     let created = [("provider", "dev"), ("outcome", "created")];
     assert_eq!(after.counter(PROVISIONING, &created), 1);
@@ -167,7 +179,11 @@ async fn oidc_logins_refusals_caches_and_store_calls_are_recorded() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let code = error_code(response).await;
     let refused = seen();
-    let failure = [("provider", "dev"), ("protocol", "oidc"), ("outcome", "failure")];
+    let failure = [
+        ("provider", "dev"),
+        ("protocol", "oidc"),
+        ("outcome", "failure"),
+    ];
     assert_eq!(refused.counter(LOGINS, &failure), 1);
     let by_code = [("provider", "dev"), ("code", code.as_str())];
     assert_eq!(refused.counter(REFUSALS, &by_code), 1);
@@ -175,7 +191,11 @@ async fn oidc_logins_refusals_caches_and_store_calls_are_recorded() {
     // The layer's own snapshot counts the same.
     let snapshot = app.layer.metrics();
     assert_eq!(
-        (snapshot.logins, snapshot.login_failures, snapshot.users_created),
+        (
+            snapshot.logins,
+            snapshot.login_failures,
+            snapshot.users_created
+        ),
         (2, 1, 1)
     );
 }
@@ -275,7 +295,10 @@ mod saml {
         let store = MemoryStore::new();
         let layer = layer(&store);
         let app = Router::new()
-            .route("/me", get(|u: CurrentUser| async move { u.username.clone() }))
+            .route(
+                "/me",
+                get(|u: CurrentUser| async move { u.username.clone() }),
+            )
             .layer(layer.clone());
         let metadata = app
             .clone()
@@ -307,7 +330,11 @@ mod saml {
         assert_eq!(response.status(), http::StatusCode::SEE_OTHER);
         assert_eq!(store.user_count(), 1);
         let after = seen();
-        let success = [("provider", "corp"), ("protocol", "saml"), ("outcome", "success")];
+        let success = [
+            ("provider", "corp"),
+            ("protocol", "saml"),
+            ("outcome", "success"),
+        ];
         assert_eq!(after.counter(LOGINS, &success), 1);
         let created = [("provider", "corp"), ("outcome", "created")];
         assert_eq!(after.counter(PROVISIONING, &created), 1);
@@ -322,7 +349,11 @@ mod saml {
         let json: serde_json::Value = serde_json::from_slice(&body_of(response).await).unwrap();
         let code = json["error"].as_str().unwrap().to_owned();
         let refused = seen();
-        let failure = [("provider", "corp"), ("protocol", "saml"), ("outcome", "failure")];
+        let failure = [
+            ("provider", "corp"),
+            ("protocol", "saml"),
+            ("outcome", "failure"),
+        ];
         assert_eq!(refused.counter(LOGINS, &failure), 1);
         let by_code = [("provider", "corp"), ("code", code.as_str())];
         assert_eq!(refused.counter(REFUSALS, &by_code), 1);
@@ -330,7 +361,11 @@ mod saml {
         // And in the layer's own snapshot.
         let snapshot = layer.metrics();
         assert_eq!(
-            (snapshot.logins, snapshot.login_failures, snapshot.users_created),
+            (
+                snapshot.logins,
+                snapshot.login_failures,
+                snapshot.users_created
+            ),
             (1, 1, 1)
         );
     }

@@ -458,7 +458,10 @@ impl ErasedStore for TimeLimited {
         at: LoginStamp,
         changes: &'a ProfileChanges,
     ) -> BoxFuture<'a, StoreResult<Option<User>>> {
-        self.bound("update_from_login", self.inner.update_from_login(key, at, changes))
+        self.bound(
+            "update_from_login",
+            self.inner.update_from_login(key, at, changes),
+        )
     }
     fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>> {
         self.bound("record_login", self.inner.record_login(key, at))
@@ -470,7 +473,10 @@ impl ErasedStore for TimeLimited {
         &'a self,
         provider: &'a str,
     ) -> BoxFuture<'a, StoreResult<Vec<LinkedIdentity>>> {
-        self.bound("identities_by_provider", self.inner.identities_by_provider(provider))
+        self.bound(
+            "identities_by_provider",
+            self.inner.identities_by_provider(provider),
+        )
     }
     fn set_locked(&self, id: UserId, locked: bool) -> BoxFuture<'_, StoreResult<()>> {
         self.bound("set_locked", self.inner.set_locked(id, locked))
