@@ -200,6 +200,50 @@ async fn oidc_logins_refusals_caches_and_store_calls_are_recorded() {
     );
 }
 
+#[tokio::test]
+async fn bearer_tokens_are_counted_by_result_and_refusal_code() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let app = common::bearer::api().await;
+    let token = app
+        .idp
+        .sign_access_token(common::bearer::claims(&app, "svc-metrics"));
+    seen(); // Drains what came before.
+    for _ in 0..3 {
+        let response = common::bearer::call(&app, "/me", &token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = common::bearer::call(&app, "/me", "not-a-jwt").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let code = error_code(response).await;
+    let after = seen();
+    assert_eq!(
+        after.counter("jit_bearer_total", &[("result", "verified")]),
+        1
+    );
+    assert_eq!(
+        after.counter("jit_bearer_total", &[("result", "cached")]),
+        2
+    );
+    assert_eq!(
+        after.counter("jit_bearer_total", &[("result", "refused")]),
+        1
+    );
+    let by_code = [("code", code.as_str())];
+    assert_eq!(after.counter("jit_bearer_refusals_total", &by_code), 1);
+    let created = [("provider", "dev"), ("outcome", "created")];
+    assert_eq!(after.counter(PROVISIONING, &created), 1);
+    let snapshot = app.layer.metrics();
+    assert_eq!(
+        (
+            snapshot.bearer_verified,
+            snapshot.bearer_cache_hits,
+            snapshot.bearer_failures
+        ),
+        (1, 2, 1)
+    );
+}
+
 #[cfg(feature = "saml")]
 mod saml {
     use axum::Router;
