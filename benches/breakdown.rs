@@ -14,6 +14,9 @@
 //! * group `bearer_hit_steps`: SHA-256 of a bearer token of the size the `bearer` bench
 //!   sends, the token-cache lookup, and a keyed SipHash of the same bytes for comparison.
 //!
+//! * group `metrics_steps`: the two cache-hit counters of the `metrics` facade (handles, with
+//!   and without a recorder) against registering them at every call.
+//!
 //! `cargo bench --bench breakdown -- --warm-up-time 1 --measurement-time 3`
 
 use std::hash::BuildHasher;
@@ -337,5 +340,48 @@ fn bearer_steps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, session_steps, bearer_steps);
+/// What the `metrics` facade adds to a session-cache hit: the two cache counters
+/// (`jit_cache_requests_total{cache="session"|"user", result="hit"}`) the layer increments,
+/// as pre-registered handles (what `src/metrics.rs` does) with no recorder and with one
+/// installed, against the `counter!` macro with its labels at every call (a registry lookup
+/// per call under a recorder).
+fn metrics_steps(c: &mut Criterion) {
+    use metrics::{Counter, counter};
+    use metrics_util::debugging::DebuggingRecorder;
+    fn handles() -> (Counter, Counter) {
+        let name = "jit_cache_requests_total";
+        (
+            counter!(name, "cache" => "session", "result" => "hit"),
+            counter!(name, "cache" => "user", "result" => "hit"),
+        )
+    }
+    let mut group = c.benchmark_group("metrics_steps");
+    let (session, user) = handles();
+    group.bench_function("two_handles_no_recorder", |b| {
+        b.iter(|| {
+            black_box(&session).increment(1);
+            black_box(&user).increment(1);
+        })
+    });
+    let recorder = DebuggingRecorder::new();
+    let (session, user) = metrics::with_local_recorder(&recorder, handles);
+    group.bench_function("two_handles_recorder", |b| {
+        b.iter(|| {
+            black_box(&session).increment(1);
+            black_box(&user).increment(1);
+        })
+    });
+    group.bench_function("two_macro_calls_recorder", |b| {
+        b.iter(|| {
+            metrics::with_local_recorder(&recorder, || {
+                let (session, user) = handles();
+                session.increment(1);
+                user.increment(1);
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, session_steps, bearer_steps, metrics_steps);
 criterion_main!(benches);

@@ -522,6 +522,7 @@ impl Provisioner {
         {
             self.lock_refused(identity).await;
         }
+        self.metrics.provisioned(&policy.provider, &result);
         if let Err(err) = &result
             && !matches!(err, ProvisionError::Store(_))
         {
@@ -748,7 +749,6 @@ impl Provisioner {
         }
         match how.load(Ordering::SeqCst) {
             CREATED => {
-                Metrics::add(&self.metrics.users_created);
                 self.cache
                     .by_id
                     .insert((domain.name.clone(), user.id), user.clone())
@@ -960,7 +960,7 @@ impl Provisioner {
         self.cache
             .store(&domain.name, key.clone(), updated.clone())
             .await;
-        Metrics::add(&self.metrics.users_updated);
+        self.metrics.updated();
         self.emit(ProvisioningEvent::Updated {
             provider: provider.to_owned(),
             domain: domain.name.to_string(),
@@ -996,7 +996,7 @@ impl Provisioner {
                 pause *= 4;
             }
         }
-        Metrics::add(&self.metrics.update_failures);
+        self.metrics.update_failed(&provider);
         tracing::error!(provider = %provider, user_id = %id, "background update failed for good");
         self.emit(ProvisioningEvent::UpdateFailed {
             provider,

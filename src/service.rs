@@ -15,7 +15,6 @@ use crate::endpoints;
 use crate::error::Error;
 use crate::extract::{AuthInfo, AuthMethod, CurrentUser};
 use crate::layer::Shared;
-use crate::metrics::Metrics;
 use crate::provision::ProvisionError;
 use crate::session::{SameSite, SessionData, cookies_named};
 use crate::store::{StoreError, User, UserId, now_unix};
@@ -77,7 +76,7 @@ where
                 return match attach_bearer(&shared, bearer, token, &mut req).await {
                     Ok(()) => inner.call(req).await,
                     Err(err) => {
-                        Metrics::add(&shared.provisioner.metrics().bearer_failures);
+                        shared.provisioner.metrics().bearer_refused(err.code());
                         Ok(bearer_failure(&err, req.headers()))
                     }
                 };
@@ -121,7 +120,9 @@ async fn load_user(
     let cache = &shared.provisioner.cache().by_id;
     let key = (domain.name.clone(), id);
     // The common case, a cached user, without the coalescing machinery.
-    if let Some(user) = cache.get(&key).await {
+    let cached = cache.get(&key).await;
+    shared.provisioner.metrics().user_cache(cached.is_some());
+    if let Some(user) = cached {
         return Ok(Some(user));
     }
     let store = &domain.store;
@@ -192,7 +193,9 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
         // we sealed counts.
         let mut found = None;
         for sealed in values {
-            if let Some(session) = cache.sessions.get(sealed).await {
+            let cached = cache.sessions.get(sealed).await;
+            shared.provisioner.metrics().session_cache(cached.is_some());
+            if let Some(session) = cached {
                 found = Some(session);
                 break;
             }

@@ -22,7 +22,6 @@ pub use self::scope::{RequireScope, RequireScopeService};
 use crate::config::{BearerConfig, LinkingConfig, ProviderConfig, ProvisioningMode};
 use crate::extract::{AuthInfo, AuthMethod};
 use crate::mapping::Claims;
-use crate::metrics::Metrics;
 use crate::oidc::HttpClient;
 use crate::provision::{Policy, ProvisionError, Provisioned, Provisioner};
 use crate::store::{Identity, UserId, now_unix};
@@ -331,7 +330,7 @@ impl Bearer {
         }
         let digest: [u8; 32] = Sha256::digest(token).into();
         if let Some(hit) = self.tokens.get(&digest).await {
-            Metrics::add(&provisioner.metrics().bearer_cache_hits);
+            provisioner.metrics().bearer_cached();
             return Ok(hit);
         }
         let verified = self
@@ -429,7 +428,7 @@ impl Bearer {
                 )));
             }
         };
-        Metrics::add(&provisioner.metrics().bearer_verified);
+        provisioner.metrics().bearer_verified();
         tracing::debug!(provider = %verifier.provider, user_id = %user.id, outcome = ?outcome, "bearer token verified");
         let remaining = (exp - now).max(0) as u64;
         let ttl = verifier.config.token_cache_ttl_secs;

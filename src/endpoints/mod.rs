@@ -15,7 +15,7 @@ mod saml;
 use crate::error::{CallbackError, Error};
 use crate::invalidation::Invalidation;
 use crate::layer::Shared;
-use crate::metrics::Metrics;
+use crate::metrics::Protocol;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::prompt::{PendingPrompt, PromptState};
 use crate::provision::{ProvisionError, Provisioned, Resumed};
@@ -336,11 +336,11 @@ async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Bod
     let mut response =
         match complete(shared, provider, &headers, params, cookie_name.as_deref()).await {
             Ok(response) => {
-                Metrics::add(&metrics.logins);
+                metrics.login(id, Protocol::Oidc, None);
                 response
             }
             Err(err) => {
-                Metrics::add(&metrics.login_failures);
+                metrics.login(id, Protocol::Oidc, Some(err.code()));
                 fail(id, &err, &headers)
             }
         };

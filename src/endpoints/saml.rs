@@ -161,9 +161,16 @@ pub(crate) async fn acs(
         Ok::<_, Error>(finish_login(shared, &login.identity, provisioned, &return_to).await)
     }
     .await;
+    let metrics = shared.provisioner.metrics();
     let mut response = match result {
-        Ok(response) => response,
-        Err(err) => fail(&id, &err, &headers),
+        Ok(response) => {
+            metrics.login(&id, crate::metrics::Protocol::Saml, None);
+            response
+        }
+        Err(err) => {
+            metrics.login(&id, crate::metrics::Protocol::Saml, Some(err.code()));
+            fail(&id, &err, &headers)
+        }
     };
     // The pending login is single-use: whatever happened, it is over.
     let relay = relay_state.lock().unwrap_or_else(|e| e.into_inner()).take();

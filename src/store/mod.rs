@@ -400,19 +400,25 @@ struct TimeLimited {
 }
 
 impl TimeLimited {
+    /// Bounds one call of the store method `operation`, and records its duration (the
+    /// `jit_store_call_duration_seconds` histogram).
     fn bound<'a, T: Send + 'a>(
         &self,
+        operation: &'static str,
         work: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
         let limit = self.limit;
         Box::pin(async move {
-            match tokio::time::timeout(limit, work).await {
+            let started = std::time::Instant::now();
+            let result = match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,
                 Err(_) => {
                     tracing::warn!(limit = ?limit, "a user store call timed out");
                     Err(StoreError::unavailable(StoreTimeout(limit)))
                 }
-            }
+            };
+            crate::metrics::store_call(operation, started.elapsed());
+            result
         })
     }
 }
@@ -422,29 +428,29 @@ impl ErasedStore for TimeLimited {
         &'a self,
         key: &'a IdentityKey,
     ) -> BoxFuture<'a, StoreResult<Option<User>>> {
-        self.bound(self.inner.find_by_identity(key))
+        self.bound("find_by_identity", self.inner.find_by_identity(key))
     }
     fn find_by_id(&self, id: UserId) -> BoxFuture<'_, StoreResult<Option<User>>> {
-        self.bound(self.inner.find_by_id(id))
+        self.bound("find_by_id", self.inner.find_by_id(id))
     }
     fn find_by_username<'a>(
         &'a self,
         username: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<User>>> {
-        self.bound(self.inner.find_by_username(username))
+        self.bound("find_by_username", self.inner.find_by_username(username))
     }
     fn find_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, StoreResult<Vec<User>>> {
-        self.bound(self.inner.find_by_email(email))
+        self.bound("find_by_email", self.inner.find_by_email(email))
     }
     fn create<'a>(
         &'a self,
         identity: &'a Identity,
         profile: &'a Profile,
     ) -> BoxFuture<'a, StoreResult<User>> {
-        self.bound(self.inner.create(identity, profile))
+        self.bound("create", self.inner.create(identity, profile))
     }
     fn link<'a>(&'a self, identity: &'a Identity, user: UserId) -> BoxFuture<'a, StoreResult<()>> {
-        self.bound(self.inner.link(identity, user))
+        self.bound("link", self.inner.link(identity, user))
     }
     fn update_from_login<'a>(
         &'a self,
@@ -452,25 +458,31 @@ impl ErasedStore for TimeLimited {
         at: LoginStamp,
         changes: &'a ProfileChanges,
     ) -> BoxFuture<'a, StoreResult<Option<User>>> {
-        self.bound(self.inner.update_from_login(key, at, changes))
+        self.bound(
+            "update_from_login",
+            self.inner.update_from_login(key, at, changes),
+        )
     }
     fn record_login<'a>(&'a self, key: &'a IdentityKey, at: i64) -> BoxFuture<'a, StoreResult<()>> {
-        self.bound(self.inner.record_login(key, at))
+        self.bound("record_login", self.inner.record_login(key, at))
     }
     fn identities_of(&self, user: UserId) -> BoxFuture<'_, StoreResult<Vec<LinkedIdentity>>> {
-        self.bound(self.inner.identities_of(user))
+        self.bound("identities_of", self.inner.identities_of(user))
     }
     fn identities_by_provider<'a>(
         &'a self,
         provider: &'a str,
     ) -> BoxFuture<'a, StoreResult<Vec<LinkedIdentity>>> {
-        self.bound(self.inner.identities_by_provider(provider))
+        self.bound(
+            "identities_by_provider",
+            self.inner.identities_by_provider(provider),
+        )
     }
     fn set_locked(&self, id: UserId, locked: bool) -> BoxFuture<'_, StoreResult<()>> {
-        self.bound(self.inner.set_locked(id, locked))
+        self.bound("set_locked", self.inner.set_locked(id, locked))
     }
     fn delete(&self, id: UserId) -> BoxFuture<'_, StoreResult<()>> {
-        self.bound(self.inner.delete(id))
+        self.bound("delete", self.inner.delete(id))
     }
 }
 
