@@ -28,29 +28,6 @@ fn mallory() -> DevUser {
     )
 }
 
-/// The README's prompt hook: asks for consent and lets the user pick another username.
-struct ChooseUsername;
-
-impl ProvisionPrompt for ChooseUsername {
-    fn before_create(&self, _: &PromptRequest) -> Option<String> {
-        Some("/welcome".into())
-    }
-    fn resume(
-        &self,
-        req: &PromptRequest,
-        form: &HashMap<String, String>,
-    ) -> Result<Profile, String> {
-        if form.get("consent").map(String::as_str) != Some("yes") {
-            return Err("consent is required".into());
-        }
-        let mut profile = req.profile.clone();
-        if let Some(name) = form.get("username").filter(|n| !n.is_empty()) {
-            profile.username = name.clone();
-        }
-        Ok(profile)
-    }
-}
-
 /// A careless hook that copies every field of the form into the profile.
 struct CopiesTheForm;
 

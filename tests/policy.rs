@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -13,7 +13,6 @@ use jit_provision::config::{
 };
 use jit_provision::dev_idp::DevUser;
 use jit_provision::policy::{Deprovision, PreviewAction, check_local_edit};
-use jit_provision::prompt::{PromptRequest, ProvisionPrompt};
 use jit_provision::store::{Identity, IdentityKey, MemoryStore, Profile, UserStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -593,31 +592,9 @@ async fn poll(mut done: impl FnMut() -> bool) {
     panic!("the background work did not happen");
 }
 
-struct Welcome;
-
-impl ProvisionPrompt for Welcome {
-    fn before_create(&self, _: &PromptRequest) -> Option<String> {
-        Some("/welcome".into())
-    }
-    fn resume(
-        &self,
-        req: &PromptRequest,
-        form: &HashMap<String, String>,
-    ) -> Result<Profile, String> {
-        if form.get("consent").map(String::as_str) != Some("yes") {
-            return Err("consent is required".into());
-        }
-        let mut profile = req.profile.clone();
-        if let Some(name) = form.get("username").filter(|n| !n.is_empty()) {
-            profile.username = name.clone();
-        }
-        Ok(profile)
-    }
-}
-
 #[tokio::test]
 async fn a_prompt_hook_pauses_a_first_login_and_resumes_it() {
-    let app = TestApp::start_with(|p| p, |b| b.prompt("dev", Welcome)).await;
+    let app = TestApp::start_with(|p| p, |b| b.prompt("dev", ChooseUsername)).await;
     let response = app.login(&alice()).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/welcome");

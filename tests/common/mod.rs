@@ -400,3 +400,26 @@ pub fn recording(
         })
     }
 }
+
+/// The README's prompt hook: asks for consent and lets the user pick another username.
+pub struct ChooseUsername;
+
+impl jit_provision::prompt::ProvisionPrompt for ChooseUsername {
+    fn before_create(&self, _: &jit_provision::prompt::PromptRequest) -> Option<String> {
+        Some("/welcome".into())
+    }
+    fn resume(
+        &self,
+        req: &jit_provision::prompt::PromptRequest,
+        form: &std::collections::HashMap<String, String>,
+    ) -> Result<Profile, String> {
+        if form.get("consent").map(String::as_str) != Some("yes") {
+            return Err("consent is required".into());
+        }
+        let mut profile = req.profile.clone();
+        if let Some(name) = form.get("username").filter(|n| !n.is_empty()) {
+            profile.username = name.clone();
+        }
+        Ok(profile)
+    }
+}
