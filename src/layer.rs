@@ -52,6 +52,14 @@ pub enum ConfigError {
         "session.secure = false is only allowed for a plain http://localhost or loopback public_url"
     )]
     InsecureCookies,
+    /// A plain `http://` `public_url` with `session.secure = true` (the default): browsers
+    /// neither store nor send `Secure` cookies (nor `__Host-` ones) for a plain-http origin,
+    /// so no login could finish. A SAML ACS needs them most: its cross-site POST carries the
+    /// pending login only in a `SameSite=None; Secure` cookie.
+    #[error(
+        "public_url `{0}` is plain http, but session.secure = true (the default) makes every cookie `Secure`, which browsers refuse on http: serve https, or set `session.secure = false` (JitLayerBuilder::insecure_cookies_for_localhost) for a plain-http localhost or loopback public_url"
+    )]
+    SecureCookiesOnHttp(String),
     /// A provider id is not made of `[A-Za-z0-9_-]`.
     #[error("provider id `{0}` may only hold letters, digits, `-` and `_`")]
     ProviderId(String),
@@ -536,6 +544,9 @@ impl JitLayerBuilder {
         if !config.session.secure && !is_loopback_http(&public) {
             return Err(ConfigError::InsecureCookies);
         }
+        if config.session.secure && public.scheme() == "http" {
+            return Err(ConfigError::SecureCookiesOnHttp(config.public_url.clone()));
+        }
         let key = match (self.session_key, &config.session.key) {
             (Some(key), _) => key,
             (None, Some(text)) => {
@@ -743,6 +754,26 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, ConfigError::InsecureCookies));
+    }
+
+    #[test]
+    fn secure_cookies_refused_on_plain_http() {
+        for url in ["http://127.0.0.1:3000", "http://localhost:3000", "http://app.example.com"] {
+            let err = JitLayer::builder()
+                .public_url(url)
+                .store(MemoryStore::new())
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, ConfigError::SecureCookiesOnHttp(_)), "{url}: {err}");
+            assert!(err.to_string().contains("session.secure = false"), "{err}");
+        }
+        // What the message advises works on loopback.
+        JitLayer::builder()
+            .public_url("http://127.0.0.1:3000")
+            .insecure_cookies_for_localhost()
+            .store(MemoryStore::new())
+            .build()
+            .expect("plain http on loopback without Secure cookies");
     }
 
     #[test]

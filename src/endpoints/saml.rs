@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{add_cookie, binder, fail, finish_login, pending_path, pending_same_site, redirect};
 use crate::error::{CallbackError, Error};
 use crate::layer::Shared;
-use crate::saml::{MAX_ACS_BODY, SamlError, SamlServiceProvider};
+use crate::saml::{MAX_ACS_BODY, SamlError, SamlLogin, SamlServiceProvider};
 use crate::session::{check_return_to, cookies_named, random_token};
 use crate::store::now_unix;
 
@@ -117,38 +117,50 @@ pub(crate) async fn acs(
                 cookies_named(&headers, &name).find_map(|sealed| shared.codec.open(&name, sealed))
             })
             .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
-            .filter(|p| p.provider == id && p.expires_at > now_unix());
-        // A login in progress must come back to the browser that started it; an
-        // IdP-initiated response (no pending login) has none to check.
-        if let Some(pending) = &pending {
-            binder::check(shared, &headers, &pending.binder)?;
-        }
+            .filter(|p| p.provider == id);
         ready(sp).await?;
         let now = now_unix();
-        let login = sp.verify_response(
-            saml_response,
-            pending.as_ref().map(|p| p.request_id.as_str()),
-            now,
-        )?;
-        let first = shared
-            .replay
-            .first_use(
-                &login.replay_key(),
-                login.replay_ttl(now).max(Duration::from_secs(1)),
-            )
-            .await
-            .map_err(Error::Store)?;
-        if !first {
-            return Err(SamlError::Replayed.into());
-        }
-        let return_to = match &pending {
-            Some(p) => p.return_to.clone(),
-            // IdP-initiated: a RelayState is at most a same-origin path.
-            None => form
-                .get("RelayState")
-                .filter(|r| check_return_to(r).is_ok())
-                .cloned()
-                .unwrap_or_else(|| "/".into()),
+        let (login, return_to) = match pending {
+            Some(pending) if pending.expires_at > now => {
+                // A login in progress must come back to the browser that started it.
+                binder::check(shared, &headers, &pending.binder)?;
+                let login = sp.verify_response(saml_response, Some(&pending.request_id), now)?;
+                first_use_of_assertion(shared, &login, now).await?;
+                if !first_answer(shared, &login, &pending.request_id, now).await? {
+                    return Err(SamlError::LoginAlreadyUsed.into());
+                }
+                (login, pending.return_to)
+            }
+            expired => {
+                // No login in progress here: what the verified response answers says why.
+                let login = sp.verify_any_response(saml_response, now)?;
+                match login.in_response_to.as_deref() {
+                    Some(request_id) => {
+                        let why = if !first_answer(shared, &login, request_id, now).await? {
+                            SamlError::LoginAlreadyUsed
+                        } else if expired.is_some_and(|p| p.request_id == request_id) {
+                            SamlError::LoginExpired
+                        } else {
+                            SamlError::NoLoginInProgress
+                        };
+                        return Err(why.into());
+                    }
+                    None if sp.allows_idp_initiated() => {
+                        // Checked again as unsolicited: then neither the Response nor the
+                        // confirmation may name a request.
+                        let login = sp.verify_response(saml_response, None, now)?;
+                        first_use_of_assertion(shared, &login, now).await?;
+                        // IdP-initiated: a RelayState is at most a same-origin path.
+                        let return_to = form
+                            .get("RelayState")
+                            .filter(|r| check_return_to(r).is_ok())
+                            .cloned()
+                            .unwrap_or_else(|| "/".into());
+                        (login, return_to)
+                    }
+                    None => return Err(SamlError::UnsolicitedResponse.into()),
+                }
+            }
         };
         let policy = shared
             .policies
@@ -182,6 +194,51 @@ pub(crate) async fn acs(
         add_cookie(&mut response, clear);
     }
     response
+}
+
+/// Refuses a second use of the assertion (its ID, until it expires).
+async fn first_use_of_assertion(
+    shared: &Shared,
+    login: &SamlLogin,
+    now: i64,
+) -> Result<(), Error> {
+    let ttl = login.replay_ttl(now).max(Duration::from_secs(1));
+    if shared
+        .replay
+        .first_use(&login.replay_key(), ttl)
+        .await
+        .map_err(Error::Store)?
+    {
+        Ok(())
+    } else {
+        Err(SamlError::Replayed.into())
+    }
+}
+
+/// Records that the login request `request_id` (the verified `InResponseTo` of `login`) has
+/// had its answer at the ACS, for as long as that answer could be posted again; `false`
+/// when it already had one. The request ID comes from a verified response, so only the IdP
+/// can name one; it is hashed to bound the key's length.
+async fn first_answer(
+    shared: &Shared,
+    login: &SamlLogin,
+    request_id: &str,
+    now: i64,
+) -> Result<bool, Error> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(request_id.as_bytes());
+    let key = format!(
+        "saml-request:{}:{}",
+        login.identity.provider,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    );
+    let ttl = login.replay_ttl(now).max(Duration::from_secs(1));
+    shared
+        .replay
+        .first_use(&key, ttl)
+        .await
+        .map_err(Error::Store)
 }
 
 /// The ACS form: `application/x-www-form-urlencoded`, at most [`MAX_ACS_BODY`] bytes.

@@ -91,8 +91,28 @@ pub enum SamlError {
     #[error("the assertion was already used")]
     Replayed,
     /// An unsolicited (IdP-initiated) response, and this provider does not allow them: `401`.
-    #[error("IdP-initiated login is not enabled for this provider")]
+    #[error(
+        "the SAML response answers no login request (an IdP-initiated login), and IdP-initiated login is not enabled for this provider (allow_idp_initiated)"
+    )]
     UnsolicitedResponse,
+    /// A verified response answers a login request, but this browser has no login in
+    /// progress for it: its pending-login cookie did not come back (the login was started in
+    /// another browser, or the browser dropped or blocked the cookie): `400`.
+    #[error(
+        "no login is in progress in this browser for this SAML response (its pending-login cookie did not come back): start the login again"
+    )]
+    NoLoginInProgress,
+    /// A verified response answers this browser's login, which has expired
+    /// (`session.login_ttl_secs` after it started): `400`.
+    #[error(
+        "the login expired before the identity provider answered it: start the login again"
+    )]
+    LoginExpired,
+    /// A verified response answers a login that was already completed (or refused) with
+    /// another post to the ACS, for example the same response posted again from the
+    /// browser's history: `400`.
+    #[error("this login was already used: start the login again")]
+    LoginAlreadyUsed,
     /// The assertion (its `Conditions` or bearer confirmation) has expired: `401`.
     #[error("the SAML assertion has expired")]
     Expired,
@@ -114,6 +134,19 @@ pub enum SamlError {
     /// the configured identity attribute is missing, empty or multi-valued: `401`.
     #[error("the SAML assertion carries no usable immutable subject: {0}")]
     Subject(&'static str),
+    /// The configured `identity_attribute` names no attribute's `Name`, but an attribute has
+    /// it as its `FriendlyName`: `401`, code `saml_invalid_subject`. `identity_attribute`
+    /// matches `Name` only (a `FriendlyName` is a display hint, which SAML core 2.7.3.1 says
+    /// must not identify an attribute), so the message names the `Name` to configure.
+    #[error(
+        "the identity attribute `{friendly_name}` is not in the assertion: identity_attribute matches an attribute's Name only; the assertion has an attribute with FriendlyName `{friendly_name}` whose Name is `{name}`: set identity_attribute = \"{name}\""
+    )]
+    IdentityAttributeIsFriendlyName {
+        /// The configured `identity_attribute`, found as a `FriendlyName`.
+        friendly_name: String,
+        /// The `Name` of that attribute.
+        name: String,
+    },
     /// The identity provider's metadata could not be loaded or is invalid: `502`.
     #[error("the identity provider's SAML metadata could not be loaded: {0}")]
     Metadata(String),
@@ -152,7 +185,11 @@ impl SamlError {
             | Self::Audience
             | Self::Recipient
             | Self::InvalidAssertion(_)
-            | Self::Subject(_) => StatusCode::UNAUTHORIZED,
+            | Self::Subject(_)
+            | Self::IdentityAttributeIsFriendlyName { .. } => StatusCode::UNAUTHORIZED,
+            Self::NoLoginInProgress | Self::LoginExpired | Self::LoginAlreadyUsed => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -183,7 +220,12 @@ impl SamlError {
             Self::Audience => "saml_audience_mismatch",
             Self::Recipient => "saml_recipient_mismatch",
             Self::InvalidAssertion(_) => "invalid_saml_assertion",
-            Self::Subject(_) => "saml_invalid_subject",
+            Self::Subject(_) | Self::IdentityAttributeIsFriendlyName { .. } => {
+                "saml_invalid_subject"
+            }
+            Self::NoLoginInProgress => "saml_no_login_in_progress",
+            Self::LoginExpired => "saml_login_expired",
+            Self::LoginAlreadyUsed => "saml_login_already_used",
             Self::Metadata(_) => "idp_metadata_failed",
             Self::Config(_) => "saml_config_invalid",
         }

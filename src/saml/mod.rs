@@ -54,7 +54,7 @@ use self::decrypt::Integrity;
 pub use self::error::SamlError;
 use self::idp_metadata::{IdpMetadata, MAX_METADATA_BYTES};
 pub use self::request::MAX_RELAY_STATE;
-use self::validate::Expected;
+use self::validate::{Answering, Expected};
 use crate::mapping::Claims;
 use crate::store::Identity;
 
@@ -77,7 +77,11 @@ pub struct SamlLogin {
     pub identity: Identity,
     /// The assertion's attributes, keyed by `Name` (and by `FriendlyName` too when it is
     /// present and not also some attribute's `Name`): one value is a string, several an
-    /// array of strings, `xsi:nil` is `null`.
+    /// array of strings, `xsi:nil` is `null`. Plus the subject (`identity.subject`) as
+    /// [`SUBJECT_CLAIM`] (`sub`) and [`USERNAME_CLAIM`] (`preferred_username`), each unless
+    /// an attribute already has that name: so the default username template
+    /// `{preferred_username}` is the IdP's `preferred_username` attribute when it sends one,
+    /// else the subject.
     pub claims: Claims,
     /// The assertion's `ID`: the caller refuses a second use of it (replay) until
     /// [`not_on_or_after`](Self::not_on_or_after).
@@ -85,7 +89,18 @@ pub struct SamlLogin {
     /// Unix seconds from which this assertion is refused anyway: the earliest of the
     /// bearer confirmation's and the conditions' `NotOnOrAfter`, plus the clock skew.
     pub not_on_or_after: i64,
+    /// The `InResponseTo` of the verified bearer confirmation: the ID of the request this
+    /// login answers (`None` for an IdP-initiated one).
+    pub(crate) in_response_to: Option<String>,
 }
+
+/// The claim holding the subject (the persistent NameID, or the identity attribute's value)
+/// for the mapping, unless an attribute is named so.
+pub const SUBJECT_CLAIM: &str = "sub";
+
+/// The claim the default username template (`{preferred_username}`) reads: the subject,
+/// unless an attribute is named so.
+pub const USERNAME_CLAIM: &str = "preferred_username";
 
 impl SamlLogin {
     /// The replay-guard key for this assertion: `saml:{provider}:{assertion_id}`.
@@ -398,6 +413,33 @@ impl SamlServiceProvider {
         expected_in_response_to: Option<&str>,
         now: i64,
     ) -> Result<SamlLogin, SamlError> {
+        let answering = match expected_in_response_to {
+            Some(id) => Answering::Request(id),
+            None => Answering::Unsolicited,
+        };
+        self.verify(saml_response_b64, answering, now)
+    }
+
+    /// Verifies a response like [`verify_response`](Self::verify_response) (every signature,
+    /// structure and profile check), but accepts whatever request it answers, or none, and
+    /// reports it in [`SamlLogin::in_response_to`]. For an ACS post with no login in progress
+    /// in the browser: what the verified response answers tells an expired or already used
+    /// login from no login at all. The login it returns is not to be provisioned unless it
+    /// answers nothing and IdP-initiated logins are allowed.
+    pub(crate) fn verify_any_response(
+        &self,
+        saml_response_b64: &str,
+        now: i64,
+    ) -> Result<SamlLogin, SamlError> {
+        self.verify(saml_response_b64, Answering::Any, now)
+    }
+
+    fn verify(
+        &self,
+        saml_response_b64: &str,
+        answering: Answering<'_>,
+        now: i64,
+    ) -> Result<SamlLogin, SamlError> {
         if saml_response_b64.len() > MAX_SAML_RESPONSE_LEN {
             return Err(SamlError::TooLarge {
                 max: MAX_SAML_RESPONSE_LEN,
@@ -413,7 +455,7 @@ impl SamlServiceProvider {
         let text = String::from_utf8(bytes)
             .map_err(|_| SamlError::Malformed("SAMLResponse is not UTF-8".into()))?;
         let raw = xml::parse(&text)?;
-        if expected_in_response_to.is_none() && !self.config.allow_idp_initiated {
+        if answering == Answering::Unsolicited && !self.config.allow_idp_initiated {
             return Err(SamlError::UnsolicitedResponse);
         }
         let idp = self.idp()?;
@@ -421,7 +463,7 @@ impl SamlServiceProvider {
             idp_entity_id: &idp.entity_id,
             sp_entity_id: &self.sp_entity_id,
             acs_url: &self.acs_url,
-            in_response_to: expected_in_response_to,
+            in_response_to: answering,
             skew: self.config.clock_skew_secs as i64,
             now,
             identity_attribute: self.config.identity_attribute.as_deref(),
@@ -572,11 +614,22 @@ impl SamlServiceProvider {
     }
 
     fn login(&self, idp: &IdpMetadata, checked: validate::Checked) -> SamlLogin {
+        let mut claims = checked.claims;
+        // The subject for the mapping's templates, unless an attribute has the name: `sub`
+        // as in OpenID Connect, and `preferred_username`, so that the default username
+        // template works for SAML providers too.
+        for name in [SUBJECT_CLAIM, USERNAME_CLAIM] {
+            claims
+                .0
+                .entry(name.to_owned())
+                .or_insert_with(|| checked.subject.clone().into());
+        }
         SamlLogin {
             identity: Identity::new(&self.provider_id, &idp.entity_id, checked.subject),
-            claims: checked.claims,
+            claims,
             assertion_id: checked.assertion_id,
             not_on_or_after: checked.not_on_or_after,
+            in_response_to: checked.in_response_to,
         }
     }
 }

@@ -18,14 +18,26 @@ const MAX_SUBJECT: usize = 256;
 /// Most attribute values kept from one assertion.
 const MAX_VALUES: usize = 4096;
 
+/// What `InResponseTo` must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answering<'a> {
+    /// The ID of the AuthnRequest this browser sent.
+    Request(&'a str),
+    /// Nothing: an unsolicited (IdP-initiated) response.
+    Unsolicited,
+    /// Any request or none, reported in [`Checked::in_response_to`]: for an ACS post with no
+    /// login in progress, to tell the browser what happened. Never provisions by itself.
+    Any,
+}
+
 /// What a response must match.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Expected<'a> {
     pub idp_entity_id: &'a str,
     pub sp_entity_id: &'a str,
     pub acs_url: &'a str,
-    /// The ID of the AuthnRequest this browser sent, `None` for an unsolicited response.
-    pub in_response_to: Option<&'a str>,
+    /// The request the response must answer.
+    pub in_response_to: Answering<'a>,
     pub skew: i64,
     pub now: i64,
     pub identity_attribute: Option<&'a str>,
@@ -39,6 +51,8 @@ pub(crate) struct Checked {
     pub assertion_id: String,
     /// When the assertion stops being accepted (skew included), Unix seconds.
     pub not_on_or_after: i64,
+    /// The `InResponseTo` of the bearer confirmation that held: the request answered.
+    pub in_response_to: Option<String>,
 }
 
 /// Checks the `Response` element itself. `signed`: the response is the verified element,
@@ -62,8 +76,8 @@ pub(crate) fn check_response(
         Err(()) => return Err(SamlError::Issuer),
     }
     match (response.attribute("InResponseTo"), expected.in_response_to) {
-        (None, _) => {}
-        (Some(got), Some(want)) if got == want => {}
+        (None, _) | (Some(_), Answering::Any) => {}
+        (Some(got), Answering::Request(want)) if got == want => {}
         _ => return Err(SamlError::InResponseTo),
     }
     Ok(())
@@ -99,7 +113,7 @@ pub(crate) fn check_assertion(
         .flatten()
         .ok_or(invalid("no single Subject"))?;
     let mut not_on_or_after = check_conditions(assertion, expected)?;
-    let confirmed_until = check_bearer(subject, expected)?;
+    let (confirmed_until, in_response_to) = check_bearer(subject, expected)?;
     not_on_or_after = not_on_or_after.min(confirmed_until);
     check_authn_statement(assertion, expected)?;
 
@@ -113,6 +127,7 @@ pub(crate) fn check_assertion(
         claims,
         assertion_id,
         not_on_or_after: not_on_or_after.saturating_add(expected.skew),
+        in_response_to,
     })
 }
 
@@ -168,16 +183,19 @@ fn check_conditions(assertion: Node<'_, '_>, expected: &Expected<'_>) -> Result<
     Ok(until)
 }
 
-/// At least one bearer `SubjectConfirmation` must hold. Returns its `NotOnOrAfter`. When
-/// none holds, the first one's failure is reported.
-fn check_bearer(subject: Node<'_, '_>, expected: &Expected<'_>) -> Result<i64, SamlError> {
+/// At least one bearer `SubjectConfirmation` must hold. Returns its `NotOnOrAfter` and its
+/// `InResponseTo`. When none holds, the first one's failure is reported.
+fn check_bearer(
+    subject: Node<'_, '_>,
+    expected: &Expected<'_>,
+) -> Result<(i64, Option<String>), SamlError> {
     let mut first_error = None;
     for confirmation in children(subject, NS_ASSERTION, "SubjectConfirmation") {
         if confirmation.attribute("Method") != Some(BEARER) {
             continue;
         }
         match check_confirmation(confirmation, expected) {
-            Ok(until) => return Ok(until),
+            Ok(held) => return Ok(held),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -189,7 +207,7 @@ fn check_bearer(subject: Node<'_, '_>, expected: &Expected<'_>) -> Result<i64, S
 fn check_confirmation(
     confirmation: Node<'_, '_>,
     expected: &Expected<'_>,
-) -> Result<i64, SamlError> {
+) -> Result<(i64, Option<String>), SamlError> {
     let data = only_child(confirmation, NS_ASSERTION, "SubjectConfirmationData")
         .ok()
         .flatten()
@@ -212,12 +230,13 @@ fn check_confirmation(
             return Err(SamlError::NotYetValid);
         }
     }
-    match (data.attribute("InResponseTo"), expected.in_response_to) {
-        (Some(got), Some(want)) if got == want => {}
-        (None, None) => {}
+    let answered = data.attribute("InResponseTo");
+    match (answered, expected.in_response_to) {
+        (Some(got), Answering::Request(want)) if got == want => {}
+        (None, Answering::Unsolicited) | (_, Answering::Any) => {}
         _ => return Err(SamlError::InResponseTo),
     }
-    Ok(until)
+    Ok((until, answered.map(str::to_owned)))
 }
 
 fn check_authn_statement(
@@ -287,12 +306,34 @@ fn identity_attribute(assertion: Node<'_, '_>, name: &str) -> Result<String, Sam
         }
     }
     match values.as_slice() {
-        [] => Err(SamlError::Subject("the identity attribute is missing")),
+        [] => Err(friendly_name_hint(assertion, name)
+            .unwrap_or(SamlError::Subject("the identity attribute is missing"))),
         [Some(value)] => subject_value(value.clone()),
         [None] => Err(SamlError::Subject("the identity attribute is not text")),
         _ => Err(SamlError::Subject(
             "the identity attribute has several values",
         )),
+    }
+}
+
+/// When no attribute has `name` as its `Name` but exactly one `Name` has it as its
+/// `FriendlyName`: the error naming that `Name`, the one to configure.
+fn friendly_name_hint(assertion: Node<'_, '_>, name: &str) -> Option<SamlError> {
+    /// Longest attribute name quoted in the message.
+    const MAX_QUOTED: usize = 256;
+    let mut names: Vec<&str> = children(assertion, NS_ASSERTION, "AttributeStatement")
+        .flat_map(|statement| children(statement, NS_ASSERTION, "Attribute"))
+        .filter(|attribute| attribute.attribute("FriendlyName") == Some(name))
+        .filter_map(|attribute| attribute.attribute("Name"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    match names.as_slice() {
+        [full] => Some(SamlError::IdentityAttributeIsFriendlyName {
+            friendly_name: name.chars().take(MAX_QUOTED).collect(),
+            name: full.chars().take(MAX_QUOTED).collect(),
+        }),
+        _ => None,
     }
 }
 
