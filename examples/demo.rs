@@ -173,7 +173,7 @@ async fn run() -> Result<(), BoxError> {
         store: store.clone(),
     };
     let users = store.user_count().await?;
-    print_banner(&config, local, &database, users, dev_idp.as_ref());
+    print_banner(&config, &jit, local, &database, users, dev_idp.as_ref());
 
     axum::serve(listener, app(state, jit))
         .with_graceful_shutdown(async {
@@ -250,7 +250,14 @@ impl DemoStore {
     }
 }
 
-fn print_banner(config: &JitConfig, local: SocketAddr, db: &str, users: i64, idp: Option<&DevIdp>) {
+fn print_banner(
+    config: &JitConfig,
+    jit: &JitLayer,
+    local: SocketAddr,
+    db: &str,
+    users: i64,
+    idp: Option<&DevIdp>,
+) {
     let public_url = config.public_url.trim_end_matches('/');
     if url::Url::parse(public_url)
         .ok()
@@ -267,13 +274,8 @@ fn print_banner(config: &JitConfig, local: SocketAddr, db: &str, users: i64, idp
         "  pages         / (home), /profile (HTML), /me (JSON; 401 when logged out: an HTML page for browsers)"
     );
     println!("  user store    {db} ({users} users)");
-    for (id, provider) in &config.providers {
-        #[cfg(feature = "saml")]
-        if provider.saml.is_some() {
-            println!("  provider      {id}: SAML 2.0");
-            continue;
-        }
-        println!("  provider      {id}: issuer {}", provider.issuer);
+    for line in provider_lines(config, jit) {
+        println!("{line}");
     }
     if let Some(idp) = idp {
         println!(
@@ -285,6 +287,26 @@ fn print_banner(config: &JitConfig, local: SocketAddr, db: &str, users: i64, idp
         );
     }
     println!("Press Ctrl-C to stop.\n");
+}
+
+/// The banner's lines for each provider: what to register at its IdP.
+pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (id, provider) in &config.providers {
+        #[cfg(feature = "saml")]
+        if let Some(sp) = jit.saml_provider(id) {
+            lines.push(format!("  provider      {id}: SAML 2.0; register at the IdP:"));
+            lines.push(format!("                  ACS URL (HTTP-POST)  {}", sp.acs_url()));
+            lines.push(format!("                  SP entity ID         {}", sp.sp_entity_id()));
+            lines.push(format!("                  SP metadata          {}", sp.metadata_url()));
+            continue;
+        }
+        lines.push(format!("  provider      {id}: issuer {}", provider.issuer));
+        if let Some(redirect_uri) = jit.redirect_uri(id) {
+            lines.push(format!("                  redirect URI         {redirect_uri}"));
+        }
+    }
+    lines
 }
 
 /// The users offered on the development IdP's login page (any other can be typed there),

@@ -215,6 +215,32 @@ impl JitLayer {
             .map(|p| p.redirect_uri().to_owned())
     }
 
+    /// The SAML service provider of provider `id` (feature `saml`), `None` for an unknown or
+    /// OpenID Connect provider: what to register at the IdP (its
+    /// [`acs_url`](crate::saml::SamlServiceProvider::acs_url),
+    /// [`sp_entity_id`](crate::saml::SamlServiceProvider::sp_entity_id) and
+    /// [`metadata_url`](crate::saml::SamlServiceProvider::metadata_url)), its metadata XML.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, ProviderConfig, saml::SamlConfig, store::MemoryStore};
+    /// let saml = SamlConfig::from_metadata_url("https://idp.example.com/metadata");
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .provider("corp", ProviderConfig::saml(saml))
+    ///     .store(MemoryStore::new())
+    ///     .build()
+    ///     .unwrap();
+    /// let sp = layer.saml_provider("corp").unwrap();
+    /// assert_eq!(sp.acs_url(), "https://app.example.com/auth/corp/acs");
+    /// assert_eq!(sp.sp_entity_id(), "https://app.example.com/auth/corp/metadata");
+    /// assert_eq!(sp.metadata_url(), sp.sp_entity_id());
+    /// assert!(layer.redirect_uri("corp").is_none());
+    /// ```
+    #[cfg(feature = "saml")]
+    pub fn saml_provider(&self, id: &str) -> Option<&crate::saml::SamlServiceProvider> {
+        self.shared.saml.get(id).map(|sp| &**sp)
+    }
+
     /// Provisions the user of an identity validated elsewhere (a custom flow, an import), with
     /// provider `id`'s mapping and JIT setting, exactly as a login would: find, create or
     /// update, through the same caches.

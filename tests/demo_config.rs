@@ -75,6 +75,67 @@ fn everything_on() -> String {
     SAMPLE.lines().map(uncomment).collect::<Vec<_>>().join("\n")
 }
 
+/// Every `examples/*.toml` loads with the demo's loader and builds a layer, and the banner
+/// names, for each provider, what to register at its IdP.
+#[test]
+fn every_example_config_builds_a_layer() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut built = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !cfg!(feature = "saml") && text.contains(".saml]") {
+            eprintln!("{name}: needs the `saml` feature, not built");
+            continue;
+        }
+        let (config, _) =
+            demo::parse_config(&text).unwrap_or_else(|e| panic!("examples/{name}: {e}"));
+        let jit = JitLayer::from_config(config.clone(), MemoryStore::new())
+            .unwrap_or_else(|e| panic!("examples/{name}: {e}"));
+        let banner = demo::provider_lines(&config, &jit).join("\n");
+        for id in config.providers.keys() {
+            let base = format!("{}{}/{id}", config.public_url, config.path_prefix);
+            let expected: Vec<String> = if jit.redirect_uri(id).is_some() {
+                vec![format!("redirect URI         {base}/callback")]
+            } else {
+                vec![
+                    format!("ACS URL (HTTP-POST)  {base}/acs"),
+                    format!("SP entity ID         {base}/metadata"),
+                    format!("SP metadata          {base}/metadata"),
+                ]
+            };
+            for line in expected {
+                assert!(banner.contains(&line), "examples/{name}: {line:?} in\n{banner}");
+                // The file's own instructions name the same URLs.
+                let url = line.rsplit(' ').next().unwrap();
+                assert!(text.contains(url), "examples/{name} does not mention {url}");
+            }
+        }
+        built.push(name);
+    }
+    built.sort();
+    let mut expected = vec!["demo.toml"];
+    if cfg!(feature = "saml") {
+        expected.push("saml.toml");
+    }
+    assert_eq!(built, expected);
+}
+
+/// An http:// public URL needs `session.secure = false`: the layer says so at start.
+#[test]
+fn an_http_public_url_with_secure_cookies_is_refused_at_start() {
+    let (mut config, _) = demo::parse_config(SAMPLE).unwrap();
+    config.session.secure = true;
+    let err = JitLayer::from_config(config, MemoryStore::new()).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("session.secure = false"), "{message}");
+    assert!(message.contains("http://127.0.0.1:3000"), "{message}");
+}
+
 #[test]
 fn sample_spells_out_every_field() {
     // Serializing skips `None` fields, so compare with every optional setting turned on: then

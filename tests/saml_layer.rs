@@ -11,7 +11,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use jit_provision::config::{AdmissionConfig, GroupsConfig, LinkingConfig};
 use jit_provision::store::MemoryStore;
-use jit_provision::{CurrentUser, JitLayer, MappingConfig, ProviderConfig};
+use jit_provision::{CurrentUser, JitConfig, JitLayer, MappingConfig, ProviderConfig};
 use saml_common::*;
 use tower::ServiceExt;
 
@@ -24,6 +24,15 @@ fn app_with(
     store: &MemoryStore,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
+    app_from(store, JitConfig::new("https://app.example.test"), provider)
+}
+
+/// [`app_with`] on top of `config` (public URL, session settings).
+fn app_from(
+    store: &MemoryStore,
+    config: JitConfig,
+    provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+) -> Router {
     let provider = provider(ProviderConfig::saml(sp_config()).mapping(MappingConfig {
         username: "{mail | localpart}".into(),
         email: "{mail}".into(),
@@ -32,11 +41,16 @@ fn app_with(
         ..MappingConfig::default()
     }));
     let layer = JitLayer::builder()
-        .public_url("https://app.example.test")
+        .config(config)
         .provider(PROVIDER_ID, provider)
         .store(store.clone())
         .build()
         .unwrap();
+    router(layer)
+}
+
+/// The test application: `/me` behind the layer.
+fn router(layer: JitLayer) -> Router {
     Router::new()
         .route(
             "/me",
@@ -59,12 +73,35 @@ fn set_cookies(response: &http::Response<Body>) -> Vec<String> {
 fn session_of(response: &http::Response<Body>) -> Option<String> {
     set_cookies(response)
         .into_iter()
-        .find(|c| c.starts_with("__Host-jit_session=") && !c.starts_with("__Host-jit_session=;"))
+        .find(|c| {
+            let c = c.strip_prefix("__Host-").unwrap_or(c);
+            c.starts_with("jit_session=") && !c.starts_with("jit_session=;")
+        })
         .map(|c| c.split(';').next().unwrap().to_owned())
 }
 
-/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder).
+/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder),
+/// checked as a `Secure` layer sets them.
 async fn start(app: &Router) -> (String, String) {
+    let (location, cookies) = start_unchecked(app).await;
+    let cookie = cookies.last().unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    (location, cookie_header(&cookies))
+}
+
+/// The `Cookie` header a browser sends back for these `Set-Cookie`s.
+fn cookie_header(set_cookies: &[String]) -> String {
+    let pairs: Vec<&str> = set_cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap())
+        .collect();
+    pairs.join("; ")
+}
+
+/// [`start`] without the cookie checks: the redirect and every `Set-Cookie`.
+async fn start_unchecked(app: &Router) -> (String, Vec<String>) {
     let response = app
         .clone()
         .oneshot(
@@ -80,17 +117,7 @@ async fn start(app: &Router) -> (String, String) {
         .unwrap()
         .to_owned();
     assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
-    let cookies = set_cookies(&response);
-    let cookie = cookies.last().unwrap();
-    for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
-        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
-    }
-    // The browser sends back the pending login and its binder.
-    let pairs: Vec<&str> = cookies
-        .iter()
-        .map(|c| c.split(';').next().unwrap())
-        .collect();
-    (location, pairs.join("; "))
+    (location, set_cookies(&response))
 }
 
 fn relay_state(location: &str) -> String {
@@ -116,9 +143,49 @@ fn acs(saml_response: &str, relay: &str, cookie: &str) -> Request<Body> {
 }
 
 async fn error_code(response: http::Response<Body>) -> String {
+    error_of(response).await.0
+}
+
+/// The status, error code and message of a refusal.
+async fn refusal(response: http::Response<Body>) -> (StatusCode, String, String) {
+    let status = response.status();
+    let (code, message) = error_of(response).await;
+    (status, code, message)
+}
+
+async fn error_of(response: http::Response<Body>) -> (String, String) {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    json["error"].as_str().unwrap().to_owned()
+    (
+        json["error"].as_str().unwrap().to_owned(),
+        json["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The SP metadata an app serves.
+async fn sp_metadata(app: &Router) -> String {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The `Cookie` header without the pending login: what the browser sends once the ACS has
+/// cleared it (the binder stays).
+fn without_pending(cookie: &str) -> String {
+    cookie
+        .split("; ")
+        .filter(|pair| !pair.contains("jit_login_"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[tokio::test]
@@ -324,4 +391,299 @@ async fn saml_logins_are_admitted_by_the_same_rules() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(session);
     assert_eq!(admitting_store.user_count(), 1);
+}
+
+/// A post to the ACS without this browser's login in progress says what happened: no login
+/// in progress, the login expired, the login already used (the same response posted again
+/// once the ACS cleared the pending login), each with its own status and code, and never a
+/// user or a session. Only what a verified response answers is acted on.
+#[tokio::test]
+async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
+    let Some(node) = node("an_acs_post_without_a_login_in_progress_says_what_happened") else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let app = app(&store);
+    // Logins in this app expire at once (`login_ttl_secs = 0`).
+    let expiring_store = MemoryStore::new();
+    let mut expiring_config = JitConfig::new("https://app.example.test");
+    expiring_config.session.login_ttl_secs = 0;
+    let expiring = app_from(&expiring_store, expiring_config, |p| p);
+    let idp_initiated_store = MemoryStore::new();
+    let idp_initiated = app_with(&idp_initiated_store, |mut p| {
+        p.saml.as_mut().unwrap().allow_idp_initiated = true;
+        p
+    });
+
+    let (used, used_cookie) = start(&app).await;
+    let (lost, lost_cookie) = start(&app).await;
+    let (late, late_cookie) = start(&expiring).await;
+    // One service provider: the three apps publish the same metadata.
+    let metadata = sp_metadata(&app).await;
+    assert_eq!(sp_metadata(&expiring).await, metadata);
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        &metadata,
+        vec![
+            job(Some(&used), true, false),
+            job(Some(&lost), true, false),
+            job(Some(&late), true, false),
+            job(None, true, false),
+            job(None, true, false),
+        ],
+    );
+    let response = |i: usize| out.responses[i].clone().unwrap();
+
+    // Logged in, then the same response posted again from the browser's history: its
+    // pending login is gone (cleared by the ACS), the binder and the session stay.
+    let first = app
+        .clone()
+        .oneshot(acs(&response(0), &relay_state(&used), &used_cookie))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let session = session_of(&first).expect("a session");
+    assert!(
+        set_cookies(&first)
+            .iter()
+            .any(|c| c.contains("jit_login_") && c.contains("Max-Age=0")),
+        "the ACS clears the pending login"
+    );
+    let browser = format!("{}; {session}", without_pending(&used_cookie));
+    let again = app
+        .clone()
+        .oneshot(acs(&response(0), &relay_state(&used), &browser))
+        .await
+        .unwrap();
+    assert!(session_of(&again).is_none());
+    let (status, code, message) = refusal(again).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "saml_login_already_used")
+    );
+    assert!(message.contains("already used"), "{message}");
+    assert_eq!(store.user_count(), 1);
+
+    // A response to a login whose pending cookie did not come back (another browser, or
+    // a cookie the browser dropped): no login in progress, not "IdP-initiated".
+    let lost_response = app
+        .clone()
+        .oneshot(acs(&response(1), &relay_state(&lost), &without_pending(&lost_cookie)))
+        .await
+        .unwrap();
+    assert!(session_of(&lost_response).is_none());
+    let (status, code, message) = refusal(lost_response).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "saml_no_login_in_progress")
+    );
+    assert!(message.contains("no login is in progress"), "{message}");
+    // That response has been shown: it cannot log in later, even with its cookie.
+    let late_use = app
+        .clone()
+        .oneshot(acs(&response(1), &relay_state(&lost), &lost_cookie))
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(late_use).await,
+        (
+            StatusCode::BAD_REQUEST,
+            "saml_login_already_used".into(),
+            "this login was already used: start the login again".into()
+        )
+    );
+    assert_eq!(store.user_count(), 1);
+
+    // The pending login expired before the IdP answered.
+    let expired = expiring
+        .clone()
+        .oneshot(acs(&response(2), &relay_state(&late), &late_cookie))
+        .await
+        .unwrap();
+    assert!(session_of(&expired).is_none());
+    let (status, code, message) = refusal(expired).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "saml_login_expired")
+    );
+    assert!(message.contains("expired"), "{message}");
+    assert_eq!(expiring_store.user_count(), 0);
+
+    // A genuine IdP-initiated response: refused where it is not enabled, saying so; a login
+    // where it is.
+    let unsolicited = app
+        .clone()
+        .oneshot(acs(&response(3), "/me", ""))
+        .await
+        .unwrap();
+    let (status, code, message) = refusal(unsolicited).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "saml_unsolicited_response")
+    );
+    assert!(message.contains("allow_idp_initiated"), "{message}");
+    let welcomed = idp_initiated
+        .clone()
+        .oneshot(acs(&response(4), "/me", ""))
+        .await
+        .unwrap();
+    assert_eq!(welcomed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(welcomed.headers()[header::LOCATION], "/me");
+    assert!(session_of(&welcomed).is_some());
+    assert_eq!(idp_initiated_store.user_count(), 1);
+    // A solicited response posted where no login is in progress, IdP-initiated or not.
+    let (status, code, _) = refusal(
+        idp_initiated
+            .clone()
+            .oneshot(acs(&response(2), &relay_state(&late), ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "saml_no_login_in_progress")
+    );
+    assert_eq!(store.user_count(), 1);
+}
+
+/// Without a `username` template, a SAML login works: `{preferred_username}` (the default)
+/// reads the subject when the IdP sends no `preferred_username` attribute.
+#[tokio::test]
+async fn the_default_username_of_a_saml_provider_is_the_subject() {
+    let Some(node) = node("the_default_username_of_a_saml_provider_is_the_subject") else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let app = router(
+        JitLayer::builder()
+            .public_url("https://app.example.test")
+            .provider(PROVIDER_ID, ProviderConfig::saml(sp_config()))
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let (login, cookie) = start(&app).await;
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        &sp_metadata(&app).await,
+        vec![job(Some(&login), true, false)],
+    );
+    let response = app
+        .clone()
+        .oneshot(acs(
+            out.responses[0].as_ref().unwrap(),
+            &relay_state(&login),
+            &cookie,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let users = store.users();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].username, "u-1234-persistent", "the persistent NameID");
+    // `{email}` and `{name}` (the other defaults) read nothing: left unset.
+    assert_eq!(users[0].email, None);
+}
+
+/// `identity_attribute` matches an attribute's `Name` only; naming its `FriendlyName`
+/// instead is refused with a message that names the `Name` to configure.
+#[tokio::test]
+async fn an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name() {
+    let Some(node) = node("an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name")
+    else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let app = app_with(&store, |mut p| {
+        p.saml.as_mut().unwrap().identity_attribute = Some("mail".into());
+        p
+    });
+    let (login, cookie) = start(&app).await;
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        &sp_metadata(&app).await,
+        vec![job(Some(&login), true, false)],
+    );
+    let response = app
+        .clone()
+        .oneshot(acs(
+            out.responses[0].as_ref().unwrap(),
+            &relay_state(&login),
+            &cookie,
+        ))
+        .await
+        .unwrap();
+    assert!(session_of(&response).is_none());
+    let (status, code, message) = refusal(response).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "saml_invalid_subject")
+    );
+    for part in [
+        "identity attribute `mail` is not in the assertion",
+        "matches an attribute's Name only",
+        "FriendlyName `mail` whose Name is `urn:oid:0.9.2342.19200300.100.1.3`",
+        "set identity_attribute = \"urn:oid:0.9.2342.19200300.100.1.3\"",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+    assert_eq!(store.user_count(), 0);
+}
+
+/// `examples/saml.toml` logs in: its service provider and mapping, with the IdP it names
+/// swapped for the samlify test IdP (whose key we hold), as its comments tell a user to.
+#[tokio::test]
+async fn the_example_saml_config_logs_in() {
+    let Some(node) = node("the_example_saml_config_logs_in") else {
+        return;
+    };
+    let mut file: toml::Table = toml::from_str(include_str!("../examples/saml.toml")).unwrap();
+    file.remove("demo");
+    let mut config: JitConfig = toml::Value::Table(file).try_into().unwrap();
+    // The example as it is builds (its certificate parses) ...
+    JitLayer::from_config(config.clone(), MemoryStore::new()).expect("the example builds");
+    // ... and, pointed at an IdP we can drive, logs a user in.
+    let saml = config.providers.get_mut(PROVIDER_ID).unwrap().saml.as_mut().unwrap();
+    saml.idp_entity_id = Some(IDP_ENTITY_ID.into());
+    saml.idp_sso_url = Some(IDP_SSO_URL.into());
+    saml.idp_certificates = vec![keys().idp.cert_pem.clone()];
+    let store = MemoryStore::new();
+    let app = router(JitLayer::from_config(config, store.clone()).unwrap());
+    let (login, cookies) = start_unchecked(&app).await;
+    let metadata = sp_metadata(&app).await;
+    assert!(metadata.contains("Location=\"http://127.0.0.1:3000/auth/corp/acs\""));
+    assert!(metadata.contains("WantAssertionsSigned=\"true\""));
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        &metadata,
+        vec![job(Some(&login), true, false)],
+    );
+    let response = app
+        .clone()
+        .oneshot(acs(
+            out.responses[0].as_ref().unwrap(),
+            &relay_state(&login),
+            &cookie_header(&cookies),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let session = session_of(&response).expect("a session");
+    assert!(session.starts_with("jit_session="), "secure = false: {session}");
+    let users = store.users();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].username, "jane");
+    assert_eq!(users[0].email.as_deref(), Some("jane@example.com"));
+    assert_eq!(users[0].display_name, None, "no displayName attribute sent");
+    let groups: Vec<&str> = users[0].groups.iter().map(String::as_str).collect();
+    assert_eq!(groups, ["admins", "staff"]);
 }

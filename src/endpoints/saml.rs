@@ -72,6 +72,8 @@ pub(crate) async fn login(
     let sealed = shared.codec.seal(&name, &json);
     let mut response = redirect(StatusCode::FOUND, &url);
     add_cookie(&mut response, binder::set_cookie(shared, &binder));
+    // The cookie outlives the login it seals by as long again, so that an answer arriving
+    // late is told `saml_login_expired` rather than "no login in progress".
     add_cookie(
         &mut response,
         shared.codec.set(
@@ -79,7 +81,7 @@ pub(crate) async fn login(
             sealed,
             &pending_path(shared, sp.provider_id()),
             pending_same_site(shared),
-            ttl,
+            ttl.saturating_mul(2),
         ),
     );
     Ok(response)
