@@ -295,15 +295,28 @@ pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
     for (id, provider) in &config.providers {
         #[cfg(feature = "saml")]
         if let Some(sp) = jit.saml_provider(id) {
-            lines.push(format!("  provider      {id}: SAML 2.0; register at the IdP:"));
-            lines.push(format!("                  ACS URL (HTTP-POST)  {}", sp.acs_url()));
-            lines.push(format!("                  SP entity ID         {}", sp.sp_entity_id()));
-            lines.push(format!("                  SP metadata          {}", sp.metadata_url()));
+            lines.push(format!(
+                "  provider      {id}: SAML 2.0; register at the IdP:"
+            ));
+            lines.push(format!(
+                "                  ACS URL (HTTP-POST)  {}",
+                sp.acs_url()
+            ));
+            lines.push(format!(
+                "                  SP entity ID         {}",
+                sp.sp_entity_id()
+            ));
+            lines.push(format!(
+                "                  SP metadata          {}",
+                sp.metadata_url()
+            ));
             continue;
         }
         lines.push(format!("  provider      {id}: issuer {}", provider.issuer));
         if let Some(redirect_uri) = jit.redirect_uri(id) {
-            lines.push(format!("                  redirect URI         {redirect_uri}"));
+            lines.push(format!(
+                "                  redirect URI         {redirect_uri}"
+            ));
         }
     }
     lines

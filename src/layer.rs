@@ -784,13 +784,20 @@ mod tests {
 
     #[test]
     fn secure_cookies_refused_on_plain_http() {
-        for url in ["http://127.0.0.1:3000", "http://localhost:3000", "http://app.example.com"] {
+        for url in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "http://app.example.com",
+        ] {
             let err = JitLayer::builder()
                 .public_url(url)
                 .store(MemoryStore::new())
                 .build()
                 .unwrap_err();
-            assert!(matches!(err, ConfigError::SecureCookiesOnHttp(_)), "{url}: {err}");
+            assert!(
+                matches!(err, ConfigError::SecureCookiesOnHttp(_)),
+                "{url}: {err}"
+            );
             assert!(err.to_string().contains("session.secure = false"), "{err}");
         }
         // What the message advises works on loopback.

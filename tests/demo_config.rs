@@ -109,7 +109,10 @@ fn every_example_config_builds_a_layer() {
                 ]
             };
             for line in expected {
-                assert!(banner.contains(&line), "examples/{name}: {line:?} in\n{banner}");
+                assert!(
+                    banner.contains(&line),
+                    "examples/{name}: {line:?} in\n{banner}"
+                );
                 // The file's own instructions name the same URLs.
                 let url = line.rsplit(' ').next().unwrap();
                 assert!(text.contains(url), "examples/{name} does not mention {url}");

@@ -266,13 +266,23 @@ fn identity_from_a_configured_attribute() {
     config.identity_attribute = Some("employeeNumber".into());
     let login = verify(&sp_with(config), f, "signed_assertion").unwrap();
     assert_eq!(login.identity.subject, "E-42");
-    // A multi-valued attribute is no identity.
+    // A multi-valued attribute is no identity (by its `Name`: `isMemberOf` is its
+    // FriendlyName, which `identity_attribute` does not match, and says so).
     let mut config = sp_config();
-    config.identity_attribute = Some("isMemberOf".into());
+    config.identity_attribute = Some("urn:oid:1.3.6.1.4.1.5923.1.5.1.1".into());
     assert!(matches!(
         verify(&sp_with(config), f, "signed_assertion").unwrap_err(),
         SamlError::Subject(_)
     ));
+    let mut config = sp_config();
+    config.identity_attribute = Some("isMemberOf".into());
+    assert_eq!(
+        verify(&sp_with(config), f, "signed_assertion").unwrap_err(),
+        SamlError::IdentityAttributeIsFriendlyName {
+            friendly_name: "isMemberOf".into(),
+            name: "urn:oid:1.3.6.1.4.1.5923.1.5.1.1".into(),
+        }
+    );
     // Neither is a missing one.
     let mut config = sp_config();
     config.identity_attribute = Some("urn:oid:2.5.4.45".into());

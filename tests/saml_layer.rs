@@ -470,7 +470,11 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     // a cookie the browser dropped): no login in progress, not "IdP-initiated".
     let lost_response = app
         .clone()
-        .oneshot(acs(&response(1), &relay_state(&lost), &without_pending(&lost_cookie)))
+        .oneshot(acs(
+            &response(1),
+            &relay_state(&lost),
+            &without_pending(&lost_cookie),
+        ))
         .await
         .unwrap();
     assert!(session_of(&lost_response).is_none());
@@ -585,7 +589,10 @@ async fn the_default_username_of_a_saml_provider_is_the_subject() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let users = store.users();
     assert_eq!(users.len(), 1);
-    assert_eq!(users[0].username, "u-1234-persistent", "the persistent NameID");
+    assert_eq!(
+        users[0].username, "u-1234-persistent",
+        "the persistent NameID"
+    );
     // `{email}` and `{name}` (the other defaults) read nothing: left unset.
     assert_eq!(users[0].email, None);
 }
@@ -594,7 +601,8 @@ async fn the_default_username_of_a_saml_provider_is_the_subject() {
 /// instead is refused with a message that names the `Name` to configure.
 #[tokio::test]
 async fn an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name() {
-    let Some(node) = node("an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name")
+    let Some(node) =
+        node("an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name")
     else {
         return;
     };
@@ -650,7 +658,13 @@ async fn the_example_saml_config_logs_in() {
     // The example as it is builds (its certificate parses) ...
     JitLayer::from_config(config.clone(), MemoryStore::new()).expect("the example builds");
     // ... and, pointed at an IdP we can drive, logs a user in.
-    let saml = config.providers.get_mut(PROVIDER_ID).unwrap().saml.as_mut().unwrap();
+    let saml = config
+        .providers
+        .get_mut(PROVIDER_ID)
+        .unwrap()
+        .saml
+        .as_mut()
+        .unwrap();
     saml.idp_entity_id = Some(IDP_ENTITY_ID.into());
     saml.idp_sso_url = Some(IDP_SSO_URL.into());
     saml.idp_certificates = vec![keys().idp.cert_pem.clone()];
@@ -678,7 +692,10 @@ async fn the_example_saml_config_logs_in() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let session = session_of(&response).expect("a session");
-    assert!(session.starts_with("jit_session="), "secure = false: {session}");
+    assert!(
+        session.starts_with("jit_session="),
+        "secure = false: {session}"
+    );
     let users = store.users();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].username, "jane");

@@ -199,11 +199,7 @@ pub(crate) async fn acs(
 }
 
 /// Refuses a second use of the assertion (its ID, until it expires).
-async fn first_use_of_assertion(
-    shared: &Shared,
-    login: &SamlLogin,
-    now: i64,
-) -> Result<(), Error> {
+async fn first_use_of_assertion(shared: &Shared, login: &SamlLogin, now: i64) -> Result<(), Error> {
     let ttl = login.replay_ttl(now).max(Duration::from_secs(1));
     if shared
         .replay

@@ -104,9 +104,7 @@ pub enum SamlError {
     NoLoginInProgress,
     /// A verified response answers this browser's login, which has expired
     /// (`session.login_ttl_secs` after it started): `400`.
-    #[error(
-        "the login expired before the identity provider answered it: start the login again"
-    )]
+    #[error("the login expired before the identity provider answered it: start the login again")]
     LoginExpired,
     /// A verified response answers a login that was already completed (or refused) with
     /// another post to the ACS, for example the same response posted again from the
