@@ -7,6 +7,7 @@
 //! cargo run --example demo                                  # app + built-in development IdP
 //! cargo run --example demo -- --listen 127.0.0.1:8080       # another address
 //! cargo run --example demo -- --config examples/demo.toml   # your own IdP (Keycloak, ...)
+//! cargo run --example demo --features saml -- --config examples/saml.toml   # a SAML IdP
 //! ```
 //!
 //! Then open <http://127.0.0.1:3000/> and log in as `alice` or `bob` (or type any user). Local
@@ -45,7 +46,8 @@ const NAV: &str = "<p><a href=\"/\">Home</a> · <a href=\"/profile\">Profile</a>
 const USAGE: &str = "usage: cargo run --example demo -- [--listen ADDR] [--config FILE.toml]
 
   --listen ADDR       address to serve on (default 127.0.0.1:3000)
-  --config FILE.toml  a jit_provision::JitConfig plus a [demo] table, see examples/demo.toml;
+  --config FILE.toml  a jit_provision::JitConfig plus a [demo] table, see examples/demo.toml
+                      (OpenID Connect) and examples/saml.toml (SAML, with --features saml);
                       without it the demo starts a development IdP and needs no set-up";
 
 /// The `[demo]` table of a config file: settings of this app, not of the layer. Every other

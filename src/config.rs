@@ -139,7 +139,8 @@ pub struct SessionConfig {
     pub previous_keys: Vec<Secret>,
     /// Mark cookies `Secure` (default `true`). Turn off only for plain-http development on
     /// localhost; the layer refuses to build with `secure = false` and a non-loopback
-    /// `public_url`.
+    /// `public_url`, and with `secure = true` and a plain `http://` `public_url` (browsers
+    /// drop `Secure` cookies there, so no login could finish).
     pub secure: bool,
     /// Session lifetime in seconds (absolute, from login). Default 8 hours.
     pub ttl_secs: u64,

@@ -66,7 +66,9 @@ pub struct SamlConfig {
     /// an employee number or an object GUID; never an email address). It is checked at
     /// start-up as a [claim path](crate::mapping::ClaimPath); since SAML attribute values
     /// are text, it always names an attribute `Name` verbatim (URIs and OIDs as they are).
-    /// Default: none.
+    /// It never matches a `FriendlyName`: naming one is refused at login with
+    /// [`SamlError::IdentityAttributeIsFriendlyName`](super::SamlError::IdentityAttributeIsFriendlyName),
+    /// whose message names the `Name` to configure. Default: none.
     #[serde(default)]
     pub identity_attribute: Option<String>,
     /// This service provider's private key, PEM (PKCS#8 or PKCS#1 RSA): decrypts
