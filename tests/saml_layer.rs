@@ -174,8 +174,54 @@ async fn sp_metadata(app: &Router) -> String {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/samlmetadata+xml"
+    );
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// Posts `saml_response` to the ACS and expects a refusal: no session; its status, code and
+/// message.
+async fn refused(
+    app: &Router,
+    saml_response: &str,
+    relay: &str,
+    cookie: &str,
+) -> (StatusCode, String, String) {
+    let response = app
+        .clone()
+        .oneshot(acs(saml_response, relay, cookie))
+        .await
+        .unwrap();
+    assert!(session_of(&response).is_none(), "a refusal sets no session");
+    refusal(response).await
+}
+
+/// samlify answers the one login `login` started at `app`, and the browser posts the
+/// answer to the ACS with `cookie`.
+async fn log_in_once(
+    node: &std::path::Path,
+    app: &Router,
+    login: &str,
+    cookie: &str,
+) -> http::Response<Body> {
+    let k = keys();
+    let out = run_idp(
+        node,
+        idp_settings(&k.idp, &[&k.idp]),
+        &sp_metadata(app).await,
+        vec![job(Some(login), true, false)],
+    );
+    app.clone()
+        .oneshot(acs(
+            out.responses[0].as_ref().unwrap(),
+            &relay_state(login),
+            cookie,
+        ))
+        .await
+        .unwrap()
 }
 
 /// The `Cookie` header without the pending login: what the browser sends once the ACS has
@@ -196,30 +242,7 @@ async fn saml_login_provisions_and_refusals_leave_nothing() {
     let store = MemoryStore::new();
     let app = app(&store);
 
-    let metadata = app
-        .clone()
-        .oneshot(
-            Request::get("/auth/corp/metadata")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(metadata.status(), StatusCode::OK);
-    assert_eq!(
-        metadata.headers()[header::CONTENT_TYPE],
-        "application/samlmetadata+xml"
-    );
-    let metadata = String::from_utf8(
-        metadata
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let metadata = sp_metadata(&app).await;
     assert!(metadata.contains(ACS_URL));
 
     // Two logins in progress; samlify answers both in one run.
@@ -341,17 +364,7 @@ async fn saml_logins_are_admitted_by_the_same_rules() {
         start(&admitting).await,
     ];
     // The three apps are one service provider (same configuration, same metadata).
-    let response = admitting
-        .clone()
-        .oneshot(
-            Request::get("/auth/corp/metadata")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let metadata = String::from_utf8(body.to_vec()).unwrap();
+    let metadata = sp_metadata(&admitting).await;
     let k = keys();
     let out = run_idp(
         &node,
@@ -452,13 +465,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
         "the ACS clears the pending login"
     );
     let browser = format!("{}; {session}", without_pending(&used_cookie));
-    let again = app
-        .clone()
-        .oneshot(acs(&response(0), &relay_state(&used), &browser))
-        .await
-        .unwrap();
-    assert!(session_of(&again).is_none());
-    let (status, code, message) = refusal(again).await;
+    let (status, code, message) = refused(&app, &response(0), &relay_state(&used), &browser).await;
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "saml_login_already_used")
@@ -468,30 +475,21 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
 
     // A response to a login whose pending cookie did not come back (another browser, or
     // a cookie the browser dropped): no login in progress, not "IdP-initiated".
-    let lost_response = app
-        .clone()
-        .oneshot(acs(
-            &response(1),
-            &relay_state(&lost),
-            &without_pending(&lost_cookie),
-        ))
-        .await
-        .unwrap();
-    assert!(session_of(&lost_response).is_none());
-    let (status, code, message) = refusal(lost_response).await;
+    let (status, code, message) = refused(
+        &app,
+        &response(1),
+        &relay_state(&lost),
+        &without_pending(&lost_cookie),
+    )
+    .await;
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "saml_no_login_in_progress")
     );
     assert!(message.contains("no login is in progress"), "{message}");
     // That response has been shown: it cannot log in later, even with its cookie.
-    let late_use = app
-        .clone()
-        .oneshot(acs(&response(1), &relay_state(&lost), &lost_cookie))
-        .await
-        .unwrap();
     assert_eq!(
-        refusal(late_use).await,
+        refused(&app, &response(1), &relay_state(&lost), &lost_cookie).await,
         (
             StatusCode::BAD_REQUEST,
             "saml_login_already_used".into(),
@@ -501,13 +499,8 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     assert_eq!(store.user_count(), 1);
 
     // The pending login expired before the IdP answered.
-    let expired = expiring
-        .clone()
-        .oneshot(acs(&response(2), &relay_state(&late), &late_cookie))
-        .await
-        .unwrap();
-    assert!(session_of(&expired).is_none());
-    let (status, code, message) = refusal(expired).await;
+    let (status, code, message) =
+        refused(&expiring, &response(2), &relay_state(&late), &late_cookie).await;
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "saml_login_expired")
@@ -517,12 +510,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
 
     // A genuine IdP-initiated response: refused where it is not enabled, saying so; a login
     // where it is.
-    let unsolicited = app
-        .clone()
-        .oneshot(acs(&response(3), "/me", ""))
-        .await
-        .unwrap();
-    let (status, code, message) = refusal(unsolicited).await;
+    let (status, code, message) = refused(&app, &response(3), "/me", "").await;
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::UNAUTHORIZED, "saml_unsolicited_response")
@@ -538,14 +526,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     assert!(session_of(&welcomed).is_some());
     assert_eq!(idp_initiated_store.user_count(), 1);
     // A solicited response posted where no login is in progress, IdP-initiated or not.
-    let (status, code, _) = refusal(
-        idp_initiated
-            .clone()
-            .oneshot(acs(&response(2), &relay_state(&late), ""))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, code, _) = refused(&idp_initiated, &response(2), &relay_state(&late), "").await;
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "saml_no_login_in_progress")
@@ -570,22 +551,7 @@ async fn the_default_username_of_a_saml_provider_is_the_subject() {
             .unwrap(),
     );
     let (login, cookie) = start(&app).await;
-    let k = keys();
-    let out = run_idp(
-        &node,
-        idp_settings(&k.idp, &[&k.idp]),
-        &sp_metadata(&app).await,
-        vec![job(Some(&login), true, false)],
-    );
-    let response = app
-        .clone()
-        .oneshot(acs(
-            out.responses[0].as_ref().unwrap(),
-            &relay_state(&login),
-            &cookie,
-        ))
-        .await
-        .unwrap();
+    let response = log_in_once(&node, &app, &login, &cookie).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let users = store.users();
     assert_eq!(users.len(), 1);
@@ -612,22 +578,7 @@ async fn an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name
         p
     });
     let (login, cookie) = start(&app).await;
-    let k = keys();
-    let out = run_idp(
-        &node,
-        idp_settings(&k.idp, &[&k.idp]),
-        &sp_metadata(&app).await,
-        vec![job(Some(&login), true, false)],
-    );
-    let response = app
-        .clone()
-        .oneshot(acs(
-            out.responses[0].as_ref().unwrap(),
-            &relay_state(&login),
-            &cookie,
-        ))
-        .await
-        .unwrap();
+    let response = log_in_once(&node, &app, &login, &cookie).await;
     assert!(session_of(&response).is_none());
     let (status, code, message) = refusal(response).await;
     assert_eq!(
@@ -674,22 +625,7 @@ async fn the_example_saml_config_logs_in() {
     let metadata = sp_metadata(&app).await;
     assert!(metadata.contains("Location=\"http://127.0.0.1:3000/auth/corp/acs\""));
     assert!(metadata.contains("WantAssertionsSigned=\"true\""));
-    let k = keys();
-    let out = run_idp(
-        &node,
-        idp_settings(&k.idp, &[&k.idp]),
-        &metadata,
-        vec![job(Some(&login), true, false)],
-    );
-    let response = app
-        .clone()
-        .oneshot(acs(
-            out.responses[0].as_ref().unwrap(),
-            &relay_state(&login),
-            &cookie_header(&cookies),
-        ))
-        .await
-        .unwrap();
+    let response = log_in_once(&node, &app, &login, &cookie_header(&cookies)).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let session = session_of(&response).expect("a session");
     assert!(
