@@ -403,3 +403,58 @@ fn attributes(assertion: Node<'_, '_>) -> Claims {
     }
     Claims(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes_xml(attributes: &str) -> String {
+        format!(
+            r#"<saml:Assertion xmlns:saml="{NS_ASSERTION}"><saml:AttributeStatement>{attributes}</saml:AttributeStatement></saml:Assertion>"#
+        )
+    }
+
+    fn attribute(name: &str, friendly: &str) -> String {
+        format!(
+            r#"<saml:Attribute Name="{name}" FriendlyName="{friendly}"><saml:AttributeValue>v</saml:AttributeValue></saml:Attribute>"#
+        )
+    }
+
+    #[test]
+    fn a_friendly_name_is_named_only_when_it_points_at_one_name() {
+        let hint = |xml: &str, configured: &str| {
+            let doc = roxmltree::Document::parse(xml).unwrap();
+            identity_attribute(doc.root_element(), configured).unwrap_err()
+        };
+        let one = attributes_xml(&attribute("urn:oid:0.9.2342.19200300.100.1.1", "uid"));
+        assert_eq!(
+            hint(&one, "uid"),
+            SamlError::IdentityAttributeIsFriendlyName {
+                friendly_name: "uid".into(),
+                name: "urn:oid:0.9.2342.19200300.100.1.1".into(),
+            }
+        );
+        // Two attributes with one Name and FriendlyName: still one Name to name.
+        let twice = attributes_xml(&format!(
+            "{}{}",
+            attribute("urn:x:a", "uid"),
+            attribute("urn:x:a", "uid")
+        ));
+        assert!(matches!(
+            hint(&twice, "uid"),
+            SamlError::IdentityAttributeIsFriendlyName { name, .. } if name == "urn:x:a"
+        ));
+        // Ambiguous (two Names share the FriendlyName), or no such FriendlyName: just missing.
+        let ambiguous = attributes_xml(&format!(
+            "{}{}",
+            attribute("urn:x:a", "uid"),
+            attribute("urn:x:b", "uid")
+        ));
+        for (xml, configured) in [(&ambiguous, "uid"), (&one, "mail")] {
+            assert_eq!(
+                hint(xml, configured),
+                SamlError::Subject("the identity attribute is missing")
+            );
+        }
+    }
+}
