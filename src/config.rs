@@ -228,6 +228,7 @@ pub struct ProviderConfig {
     pub client_id: String,
     /// Makes this a SAML 2.0 provider (then `issuer` and `client_id` stay empty). Default: none.
     #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
     #[serde(default)]
     pub saml: Option<crate::saml::SamlConfig>,
     /// The client secret (absent for a public client using PKCE alone).
@@ -381,6 +382,7 @@ impl ProviderConfig {
     /// # }
     /// ```
     #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
     pub fn saml(config: crate::saml::SamlConfig) -> Self {
         let mut provider = Self::new("", "");
         provider.saml = Some(config);

@@ -259,7 +259,9 @@ impl DevIdpBuilder {
 
     /// Binds `addr` (use a loopback address) and serves in a background task.
     pub async fn start(self, addr: &str) -> std::io::Result<DevIdp> {
-        crate::install_jwt_backend();
+        if !crate::install_jwt_backend() {
+            return Err(std::io::Error::other(crate::ConfigError::NoJwtBackend));
+        }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let inner = Arc::new(Inner {

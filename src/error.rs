@@ -95,6 +95,7 @@ pub enum Error {
     Provision(#[from] ProvisionError),
     /// A SAML login failed (see [`SamlError::status`](crate::saml::SamlError::status)).
     #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
     #[error(transparent)]
     Saml(#[from] crate::saml::SamlError),
     /// Loading the session's user failed, or a one-time value could not be recorded: `503`

@@ -72,6 +72,15 @@ pub enum ConfigError {
     /// A `bearer` section is invalid.
     #[error("{0}")]
     Bearer(String),
+    /// jsonwebtoken has no crypto backend: built without the `rust-crypto` feature, and the
+    /// application neither installed a `jsonwebtoken::crypto::CryptoProvider` before building
+    /// the layer nor enabled exactly one jsonwebtoken backend feature.
+    #[error(
+        "jsonwebtoken has no crypto backend: enable jit-provision's `rust-crypto` feature (on by \
+         default), or install a provider with `jsonwebtoken::crypto::CryptoProvider::install_default` \
+         before building the layer"
+    )]
+    NoJwtBackend,
     /// A provider's settings are invalid.
     #[error("provider `{id}`: {reason}")]
     Provider {
@@ -545,7 +554,9 @@ impl JitLayerBuilder {
     /// their first login, so an identity provider that is down does not stop the application
     /// from starting.
     pub fn build(self) -> Result<JitLayer, ConfigError> {
-        crate::install_jwt_backend();
+        if !crate::install_jwt_backend() {
+            return Err(ConfigError::NoJwtBackend);
+        }
         let config = self.config;
         let store = self.store.ok_or(ConfigError::MissingStore)?;
         let public = url::Url::parse(&config.public_url)

@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs, missing_debug_implementations)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bearer;
 pub mod config;
 #[cfg(feature = "dev-idp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dev-idp")))]
 pub mod dev_idp;
 pub mod events;
 pub mod invalidation;
@@ -14,6 +16,7 @@ pub mod policy;
 pub mod prompt;
 pub mod replay;
 #[cfg(feature = "saml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
 pub mod saml;
 pub mod session;
 pub mod store;
@@ -24,6 +27,7 @@ mod endpoints;
 mod error;
 mod expiring;
 mod extract;
+#[cfg(feature = "__fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod layer;
@@ -41,19 +45,40 @@ pub use metrics::MetricsSnapshot;
 pub use provision::{Outcome, ProvisionError};
 pub use service::JitService;
 
-#[cfg(not(feature = "rust-crypto"))]
-compile_error!(
-    "jit-provision needs jsonwebtoken's crypto backend: enable the `rust-crypto` feature (on by default)"
-);
+/// Makes sure jsonwebtoken has a crypto backend before anything verifies or signs a token.
+/// With the `rust-crypto` feature, installs jsonwebtoken's RustCrypto backend as the process
+/// default, once: jsonwebtoken picks a backend from its crate features and panics at run time
+/// when it finds none or two (another crate in the build may enable `aws_lc_rs`); installing
+/// one explicitly removes that failure mode. An application that installed a provider first
+/// keeps its own. Without `rust-crypto`, the application provides the backend (installed
+/// with [`jsonwebtoken::crypto::CryptoProvider::install_default`] before the layer is built,
+/// or exactly one jsonwebtoken backend feature enabled).
+///
+/// Either way the backend is then tried once (an HMAC verification): with none, jsonwebtoken
+/// panics on every token, so this answers `false` (the caller refuses to start) instead of
+/// failing each login later. Called when a layer or a development IdP is built.
+pub(crate) fn install_jwt_backend() -> bool {
+    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| {
+        #[cfg(feature = "rust-crypto")]
+        {
+            // Err means another crate installed a provider first: that one is used, which is fine.
+            let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        }
+        std::panic::catch_unwind(|| {
+            let key = jsonwebtoken::DecodingKey::from_secret(b"probe");
+            jsonwebtoken::crypto::verify("", b"probe", &key, jsonwebtoken::Algorithm::HS256)
+        })
+        .is_ok()
+    })
+}
 
-/// Installs jsonwebtoken's RustCrypto backend as the process default, once. jsonwebtoken
-/// picks a backend from its crate features and panics at run time when it finds none or two
-/// (another crate in the build may enable `aws_lc_rs`); installing one explicitly removes that
-/// failure mode. Called when a layer or a development IdP is built.
-pub(crate) fn install_jwt_backend() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Err means another crate installed a provider first: that one is used, which is fine.
-        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
-    });
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_jwt_backend_is_installed_and_answers() {
+        assert!(super::install_jwt_backend());
+        // Installed once: a second call answers from the first.
+        assert!(super::install_jwt_backend());
+    }
 }

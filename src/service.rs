@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use tower_http::sensitive_headers::SetSensitiveRequestHeaders;
 use tower_service::Service;
 
 use crate::bearer::{Bearer, BearerError};
@@ -21,9 +22,16 @@ use crate::store::{StoreError, User, UserId, now_unix};
 
 /// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's
 /// error type: every failure of its own becomes a response.
+///
+/// Credentials are marked [sensitive](HeaderValue::set_sensitive), so a tracing middleware
+/// such as tower-http's `TraceLayer` shows them as `Sensitive`: the request's `Cookie` and
+/// `Authorization` for everything inside this layer (the inner service and its layers), and
+/// every `Set-Cookie` of a response leaving it (its own endpoints' and the inner service's)
+/// for everything outside. A `TraceLayer` outside this layer sees the request before it does:
+/// put tower-http's `SetSensitiveRequestHeadersLayer` outside that `TraceLayer` too.
 #[derive(Clone)]
 pub struct JitService<S> {
-    inner: S,
+    inner: SetSensitiveRequestHeaders<S>,
     shared: Arc<Shared>,
 }
 
@@ -35,6 +43,7 @@ impl<S> std::fmt::Debug for JitService<S> {
 
 impl<S> JitService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        let inner = SetSensitiveRequestHeaders::new(inner, [header::COOKIE, header::AUTHORIZATION]);
         Self { inner, shared }
     }
 }
@@ -61,41 +70,67 @@ where
         let shared = self.shared.clone();
         let req = req.map(Body::new);
         Box::pin(async move {
-            if let Some(route) = endpoints::route(&shared, &req) {
-                return Ok(endpoints::handle(&shared, route, req).await);
-            }
-            let mut req = req;
-            req.extensions_mut().insert(shared.context.clone());
-            if let Some(pending) = endpoints::pending_prompt(&shared, req.headers()) {
-                req.extensions_mut().insert(pending);
-            }
-            let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-            if let Some(bearer) = &shared.bearer
-                && let Some(token) = authorization.as_ref().and_then(Bearer::token_of)
-            {
-                return match attach_bearer(&shared, bearer, token, &mut req).await {
-                    Ok(()) => inner.call(req).await,
-                    Err(err) => {
-                        shared.provisioner.metrics().bearer_refused(err.code());
-                        Ok(bearer_failure(&err, req.headers()))
-                    }
-                };
-            }
-            match attach_session(&shared, &mut req).await {
-                Ok(Attached::Clean) => inner.call(req).await,
-                Ok(Attached::Stale) => {
-                    let mut response = inner.call(req).await?;
-                    let clear = shared
-                        .codec
-                        .clear(&shared.session_cookie, "/", SameSite::Lax);
-                    if let Ok(value) = HeaderValue::from_str(&clear) {
-                        response.headers_mut().append(header::SET_COOKIE, value);
-                    }
-                    Ok(response)
-                }
-                Err(err) => Ok(err.to_response(req.headers())),
-            }
+            let mut response = serve(&shared, &mut inner, req).await?;
+            mark_set_cookie_sensitive(response.headers_mut());
+            Ok(response)
         })
+    }
+}
+
+/// Marks every `Set-Cookie` value sensitive (tower-http's `SetSensitiveResponseHeaders`
+/// does the same, but as a wrapper its future type would become this service's, and it
+/// would not see the responses of the layer's own endpoints).
+fn mark_set_cookie_sensitive(headers: &mut HeaderMap) {
+    if let header::Entry::Occupied(mut cookies) = headers.entry(header::SET_COOKIE) {
+        for value in cookies.iter_mut() {
+            value.set_sensitive(true);
+        }
+    }
+}
+
+/// Answers at one of the layer's endpoints, or authenticates the request and calls the inner
+/// service.
+async fn serve<I>(
+    shared: &Shared,
+    inner: &mut I,
+    req: Request<Body>,
+) -> Result<Response<Body>, I::Error>
+where
+    I: Service<Request<Body>, Response = Response<Body>>,
+{
+    if let Some(route) = endpoints::route(shared, &req) {
+        return Ok(endpoints::handle(shared, route, req).await);
+    }
+    let mut req = req;
+    req.extensions_mut().insert(shared.context.clone());
+    if let Some(pending) = endpoints::pending_prompt(shared, req.headers()) {
+        req.extensions_mut().insert(pending);
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    if let Some(bearer) = &shared.bearer
+        && let Some(token) = authorization.as_ref().and_then(Bearer::token_of)
+    {
+        return match attach_bearer(shared, bearer, token, &mut req).await {
+            Ok(()) => inner.call(req).await,
+            Err(err) => {
+                shared.provisioner.metrics().bearer_refused(err.code());
+                Ok(bearer_failure(&err, req.headers()))
+            }
+        };
+    }
+    match attach_session(shared, &mut req).await {
+        Ok(Attached::Clean) => inner.call(req).await,
+        Ok(Attached::Stale) => {
+            let mut response = inner.call(req).await?;
+            let clear = shared
+                .codec
+                .clear(&shared.session_cookie, "/", SameSite::Lax);
+            if let Ok(value) = HeaderValue::from_str(&clear) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            Ok(response)
+        }
+        Err(err) => Ok(err.to_response(req.headers())),
     }
 }
 

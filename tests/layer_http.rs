@@ -1,10 +1,16 @@
 //! The layer as a tower service (no socket on the app side): cookie attributes in secure
-//! mode, the form_post callback, limits, routing and the extractor's rejection.
+//! mode, the form_post callback, limits, routing, the extractor's rejection, and the headers
+//! marked sensitive for tracing middleware.
+
+#[path = "support/unread_body.rs"]
+mod unread_body;
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use http::{Request, StatusCode, header};
+use std::sync::atomic::Ordering;
+
+use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::store::MemoryStore;
@@ -37,6 +43,21 @@ async fn secure_app(prefix: &str) -> (Router, DevIdp, MemoryStore) {
         .route(
             "/me",
             get(|u: CurrentUser| async move { u.username.clone() }),
+        )
+        // What the application sees of the credentials, and a cookie of its own.
+        .route(
+            "/headers",
+            get(|headers: HeaderMap| async move {
+                let sensitive = |name| headers.get(name).map(http::HeaderValue::is_sensitive);
+                (
+                    [(header::SET_COOKIE, "app=1; Path=/")],
+                    format!(
+                        "cookie={:?} authorization={:?}",
+                        sensitive(header::COOKIE),
+                        sensitive(header::AUTHORIZATION)
+                    ),
+                )
+            }),
         )
         .layer(layer);
     (app, idp, store)
@@ -210,6 +231,101 @@ async fn callback_body_limits_and_media_type() {
     ];
     let response = app.oneshot(form_post("/auth", "", &dup)).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(store.user_count(), 0);
+}
+
+/// Every `Set-Cookie` of `response` is marked sensitive, and a `TraceLayer`'s `Debug` of the
+/// headers shows none of their values.
+fn assert_set_cookies_sensitive(response: &http::Response<Body>) {
+    let values: Vec<_> = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .collect();
+    assert!(!values.is_empty(), "no Set-Cookie to check");
+    for value in &values {
+        assert!(value.is_sensitive(), "{value:?} is not marked sensitive");
+    }
+    let logged = format!("{:?}", response.headers());
+    assert!(logged.contains("Sensitive"), "{logged}");
+    for value in values {
+        let value = value.to_str().unwrap();
+        assert!(!logged.contains(value), "{logged} shows {value}");
+    }
+}
+
+#[tokio::test]
+async fn credentials_are_marked_sensitive_inside_and_set_cookie_outside() {
+    let (app, _idp, _store) = secure_app("/auth").await;
+    // The application behind the layer sees Cookie and Authorization marked sensitive; its
+    // own Set-Cookie, and the layer's deletion of a stale session cookie, leave marked.
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/headers")
+                .header(header::COOKIE, "__Host-jit_session=stale; theme=dark")
+                .header(header::AUTHORIZATION, "Basic YWxpY2U6c2VjcmV0")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies = set_cookies(&response);
+    assert!(
+        cookies.iter().any(|c| c.starts_with("app=1")),
+        "{cookies:?}"
+    );
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-jit_session=") && c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
+    assert_set_cookies_sensitive(&response);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"cookie=Some(true) authorization=Some(true)");
+
+    // The layer's own endpoints: the pending-login cookie, then the session cookie.
+    let start = app
+        .clone()
+        .oneshot(Request::get("/auth/dev/login").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::FOUND);
+    assert_set_cookies_sensitive(&start);
+    let (cookie, fields) = start_and_approve(&app, "/auth").await;
+    let login = app
+        .oneshot(form_post("/auth", &cookie, &fields))
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    assert!(
+        set_cookies(&login)
+            .iter()
+            .any(|c| c.starts_with("__Host-jit_session="))
+    );
+    assert_set_cookies_sensitive(&login);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_the_body_is_read() {
+    let (app, _idp, store) = secure_app("/auth").await;
+    let over = jit_provision::MAX_CALLBACK_BODY + 1;
+    for path in ["/auth/dev/callback", "/auth/resume", "/auth/logout"] {
+        let (request, read) = unread_body::declared_post(path, over);
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert!(!read.load(Ordering::SeqCst), "{path}: the body was read");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "body_too_large", "{path}");
+    }
+    // At the limit the body is read (and, never sent, fails as malformed: not 413).
+    let (request, read) = unread_body::declared_post("/auth/dev/callback", over - 1);
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(read.load(Ordering::SeqCst));
     assert_eq!(store.user_count(), 0);
 }
 

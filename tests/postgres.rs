@@ -1,7 +1,6 @@
 //! Several app instances on one PostgreSQL: the store contract, exactly-once provisioning
 //! across instances, the shared replay guard, cross-instance cache invalidation, and
 //! outages. Needs the server scripts/test starts (skips without it unless JIT_REQUIRE_PG=1).
-#![cfg(feature = "postgres")]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! no session. Responses are signed by samlify (npm), see tests/saml_common.
 
 mod saml_common;
+#[path = "support/unread_body.rs"]
+mod unread_body;
 
 use axum::Router;
 use axum::body::Body;
@@ -326,6 +328,25 @@ async fn saml_login_provisions_and_refusals_leave_nothing() {
     let response = app.clone().oneshot(acs(&huge, "r", "")).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(store.user_count(), 1);
+}
+
+#[tokio::test]
+async fn an_acs_post_declaring_more_than_the_limit_is_413_before_the_body_is_read() {
+    let store = MemoryStore::new();
+    let app = app(&store);
+    let (request, read) =
+        unread_body::declared_post("/auth/corp/acs", jit_provision::saml::MAX_ACS_BODY + 1);
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!read.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(error_code(response).await, "body_too_large");
+    // At the limit the body is read (and, never sent, is malformed: not 413).
+    let (request, read) =
+        unread_body::declared_post("/auth/corp/acs", jit_provision::saml::MAX_ACS_BODY);
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(read.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(store.user_count(), 0);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use axum::routing::get;
 use common::*;
 use jit_provision::replay::{MemoryReplayGuard, ReplayGuard, ReplayGuardFull};
 use jit_provision::session::{SessionData, SessionKey};
-use jit_provision::store::{IdentityKey, UserId, UserStore};
+use jit_provision::store::{IdentityKey, UserStore};
 use jit_provision::{CurrentUser, JitConfig, JitLayer};
 use reqwest::StatusCode;
 use tower::ServiceExt;
@@ -406,7 +406,7 @@ mod postgres {
     use super::*;
     use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
     use jit_provision::invalidation::{Invalidation, InvalidationSigner};
-    use jit_provision::store::PostgresStore;
+    use jit_provision::store::{PostgresStore, UserId};
     use std::time::Instant;
 
     /// Not a performance bound: only how long to wait for a message that should arrive

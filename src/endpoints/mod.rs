@@ -24,7 +24,9 @@ use crate::session::{
 };
 use crate::store::{Identity, now_unix};
 
-/// Largest `form_post` callback body accepted.
+/// Largest `form_post` callback body accepted (also for the prompt's resume form and for
+/// logout). A `POST` whose `Content-Length` is larger is refused with `413 body_too_large`
+/// before its body is read.
 pub const MAX_CALLBACK_BODY: usize = 64 * 1024;
 
 pub(crate) enum Route {
@@ -93,6 +95,13 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
 }
 
 pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) -> Response<Body> {
+    if let Some((provider, limit)) = body_limit(&route, req.method())
+        && declared_length(req.headers()).is_some_and(|length| length > limit as u64)
+    {
+        // Refused on the declared length, before a byte of the body is read (the bounded
+        // readers below still stop a chunked body at the same limit).
+        return fail(provider, &CallbackError::TooLarge.into(), req.headers());
+    }
     match route {
         Route::Login(provider) => {
             let (parts, _) = req.into_parts();
@@ -142,6 +151,33 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
             response
         }
     }
+}
+
+/// The largest body a `POST` to this endpoint may carry, with the provider to log it under:
+/// the OIDC callback, the prompt's resume and logout [`MAX_CALLBACK_BODY`], the SAML ACS
+/// [`MAX_ACS_BODY`](crate::saml::MAX_ACS_BODY).
+fn body_limit<'a>(route: &'a Route, method: &Method) -> Option<(&'a str, usize)> {
+    if method != Method::POST {
+        return None;
+    }
+    match route {
+        Route::Callback(provider) => Some((provider, MAX_CALLBACK_BODY)),
+        Route::Resume | Route::Logout => Some(("-", MAX_CALLBACK_BODY)),
+        #[cfg(feature = "saml")]
+        Route::Acs(provider) => Some((provider, crate::saml::MAX_ACS_BODY)),
+        _ => None,
+    }
+}
+
+/// The request's `Content-Length`, when it has one that parses.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub(crate) fn fail(provider: &str, err: &Error, request_headers: &HeaderMap) -> Response<Body> {

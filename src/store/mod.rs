@@ -28,8 +28,10 @@ use futures_util::future::BoxFuture;
 pub use canonical::canonical;
 pub use memory::{MemoryStore, StoreCounters};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 pub(crate) use types::now_unix;
 pub use types::{
