@@ -1,6 +1,8 @@
-//! SAML 2.0 service provider (feature `saml`): SP-initiated login by HTTP-Redirect, the
-//! assertion consumer service (HTTP-POST), SP metadata, and response verification that is
-//! safe against XML signature wrapping.
+//! SAML 2.0 service provider (feature `saml`): SP-initiated login by HTTP-Redirect (the
+//! AuthnRequest signed with the SP key when the IdP's metadata says
+//! `WantAuthnRequestsSigned="true"` or `sign_requests` is set), the assertion consumer
+//! service (HTTP-POST), SP metadata, and response verification that is safe against XML
+//! signature wrapping.
 //!
 //! How a response is verified, in order (see `docs/saml.md` for the reasoning):
 //!
@@ -11,13 +13,16 @@
 //!    `Assertion` or `EncryptedAssertion` and it is a direct child of the root, no other
 //!    `Response` anywhere, no duplicate `ID`, every `ds:Signature` sits directly in the
 //!    `Response` or the assertion and references exactly that element, with exclusive c14n,
-//!    RSA or ECDSA over SHA-2 (SHA-1 only when allowed) (`401`).
+//!    RSA or ECDSA over SHA-2 (SHA-1 only when allowed) (`401`; a refused algorithm is named:
+//!    [`SamlError::SignatureAlgorithm`], [`DigestAlgorithm`](SamlError::DigestAlgorithm),
+//!    [`TransformAlgorithm`](SamlError::TransformAlgorithm)).
 //! 4. xmlsec (through `samael`) verifies every signature with the IdP's certificates and
 //!    hands back the canonical bytes it digested; those bytes are parsed again and are the
 //!    only source of what is used: the verified `Response`, or the verified `Assertion`.
 //! 5. An `EncryptedAssertion` is decrypted with the SP key: AES-GCM always, AES-CBC only
 //!    out of a verified `Response` (else `saml_cbc_requires_signed_response`, before
-//!    anything is decrypted); a signature inside it is verified the same way. Every failure
+//!    anything is decrypted; any other algorithm is [`SamlError::EncryptionAlgorithm`], named,
+//!    before any key is used); a signature inside it is verified the same way. Every failure
 //!    from the decryption up to and including that signature check is the one
 //!    `saml_decryption_failed`: no padding or parsing oracle.
 //! 6. The profile checks: issuers, `Destination`, `InResponseTo`, `Conditions` with a
