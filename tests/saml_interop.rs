@@ -304,8 +304,8 @@ fn idp_metadata_from_samlify_file() {
     let Some(f) = fixtures("idp_metadata_from_samlify_file") else {
         return;
     };
-    let dir = tempdir("metadata-file");
-    let path = dir.join("idp.xml");
+    let dir = Scratch::new("metadata-file");
+    let path = dir.path("idp.xml");
     std::fs::write(&path, &f.metadata).unwrap();
     let mut config = jit_provision::saml::SamlConfig::from_metadata_file(&path);
     config.sp_private_key_pem = Some(keys().sp.key_pem.clone());
@@ -316,7 +316,6 @@ fn idp_metadata_from_samlify_file() {
     // Its SSO URL is where the AuthnRequest goes.
     let (url, _) = sp.authn_request("").unwrap();
     assert!(url.starts_with(IDP_SSO_URL), "{url}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -372,8 +371,8 @@ fn key_rollover_two_certificates_in_metadata() {
         vec![job(Some(&url), true, false)],
     );
     let r = out.responses[0].clone().unwrap();
-    let dir = tempdir("rollover");
-    let path = dir.join("idp.xml");
+    let dir = Scratch::new("rollover");
+    let path = dir.path("idp.xml");
     std::fs::write(&path, &out.metadata).unwrap();
     let mut config = jit_provision::saml::SamlConfig::from_metadata_file(&path);
     config.sp_private_key_pem = Some(k.sp.key_pem.clone());
@@ -392,7 +391,6 @@ fn key_rollover_two_certificates_in_metadata() {
             .verify_response(&r, Some(&id), now())
             .unwrap(),
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// ECDSA (P-256, SHA-256): samlify's xml-crypto signs RSA only, so this assertion is signed
@@ -492,8 +490,8 @@ fn signed_authn_requests_are_verified_by_samlify() {
         metadata.contains(r#"WantAuthnRequestsSigned="true""#),
         "{metadata}"
     );
-    let dir = tempdir("signed-requests");
-    let path = dir.join("idp.xml");
+    let dir = Scratch::new("signed-requests");
+    let path = dir.path("idp.xml");
     std::fs::write(&path, &metadata).unwrap();
     let mut config = jit_provision::saml::SamlConfig::from_metadata_file(&path);
     config.sp_private_key_pem = Some(k.sp.key_pem.clone());
@@ -544,7 +542,6 @@ fn signed_authn_requests_are_verified_by_samlify() {
     );
     let unsigned = out.responses[2].clone().unwrap_err();
     assert!(unsigned.contains("ERR_MISSING_SIG_ALG"), "{unsigned}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `sign_requests` signs for an IdP that does not ask; signing needs the SP key (RSA) and
@@ -663,14 +660,4 @@ fn ecdsa_response(request_id: &str) -> String {
         idp = IDP_ENTITY_ID,
         aud = METADATA_URL,
     )
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "saml-{name}-{}-{}",
-        std::process::id(),
-        now()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -30,7 +30,7 @@ use jit_provision::saml::SamlConfig;
 use jit_provision::store::MemoryStore;
 use jit_provision::{CurrentUser, JitLayer, MappingConfig, ProviderConfig};
 use reqwest::StatusCode;
-use saml_common::{KeyPair, keys};
+use saml_common::{KeyPair, Scratch, keys};
 use serde_json::{Value, json};
 
 const PROVIDER: &str = "corp";
@@ -107,34 +107,6 @@ fn prerequisites(test: &str) -> Option<Prerequisites> {
 // The pysaml2 identity provider
 // ---------------------------------------------------------------------------------------------
 
-/// A directory of its own under cargo's target tmp dir, removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("pysaml2-{test}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The running IdP: killed and reaped on drop, its stderr shown when the test failed.
 struct Idp {
     base: String,
@@ -191,7 +163,7 @@ fn start_idp(
         },
     });
     let settings = scratch.write("settings.json", &settings.to_string());
-    let log = scratch.0.join("idp-stderr.log");
+    let log = scratch.path("idp-stderr.log");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pysaml2-idp/idp.py");
     let mut child = Command::new(&pre.python)
         .arg(script)
@@ -394,6 +366,10 @@ async fn login(client: &reqwest::Client, app: &App, idp: &Idp) -> reqwest::Respo
         .unwrap()
 }
 
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn sets_session(response: &reqwest::Response) -> bool {
     response
         .headers()
@@ -413,19 +389,21 @@ async fn me(client: &reqwest::Client, app: &App) -> (StatusCode, String) {
     (response.status(), response.text().await.unwrap())
 }
 
-/// IdP and app for one test: the app's port first (pysaml2 reads our metadata from it), then
-/// pysaml2 (our provider reads its metadata from it), then the app.
+/// The scratch directory, IdP and app of one test (`None` after the skip notice): the app's
+/// port first (pysaml2 reads our metadata from it), then pysaml2 (our provider reads its
+/// metadata from it), then the app.
 async fn setup(
-    pre: &Prerequisites,
-    scratch: &Scratch,
+    test: &str,
     response: Value,
     config: impl FnOnce(SamlConfig) -> SamlConfig,
-) -> (Idp, App) {
+) -> Option<(Scratch, Idp, App)> {
+    let pre = prerequisites(test)?;
+    let scratch = Scratch::new(&format!("pysaml2-{test}"));
     let (listener, base) = bind_app().await;
     let sp_metadata_url = format!("{base}/auth/{PROVIDER}/metadata");
-    let idp = start_idp(pre, scratch, &keys().idp, &sp_metadata_url, response);
+    let idp = start_idp(&pre, &scratch, &keys().idp, &sp_metadata_url, response);
     let app = serve_app(listener, base, config(saml_config(&idp.base))).await;
-    (idp, app)
+    Some((scratch, idp, app))
 }
 
 /// A refused login: the ACS's status, code and message; and that nothing was left: no
@@ -454,18 +432,15 @@ async fn assert_refused(
 
 #[tokio::test]
 async fn signed_request_and_rsa_sha256_assertion_log_in() {
-    let test = "signed_request_and_rsa_sha256_assertion_log_in";
-    let Some(pre) = prerequisites(test) else {
-        return;
-    };
-    let scratch = Scratch::new(test);
-    let (idp, app) = setup(
-        &pre,
-        &scratch,
+    let Some((_scratch, idp, app)) = setup(
+        "signed_request_and_rsa_sha256_assertion_log_in",
         response_options(Some(RSA_SHA256), false),
         |c| c,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let client = browser();
     let acs = login(&client, &app, &idp).await;
     assert_eq!(
@@ -483,14 +458,7 @@ async fn signed_request_and_rsa_sha256_assertion_log_in() {
 
     // Our metadata, as pysaml2 read it at its first SSO request: signed requests, and the
     // certificate to check them with.
-    let metadata = client
-        .get(app.sp_metadata_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metadata = get_text(&client, &app.sp_metadata_url()).await;
     assert!(
         metadata.contains(r#"AuthnRequestsSigned="true""#),
         "{metadata}"
@@ -516,21 +484,23 @@ async fn signed_request_and_rsa_sha256_assertion_log_in() {
     assert!(why.starts_with("IncorrectlySigned"), "{why}");
 }
 
-#[tokio::test]
-async fn pysaml2_default_rsa_sha1_is_refused_by_name() {
-    let test = "pysaml2_default_rsa_sha1_is_refused_by_name";
-    let Some(pre) = prerequisites(test) else {
+/// A login whose response pysaml2 makes with `response` options: refused by the ACS with a
+/// message containing `message`, leaving nothing behind.
+async fn refused_login(test: &str, response: Value, message: &str) {
+    let Some((_scratch, idp, app)) = setup(test, response, |c| c).await else {
         return;
     };
-    let scratch = Scratch::new(test);
-    // pysaml2's defaults: RSA-SHA1 over a SHA-1 digest.
-    let (idp, app) = setup(&pre, &scratch, response_options(None, false), |c| c).await;
     let client = browser();
     let acs = login(&client, &app, &idp).await;
-    assert_refused(
-        &client,
-        &app,
-        acs,
+    assert_refused(&client, &app, acs, message).await;
+}
+
+#[tokio::test]
+async fn pysaml2_default_rsa_sha1_is_refused_by_name() {
+    // pysaml2's defaults: RSA-SHA1 over a SHA-1 digest.
+    refused_login(
+        "pysaml2_default_rsa_sha1_is_refused_by_name",
+        response_options(None, false),
         "signature algorithm http://www.w3.org/2000/09/xmldsig#rsa-sha1 is not accepted",
     )
     .await;
@@ -538,25 +508,10 @@ async fn pysaml2_default_rsa_sha1_is_refused_by_name() {
 
 #[tokio::test]
 async fn pysaml2_3des_encryption_is_refused_by_name() {
-    let test = "pysaml2_3des_encryption_is_refused_by_name";
-    let Some(pre) = prerequisites(test) else {
-        return;
-    };
-    let scratch = Scratch::new(test);
     // Signed with RSA-SHA256, encrypted the only way pysaml2 does: 3DES-CBC.
-    let (idp, app) = setup(
-        &pre,
-        &scratch,
+    refused_login(
+        "pysaml2_3des_encryption_is_refused_by_name",
         response_options(Some(RSA_SHA256), true),
-        |c| c,
-    )
-    .await;
-    let client = browser();
-    let acs = login(&client, &app, &idp).await;
-    assert_refused(
-        &client,
-        &app,
-        acs,
         "encryption algorithm http://www.w3.org/2001/04/xmlenc#tripledes-cbc is not accepted",
     )
     .await;
@@ -567,23 +522,20 @@ async fn pysaml2_3des_encryption_is_refused_by_name() {
 /// login), never a silently unsigned request.
 #[tokio::test]
 async fn an_idp_wanting_signed_requests_needs_the_sp_key() {
-    let test = "an_idp_wanting_signed_requests_needs_the_sp_key";
-    let Some(pre) = prerequisites(test) else {
-        return;
-    };
-    let scratch = Scratch::new(test);
     let keyless = |mut c: SamlConfig| {
         c.sp_private_key_pem = None;
         c.sp_certificate_pem = None;
         c
     };
-    let (idp, app) = setup(
-        &pre,
-        &scratch,
+    let Some((scratch, idp, app)) = setup(
+        "an_idp_wanting_signed_requests_needs_the_sp_key",
         response_options(Some(RSA_SHA256), false),
         keyless,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let client = browser();
     let start = client
         .get(app.url(&format!("/auth/{PROVIDER}/login?return_to=/me")))
@@ -603,14 +555,7 @@ async fn an_idp_wanting_signed_requests_needs_the_sp_key() {
     );
 
     // The same metadata in a file: the provider is refused at start.
-    let metadata = client
-        .get(format!("{}/metadata", idp.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metadata = get_text(&client, &format!("{}/metadata", idp.base)).await;
     assert!(metadata.contains(r#"WantAuthnRequestsSigned="true""#));
     let file = scratch.write("idp-metadata.xml", &metadata);
     let (_, base) = bind_app().await;
