@@ -30,7 +30,7 @@ use jit_provision::saml::SamlConfig;
 use jit_provision::store::MemoryStore;
 use jit_provision::{CurrentUser, JitLayer, MappingConfig, ProviderConfig};
 use reqwest::StatusCode;
-use saml_common::{KeyPair, Scratch, keys};
+use saml_common::{KeyPair, Scratch, keys, skip};
 use serde_json::{Value, json};
 
 const PROVIDER: &str = "corp";
@@ -90,16 +90,7 @@ fn prerequisites(test: &str) -> Option<Prerequisites> {
             xmlsec1: xmlsec1.expect("checked"),
         });
     }
-    let detail = missing.join("\n  - ");
-    if std::env::var("JIT_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-        panic!("JIT_REQUIRE_INTEROP=1 but the pysaml2 SAML IdP cannot run:\n  - {detail}");
-    }
-    eprintln!(
-        "\n==================== SKIPPED: {test} ====================\n\
-         the pysaml2 SAML identity provider is not available:\n  - {detail}\n\
-         (set JIT_REQUIRE_INTEROP=1 to make this a failure)\n\
-         =========================================================="
-    );
+    skip(test, "pysaml2", &missing);
     None
 }
 

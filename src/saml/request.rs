@@ -242,5 +242,12 @@ mod tests {
         assert!(check(signed.as_bytes()));
         // One changed octet (another RelayState) does not verify.
         assert!(!check(signed.replace("relay-1", "relay-2").as_bytes()));
+
+        // A response (single logout) without RelayState: `SAMLResponse=..&SigAlg=..`.
+        let url = redirect_url("https://idp/slo", Message::Response, xml, "", Some(&key)).unwrap();
+        let query = url::Url::parse(&url).unwrap().query().unwrap().to_owned();
+        let (signed, _) = query.rsplit_once("&Signature=").unwrap();
+        assert!(signed.starts_with("SAMLResponse=") && !signed.contains("RelayState"));
+        assert!(signed.contains("&SigAlg="));
     }
 }

@@ -235,18 +235,25 @@ pub fn node(test: &str) -> Option<PathBuf> {
     if missing.is_empty() {
         return node.ok();
     }
+    skip(test, "samlify", &missing);
+    None
+}
+
+/// `test` cannot run because the `idp` SAML identity provider is not available (`missing`
+/// says why): a loud notice on stderr, or a panic under `JIT_REQUIRE_INTEROP=1`.
+pub fn skip(test: &str, idp: &str, missing: &[String]) {
     let detail = missing.join("\n  - ");
     if std::env::var("JIT_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-        panic!("JIT_REQUIRE_INTEROP=1 but the samlify SAML IdP cannot run:\n  - {detail}");
+        panic!("JIT_REQUIRE_INTEROP=1 but the {idp} SAML IdP cannot run:\n  - {detail}");
     }
+    // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
     let notice = format!(
         "\n==================== SKIPPED: {test} ====================\n\
-         the samlify SAML identity provider is not available:\n  - {detail}\n\
+         the {idp} SAML identity provider is not available:\n  - {detail}\n\
          (set JIT_REQUIRE_INTEROP=1 to make this a failure)\n\
          ==========================================================\n"
     );
     let _ = std::io::stderr().write_all(notice.as_bytes());
-    None
 }
 
 /// The IdP's settings for one batch: entity, SSO URL, the signing key and the certificates
