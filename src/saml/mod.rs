@@ -370,7 +370,22 @@ impl SamlServiceProvider {
     }
 
     /// Whether requests to the IdP are signed: `sign_requests`, or the IdP's metadata says
-    /// `WantAuthnRequestsSigned="true"` (known once its metadata is loaded).
+    /// `WantAuthnRequestsSigned="true"` (known once its metadata is loaded; the SP metadata's
+    /// `AuthnRequestsSigned` follows). Signing needs the SP key and certificate:
+    ///
+    /// ```
+    /// use jit_provision::saml::{SamlConfig, SamlServiceProvider};
+    /// let mut config = SamlConfig::from_metadata_url("https://idp.example.com/metadata");
+    /// config.sign_requests = true;
+    /// let err = SamlServiceProvider::new(
+    ///     "corp",
+    ///     config,
+    ///     "https://app.example.com/auth/corp/acs",
+    ///     "https://app.example.com/auth/corp/metadata",
+    /// )
+    /// .unwrap_err();
+    /// assert!(err.to_string().contains("sign_requests needs sp_private_key_pem"));
+    /// ```
     pub fn signs_requests(&self) -> bool {
         self.config.sign_requests || self.idp().is_ok_and(|idp| idp.want_authn_requests_signed)
     }
