@@ -19,18 +19,6 @@ use jit_provision::{CurrentUser, JitConfig, JitLayer};
 use reqwest::StatusCode;
 use tower::ServiceExt;
 
-/// The `name=value` pair of the session cookie a response sets.
-fn session_pair(response: &reqwest::Response) -> String {
-    set_cookies(response)
-        .into_iter()
-        .find(|c| c.starts_with("jit_session=") && !c.starts_with("jit_session=;"))
-        .expect("a session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// Every cookie a response sets, as one `Cookie` header.
 fn cookie_header(response: &reqwest::Response) -> String {
     set_cookies(response)
@@ -38,25 +26,6 @@ fn cookie_header(response: &reqwest::Response) -> String {
         .map(|c| c.split(';').next().unwrap().to_owned())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// A client that keeps no cookies and follows no redirects: the test carries cookies itself.
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// `GET /me` at `app` with only this cookie.
-async fn me_with_cookie(app: &TestApp, pair: &str) -> StatusCode {
-    plain()
-        .get(app.url("/me"))
-        .header("cookie", pair)
-        .send()
-        .await
-        .unwrap()
-        .status()
 }
 
 /// A login captured as an attacker who holds the pending-login cookies and the callback URL
