@@ -524,3 +524,25 @@ async fn an_authenticated_request_on_a_hit_reads_no_store() {
         "a cookie no key opens reads nothing"
     );
 }
+
+#[tokio::test]
+async fn the_id_tokens_sid_becomes_the_sessions_idp_session() {
+    let app = TestApp::start().await;
+    let mut user = alice();
+    user.claims
+        .insert("sid".into(), serde_json::json!("idp-session-1"));
+    let (_, pair) = login_as(&app, &user).await;
+    let (_, without) = login_as(&app, &bob()).await;
+    let listed = app
+        .layer
+        .sessions_of("PRIMARY", user_id(&app, &pair).await)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].idp_session.as_deref(), Some("idp-session-1"));
+    let listed = app
+        .layer
+        .sessions_of("PRIMARY", user_id(&app, &without).await)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].idp_session, None);
+}
