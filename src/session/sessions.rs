@@ -31,6 +31,13 @@ pub(crate) const TOUCH_INTERVAL_SECS: i64 = 60;
 const PURGE_AFTER_SECS: i64 = 24 * 3600;
 
 /// Why a session operation failed.
+///
+/// ```
+/// use jit_provision::session::SessionError;
+/// use jit_provision::store::StoreError;
+/// let err = SessionError::from(StoreError::unavailable("down"));
+/// assert_eq!((err.status().as_u16(), err.code()), (503, "session_store_unavailable"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -465,6 +472,20 @@ impl Sessions {
                 }
             },
         }
+    }
+
+    /// The current record of a request's session (cached or stored; ended ones too), e.g. for
+    /// its tokens ([`tokens`](Self::tokens)) before a logout at the IdP. `None`: no cookie of
+    /// ours, or no record.
+    #[allow(dead_code)]
+    pub(crate) async fn record_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        let Some(Some(session)) = self.cookie(headers, None).await else {
+            return Ok(None);
+        };
+        Ok(self.record(&session).await?.map(|live| live.record.clone()))
     }
 
     /// The record of a cookie of an earlier release, from what it carries.
