@@ -130,6 +130,8 @@ pub(crate) struct LoginSession {
 #[derive(Debug)]
 pub(crate) struct LiveSession {
     record: SessionRecord,
+    /// `record.user_id` parsed once (`None`: not one of ours), so a request compares numbers.
+    user_id: Option<UserId>,
     /// Last request seen by this instance, Unix seconds.
     last_seen: AtomicI64,
     /// The `last_seen` the store holds (written or read), Unix seconds.
@@ -140,6 +142,7 @@ impl LiveSession {
     fn new(record: SessionRecord) -> Arc<Self> {
         let seen = record.last_seen;
         Arc::new(Self {
+            user_id: record.user_id.parse().ok().map(UserId),
             record,
             last_seen: AtomicI64::new(seen),
             stored_seen: AtomicI64::new(seen),
@@ -378,7 +381,7 @@ impl Sessions {
         };
         let record = &live.record;
         if record.domain != session.auth.domain
-            || record.user_id != session.user_id.to_string()
+            || live.user_id != Some(session.user_id)
             || record.provider != session.auth.provider
             || record.ended_at.is_some()
             || record.expires_at <= now
