@@ -97,6 +97,9 @@ pub struct SamlLogin {
     /// The `InResponseTo` of the verified bearer confirmation: the ID of the request this
     /// login answers (`None` for an IdP-initiated one).
     pub(crate) in_response_to: Option<String>,
+    /// The `SessionIndex` of the assertion's `AuthnStatement`: the IdP's session, which its
+    /// Single Logout names.
+    pub session_index: Option<String>,
 }
 
 /// The claim holding the subject (the persistent NameID, or the identity attribute's value)
@@ -701,6 +704,7 @@ impl SamlServiceProvider {
             assertion_id: checked.assertion_id,
             not_on_or_after: checked.not_on_or_after,
             in_response_to: checked.in_response_to,
+            session_index: checked.session_index,
         }
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct Checked {
     pub not_on_or_after: i64,
     /// The `InResponseTo` of the bearer confirmation that held: the request answered.
     pub in_response_to: Option<String>,
+    /// The `SessionIndex` of the (first) `AuthnStatement`, if any.
+    pub session_index: Option<String>,
 }
 
 /// Checks the `Response` element itself. `signed`: the response is the verified element,
@@ -115,7 +117,7 @@ pub(crate) fn check_assertion(
     let mut not_on_or_after = check_conditions(assertion, expected)?;
     let (confirmed_until, in_response_to) = check_bearer(subject, expected)?;
     not_on_or_after = not_on_or_after.min(confirmed_until);
-    check_authn_statement(assertion, expected)?;
+    let session_index = check_authn_statement(assertion, expected)?;
 
     let claims = attributes(assertion);
     let subject = match expected.identity_attribute {
@@ -128,6 +130,7 @@ pub(crate) fn check_assertion(
         assertion_id,
         not_on_or_after: not_on_or_after.saturating_add(expected.skew),
         in_response_to,
+        session_index,
     })
 }
 
@@ -239,12 +242,17 @@ fn check_confirmation(
     Ok((until, answered.map(str::to_owned)))
 }
 
+/// Checks the `AuthnStatement`s; the `SessionIndex` of the first.
 fn check_authn_statement(
     assertion: Node<'_, '_>,
     expected: &Expected<'_>,
-) -> Result<(), SamlError> {
+) -> Result<Option<String>, SamlError> {
     let mut any = false;
+    let mut session_index = None;
     for statement in children(assertion, NS_ASSERTION, "AuthnStatement") {
+        if !any {
+            session_index = statement.attribute("SessionIndex").map(str::to_owned);
+        }
         any = true;
         if let Some(end) = statement.attribute("SessionNotOnOrAfter") {
             let end = time::parse(end)
@@ -255,7 +263,7 @@ fn check_authn_statement(
         }
     }
     if any {
-        Ok(())
+        Ok(session_index)
     } else {
         Err(SamlError::InvalidAssertion("no AuthnStatement"))
     }
