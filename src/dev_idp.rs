@@ -126,14 +126,15 @@ pub enum Signer {
 type Hook = Arc<dyn Fn(&mut IdTokenDraft) + Send + Sync>;
 type TokenResponseHook = Arc<dyn Fn(&mut Map<String, Value>) + Send + Sync>;
 
-struct SigningKey {
+/// An RSA signing key with its `kid` (also the unit tests' key generator).
+pub(crate) struct SigningKey {
     kid: String,
     private: rsa::RsaPrivateKey,
     encoding: EncodingKey,
 }
 
 impl SigningKey {
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let private =
             rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generating an RSA key");
         let der = private.to_pkcs1_der().expect("encoding an RSA key");
@@ -144,7 +145,12 @@ impl SigningKey {
         }
     }
 
-    fn jwk(&self) -> Value {
+    #[cfg(test)]
+    pub(crate) fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub(crate) fn jwk(&self) -> Value {
         let public = self.private.to_public_key();
         json!({
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
