@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::StatusCode;
@@ -20,7 +20,8 @@ use crate::layer::JitLayer;
 use crate::mapping::Claims;
 use crate::policy::{Deprovision, JitUser, Preview, PreviewAction};
 use crate::provision::ProvisionError;
-use crate::store::Identity;
+use crate::session::{EndReason, SessionError, SessionRecord};
+use crate::store::{Identity, UserId};
 
 impl JitLayer {
     /// What a login with `claims` at `provider` would produce — the user, its domain, its
@@ -104,6 +105,11 @@ impl JitLayer {
                     Deprovision::Delete => domain.store.delete(id).await?,
                 }
                 shared
+                    .sessions
+                    .end_for_user(&domain.name, id, EndReason::UserLocked)
+                    .await
+                    .map_err(|SessionError::Store(e)| ProvisionError::Store(e))?;
+                shared
                     .provisioner
                     .announce(Invalidation::User {
                         domain: domain.name.to_string(),
@@ -125,9 +131,40 @@ impl JitLayer {
         Ok(count)
     }
 
+    /// The live sessions of a user (not ended, not expired), oldest first: when and where
+    /// each started, when it was last seen (to the minute), its provider.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, store::{MemoryStore, UserId}};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let layer = JitLayer::builder().public_url("https://app.example.com").store(MemoryStore::new()).build().unwrap();
+    /// assert!(layer.sessions_of("PRIMARY", UserId(1)).await.unwrap().is_empty());
+    /// assert_eq!(layer.end_sessions("PRIMARY", UserId(1)).await.unwrap(), 0);
+    /// # });
+    /// ```
+    pub async fn sessions_of(
+        &self,
+        domain: &str,
+        user_id: UserId,
+    ) -> Result<Vec<SessionRecord>, SessionError> {
+        self.shared().sessions.list(domain, user_id).await
+    }
+
+    /// Ends every session of a user, in the session store and on every instance (through
+    /// the invalidation bus when there is one); how many were live.
+    pub async fn end_sessions(&self, domain: &str, user_id: UserId) -> Result<usize, SessionError> {
+        self.shared()
+            .sessions
+            .end_for_user(domain, user_id, EndReason::Everywhere)
+            .await
+    }
+
     /// An admin router: `GET /admin/jit-users?provider=ID` lists the provider's users with
     /// their login times; `POST /admin/jit-preview` with `{"provider", "subject"?, "claims"}`
     /// answers a dry run in JSON (with its [trace](crate::mapping::Trace));
+    /// `GET /admin/jit-users/{id}/sessions?domain=D` lists a user's live sessions and
+    /// `POST /admin/jit-users/{id}/sessions/end?domain=D` ends them all (`{"ended": n}`;
+    /// `domain` defaults to `PRIMARY`);
     /// `GET /admin/jit-test` is an HTML "test your mapping" page: paste claims (JSON) or a
     /// SAML attribute list (`name = value` lines), pick a provider, and see the profile, the
     /// action and the trace (a dry run: nothing is written). Anonymous requests get `401`;
@@ -151,6 +188,11 @@ impl JitLayer {
         };
         Router::new()
             .route("/admin/jit-users", get(list))
+            .route("/admin/jit-users/{id}/sessions", get(user_sessions))
+            .route(
+                "/admin/jit-users/{id}/sessions/end",
+                post(end_user_sessions),
+            )
             .route("/admin/jit-preview", post(preview))
             .route("/admin/jit-test", get(test_page).post(test_mapping))
             .with_state(state)
@@ -202,6 +244,88 @@ async fn list(
     match state.layer.jit_users(&query.provider).await {
         Ok(users) => Json(users).into_response(),
         Err(err) => failure(err),
+    }
+}
+
+#[derive(Deserialize)]
+struct DomainQuery {
+    #[serde(default = "primary")]
+    domain: String,
+}
+
+fn primary() -> String {
+    crate::config::PRIMARY_DOMAIN.to_owned()
+}
+
+fn session_failure(err: SessionError) -> Response {
+    (
+        err.status(),
+        Json(serde_json::json!({ "error": err.code(), "message": err.to_string() })),
+    )
+        .into_response()
+}
+
+/// A session as the admin router shows it (no tokens).
+#[derive(serde::Serialize)]
+struct SessionView {
+    id: String,
+    provider: String,
+    subject: String,
+    idp_session: Option<String>,
+    created_at: i64,
+    last_seen: i64,
+    expires_at: i64,
+    idle_timeout_secs: Option<u64>,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(r: SessionRecord) -> Self {
+        Self {
+            id: r.id,
+            provider: r.provider,
+            subject: r.subject,
+            idp_session: r.idp_session,
+            created_at: r.created_at,
+            last_seen: r.last_seen,
+            expires_at: r.expires_at,
+            idle_timeout_secs: r.idle_timeout_secs,
+        }
+    }
+}
+
+async fn user_sessions(
+    State(state): State<AdminState>,
+    user: Option<CurrentUser>,
+    Path(id): Path<i64>,
+    Query(query): Query<DomainQuery>,
+) -> Response {
+    if let Some(response) = refusal(&state, user.as_ref()) {
+        return response;
+    }
+    match state.layer.sessions_of(&query.domain, UserId(id)).await {
+        Ok(sessions) => Json(
+            sessions
+                .into_iter()
+                .map(SessionView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(err) => session_failure(err),
+    }
+}
+
+async fn end_user_sessions(
+    State(state): State<AdminState>,
+    user: Option<CurrentUser>,
+    Path(id): Path<i64>,
+    Query(query): Query<DomainQuery>,
+) -> Response {
+    if let Some(response) = refusal(&state, user.as_ref()) {
+        return response;
+    }
+    match state.layer.end_sessions(&query.domain, UserId(id)).await {
+        Ok(ended) => Json(serde_json::json!({ "ended": ended })).into_response(),
+        Err(err) => session_failure(err),
     }
 }
 

@@ -141,17 +141,28 @@ pub struct SessionConfig {
     /// localhost; the layer refuses to build with `secure = false` and a non-loopback
     /// `public_url`.
     pub secure: bool,
-    /// Session lifetime in seconds (absolute, from login). Default 8 hours.
+    /// Session lifetime in seconds (absolute, from login: the cap whatever the activity).
+    /// Default 8 hours.
     pub ttl_secs: u64,
+    /// Idle timeout in seconds: a session with no request for this long ends (on top of
+    /// `ttl_secs`). `0` (the default): none. Each instance tracks requests in memory and writes
+    /// the last one to the session store at most once a minute, so across instances the idle
+    /// check is precise to about a minute: choose a timeout of several minutes there.
+    pub idle_timeout_secs: u64,
+    /// How long a session record is served from this instance's memory before it is read
+    /// from the session store again, in seconds. Default: `cache.ttl_secs`. With an
+    /// invalidation bus every instance drops an ended session at once; without one, this is
+    /// how long another instance may still accept a session ended elsewhere (if it had it
+    /// cached).
+    pub record_cache_ttl_secs: Option<u64>,
     /// Lifetime of a pending login (from login start to callback) in seconds. Default 600.
     pub login_ttl_secs: u64,
     /// Session cookie name. Default `jit_session` (with the `__Host-` prefix when secure).
     pub cookie_name: String,
     /// What the extractor answers when nobody is logged in.
     pub unauthenticated: Unauthenticated,
-    /// Most sessions ended by logout that this instance remembers (each until the session
-    /// would have expired). Full, it forgets none: it ends every session issued up to the
-    /// newest one it had to record, and starts empty. Default 1 000 000.
+    /// Deprecated, no effect: ended sessions are kept in the session store (their records),
+    /// not in a bounded in-memory set. Still accepted so existing configurations load.
     pub max_revoked_sessions: u64,
 }
 
@@ -163,6 +174,8 @@ impl Default for SessionConfig {
             max_revoked_sessions: 1_000_000,
             secure: true,
             ttl_secs: 8 * 3600,
+            idle_timeout_secs: 0,
+            record_cache_ttl_secs: None,
             login_ttl_secs: 600,
             cookie_name: "jit_session".to_owned(),
             unauthenticated: Unauthenticated::Status,
@@ -259,6 +272,12 @@ pub struct ProviderConfig {
     /// must match the ID token's). ID-token claims win over userinfo claims. Default `false`.
     #[serde(default)]
     pub userinfo: bool,
+    /// Keep the access token, the refresh token and the access token's expiry of each login
+    /// in its session record (sealed with the session key ring, never logged), for calling
+    /// APIs on the user's behalf. The ID token is kept in any case (for logout at the
+    /// provider). Default `false`.
+    #[serde(default)]
+    pub store_tokens: bool,
     /// Allowed clock difference with the provider, in seconds, for `exp`, `iat` and `nbf`.
     /// Default 60.
     #[serde(default = "default_skew")]
@@ -381,6 +400,7 @@ impl ProviderConfig {
             response_mode: ResponseMode::Query,
             token_auth: TokenAuth::Basic,
             userinfo: false,
+            store_tokens: false,
             clock_skew_secs: default_skew(),
             trusted_audiences: Vec::new(),
             jwks_min_refetch_secs: default_refetch(),

@@ -107,6 +107,10 @@ pub enum Error {
     /// the `public_url` origin): `403`, no cookie touched.
     #[error("cross-site requests to this endpoint are refused")]
     CrossSite,
+    /// The session store failed while opening, issuing or ending a session: `503` when it
+    /// is unavailable, else `500`. No session is issued.
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
 }
 
 impl Error {
@@ -128,6 +132,7 @@ impl Error {
             Self::Store(crate::store::StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::Session(e) => e.status(),
         }
     }
 
@@ -144,6 +149,7 @@ impl Error {
             Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
             Self::Store(_) => "store_unavailable",
             Self::CrossSite => "cross_site_request",
+            Self::Session(e) => e.code(),
         }
     }
 

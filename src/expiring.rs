@@ -1,5 +1,5 @@
 //! [`ExpiringSet`]: the exact, bounded, expiring set behind the security sets (one-time
-//! values, revoked sessions). Unlike a cache it never drops a live entry to make room: a new
+//! values). Unlike a cache it never drops a live entry to make room: a new
 //! key that does not fit is refused, and the caller fails closed.
 
 use std::cmp::Reverse;
@@ -55,6 +55,7 @@ impl<V> ExpiringSet<V> {
     }
 
     /// Whether `key` is in the set and has not expired.
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: &str) -> bool {
         let now = Instant::now();
         self.read()
@@ -83,15 +84,6 @@ impl<V> ExpiringSet<V> {
         inner.by_expiry.push(Reverse((expires, key.clone())));
         inner.entries.insert(key, (expires, value));
         Inserted::New
-    }
-
-    /// Hands every entry's value to `f` and empties the set, in one step: no reader sees the
-    /// set emptied before `f` has run.
-    pub(crate) fn clear_after(&self, f: impl FnOnce(&mut dyn Iterator<Item = &V>)) {
-        let mut inner = self.write();
-        f(&mut inner.entries.values().map(|(_, value)| value));
-        inner.entries.clear();
-        inner.by_expiry.clear();
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner<V>> {
@@ -158,19 +150,6 @@ mod tests {
         // An expired key may be used again.
         assert_eq!(set.insert("short", LONG, ()), Inserted::Full);
         assert!(set.contains("long") && set.contains("next"));
-    }
-
-    #[test]
-    fn clear_after_sees_every_value() {
-        let set = ExpiringSet::new(4);
-        for (key, value) in [("a", 3), ("b", 9), ("c", 5)] {
-            set.insert(key, LONG, value);
-        }
-        let mut max = 0;
-        set.clear_after(|values| max = values.copied().max().unwrap_or(0));
-        assert_eq!(max, 9);
-        assert_eq!(set.len(), 0);
-        assert_eq!(set.insert("a", LONG, 1), Inserted::New);
     }
 
     #[test]

@@ -47,14 +47,11 @@ pub enum Invalidation {
         /// The user.
         id: UserId,
     },
-    /// A session ended at logout: refuse its cookie from now on.
+    /// A session ended (logout, revocation, idle, the IdP's logout): drop its cached
+    /// record, so its next request reads the ended record from the session store.
     Session {
-        /// The session id.
+        /// The session's record id (the hash of the cookie's secret, never the secret).
         id: String,
-        /// When the session was issued, Unix seconds.
-        issued_at: i64,
-        /// When it would have expired, Unix seconds: it is remembered as ended until then.
-        expires_at: i64,
     },
     /// Events may have been lost (the bus reconnected): drop every cached user.
     All,
@@ -280,11 +277,7 @@ mod tests {
     use super::*;
 
     fn session_event() -> Invalidation {
-        Invalidation::Session {
-            id: "s1".into(),
-            issued_at: 1,
-            expires_at: 2,
-        }
+        Invalidation::Session { id: "s1".into() }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::prompt::ProvisionPrompt;
 use crate::provision::{Domain, Policy, Provisioned, Provisioner};
 use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
-use crate::session::{CookieCodec, SessionKey};
+use crate::session::{CookieCodec, SessionKey, SessionStore, SessionStoreHandle, Sessions};
 use crate::store::{SharedStore, UserStore};
 
 /// See [`JitLayerBuilder::store_timeout`].
@@ -81,13 +81,14 @@ pub(crate) struct Shared {
     pub(crate) origin: url::Origin,
     pub(crate) providers: HashMap<String, Arc<OidcProvider>>,
     pub(crate) provisioner: Provisioner,
+    /// The sessions: issue, open, end.
+    pub(crate) sessions: Sessions,
     /// Each provider's provisioning policy.
     pub(crate) policies: HashMap<String, Arc<Policy>>,
     /// The SAML providers.
     #[cfg(feature = "saml")]
     pub(crate) saml: HashMap<String, Arc<crate::saml::SamlServiceProvider>>,
     pub(crate) codec: CookieCodec,
-    pub(crate) session_cookie: String,
     /// The pending-prompt cookie's name, when any provider has a prompt hook.
     pub(crate) prompt_cookie: Option<String>,
     pub(crate) session: SessionConfig,
@@ -289,6 +290,9 @@ impl<S> Layer<S> for JitLayer {
 pub struct JitLayerBuilder {
     config: JitConfig,
     store: Option<SharedStore>,
+    /// The user store's session store, if it has one.
+    store_sessions: Option<SessionStoreHandle>,
+    session_store: Option<SessionStoreHandle>,
     domain_stores: Vec<(String, SharedStore)>,
     sinks: Vec<Arc<dyn EventSink>>,
     prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
@@ -315,6 +319,8 @@ impl Default for JitLayerBuilder {
         Self {
             config: JitConfig::new(""),
             store: None,
+            store_sessions: None,
+            session_store: None,
             domain_stores: Vec::new(),
             sinks: Vec::new(),
             prompts: HashMap::new(),
@@ -356,6 +362,7 @@ impl JitLayerBuilder {
 
     /// The user store.
     pub fn store(mut self, store: impl UserStore) -> Self {
+        self.store_sessions = store.session_store();
         self.store = Some(Arc::new(store));
         self
     }
@@ -461,9 +468,50 @@ impl JitLayerBuilder {
         self
     }
 
-    /// Most sessions ended by logout that the layer remembers (`session.max_revoked_sessions`,
-    /// default a million). Full, it ends every session issued up to the newest revoked one
-    /// rather than forget one.
+    /// Idle timeout of sessions (`session.idle_timeout_secs`; default none, and
+    /// `Duration::ZERO` is none): a session with no request for this long ends, before its
+    /// absolute [`session_ttl`](Self::session_ttl).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use jit_provision::{JitLayer, store::MemoryStore};
+    /// let builder = JitLayer::builder()
+    ///     .store(MemoryStore::new())
+    ///     .session_idle_timeout(Duration::from_secs(30 * 60));
+    /// # let _ = builder;
+    /// ```
+    pub fn session_idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.session.idle_timeout_secs = idle.as_secs();
+        self
+    }
+
+    /// How long a session record is served from memory before it is read again
+    /// (`session.record_cache_ttl_secs`; default the [cache TTL](Self::cache_ttl)). Without
+    /// an invalidation bus, the longest another instance may still accept a session ended
+    /// elsewhere.
+    pub fn session_record_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.config.session.record_cache_ttl_secs = Some(ttl.as_secs());
+        self
+    }
+
+    /// Where sessions are kept (default: the user store's own, see
+    /// [`UserStore::session_store`]; else memory). Sessions in the store hold across
+    /// restarts and between instances: a logout is a logout everywhere.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, session::MemorySessionStore, store::MemoryStore};
+    /// let builder = JitLayer::builder()
+    ///     .store(MemoryStore::new())
+    ///     .session_store(MemorySessionStore::new());
+    /// # let _ = builder;
+    /// ```
+    pub fn session_store(mut self, store: impl SessionStore) -> Self {
+        self.session_store = Some(SessionStoreHandle::new(store));
+        self
+    }
+
+    /// Deprecated, no effect (`session.max_revoked_sessions`): ended sessions are kept in
+    /// the session store.
     pub fn max_revoked_sessions(mut self, max: u64) -> Self {
         self.config.session.max_revoked_sessions = max;
         self
@@ -683,13 +731,34 @@ impl JitLayerBuilder {
             unauthenticated: config.session.unauthenticated.clone(),
             bearer: bearer.is_some(),
         });
+        let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
+        let session_store = match self.session_store.or(self.store_sessions) {
+            Some(store) => store,
+            None => {
+                tracing::warn!(
+                    "no session store: sessions are kept in memory, so they end when the process does and are not seen by other instances"
+                );
+                SessionStoreHandle::new(crate::session::MemorySessionStore::new())
+            }
+        };
+        let sessions = Sessions::new(
+            session_store.time_limited(self.store_timeout),
+            codec.clone(),
+            session_cookie,
+            config.session.ttl_secs,
+            config.session.idle_timeout_secs,
+            cache.clone(),
+            bus.clone(),
+        );
         let shared = Shared {
             prefix,
             origin: public.origin(),
             providers,
+            sessions: sessions.clone(),
             provisioner: Provisioner::new(
                 domains,
-                UserCache::new(&config.cache, config.session.max_revoked_sessions),
+                cache,
+                sessions,
                 bus.clone(),
                 self.sinks,
                 self.prompts,
@@ -699,7 +768,6 @@ impl JitLayerBuilder {
             #[cfg(feature = "saml")]
             saml: saml_providers,
             codec,
-            session_cookie,
             prompt_cookie,
             session: config.session.clone(),
             replay: self

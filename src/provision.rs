@@ -25,6 +25,7 @@ use crate::mapping::{
 };
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
+use crate::session::{EndReason, Sessions};
 use crate::store::{
     Identity, IdentityKey, LoginStamp, Profile, SharedStore, StoreError, User, UserId, now_unix,
 };
@@ -369,6 +370,7 @@ impl Domain {
 pub(crate) struct Provisioner {
     domains: Arc<HashMap<Arc<str>, Arc<Domain>>>,
     cache: UserCache,
+    sessions: Sessions,
     metrics: Arc<Metrics>,
     bus: Option<SignedBus>,
     sinks: Arc<Vec<Arc<dyn EventSink>>>,
@@ -424,6 +426,7 @@ impl Provisioner {
     pub(crate) fn new(
         domains: HashMap<Arc<str>, Arc<Domain>>,
         cache: UserCache,
+        sessions: Sessions,
         bus: Option<SignedBus>,
         sinks: Vec<Arc<dyn EventSink>>,
         prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
@@ -432,6 +435,7 @@ impl Provisioner {
         Self {
             domains: Arc::new(domains),
             cache,
+            sessions,
             metrics: Arc::default(),
             bus,
             sinks: Arc::new(sinks),
@@ -464,12 +468,7 @@ impl Provisioner {
     /// Applies an invalidation here and sends it to the other instances, if there is a bus.
     /// A bus failure is logged: the other instances then catch up after their cache TTL.
     pub(crate) async fn announce(&self, event: Invalidation) {
-        self.cache.apply(&event).await;
-        if let Some(bus) = &self.bus
-            && let Err(err) = bus.publish(event).await
-        {
-            tracing::warn!(error = %err, "could not publish a cache invalidation");
-        }
+        self.cache.announce(self.bus.as_ref(), event).await;
     }
 
     pub(crate) async fn emit(&self, event: ProvisioningEvent) {
@@ -607,6 +606,13 @@ impl Provisioner {
                 id: user.id,
             })
             .await;
+            if let Err(err) = self
+                .sessions
+                .end_for_user(&domain.name, user.id, EndReason::UserLocked)
+                .await
+            {
+                tracing::warn!(provider = %identity.provider, user_id = %user.id, error = %err, "could not end the sessions of a locked user");
+            }
         }
     }
 

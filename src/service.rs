@@ -10,14 +10,13 @@ use http::{HeaderValue, Request, Response, header};
 use tower_service::Service;
 
 use crate::bearer::{Bearer, BearerError};
-use crate::cache::OpenedSession;
 use crate::endpoints;
 use crate::error::Error;
-use crate::extract::{AuthInfo, AuthMethod, CurrentUser};
+use crate::extract::CurrentUser;
 use crate::layer::Shared;
 use crate::provision::ProvisionError;
-use crate::session::{SameSite, SessionData, cookies_named};
-use crate::store::{StoreError, User, UserId, now_unix};
+use crate::session::Opened;
+use crate::store::{StoreError, User, UserId};
 
 /// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's
 /// error type: every failure of its own becomes a response.
@@ -85,9 +84,7 @@ where
                 Ok(Attached::Clean) => inner.call(req).await,
                 Ok(Attached::Stale) => {
                     let mut response = inner.call(req).await?;
-                    let clear = shared
-                        .codec
-                        .clear(&shared.session_cookie, "/", SameSite::Lax);
+                    let clear = shared.sessions.clear_cookie();
                     if let Ok(value) = HeaderValue::from_str(&clear) {
                         response.headers_mut().append(header::SET_COOKIE, value);
                     }
@@ -181,43 +178,19 @@ fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Respo
     response
 }
 
-/// Reads the session cookie and, when it is good, puts the user in the extensions.
+/// Reads the session cookie and, when its session holds and its user is good, puts the user
+/// in the extensions.
 async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Attached, Error> {
-    let cache = shared.provisioner.cache();
-    let opened = {
-        let mut values = cookies_named(req.headers(), &shared.session_cookie).peekable();
-        if values.peek().is_none() {
-            return Ok(Attached::Clean);
-        }
-        // With several cookies of our name (cookie tossing from a sibling domain), only one
-        // we sealed counts.
-        let mut found = None;
-        for sealed in values {
-            let cached = cache.sessions.get(sealed).await;
-            shared.provisioner.metrics().session_cache(cached.is_some());
-            if let Some(session) = cached {
-                found = Some(session);
-                break;
-            }
-            if let Some(session) = open_session(shared, sealed) {
-                cache
-                    .sessions
-                    .insert(sealed.to_owned(), session.clone())
-                    .await;
-                found = Some(session);
-                break;
-            }
-        }
-        found
-    };
-    let Some(session) = opened else {
-        return Ok(Attached::Stale);
-    };
-    if session.auth.expires_at <= now_unix()
-        || cache.is_revoked(&session.session_id, session.auth.issued_at)
+    let session = match shared
+        .sessions
+        .open(req.headers(), shared.provisioner.metrics())
+        .await
+        .map_err(Error::Session)?
     {
-        return Ok(Attached::Stale);
-    }
+        Opened::None => return Ok(Attached::Clean),
+        Opened::Stale => return Ok(Attached::Stale),
+        Opened::Live(session) => session,
+    };
     let Some(user) = load_user(shared, &session.auth.domain, session.user_id)
         .await
         .map_err(Error::Store)?
@@ -232,22 +205,4 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
         auth: session.auth.clone(),
     });
     Ok(Attached::Clean)
-}
-
-/// Decrypts and parses a session cookie value.
-fn open_session(shared: &Shared, sealed: &str) -> Option<Arc<OpenedSession>> {
-    let json = shared.codec.open(&shared.session_cookie, sealed)?;
-    let session: SessionData = serde_json::from_str(&json).ok()?;
-    Some(Arc::new(OpenedSession {
-        user_id: session.user_id,
-        session_id: session.session_id,
-        auth: Arc::new(AuthInfo {
-            provider: session.provider,
-            domain: session.domain,
-            subject: session.subject,
-            issued_at: session.issued_at,
-            expires_at: session.expires_at,
-            method: AuthMethod::Session,
-        }),
-    }))
 }

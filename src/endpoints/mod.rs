@@ -20,7 +20,8 @@ use crate::oidc::{OidcError, OidcProvider};
 use crate::prompt::{PendingPrompt, PromptState};
 use crate::provision::{ProvisionError, Provisioned, Resumed};
 use crate::session::{
-    PendingLogin, SameSite, SessionData, check_return_to, cookies_named, random_token,
+    EndReason, LoginSession, Opened, PendingLogin, SameSite, check_return_to, cookies_named,
+    random_token,
 };
 use crate::store::{Identity, now_unix};
 
@@ -37,6 +38,7 @@ pub(crate) enum Route {
     #[cfg(feature = "saml")]
     Metadata(String),
     Logout,
+    LogoutEverywhere,
     Resume,
     MethodNotAllowed(&'static str),
 }
@@ -56,11 +58,13 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             Route::MethodNotAllowed("POST")
         });
     }
-    if rest == "logout" {
-        return Some(if method == Method::POST {
+    if rest == "logout" || rest == "logout/everywhere" {
+        return Some(if method != Method::POST {
+            Route::MethodNotAllowed("POST")
+        } else if rest == "logout" {
             Route::Logout
         } else {
-            Route::MethodNotAllowed("POST")
+            Route::LogoutEverywhere
         });
     }
     let (provider, action) = rest.split_once('/')?;
@@ -127,7 +131,11 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         Route::Metadata(provider) => saml::metadata(&shared.saml[&provider]),
         Route::Logout => {
             let (parts, _) = req.into_parts();
-            logout(shared, &parts).await
+            logout(shared, &parts, false).await
+        }
+        Route::LogoutEverywhere => {
+            let (parts, _) = req.into_parts();
+            logout(shared, &parts, true).await
         }
         Route::MethodNotAllowed(allow) => {
             let mut response = crate::error::render(
@@ -404,7 +412,14 @@ async fn complete(
         .provisioner
         .provision(policy, &login.identity, &login.claims, None)
         .await?;
-    Ok(finish_login(shared, &login.identity, provisioned, &pending.return_to).await)
+    Ok(finish_login(
+        shared,
+        &login.identity,
+        provisioned,
+        login.session,
+        &pending.return_to,
+    )
+    .await)
 }
 
 /// Ends a successful login: a session cookie and a redirect to `return_to`, or, when a
@@ -413,6 +428,7 @@ pub(crate) async fn finish_login(
     shared: &Shared,
     identity: &Identity,
     provisioned: Provisioned,
+    login: LoginSession,
     return_to: &str,
 ) -> Response<Body> {
     let (user, domain, outcome) = match provisioned {
@@ -443,27 +459,17 @@ pub(crate) async fn finish_login(
     if let Some(domain) = shared.provisioner.domain(&domain) {
         shared.provisioner.record_login(domain, identity).await;
     }
-    tracing::info!(user_id = %user.id, outcome = ?outcome, "login succeeded");
-    let now = now_unix();
-    let ttl = shared.session.ttl_secs as i64;
-    let session = SessionData {
-        user_id: user.id,
-        domain: domain.to_string(),
-        provider: identity.provider.clone(),
-        subject: identity.subject.clone(),
-        session_id: random_token(16),
-        issued_at: now,
-        expires_at: now + ttl,
+    let cookie = match shared
+        .sessions
+        .issue(&domain, user.id, identity, login)
+        .await
+    {
+        Ok(cookie) => cookie,
+        Err(err) => return fail(&identity.provider, &err.into(), &HeaderMap::new()),
     };
-    let json = serde_json::to_string(&session).expect("plain struct serializes");
-    let sealed = shared.codec.seal(&shared.session_cookie, &json);
+    tracing::info!(user_id = %user.id, outcome = ?outcome, "login succeeded");
     let mut response = redirect(StatusCode::SEE_OTHER, return_to);
-    add_cookie(
-        &mut response,
-        shared
-            .codec
-            .set(&shared.session_cookie, sealed, "/", SameSite::Lax, ttl),
-    );
+    add_cookie(&mut response, cookie);
     response
 }
 
@@ -595,7 +601,18 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
             .provisioner
             .provision(policy, identity, &state.claims, Some(resumed))
             .await?;
-        Ok::<_, Error>(finish_login(shared, identity, provisioned, &state.pending.return_to).await)
+        // The IdP's session and tokens of the login before the prompt are not carried
+        // through it: this session has none.
+        Ok::<_, Error>(
+            finish_login(
+                shared,
+                identity,
+                provisioned,
+                LoginSession::default(),
+                &state.pending.return_to,
+            )
+            .await,
+        )
     }
     .await;
     let mut response = result.unwrap_or_else(|err| fail(&provider, &err, &headers));
@@ -605,30 +622,47 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
     response
 }
 
-async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
+/// `POST {prefix}/logout` ends the request's session (its record, in the store and on every
+/// instance); with `everywhere` (`POST {prefix}/logout/everywhere`), every session of its user
+/// if the session is live.
+async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body> {
     if let Err(err) = check_same_origin(shared, &req.headers) {
         return fail("-", &err, &req.headers);
     }
-    let name = &shared.session_cookie;
-    let session = cookies_named(&req.headers, name)
-        .find_map(|sealed| shared.codec.open(name, sealed))
-        .and_then(|json| serde_json::from_str::<SessionData>(&json).ok());
-    if let Some(session) = session {
-        let provisioner = &shared.provisioner;
-        provisioner
-            .announce(Invalidation::Session {
-                id: session.session_id.clone(),
-                issued_at: session.issued_at,
-                expires_at: session.expires_at,
-            })
-            .await;
-        provisioner
-            .announce(Invalidation::User {
-                domain: session.domain.clone(),
-                id: session.user_id,
-            })
-            .await;
-        tracing::info!(user_id = %session.user_id, provider = %session.provider, "logged out");
+    let sessions = &shared.sessions;
+    let ended = async {
+        // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
+        if everywhere
+            && let Opened::Live(session) = sessions
+                .open(&req.headers, shared.provisioner.metrics())
+                .await?
+        {
+            sessions
+                .end_for_user(&session.auth.domain, session.user_id, EndReason::Everywhere)
+                .await?;
+            return Ok(Some(session));
+        }
+        sessions.end_cookie(&req.headers, EndReason::Logout).await
+    }
+    .await;
+    match ended {
+        Ok(Some(session)) => {
+            shared
+                .provisioner
+                .announce(Invalidation::User {
+                    domain: session.auth.domain.clone(),
+                    id: session.user_id,
+                })
+                .await;
+            tracing::info!(user_id = %session.user_id, provider = %session.auth.provider, everywhere, "logged out");
+        }
+        Ok(None) => {}
+        // The cookie goes anyway, but the session may still hold elsewhere: say so.
+        Err(err) => {
+            let mut response = fail("-", &Error::Session(err), &req.headers);
+            add_cookie(&mut response, sessions.clear_cookie());
+            return response;
+        }
     }
     // A prompt in progress ends too, also for a copy of its cookie.
     if let Some(state) = prompt_state(shared, &req.headers)
@@ -640,7 +674,7 @@ async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
         .filter(|t| check_return_to(t).is_ok())
         .unwrap_or_else(|| "/".to_owned());
     let mut response = redirect(StatusCode::SEE_OTHER, &target);
-    add_cookie(&mut response, shared.codec.clear(name, "/", SameSite::Lax));
+    add_cookie(&mut response, sessions.clear_cookie());
     if let Some(prompt) = shared.prompt_cookie.as_deref() {
         add_cookie(
             &mut response,

@@ -158,7 +158,13 @@ pub(crate) async fn acs(
             .provisioner
             .provision(policy, &login.identity, &login.claims, None)
             .await?;
-        Ok::<_, Error>(finish_login(shared, &login.identity, provisioned, &return_to).await)
+        let session = crate::session::LoginSession {
+            idp_session: login.session_index.clone(),
+            tokens: None,
+        };
+        Ok::<_, Error>(
+            finish_login(shared, &login.identity, provisioned, session, &return_to).await,
+        )
     }
     .await;
     let metrics = shared.provisioner.metrics();

@@ -395,6 +395,8 @@ pub(crate) struct AuthRequest {
 pub(crate) struct VerifiedLogin {
     pub identity: Identity,
     pub claims: Claims,
+    /// The session the login starts: the ID token's `sid` and the tokens to keep.
+    pub session: crate::session::LoginSession,
 }
 
 /// One configured OpenID Connect provider, discovered lazily, rediscovered after its TTL
@@ -653,6 +655,20 @@ impl OidcProvider {
             Some(_) => return Err(IdTokenError::Malformed.into()),
         };
         let mut claims = self.verify_id_token(&d, raw, &nonce).await?;
+        // The IdP's session, from the verified ID token itself (never from userinfo).
+        let idp_session = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+        let mut tokens = crate::session::SessionTokens {
+            id_token: Some(raw.clone()),
+            ..Default::default()
+        };
+        if self.config.store_tokens {
+            tokens.access_token = Some(response.access_token().secret().clone());
+            tokens.refresh_token = response.refresh_token().map(|t| t.secret().clone());
+            tokens.expires_at = response.expires_in().map(|e| {
+                crate::store::now_unix()
+                    .saturating_add(i64::try_from(e.as_secs()).unwrap_or(i64::MAX))
+            });
+        }
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -674,6 +690,10 @@ impl OidcProvider {
         Ok(VerifiedLogin {
             identity: Identity::new(self.id.clone(), issuer, subject),
             claims: Claims(claims),
+            session: crate::session::LoginSession {
+                idp_session,
+                tokens: Some(tokens),
+            },
         })
     }
 

@@ -85,6 +85,9 @@ pub struct SamlLogin {
     /// Unix seconds from which this assertion is refused anyway: the earliest of the
     /// bearer confirmation's and the conditions' `NotOnOrAfter`, plus the clock skew.
     pub not_on_or_after: i64,
+    /// The `SessionIndex` of the assertion's `AuthnStatement`: the IdP's session, which its
+    /// Single Logout names.
+    pub session_index: Option<String>,
 }
 
 impl SamlLogin {
@@ -577,6 +580,7 @@ impl SamlServiceProvider {
             claims: checked.claims,
             assertion_id: checked.assertion_id,
             not_on_or_after: checked.not_on_or_after,
+            session_index: checked.session_index,
         }
     }
 }

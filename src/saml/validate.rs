@@ -39,6 +39,8 @@ pub(crate) struct Checked {
     pub assertion_id: String,
     /// When the assertion stops being accepted (skew included), Unix seconds.
     pub not_on_or_after: i64,
+    /// The `SessionIndex` of the (first) `AuthnStatement`, if any.
+    pub session_index: Option<String>,
 }
 
 /// Checks the `Response` element itself. `signed`: the response is the verified element,
@@ -101,7 +103,7 @@ pub(crate) fn check_assertion(
     let mut not_on_or_after = check_conditions(assertion, expected)?;
     let confirmed_until = check_bearer(subject, expected)?;
     not_on_or_after = not_on_or_after.min(confirmed_until);
-    check_authn_statement(assertion, expected)?;
+    let session_index = check_authn_statement(assertion, expected)?;
 
     let claims = attributes(assertion);
     let subject = match expected.identity_attribute {
@@ -113,6 +115,7 @@ pub(crate) fn check_assertion(
         claims,
         assertion_id,
         not_on_or_after: not_on_or_after.saturating_add(expected.skew),
+        session_index,
     })
 }
 
@@ -220,12 +223,17 @@ fn check_confirmation(
     Ok(until)
 }
 
+/// Checks the `AuthnStatement`s; the `SessionIndex` of the first.
 fn check_authn_statement(
     assertion: Node<'_, '_>,
     expected: &Expected<'_>,
-) -> Result<(), SamlError> {
+) -> Result<Option<String>, SamlError> {
     let mut any = false;
+    let mut session_index = None;
     for statement in children(assertion, NS_ASSERTION, "AuthnStatement") {
+        if !any {
+            session_index = statement.attribute("SessionIndex").map(str::to_owned);
+        }
         any = true;
         if let Some(end) = statement.attribute("SessionNotOnOrAfter") {
             let end = time::parse(end)
@@ -236,7 +244,7 @@ fn check_authn_statement(
         }
     }
     if any {
-        Ok(())
+        Ok(session_index)
     } else {
         Err(SamlError::InvalidAssertion("no AuthnStatement"))
     }

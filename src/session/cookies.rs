@@ -184,6 +184,12 @@ impl CookieCodec {
         if sealed.len() > MAX_COOKIE_VALUE {
             return None;
         }
+        self.open_blob(name, sealed)
+    }
+
+    /// [`open`](Self::open) for a value kept server-side (sealed tokens): no cookie size
+    /// limit.
+    pub(crate) fn open_blob(&self, name: &str, sealed: &str) -> Option<String> {
         let body = match sealed.strip_prefix(FORMAT_2) {
             Some(encoded) => self.open_current(name, encoded)?,
             None => self.open_legacy(name, sealed)?,

@@ -1,21 +1,31 @@
-//! Encrypted cookies: the session of a logged-in user and the pending state of a login in
-//! progress. Both are sealed with XChaCha20-Poly1305 under a key derived from the first
+//! Sessions and encrypted cookies: [`SessionStore`] (server-side session records, the
+//! truth about a session), the session of a logged-in user and the pending state of a login
+//! in progress. Both are sealed with XChaCha20-Poly1305 under a key derived from the first
 //! [`SessionKey`] of the ring (older cookies, AES-256-GCM as the `cookie` crate's private jar
 //! seals them, still open), so any app instance holding the keys can read them and nobody
 //! else can read or forge them.
 
 mod cookies;
 mod redirect;
+mod sessions;
+mod store;
 
 pub use cookies::SessionKey;
 pub(crate) use cookies::{CookieCodec, KEY_ID_LEN, SameSite, cookies_named};
 pub use redirect::{InvalidReturnTo, check_return_to};
+pub use sessions::SessionError;
+pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};
+pub use store::{
+    EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
+    SessionStoreHandle,
+};
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::UserId;
 
-/// What the session cookie carries, encrypted.
+/// What the session cookie of earlier releases carries, encrypted. Such a cookie still
+/// opens: the layer adopts it into a session record at its first request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionData {
     /// The local user.

@@ -90,6 +90,7 @@ impl Inner {
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     counters: Arc<StoreCounters>,
+    sessions: crate::session::MemorySessionStore,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -107,6 +108,12 @@ impl MemoryStore {
     /// The operation counters.
     pub fn counters(&self) -> &StoreCounters {
         &self.counters
+    }
+
+    /// The sessions of this store's users (what
+    /// [`session_store`](UserStore::session_store) answers), with their own counters.
+    pub fn sessions(&self) -> &crate::session::MemorySessionStore {
+        &self.sessions
     }
 
     /// Number of users held.
@@ -287,6 +294,12 @@ impl UserStore for MemoryStore {
             inner.synced.remove(&key);
         }
         Ok(())
+    }
+
+    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
+        Some(crate::session::SessionStoreHandle::new(
+            self.sessions.clone(),
+        ))
     }
 
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {

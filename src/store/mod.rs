@@ -15,6 +15,8 @@ mod canonical;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_sessions;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod types;
@@ -225,6 +227,16 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Deletes a user and its identity links.
     fn delete(&self, id: UserId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Where the layer keeps the sessions of this store's users unless
+    /// [`JitLayerBuilder::session_store`](crate::JitLayerBuilder::session_store) names one:
+    /// the stores of this crate answer themselves (same database, or same memory), so
+    /// sessions live as long as the users do. Default `None`: the layer then keeps sessions
+    /// in memory (they end when the process does). A store wrapping one of this crate's
+    /// should forward it.
+    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
+        None
+    }
 }
 
 /// Names the users linked more than once at one provider, from `(user_id, provider, count)`
@@ -400,27 +412,34 @@ struct TimeLimited {
 }
 
 impl TimeLimited {
-    /// Bounds one call of the store method `operation`, and records its duration (the
-    /// `jit_store_call_duration_seconds` histogram).
     fn bound<'a, T: Send + 'a>(
         &self,
         operation: &'static str,
         work: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
-        let limit = self.limit;
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = match tokio::time::timeout(limit, work).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(limit = ?limit, "a user store call timed out");
-                    Err(StoreError::unavailable(StoreTimeout(limit)))
-                }
-            };
-            crate::metrics::store_call(operation, started.elapsed());
-            result
-        })
+        bounded(self.limit, operation, work)
     }
+}
+
+/// Bounds one call of the store method `operation` by `limit`, and records its duration
+/// (the `jit_store_call_duration_seconds` histogram).
+pub(crate) fn bounded<'a, T: Send + 'a>(
+    limit: Duration,
+    operation: &'static str,
+    work: BoxFuture<'a, StoreResult<T>>,
+) -> BoxFuture<'a, StoreResult<T>> {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(limit = ?limit, "a user store call timed out");
+                Err(StoreError::unavailable(StoreTimeout(limit)))
+            }
+        };
+        crate::metrics::store_call(operation, started.elapsed());
+        result
+    })
 }
 
 impl ErasedStore for TimeLimited {
@@ -488,7 +507,7 @@ impl ErasedStore for TimeLimited {
 
 /// Runs store code so that a panic in it becomes [`StoreError::Panicked`] (a `500`) for this
 /// request instead of tearing down the connection's task; the layer keeps serving.
-async fn contained<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+pub(crate) async fn contained<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
     use futures_util::FutureExt;
     match std::panic::AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,

@@ -248,6 +248,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0006_roles.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            7,
+            "sessions".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0007_sessions.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -582,6 +589,11 @@ impl UserStore for PostgresStore {
         let change = sqlx::query("DELETE FROM jit_users WHERE id = $1").bind(id.0);
         self.change_user(id, change).await
     }
+
+    /// Sessions live in this database too (table `jit_sessions`).
+    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
+        Some(crate::session::SessionStoreHandle::new(self.clone()))
+    }
 }
 
 /// Reads user `id` inside `tx` (locking the row), applies `changes` to it as stored and
@@ -633,6 +645,13 @@ fn identity_from_row(row: &PgRow) -> Result<LinkedIdentity, StoreError> {
         last_login_at: row.try_get("last_login_at").map_err(classify)?,
     })
 }
+
+impl PostgresStore {
+    /// PostgreSQL takes concurrent writers: nothing to hold.
+    async fn session_write_lock(&self) {}
+}
+
+super::sql_sessions::sql_session_store!(PostgresStore, sqlx::Postgres, |sql: &str| sql.to_owned());
 
 impl ReplayGuard for PostgresStore {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {

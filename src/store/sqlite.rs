@@ -217,6 +217,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0007_roles.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            8,
+            "sessions".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0008_sessions.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -301,6 +308,16 @@ impl SqliteStore {
         Ok(())
     }
 }
+
+impl SqliteStore {
+    /// Session writes queue behind the one writer, like the user writes.
+    async fn session_write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+}
+
+super::sql_sessions::sql_session_store!(SqliteStore, sqlx::Sqlite, |sql: &str| sql
+    .replace('$', "?"));
 
 /// One-time values in the database, so that several processes on one SQLite file share them.
 impl crate::replay::ReplayGuard for SqliteStore {
@@ -588,6 +605,11 @@ impl UserStore for SqliteStore {
         // Identity links go with the user (ON DELETE CASCADE, foreign keys are on).
         let change = sqlx::query("DELETE FROM jit_users WHERE id = ?").bind(id.0);
         self.change_user(change).await
+    }
+
+    /// Sessions live in this database too (table `jit_sessions`).
+    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
+        Some(crate::session::SessionStoreHandle::new(self.clone()))
     }
 }
 

@@ -138,6 +138,9 @@ impl UserStore for SwitchableStore {
         self.enter("delete").await?;
         self.inner.delete(id).await
     }
+    fn session_store(&self) -> Option<jit_provision::session::SessionStoreHandle> {
+        self.inner.session_store()
+    }
 }
 
 pub struct TestApp {

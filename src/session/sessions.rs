@@ -1,0 +1,592 @@
+//! [`Sessions`]: issue, open and end server-side sessions. The record in the
+//! [`SessionStore`](super::SessionStore) is the truth; the cookie carries the session's secret
+//! and what the hot path needs; every instance caches records and drops them when the
+//! invalidation bus says a session ended.
+//!
+//! Staleness: an instance without a bus sees a session ended elsewhere (another instance, the
+//! store directly) once its cached record expires: `session.record_cache_ttl_secs` (default
+//! `cache.ttl_secs`, 60 s). A record that is not cached is read from the store, so a session
+//! this instance has not seen yet is checked at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine;
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::{EndReason, IdpSession, SealedTokens, SessionRecord, SessionStoreHandle};
+use super::{CookieCodec, SameSite, cookies_named, random_token};
+use crate::cache::{OpenedSession, UserCache};
+use crate::extract::{AuthInfo, AuthMethod};
+use crate::invalidation::{Invalidation, SignedBus};
+use crate::metrics::Metrics;
+use crate::store::{Identity, StoreError, UserId, now_unix};
+
+/// `last_seen` is written to the store at most this often per session (seconds).
+pub(crate) const TOUCH_INTERVAL_SECS: i64 = 60;
+
+/// Records are purged this long after their absolute end (seconds): a day.
+const PURGE_AFTER_SECS: i64 = 24 * 3600;
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session store failed or could not be reached.
+    #[error("the session store failed")]
+    Store(#[from] StoreError),
+}
+
+impl SessionError {
+    /// The HTTP status: `503` when the store is unavailable, else `500`.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Store(StoreError::Unavailable(_)) => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(StoreError::Unavailable(_)) => "session_store_unavailable",
+            Self::Store(_) => "session_store_failed",
+        }
+    }
+}
+
+/// What the session cookie carries, sealed: the session's secret and what the hot path
+/// needs. (Cookies of earlier releases carry [`SessionData`](super::SessionData), without
+/// `v`.)
+#[derive(Serialize, Deserialize)]
+struct SessionCookie {
+    /// 2 for this format; absent (0) in earlier releases' cookies.
+    #[serde(rename = "v", default)]
+    version: u8,
+    #[serde(rename = "u")]
+    user_id: UserId,
+    #[serde(rename = "d", default = "primary")]
+    domain: String,
+    #[serde(rename = "p")]
+    provider: String,
+    #[serde(rename = "s")]
+    subject: String,
+    /// The secret; the record's id is its hash.
+    #[serde(rename = "id")]
+    secret: String,
+    #[serde(rename = "iat")]
+    issued_at: i64,
+    #[serde(rename = "exp")]
+    expires_at: i64,
+}
+
+fn primary() -> String {
+    crate::config::PRIMARY_DOMAIN.to_owned()
+}
+
+/// The tokens of a login, kept (sealed) in its session record.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SessionTokens {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When the access token expires, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SessionTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTokens")
+            .field("id_token", &self.id_token.is_some())
+            .field("access_token", &self.access_token.is_some())
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// What a login brings to its session besides the user.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LoginSession {
+    /// The IdP's session: OIDC `sid`, SAML `SessionIndex`.
+    pub idp_session: Option<String>,
+    pub tokens: Option<SessionTokens>,
+}
+
+/// A session record as cached on this instance, with the last request seen here.
+#[derive(Debug)]
+pub(crate) struct LiveSession {
+    record: SessionRecord,
+    /// Last request seen by this instance, Unix seconds.
+    last_seen: AtomicI64,
+    /// The `last_seen` the store holds (written or read), Unix seconds.
+    stored_seen: AtomicI64,
+}
+
+impl LiveSession {
+    fn new(record: SessionRecord) -> Arc<Self> {
+        let seen = record.last_seen;
+        Arc::new(Self {
+            record,
+            last_seen: AtomicI64::new(seen),
+            stored_seen: AtomicI64::new(seen),
+        })
+    }
+}
+
+/// What [`Sessions::open`] found.
+pub(crate) enum Opened {
+    /// No session cookie.
+    None,
+    /// A session cookie that no longer holds (or was not ours): the response deletes it.
+    Stale,
+    /// A live session.
+    Live(Arc<OpenedSession>),
+}
+
+/// Issues, opens and ends sessions (one per layer; clones share it).
+#[derive(Clone)]
+pub(crate) struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SessionStoreHandle,
+    codec: CookieCodec,
+    cookie_name: String,
+    ttl_secs: i64,
+    idle_secs: Option<u64>,
+    cache: UserCache,
+    bus: Option<SignedBus>,
+    /// Last purge of long-expired records by this instance, Unix seconds.
+    purged_at: AtomicI64,
+}
+
+/// The store id of a session secret: URL-safe base64 of its SHA-256.
+pub(crate) fn record_id(secret: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Sessions {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: SessionStoreHandle,
+        codec: CookieCodec,
+        cookie_name: String,
+        ttl_secs: u64,
+        idle_secs: u64,
+        cache: UserCache,
+        bus: Option<SignedBus>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                codec,
+                cookie_name,
+                ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
+                idle_secs: (idle_secs > 0).then_some(idle_secs),
+                cache,
+                bus,
+                purged_at: AtomicI64::new(now_unix()),
+            }),
+        }
+    }
+
+    /// A `Set-Cookie` value deleting the session cookie.
+    pub(crate) fn clear_cookie(&self) -> String {
+        self.inner
+            .codec
+            .clear(&self.inner.cookie_name, "/", SameSite::Lax)
+    }
+
+    /// Starts a session at login: writes its record and answers the `Set-Cookie` value.
+    pub(crate) async fn issue(
+        &self,
+        domain: &str,
+        user_id: UserId,
+        identity: &Identity,
+        login: LoginSession,
+    ) -> Result<String, SessionError> {
+        let inner = &*self.inner;
+        let now = now_unix();
+        let expires_at = now.saturating_add(inner.ttl_secs);
+        let secret = random_token(32);
+        let id = record_id(&secret);
+        let tokens = login.tokens.map(|tokens| self.seal_tokens(&id, &tokens));
+        let record = SessionRecord::new(
+            id.clone(),
+            domain,
+            user_id.to_string(),
+            &identity.provider,
+            &identity.subject,
+            now,
+            expires_at,
+        )
+        .with_idp_session(login.idp_session)
+        .with_idle_timeout(inner.idle_secs)
+        .with_tokens(tokens);
+        if !inner.store.0.create_session(&record).await? {
+            // 256 random bits collided: refuse rather than share a record.
+            return Err(StoreError::backend("a session id was issued twice").into());
+        }
+        inner
+            .cache
+            .records
+            .insert(Arc::from(id.as_str()), LiveSession::new(record))
+            .await;
+        self.purge_now_and_then(now);
+        let cookie = SessionCookie {
+            version: 2,
+            user_id,
+            domain: domain.to_owned(),
+            provider: identity.provider.clone(),
+            subject: identity.subject.clone(),
+            secret,
+            issued_at: now,
+            expires_at,
+        };
+        let json = serde_json::to_string(&cookie).expect("plain struct serializes");
+        let sealed = inner.codec.seal(&inner.cookie_name, &json);
+        Ok(inner.codec.set(
+            &inner.cookie_name,
+            sealed,
+            "/",
+            SameSite::Lax,
+            inner.ttl_secs,
+        ))
+    }
+
+    /// At most once an hour per instance, in the background: deletes the records a day past
+    /// their absolute end.
+    fn purge_now_and_then(&self, now: i64) {
+        let last = self.inner.purged_at.load(Ordering::Relaxed);
+        if now - last < 3600
+            || self
+                .inner
+                .purged_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let store = self.inner.store.clone();
+        tokio::spawn(async move {
+            match store.0.purge_sessions(now - PURGE_AFTER_SECS).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "purged expired session records"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
+            }
+        });
+    }
+
+    /// Seals tokens for the record `id` (bound to it: a blob moved to another record does
+    /// not open).
+    fn seal_tokens(&self, id: &str, tokens: &SessionTokens) -> SealedTokens {
+        let json = serde_json::to_string(tokens).expect("plain struct serializes");
+        SealedTokens::from_stored(self.inner.codec.seal(&tokens_aad(id), &json))
+    }
+
+    /// The tokens of a record, opened with any key of the ring (for RP-initiated logout's
+    /// `id_token_hint` and API calls).
+    #[allow(dead_code)]
+    pub(crate) fn tokens(&self, record: &SessionRecord) -> Option<SessionTokens> {
+        let sealed = record.tokens.as_ref()?;
+        let json = self
+            .inner
+            .codec
+            .open_blob(&tokens_aad(&record.id), sealed.as_str())?;
+        serde_json::from_str(&json).ok()
+    }
+
+    /// Decrypts and parses one session cookie value (no check of its record).
+    fn unseal(&self, sealed: &str) -> Option<Arc<OpenedSession>> {
+        let json = self.inner.codec.open(&self.inner.cookie_name, sealed)?;
+        let cookie: SessionCookie = serde_json::from_str(&json).ok()?;
+        Some(Arc::new(OpenedSession {
+            id: Arc::from(record_id(&cookie.secret)),
+            legacy: cookie.version == 0,
+            user_id: cookie.user_id,
+            auth: Arc::new(AuthInfo {
+                provider: cookie.provider,
+                domain: cookie.domain,
+                subject: cookie.subject,
+                issued_at: cookie.issued_at,
+                expires_at: cookie.expires_at,
+                method: AuthMethod::Session,
+            }),
+        }))
+    }
+
+    /// The session cookie of a request, decrypted (cached by sealed value), without checking
+    /// its record. With several cookies of our name (cookie tossing from a sibling domain),
+    /// only one we sealed counts.
+    pub(crate) async fn cookie(
+        &self,
+        headers: &HeaderMap,
+        metrics: Option<&Metrics>,
+    ) -> Option<Option<Arc<OpenedSession>>> {
+        let cache = &self.inner.cache.sessions;
+        let mut values = cookies_named(headers, &self.inner.cookie_name).peekable();
+        values.peek()?;
+        for sealed in values {
+            let cached = cache.get(sealed).await;
+            if let Some(metrics) = metrics {
+                metrics.session_cache(cached.is_some());
+            }
+            if let Some(session) = cached {
+                return Some(Some(session));
+            }
+            if let Some(session) = self.unseal(sealed) {
+                cache.insert(sealed.to_owned(), session.clone()).await;
+                return Some(Some(session));
+            }
+        }
+        Some(None)
+    }
+
+    /// The request's session, checked against its record: a cached record on a hit (no
+    /// store read), else the store's.
+    pub(crate) async fn open(
+        &self,
+        headers: &HeaderMap,
+        metrics: &Metrics,
+    ) -> Result<Opened, SessionError> {
+        let session = match self.cookie(headers, Some(metrics)).await {
+            None => return Ok(Opened::None),
+            Some(None) => return Ok(Opened::Stale),
+            Some(Some(session)) => session,
+        };
+        let now = now_unix();
+        if session.auth.expires_at <= now {
+            return Ok(Opened::Stale);
+        }
+        let Some(live) = self.record(&session).await? else {
+            return Ok(Opened::Stale);
+        };
+        let record = &live.record;
+        if record.domain != session.auth.domain
+            || record.user_id != session.user_id.to_string()
+            || record.provider != session.auth.provider
+            || record.ended_at.is_some()
+            || record.expires_at <= now
+        {
+            return Ok(Opened::Stale);
+        }
+        if let Some(idle) = record.idle_timeout_secs {
+            let seen = live.last_seen.load(Ordering::Acquire);
+            if now >= seen.saturating_add(idle as i64) && !self.seen_elsewhere(&live, now).await? {
+                self.end(&record.id, EndReason::Idle).await?;
+                return Ok(Opened::Stale);
+            }
+        }
+        live.last_seen.fetch_max(now, Ordering::AcqRel);
+        self.touch(&live, now);
+        Ok(Opened::Live(session))
+    }
+
+    /// Whether another instance saw the session recently enough (by the store's
+    /// `last_seen`) that it is not idle after all; refreshes the cached record if so.
+    async fn seen_elsewhere(&self, live: &LiveSession, now: i64) -> Result<bool, SessionError> {
+        let Some(fresh) = self.inner.store.0.get_session(&live.record.id).await? else {
+            return Ok(false);
+        };
+        if !fresh.is_live(now) {
+            return Ok(false);
+        }
+        live.last_seen.fetch_max(fresh.last_seen, Ordering::AcqRel);
+        live.stored_seen
+            .fetch_max(fresh.last_seen, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Writes `last_seen` to the store when the stored one is a minute old (in the
+    /// background; one write per session per minute at most).
+    fn touch(&self, live: &LiveSession, now: i64) {
+        let stored = live.stored_seen.load(Ordering::Acquire);
+        if now - stored < TOUCH_INTERVAL_SECS
+            || live
+                .stored_seen
+                .compare_exchange(stored, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let store = self.inner.store.clone();
+        let id = live.record.id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.0.touch_session(&id, now).await {
+                tracing::warn!(error = %err, "could not record a session's last request");
+            }
+        });
+    }
+
+    /// The cached record of a session, or the store's (adopting a cookie of an earlier
+    /// release that has none: its secret is as good as a new one's). Concurrent misses
+    /// share one store read.
+    async fn record(
+        &self,
+        session: &OpenedSession,
+    ) -> Result<Option<Arc<LiveSession>>, SessionError> {
+        let records = &self.inner.cache.records;
+        if let Some(live) = records.get(&session.id).await {
+            return Ok(Some(live));
+        }
+        let store = &self.inner.store;
+        let loaded = records
+            .try_get_with(session.id.clone(), async {
+                let found = store.0.get_session(&session.id).await?;
+                let record = match found {
+                    Some(record) => record,
+                    None if session.legacy => {
+                        let adopted = self.adopted(session);
+                        store.0.create_session(&adopted).await?;
+                        store.0.get_session(&session.id).await?.ok_or_else(|| {
+                            StoreError::backend("an adopted session record vanished")
+                        })?
+                    }
+                    None => return Err(None),
+                };
+                Ok(LiveSession::new(record))
+            })
+            .await;
+        match loaded {
+            Ok(live) => Ok(Some(live)),
+            Err(shared) => match &*shared {
+                None => Ok(None),
+                Some(err) => {
+                    tracing::error!(error = %err, "loading a session failed");
+                    Err(err.duplicate().into())
+                }
+            },
+        }
+    }
+
+    /// The record of a cookie of an earlier release, from what it carries.
+    fn adopted(&self, session: &OpenedSession) -> SessionRecord {
+        SessionRecord::new(
+            session.id.to_string(),
+            &session.auth.domain,
+            session.user_id.to_string(),
+            &session.auth.provider,
+            &session.auth.subject,
+            session.auth.issued_at,
+            session.auth.expires_at,
+        )
+        .with_idle_timeout(self.inner.idle_secs)
+    }
+
+    /// Ends one session in the store and on every instance; `true` when it was live.
+    pub(crate) async fn end(&self, id: &str, reason: EndReason) -> Result<bool, SessionError> {
+        let ended = self
+            .inner
+            .store
+            .0
+            .end_session(id, now_unix(), reason)
+            .await?;
+        self.forget(std::iter::once(id.to_owned())).await;
+        Ok(ended)
+    }
+
+    /// Ends the session of a request's cookie (logout), adopting a record for a cookie of
+    /// an earlier release so its end holds too. `None`: no cookie of ours.
+    pub(crate) async fn end_cookie(
+        &self,
+        headers: &HeaderMap,
+        reason: EndReason,
+    ) -> Result<Option<Arc<OpenedSession>>, SessionError> {
+        let Some(Some(session)) = self.cookie(headers, None).await else {
+            return Ok(None);
+        };
+        if session.legacy {
+            self.inner
+                .store
+                .0
+                .create_session(&self.adopted(&session))
+                .await?;
+        }
+        self.end(&session.id, reason).await?;
+        Ok(Some(session))
+    }
+
+    /// Ends every session of a user, in the store and on every instance; how many.
+    pub(crate) async fn end_for_user(
+        &self,
+        domain: &str,
+        user_id: UserId,
+        reason: EndReason,
+    ) -> Result<usize, SessionError> {
+        let ended = self
+            .inner
+            .store
+            .0
+            .end_sessions_for_user(domain, &user_id.to_string(), now_unix(), reason)
+            .await?;
+        let count = ended.len();
+        self.forget(ended).await;
+        Ok(count)
+    }
+
+    /// Ends the sessions of an identity provider's session (`sid` given: that IdP session
+    /// of that provider; only `subject`: every session of provider and subject; both: both
+    /// must match; neither: none), in the store and on every instance; how many. For the
+    /// IdP-initiated logouts (back-channel, front-channel, SAML SLO).
+    #[allow(dead_code)]
+    pub(crate) async fn end_by_idp_session(
+        &self,
+        provider: &str,
+        sid: Option<&str>,
+        subject: Option<&str>,
+    ) -> Result<usize, SessionError> {
+        if sid.is_none() && subject.is_none() {
+            return Ok(0);
+        }
+        let ended = self
+            .inner
+            .store
+            .0
+            .end_sessions_by_idp_session(
+                IdpSession::new(provider, sid, subject),
+                now_unix(),
+                EndReason::IdpLogout,
+            )
+            .await?;
+        let count = ended.len();
+        self.forget(ended).await;
+        Ok(count)
+    }
+
+    /// The live sessions of a user, oldest first.
+    pub(crate) async fn list(
+        &self,
+        domain: &str,
+        user_id: UserId,
+    ) -> Result<Vec<SessionRecord>, SessionError> {
+        Ok(self
+            .inner
+            .store
+            .0
+            .list_sessions_for_user(domain, &user_id.to_string(), now_unix())
+            .await?)
+    }
+
+    /// Drops ended sessions from every instance's cache.
+    async fn forget(&self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            self.inner
+                .cache
+                .announce(self.inner.bus.as_ref(), Invalidation::Session { id })
+                .await;
+        }
+    }
+}
+
+/// The associated data sealing the tokens of record `id`.
+fn tokens_aad(id: &str) -> String {
+    format!("jit-session-tokens.{id}")
+}

@@ -1,0 +1,652 @@
+//! Where sessions live: the [`SessionStore`] trait, the [`SessionRecord`] it keeps, and the
+//! in-memory implementation. The SQL stores ([`SqliteStore`](crate::store::SqliteStore),
+//! [`PostgresStore`](crate::store::PostgresStore)) implement it too, on their pool (table
+//! `jit_sessions`).
+//!
+//! The record is the truth about a session: a cookie opens only while its record exists, is
+//! not ended and has not expired (absolutely or for idleness). A store never sees the secret
+//! the cookie carries: a record's [`id`](SessionRecord::id) is the SHA-256 of it, so a copy of
+//! the table gives no live cookie.
+//!
+//! Like [`UserStore`](crate::store::UserStore) the trait uses `impl Future + Send` methods and
+//! is not dyn-compatible; the layer erases it internally
+//! ([`SessionStoreHandle::new`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{StoreError, bounded, contained};
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EndReason {
+    /// `POST {prefix}/logout`.
+    Logout,
+    /// `POST {prefix}/logout/everywhere`, or
+    /// [`JitLayer::end_sessions`](crate::JitLayer::end_sessions).
+    Everywhere,
+    /// The user was locked or deprovisioned.
+    UserLocked,
+    /// The identity provider ended its session (back-channel, front-channel or SAML logout).
+    IdpLogout,
+    /// Idle for longer than its idle timeout.
+    Idle,
+    /// A reason written by another version of the crate.
+    Other,
+}
+
+impl EndReason {
+    /// The name stored in SQL (`end_reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Everywhere => "everywhere",
+            Self::UserLocked => "user_locked",
+            Self::IdpLogout => "idp_logout",
+            Self::Idle => "idle",
+            Self::Other => "other",
+        }
+    }
+
+    /// The reason of a stored name ([`Other`](Self::Other) for an unknown one).
+    ///
+    /// ```
+    /// use jit_provision::session::EndReason;
+    /// assert_eq!(EndReason::parse(EndReason::Idle.as_str()), EndReason::Idle);
+    /// assert_eq!(EndReason::parse("from the future"), EndReason::Other);
+    /// ```
+    pub fn parse(name: &str) -> Self {
+        [
+            Self::Logout,
+            Self::Everywhere,
+            Self::UserLocked,
+            Self::IdpLogout,
+            Self::Idle,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+        .unwrap_or(Self::Other)
+    }
+}
+
+/// Tokens of a session as a store keeps them: sealed (XChaCha20-Poly1305 under the session
+/// key ring, bound to the session id), opaque to the store. Its `Debug` shows only its size.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedTokens(String);
+
+impl SealedTokens {
+    /// Sealed text as read back from a store.
+    pub fn from_stored(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The sealed text to store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SealedTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedTokens({} bytes)", self.0.len())
+    }
+}
+
+/// One session as a [`SessionStore`] keeps it.
+///
+/// ```
+/// use jit_provision::session::SessionRecord;
+/// let record = SessionRecord::new("hash", "PRIMARY", "7", "corp", "248289761001", 100, 200)
+///     .with_idp_session(Some("sid-1".into()))
+///     .with_idle_timeout(Some(60));
+/// assert!(record.is_live(150));
+/// assert!(!record.is_live(200));
+/// assert!(!record.is_live(161), "idle since 100");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// The session's id in the store: URL-safe base64 of the SHA-256 of the secret the
+    /// cookie carries (the secret itself is never stored).
+    pub id: String,
+    /// The user's store domain.
+    pub domain: String,
+    /// The local user's id, as text.
+    pub user_id: String,
+    /// The provider of the login.
+    pub provider: String,
+    /// The subject at that provider.
+    pub subject: String,
+    /// The identity provider's session: the OIDC ID token's `sid` claim, or the SAML
+    /// `AuthnStatement`'s `SessionIndex`.
+    pub idp_session: Option<String>,
+    /// Login time, Unix seconds.
+    pub created_at: i64,
+    /// Last request seen, Unix seconds, as last written (at most once a minute).
+    pub last_seen: i64,
+    /// Absolute end, Unix seconds.
+    pub expires_at: i64,
+    /// Idle timeout in seconds; `None`: none.
+    pub idle_timeout_secs: Option<u64>,
+    /// When the session was ended, Unix seconds.
+    pub ended_at: Option<i64>,
+    /// Why it was ended.
+    pub end_reason: Option<EndReason>,
+    /// The session's tokens, sealed.
+    pub tokens: Option<SealedTokens>,
+}
+
+impl SessionRecord {
+    /// A live session created (and last seen) at `created_at`, ending at `expires_at`.
+    pub fn new(
+        id: impl Into<String>,
+        domain: impl Into<String>,
+        user_id: impl Into<String>,
+        provider: impl Into<String>,
+        subject: impl Into<String>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            domain: domain.into(),
+            user_id: user_id.into(),
+            provider: provider.into(),
+            subject: subject.into(),
+            idp_session: None,
+            created_at,
+            last_seen: created_at,
+            expires_at,
+            idle_timeout_secs: None,
+            ended_at: None,
+            end_reason: None,
+            tokens: None,
+        }
+    }
+
+    /// Sets the identity provider's session.
+    pub fn with_idp_session(mut self, idp_session: Option<String>) -> Self {
+        self.idp_session = idp_session;
+        self
+    }
+
+    /// Sets the idle timeout (`None` or `Some(0)`: none).
+    pub fn with_idle_timeout(mut self, secs: Option<u64>) -> Self {
+        self.idle_timeout_secs = secs.filter(|s| *s > 0);
+        self
+    }
+
+    /// Sets the sealed tokens.
+    pub fn with_tokens(mut self, tokens: Option<SealedTokens>) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Whether the session still holds at `now` given its last request at `last_seen`: not
+    /// ended, not past its absolute end, not idle.
+    pub fn is_live_seen(&self, now: i64, last_seen: i64) -> bool {
+        self.ended_at.is_none()
+            && now < self.expires_at
+            && self
+                .idle_timeout_secs
+                .is_none_or(|idle| now < last_seen.saturating_add(idle as i64))
+    }
+
+    /// Whether the session still holds at `now` by what the record says.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.is_live_seen(now, self.last_seen)
+    }
+}
+
+/// Which sessions [`SessionStore::end_sessions_by_idp_session`] ends, at one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdpSession<'a> {
+    /// The provider.
+    pub provider: &'a str,
+    /// The IdP's session (`sid`, `SessionIndex`): when given, only sessions of it.
+    pub sid: Option<&'a str>,
+    /// The subject: when given, only sessions of it.
+    pub subject: Option<&'a str>,
+}
+
+impl<'a> IdpSession<'a> {
+    /// A selection; with neither `sid` nor `subject` it selects nothing.
+    pub fn new(provider: &'a str, sid: Option<&'a str>, subject: Option<&'a str>) -> Self {
+        Self {
+            provider,
+            sid,
+            subject,
+        }
+    }
+
+    /// Whether `record` is selected.
+    pub fn matches(&self, record: &SessionRecord) -> bool {
+        (self.sid.is_some() || self.subject.is_some())
+            && record.provider == self.provider
+            && self
+                .sid
+                .is_none_or(|sid| record.idp_session.as_deref() == Some(sid))
+            && self.subject.is_none_or(|sub| record.subject == sub)
+    }
+}
+
+/// The persistence of sessions.
+///
+/// `end_*` methods end only sessions not ended yet, record when and why, and answer the ids
+/// they ended (so the layer tells every instance to drop them). Ended and expired records
+/// stay until [`purge_sessions`](Self::purge_sessions) removes them: an ended session must
+/// stay refused as long as its cookie could be presented.
+/// `tests/common/session_contract.rs` is the executable contract.
+///
+/// ```
+/// use jit_provision::session::{EndReason, MemorySessionStore, SessionRecord, SessionStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemorySessionStore::new();
+/// let record = SessionRecord::new("h1", "PRIMARY", "7", "corp", "sub", 100, 10_000);
+/// assert!(store.create_session(&record).await?);
+/// assert_eq!(store.end_sessions_for_user("PRIMARY", "7", 150, EndReason::Everywhere).await?, ["h1"]);
+/// assert_eq!(store.get_session("h1").await?.unwrap().end_reason, Some(EndReason::Everywhere));
+/// # Ok::<_, jit_provision::store::StoreError>(())
+/// # }).unwrap();
+/// ```
+pub trait SessionStore: Send + Sync + 'static {
+    /// Writes a new session; `false` (and nothing written) when a record of that id exists.
+    fn create_session(
+        &self,
+        record: &SessionRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The session of this id, if any (ended ones too, until purged).
+    fn get_session(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<SessionRecord>, StoreError>> + Send;
+    /// Records a request at `at` (only moves `last_seen` forward).
+    fn touch_session(
+        &self,
+        id: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Ends one session: `true` when it was not ended yet.
+    fn end_session(
+        &self,
+        id: &str,
+        at: i64,
+        reason: EndReason,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Ends every session of a user; the ids ended.
+    fn end_sessions_for_user(
+        &self,
+        domain: &str,
+        user_id: &str,
+        at: i64,
+        reason: EndReason,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Ends the sessions [`IdpSession::matches`] selects; the ids ended.
+    fn end_sessions_by_idp_session(
+        &self,
+        selection: IdpSession<'_>,
+        at: i64,
+        reason: EndReason,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The sessions of a user that are not ended and not past their absolute end at `now`,
+    /// oldest first.
+    fn list_sessions_for_user(
+        &self,
+        domain: &str,
+        user_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<SessionRecord>, StoreError>> + Send;
+    /// Deletes the records whose absolute end is before `before`; how many.
+    fn purge_sessions(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Sessions in memory: right for tests and one process; they end when it does.
+///
+/// Counts its reads and writes ([`reads`](Self::reads), [`writes`](Self::writes)) so a test
+/// can show that an authenticated request read nothing.
+#[derive(Clone, Default)]
+pub struct MemorySessionStore {
+    records: Arc<Mutex<HashMap<String, SessionRecord>>>,
+    reads: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for MemorySessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemorySessionStore").finish_non_exhaustive()
+    }
+}
+
+impl MemorySessionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `get_session` and `list_sessions_for_user` calls so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Calls that wrote (create, touch, end, purge) so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn end_where(
+        &self,
+        at: i64,
+        reason: EndReason,
+        selected: impl Fn(&SessionRecord) -> bool,
+    ) -> Vec<String> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut ended: Vec<String> = self
+            .lock()
+            .values_mut()
+            .filter(|r| r.ended_at.is_none() && selected(r))
+            .map(|r| {
+                r.ended_at = Some(at);
+                r.end_reason = Some(reason);
+                r.id.clone()
+            })
+            .collect();
+        ended.sort();
+        ended
+    }
+}
+
+impl SessionStore for MemorySessionStore {
+    async fn create_session(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut records = self.lock();
+        if records.contains_key(&record.id) {
+            return Ok(false);
+        }
+        records.insert(record.id.clone(), record.clone());
+        Ok(true)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.lock().get(id).cloned())
+    }
+
+    async fn touch_session(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if let Some(record) = self.lock().get_mut(id) {
+            record.last_seen = record.last_seen.max(at);
+        }
+        Ok(())
+    }
+
+    async fn end_session(&self, id: &str, at: i64, reason: EndReason) -> Result<bool, StoreError> {
+        Ok(!self.end_where(at, reason, |r| r.id == id).is_empty())
+    }
+
+    async fn end_sessions_for_user(
+        &self,
+        domain: &str,
+        user_id: &str,
+        at: i64,
+        reason: EndReason,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.end_where(at, reason, |r| r.domain == domain && r.user_id == user_id))
+    }
+
+    async fn end_sessions_by_idp_session(
+        &self,
+        selection: IdpSession<'_>,
+        at: i64,
+        reason: EndReason,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.end_where(at, reason, |r| selection.matches(r)))
+    }
+
+    async fn list_sessions_for_user(
+        &self,
+        domain: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let mut found: Vec<SessionRecord> = self
+            .lock()
+            .values()
+            .filter(|r| {
+                r.domain == domain
+                    && r.user_id == user_id
+                    && r.ended_at.is_none()
+                    && now < r.expires_at
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(found)
+    }
+
+    async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut records = self.lock();
+        let len = records.len();
+        records.retain(|_, r| r.expires_at >= before);
+        Ok((len - records.len()) as u64)
+    }
+}
+
+type StoreResult<T> = Result<T, StoreError>;
+
+/// The dyn-compatible twin of [`SessionStore`] the layer holds.
+pub(crate) trait ErasedSessionStore: Send + Sync + 'static {
+    fn create_session<'a>(&'a self, record: &'a SessionRecord) -> BoxFuture<'a, StoreResult<bool>>;
+    fn get_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>>;
+    fn touch_session<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, StoreResult<()>>;
+    fn end_session<'a>(
+        &'a self,
+        id: &'a str,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+    fn end_sessions_for_user<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+    fn end_sessions_by_idp_session<'a>(
+        &'a self,
+        selection: IdpSession<'a>,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+    fn list_sessions_for_user<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>>;
+    fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>>;
+}
+
+impl<S: SessionStore> ErasedSessionStore for S {
+    fn create_session<'a>(&'a self, record: &'a SessionRecord) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(contained(SessionStore::create_session(self, record)))
+    }
+    fn get_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
+        Box::pin(contained(SessionStore::get_session(self, id)))
+    }
+    fn touch_session<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(contained(SessionStore::touch_session(self, id, at)))
+    }
+    fn end_session<'a>(
+        &'a self,
+        id: &'a str,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        Box::pin(contained(SessionStore::end_session(self, id, at, reason)))
+    }
+    fn end_sessions_for_user<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        Box::pin(contained(SessionStore::end_sessions_for_user(
+            self, domain, user_id, at, reason,
+        )))
+    }
+    fn end_sessions_by_idp_session<'a>(
+        &'a self,
+        selection: IdpSession<'a>,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        Box::pin(contained(SessionStore::end_sessions_by_idp_session(
+            self, selection, at, reason,
+        )))
+    }
+    fn list_sessions_for_user<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>> {
+        Box::pin(contained(SessionStore::list_sessions_for_user(
+            self, domain, user_id, now,
+        )))
+    }
+    fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(contained(SessionStore::purge_sessions(self, before)))
+    }
+}
+
+/// A [`SessionStore`], type-erased: what
+/// [`UserStore::session_store`](crate::store::UserStore::session_store) answers and the
+/// layer holds. Cheap to clone.
+///
+/// ```
+/// use jit_provision::session::{MemorySessionStore, SessionStoreHandle};
+/// let handle = SessionStoreHandle::new(MemorySessionStore::new());
+/// # let _ = handle.clone();
+/// ```
+#[derive(Clone)]
+pub struct SessionStoreHandle(pub(crate) Arc<dyn ErasedSessionStore>);
+
+impl SessionStoreHandle {
+    /// Erases `store`.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self(Arc::new(store))
+    }
+
+    /// This store with every call bounded by `limit` (and timed in the store-call histogram).
+    pub(crate) fn time_limited(self, limit: Duration) -> Self {
+        Self(Arc::new(TimeLimited { inner: self, limit }))
+    }
+}
+
+impl fmt::Debug for SessionStoreHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionStoreHandle")
+    }
+}
+
+struct TimeLimited {
+    inner: SessionStoreHandle,
+    limit: Duration,
+}
+
+impl ErasedSessionStore for TimeLimited {
+    fn create_session<'a>(&'a self, record: &'a SessionRecord) -> BoxFuture<'a, StoreResult<bool>> {
+        bounded(
+            self.limit,
+            "create_session",
+            self.inner.0.create_session(record),
+        )
+    }
+    fn get_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
+        bounded(self.limit, "get_session", self.inner.0.get_session(id))
+    }
+    fn touch_session<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, StoreResult<()>> {
+        bounded(
+            self.limit,
+            "touch_session",
+            self.inner.0.touch_session(id, at),
+        )
+    }
+    fn end_session<'a>(
+        &'a self,
+        id: &'a str,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        bounded(
+            self.limit,
+            "end_session",
+            self.inner.0.end_session(id, at, reason),
+        )
+    }
+    fn end_sessions_for_user<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        bounded(
+            self.limit,
+            "end_sessions_for_user",
+            self.inner
+                .0
+                .end_sessions_for_user(domain, user_id, at, reason),
+        )
+    }
+    fn end_sessions_by_idp_session<'a>(
+        &'a self,
+        selection: IdpSession<'a>,
+        at: i64,
+        reason: EndReason,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        bounded(
+            self.limit,
+            "end_sessions_by_idp_session",
+            self.inner
+                .0
+                .end_sessions_by_idp_session(selection, at, reason),
+        )
+    }
+    fn list_sessions_for_user<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>> {
+        bounded(
+            self.limit,
+            "list_sessions_for_user",
+            self.inner.0.list_sessions_for_user(domain, user_id, now),
+        )
+    }
+    fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        bounded(
+            self.limit,
+            "purge_sessions",
+            self.inner.0.purge_sessions(before),
+        )
+    }
+}
