@@ -541,7 +541,11 @@ impl DevIdp {
     /// The IdP sessions (`sid`s) of `subject` that ID tokens were issued for and that are
     /// not logged out yet, oldest first.
     pub fn sessions_of(&self, subject: &str) -> Vec<String> {
-        let sessions = self.inner.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let sessions = self
+            .inner
+            .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         sessions
             .iter()
             .filter(|s| s.subject == subject)
@@ -1266,7 +1270,11 @@ fn end_session_with(idp: &Inner, params: &HashMap<String, String>) -> Response {
         }
         None => None,
     };
-    if let Some(sid) = hint.as_ref().and_then(|c| c.get("sid")).and_then(Value::as_str) {
+    if let Some(sid) = hint
+        .as_ref()
+        .and_then(|c| c.get("sid"))
+        .and_then(Value::as_str)
+    {
         let mut sessions = idp.sessions.write().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|s| s.sid != sid);
     }

@@ -9,8 +9,11 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 mod binder;
+mod logout;
 #[cfg(feature = "saml")]
 mod saml;
+
+pub(crate) use logout::{post_logout_redirect_uri, provider_endpoint};
 
 use crate::error::{CallbackError, Error};
 use crate::invalidation::Invalidation;
@@ -39,6 +42,12 @@ pub(crate) enum Route {
     Metadata(String),
     Logout,
     LogoutEverywhere,
+    /// `GET {prefix}/logout/done`: the return from RP-initiated logout.
+    LogoutDone,
+    /// `POST {prefix}/{provider}/backchannel-logout`.
+    Backchannel(String),
+    /// `GET {prefix}/{provider}/frontchannel-logout`.
+    Frontchannel(String),
     Resume,
     MethodNotAllowed(&'static str),
 }
@@ -56,6 +65,13 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             Route::Resume
         } else {
             Route::MethodNotAllowed("POST")
+        });
+    }
+    if rest == "logout/done" {
+        return Some(if method == Method::GET || method == Method::HEAD {
+            Route::LogoutDone
+        } else {
+            Route::MethodNotAllowed("GET, HEAD")
         });
     }
     if rest == "logout" || rest == "logout/everywhere" {
@@ -92,6 +108,29 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             Some(Route::Callback(provider.to_owned()))
         }
         "callback" => Some(Route::MethodNotAllowed("GET, POST")),
+        "backchannel-logout" | "frontchannel-logout" => {
+            logout_route(shared, provider, action, method)
+        }
+        _ => None,
+    }
+}
+
+/// The IdP-initiated logout endpoints, served only for providers that enable them.
+fn logout_route(shared: &Shared, id: &str, action: &str, method: &Method) -> Option<Route> {
+    let config = &shared.providers.get(id)?.config;
+    match action {
+        "backchannel-logout" if config.backchannel_logout => Some(if method == Method::POST {
+            Route::Backchannel(id.to_owned())
+        } else {
+            Route::MethodNotAllowed("POST")
+        }),
+        "frontchannel-logout" if config.frontchannel_logout => {
+            Some(if method == Method::GET || method == Method::HEAD {
+                Route::Frontchannel(id.to_owned())
+            } else {
+                Route::MethodNotAllowed("GET, HEAD")
+            })
+        }
         _ => None,
     }
 }
@@ -136,6 +175,25 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         Route::LogoutEverywhere => {
             let (parts, _) = req.into_parts();
             logout(shared, &parts, true).await
+        }
+        Route::LogoutDone => {
+            let (parts, _) = req.into_parts();
+            logout::done(shared, &parts).await
+        }
+        Route::Backchannel(provider) => {
+            let oidc = shared.providers[&provider].clone();
+            let span = tracing::info_span!("jit.backchannel_logout", provider = %provider);
+            logout::backchannel(shared, &oidc, req)
+                .instrument(span)
+                .await
+        }
+        Route::Frontchannel(provider) => {
+            let oidc = shared.providers[&provider].clone();
+            let (parts, _) = req.into_parts();
+            let span = tracing::info_span!("jit.frontchannel_logout", provider = %provider);
+            logout::frontchannel(shared, &oidc, &parts)
+                .instrument(span)
+                .await
         }
         Route::MethodNotAllowed(allow) => {
             let mut response = crate::error::render(
@@ -630,6 +688,8 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         return fail("-", &err, &req.headers);
     }
     let sessions = &shared.sessions;
+    // RP-initiated logout's `id_token_hint`, read before the session ends.
+    let id_token = logout::id_token_hint(shared, &req.headers).await;
     let ended = async {
         // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
         if everywhere
@@ -645,6 +705,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         sessions.end_cookie(&req.headers, EndReason::Logout).await
     }
     .await;
+    let mut provider = None;
     match ended {
         Ok(Some(session)) => {
             shared
@@ -655,6 +716,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
                 })
                 .await;
             tracing::info!(user_id = %session.user_id, provider = %session.auth.provider, everywhere, "logged out");
+            provider = Some(session.auth.provider.clone());
         }
         Ok(None) => {}
         // The cookie goes anyway, but the session may still hold elsewhere: say so.
@@ -673,7 +735,12 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     let target = query_param(req.uri.query(), "return_to")
         .filter(|t| check_return_to(t).is_ok())
         .unwrap_or_else(|| "/".to_owned());
-    let mut response = redirect(StatusCode::SEE_OTHER, &target);
+    // Then at the provider too, when it is configured for RP-initiated logout.
+    let at_provider = match &provider {
+        Some(id) => logout::rp_initiated(shared, id, id_token.as_deref(), &target).await,
+        None => None,
+    };
+    let mut response = at_provider.unwrap_or_else(|| redirect(StatusCode::SEE_OTHER, &target));
     add_cookie(&mut response, sessions.clear_cookie());
     if let Some(prompt) = shared.prompt_cookie.as_deref() {
         add_cookie(
