@@ -128,6 +128,13 @@ const configuration = {
     backchannelLogout: { enabled: true },
   },
   jwks: { keys: [{ ...signingKey, use: 'sig', alg: 'RS256' }] },
+  // Logout tokens go to the test's app on 127.0.0.1, an address oidc-provider's SSRF guard
+  // refuses (it hands fetch a dispatcher that drops connections to special-use addresses):
+  // this test-only provider fetches without that dispatcher.
+  fetch: (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
 };
 
