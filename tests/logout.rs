@@ -500,3 +500,107 @@ async fn front_channel_logout_ends_the_named_session_in_a_page_only_the_idp_may_
     assert!(response.text().await.unwrap().contains("Logged out"));
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A memory session store whose IdP-initiated ends fail while `down` is set.
+#[derive(Clone, Default)]
+struct FlakySessions {
+    inner: jit_provision::session::MemorySessionStore,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+mod flaky {
+    use std::sync::atomic::Ordering;
+
+    use jit_provision::session::{EndReason, IdpSession, SessionRecord, SessionStore};
+    use jit_provision::store::StoreError;
+
+    use super::FlakySessions;
+
+    impl SessionStore for FlakySessions {
+        async fn create_session(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+            self.inner.create_session(record).await
+        }
+        async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner.get_session(id).await
+        }
+        async fn touch_session(&self, id: &str, at: i64) -> Result<(), StoreError> {
+            self.inner.touch_session(id, at).await
+        }
+        async fn end_session(
+            &self,
+            id: &str,
+            at: i64,
+            reason: EndReason,
+        ) -> Result<bool, StoreError> {
+            self.inner.end_session(id, at, reason).await
+        }
+        async fn end_sessions_for_user(
+            &self,
+            domain: &str,
+            user_id: &str,
+            at: i64,
+            reason: EndReason,
+        ) -> Result<Vec<String>, StoreError> {
+            self.inner
+                .end_sessions_for_user(domain, user_id, at, reason)
+                .await
+        }
+        async fn end_sessions_by_idp_session(
+            &self,
+            selection: IdpSession<'_>,
+            at: i64,
+            reason: EndReason,
+        ) -> Result<Vec<String>, StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::unavailable("simulated session store outage"));
+            }
+            self.inner
+                .end_sessions_by_idp_session(selection, at, reason)
+                .await
+        }
+        async fn list_sessions_for_user(
+            &self,
+            domain: &str,
+            user_id: &str,
+            now: i64,
+        ) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner
+                .list_sessions_for_user(domain, user_id, now)
+                .await
+        }
+        async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
+            self.inner.purge_sessions(before).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token() {
+    let sessions = FlakySessions::default();
+    let store = sessions.clone();
+    let app = TestApp::start_with(with_backchannel(), move |b| b.session_store(store)).await;
+    app.login(&alice()).await;
+    sessions
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let claims = app
+        .idp
+        .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
+    let (status, body) =
+        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_eq!(body["code"], "session_store_unavailable");
+    assert_eq!(app.me().await.status(), StatusCode::OK, "nothing ended");
+
+    sessions
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let claims = app
+        .idp
+        .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
+    let (status, body) =
+        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
+    assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
+}
