@@ -229,11 +229,7 @@ impl JitLayer {
     /// );
     /// ```
     pub fn backchannel_logout_uri(&self, id: &str) -> Option<String> {
-        let provider = self.shared.providers.get(id)?;
-        provider
-            .config
-            .backchannel_logout
-            .then(|| crate::endpoints::provider_endpoint(&self.shared, id, "backchannel-logout"))
+        self.logout_uri(id, |c| c.backchannel_logout, "backchannel-logout")
     }
 
     /// The front-channel logout URI to register at provider `id`'s IdP as the client's
@@ -241,11 +237,7 @@ impl JitLayer {
     /// `None` for an unknown provider or one without
     /// [`frontchannel_logout`](crate::ProviderConfig::frontchannel_logout).
     pub fn frontchannel_logout_uri(&self, id: &str) -> Option<String> {
-        let provider = self.shared.providers.get(id)?;
-        provider
-            .config
-            .frontchannel_logout
-            .then(|| crate::endpoints::provider_endpoint(&self.shared, id, "frontchannel-logout"))
+        self.logout_uri(id, |c| c.frontchannel_logout, "frontchannel-logout")
     }
 
     /// The `post_logout_redirect_uri` to register at provider `id`'s IdP for RP-initiated
@@ -274,6 +266,18 @@ impl JitLayer {
             .config
             .rp_initiated_logout
             .then(|| crate::endpoints::post_logout_redirect_uri(&self.shared, provider))
+    }
+
+    /// `{origin}{prefix}/{id}/{action}` of an OpenID Connect provider with the logout
+    /// `enabled`.
+    fn logout_uri(
+        &self,
+        id: &str,
+        enabled: fn(&ProviderConfig) -> bool,
+        action: &str,
+    ) -> Option<String> {
+        let config = &self.shared.providers.get(id)?.config;
+        enabled(config).then(|| crate::endpoints::provider_endpoint(&self.shared, id, action))
     }
 
     /// Provisions the user of an identity validated elsewhere (a custom flow, an import), with

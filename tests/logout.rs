@@ -44,6 +44,12 @@ async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// Posts a valid logout token of the dev IdP naming `sub` and/or `sid`.
+async fn send_logout(app: &TestApp, sub: Option<&str>, sid: Option<&str>) -> (StatusCode, Value) {
+    let claims = app.idp.logout_token_claims(common::CLIENT_ID, sub, sid);
+    answer(post_logout_token(app, &app.idp.sign_logout_token(claims)).await).await
+}
+
 async fn logged_in(app: &TestApp, client: &reqwest::Client) -> bool {
     app.me_with(client).await.status() == StatusCode::OK
 }
@@ -75,31 +81,19 @@ async fn a_logout_token_ends_what_it_names_sid_or_sub() {
     let sids = app.idp.sessions_of("sub-alice");
 
     // sid alone: that IdP session only (the first login's).
-    let claims = app
-        .idp
-        .logout_token_claims(common::CLIENT_ID, None, Some(&sids[0]));
-    let (status, body) =
-        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    let (status, body) = send_logout(&app, None, Some(&sids[0])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ended"], 1);
     assert!(!logged_in(&app, &first).await);
     assert!(logged_in(&app, &second).await);
 
     // sid of another subject with sub: both must match, nothing ends.
-    let claims = app
-        .idp
-        .logout_token_claims(common::CLIENT_ID, Some("sub-bob"), Some(&sids[1]));
-    let (status, body) =
-        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    let (status, body) = send_logout(&app, Some("sub-bob"), Some(&sids[1])).await;
     assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(0)));
     assert!(logged_in(&app, &second).await);
 
     // sub alone: every session of the subject.
-    let claims = app
-        .idp
-        .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
-    let (status, body) =
-        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    let (status, body) = send_logout(&app, Some("sub-alice"), None).await;
     assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
     assert!(!logged_in(&app, &second).await);
 }
@@ -499,6 +493,18 @@ async fn front_channel_logout_ends_the_named_session_in_a_page_only_the_idp_may_
     );
     assert!(response.text().await.unwrap().contains("Logged out"));
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
+
+    // Without sid (the provider does not say it sends one): the browser's own session ends.
+    app.login(&alice()).await;
+    let other = browser();
+    app.login_with(&other, &alice()).await;
+    let response = app.client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        logged_in(&app, &other).await,
+        "another browser's session lives on"
+    );
 }
 
 /// A memory session store whose IdP-initiated ends fail while `down` is set.
@@ -583,11 +589,7 @@ async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token(
     sessions
         .down
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let claims = app
-        .idp
-        .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
-    let (status, body) =
-        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    let (status, body) = send_logout(&app, Some("sub-alice"), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "temporarily_unavailable");
     assert_eq!(body["code"], "session_store_unavailable");
@@ -596,11 +598,7 @@ async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token(
     sessions
         .down
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let claims = app
-        .idp
-        .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
-    let (status, body) =
-        answer(post_logout_token(&app, &app.idp.sign_logout_token(claims)).await).await;
+    let (status, body) = send_logout(&app, Some("sub-alice"), None).await;
     assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
 }

@@ -16,8 +16,6 @@
 //!   `?iss=..&sid=..`, loaded by the IdP in an iframe: ends the session and answers a small
 //!   page that only the IdP's origin may frame.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -251,13 +249,7 @@ pub(crate) async fn done(shared: &Shared, req: &Parts) -> Response<Body> {
         if !constant_time_eq(pending.state.as_bytes(), state.as_bytes()) {
             return Err(LogoutError::UnknownState.into());
         }
-        let ttl = Duration::from_secs(shared.session.login_ttl_secs.max(1));
-        let first = shared
-            .replay
-            .first_use(&format!("logout-state:{state}"), ttl)
-            .await
-            .map_err(Error::Store)?;
-        if !first {
+        if !super::first_use(shared, &format!("logout-state:{state}")).await? {
             return Err(LogoutError::Replayed.into());
         }
         let target = check_return_to(&pending.return_to)

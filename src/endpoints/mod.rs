@@ -442,13 +442,7 @@ async fn complete(
         return Err(CallbackError::WrongProvider.into());
     }
     binder::check(shared, headers, &pending.binder)?;
-    let login_ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
-    let first = shared
-        .replay
-        .first_use(&format!("oidc-state:{state}"), login_ttl)
-        .await
-        .map_err(Error::Store)?;
-    if !first {
+    if !first_use(shared, &format!("oidc-state:{state}")).await? {
         return Err(CallbackError::Replayed.into());
     }
     if let Some(error) = params.error {
@@ -583,10 +577,16 @@ pub(crate) fn pending_prompt(shared: &Shared, headers: &HeaderMap) -> Option<Pen
 
 /// Uses up a prompt state in the replay guard: `false` when it was used before.
 async fn consume_prompt(shared: &Shared, state: &PromptState) -> Result<bool, Error> {
+    first_use(shared, &format!("prompt:{}", state.id)).await
+}
+
+/// Uses up a one-time value of a login or logout in progress (remembered for
+/// `login_ttl_secs`): `false` when it was used before.
+pub(crate) async fn first_use(shared: &Shared, key: &str) -> Result<bool, Error> {
     let ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
     shared
         .replay
-        .first_use(&format!("prompt:{}", state.id), ttl)
+        .first_use(key, ttl)
         .await
         .map_err(Error::Store)
 }
