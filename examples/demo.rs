@@ -170,6 +170,7 @@ async fn run() -> Result<(), BoxError> {
             .map(|(id, p)| (id.clone(), p.display_name.clone().unwrap_or(id.clone())))
             .collect(),
         store: store.clone(),
+        jit: jit.clone(),
     };
     let users = store.user_count().await?;
     print_banner(&config, &jit, local, &database, users, dev_idp.as_ref());
@@ -218,7 +219,8 @@ impl DemoStore {
             .map_err(|e| with_sources(&e))
     }
 
-    /// Gives the layer its store; PostgreSQL also shares one-time values and cache
+    /// Gives the layer its store, which also keeps the sessions (table `jit_sessions`: a
+    /// logout holds across restarts); PostgreSQL also shares one-time values and cache
     /// invalidations between instances.
     fn install(&self, builder: jit_provision::JitLayerBuilder) -> jit_provision::JitLayerBuilder {
         match self {
@@ -408,13 +410,15 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
     }
 }
 
-/// What the pages need besides the user: the login links, and the store for a user count.
+/// What the pages need besides the user: the login links, the store for a user count, and
+/// the layer for the user's sessions.
 #[derive(Clone)]
 struct AppState {
     prefix: String,
     /// `(id, name)` of every provider.
     providers: Vec<(String, String)>,
     store: DemoStore,
+    jit: JitLayer,
 }
 
 fn app(state: AppState, jit: JitLayer) -> Router {
@@ -427,8 +431,9 @@ fn app(state: AppState, jit: JitLayer) -> Router {
         // page at /admin/jit-test), for members of the local `admins` group only.
         .merge(jit.admin_router(|user| user.groups.contains("admins")))
         // The whole integration. The layer answers `/auth/{provider}/login`,
-        // `/auth/{provider}/callback` and `POST /auth/logout` itself, and attaches the
-        // logged-in user to every other request for the `CurrentUser` extractor.
+        // `/auth/{provider}/callback`, `POST /auth/logout` and `POST /auth/logout/everywhere`
+        // itself, and attaches the logged-in user to every other request for the
+        // `CurrentUser` extractor.
         .layer(jit)
 }
 
@@ -500,12 +505,44 @@ async fn profile(State(app): State<AppState>, user: CurrentUser) -> Html<String>
         ""
     };
     let body = format!(
-        "<h2>Local user</h2>{}<h2>Where it came from</h2>{}{admin}{NAV}{}",
+        "<h2>Local user</h2>{}<h2>Where it came from</h2>{}<h2>Your sessions</h2>{}{admin}{NAV}{}",
         table(&local),
         table(&origin),
+        sessions(&app, &user).await,
         logout_button(&app.prefix),
     );
     page("Profile", &body)
+}
+
+/// The user's live sessions (every browser logged in as them, from the session store), and a
+/// button ending them all.
+async fn sessions(app: &AppState, user: &CurrentUser) -> String {
+    let listed = match app.jit.sessions_of(&user.auth.domain, user.id).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            return format!(
+                "<p>The session store failed: {}.</p>",
+                escape_html(&e.to_string())
+            );
+        }
+    };
+    let items: String = listed
+        .iter()
+        .map(|s| {
+            format!(
+                "<li>started {}, last seen {}, through <code>{}</code></li>",
+                time(s.created_at),
+                time(s.last_seen),
+                escape_html(&s.provider)
+            )
+        })
+        .collect();
+    format!(
+        "<ul id=\"sessions\">{items}</ul>\
+         <form method=\"post\" action=\"{}/logout/everywhere\">\
+         <button type=\"submit\">Sign out everywhere</button></form>",
+        escape_html(&app.prefix)
+    )
 }
 
 /// JSON API: `401 {"error":"login_required",...}` when nobody is logged in.

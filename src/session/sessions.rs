@@ -597,3 +597,98 @@ impl Sessions {
 fn tokens_aad(id: &str) -> String {
     format!("jit-session-tokens.{id}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheConfig;
+    use crate::session::{MemorySessionStore, SessionKey, SessionStore};
+
+    fn sessions(codec: CookieCodec, store: &MemorySessionStore) -> Sessions {
+        let cache = UserCache::new(&CacheConfig::default(), None);
+        Sessions::new(
+            SessionStoreHandle::new(store.clone()),
+            codec,
+            "jit_session".into(),
+            3600,
+            0,
+            cache,
+            None,
+        )
+    }
+
+    fn tokens() -> SessionTokens {
+        SessionTokens {
+            id_token: Some("eyJ.the-id-token.sig".into()),
+            access_token: Some("at".into()),
+            refresh_token: None,
+            expires_at: Some(42),
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_sealed_under_a_previous_key_open_and_stay_bound_to_their_record() {
+        let (old, new) = (SessionKey::generate(), SessionKey::generate());
+        let store = MemorySessionStore::new();
+        let before = sessions(CookieCodec::new(&old, &[], true), &store);
+        let identity = Identity::new("corp", "https://idp", "sub");
+        let login = LoginSession {
+            idp_session: Some("sid-1".into()),
+            tokens: Some(tokens()),
+        };
+        let set_cookie = before
+            .issue("PRIMARY", UserId(7), &identity, login)
+            .await
+            .unwrap();
+        assert!(set_cookie.starts_with("jit_session=2."), "{set_cookie}");
+        let records = store
+            .list_sessions_for_user("PRIMARY", "7", now_unix())
+            .await
+            .unwrap();
+        let record = &records[0];
+        assert_eq!(record.idp_session.as_deref(), Some("sid-1"));
+        let sealed = record.tokens.as_ref().unwrap().as_str();
+        assert!(!sealed.contains("the-id-token"));
+        // Rotated: the new key seals, the old still opens.
+        let rotated = sessions(
+            CookieCodec::new(&new, std::slice::from_ref(&old), true),
+            &store,
+        );
+        assert_eq!(rotated.tokens(record), Some(tokens()));
+        let without_old = sessions(CookieCodec::new(&new, &[], true), &store);
+        assert_eq!(without_old.tokens(record), None);
+        // Moved to another record, the blob does not open.
+        let mut moved = record.clone();
+        moved.id = "another".into();
+        assert_eq!(rotated.tokens(&moved), None);
+    }
+
+    #[tokio::test]
+    async fn the_store_holds_the_hash_of_the_cookies_secret() {
+        let key = SessionKey::generate();
+        let codec = CookieCodec::new(&key, &[], true);
+        let store = MemorySessionStore::new();
+        let sessions = sessions(codec.clone(), &store);
+        let identity = Identity::new("corp", "https://idp", "sub");
+        let set_cookie = sessions
+            .issue("PRIMARY", UserId(7), &identity, LoginSession::default())
+            .await
+            .unwrap();
+        let sealed = set_cookie
+            .split(';')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .unwrap()
+            .1;
+        let json = codec.open("jit_session", sealed).unwrap();
+        let cookie: SessionCookie = serde_json::from_str(&json).unwrap();
+        assert_eq!(cookie.version, 2);
+        // 256 random bits, as URL-safe base64.
+        assert_eq!(cookie.secret.len(), 43);
+        let id = record_id(&cookie.secret);
+        assert_ne!(id, cookie.secret);
+        let record = store.get_session(&id).await.unwrap().unwrap();
+        assert_eq!(record.user_id, "7");
+        assert!(store.get_session(&cookie.secret).await.unwrap().is_none());
+    }
+}

@@ -5,6 +5,7 @@
 pub mod bearer;
 #[cfg(feature = "postgres")]
 pub mod pg;
+pub mod session_contract;
 pub mod store_contract;
 
 use std::net::SocketAddr;
@@ -427,4 +428,35 @@ impl jit_provision::prompt::ProvisionPrompt for ChooseUsername {
         }
         Ok(profile)
     }
+}
+
+/// The `name=value` pair of the session cookie a response sets.
+pub fn session_pair(response: &reqwest::Response) -> String {
+    set_cookies(response)
+        .into_iter()
+        .find(|c| c.starts_with("jit_session=") && !c.starts_with("jit_session=;"))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A client that keeps no cookies and follows no redirects: the test carries cookies itself.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `GET /me` at `app` with only this cookie.
+pub async fn me_with_cookie(app: &TestApp, pair: &str) -> StatusCode {
+    plain()
+        .get(app.url("/me"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }

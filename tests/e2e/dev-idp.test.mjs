@@ -147,6 +147,10 @@ test('dev IdP: the first login provisions alice and shows her profile', { timeou
     assert.ok(rows.Expires > rows['Logged in'], `expires after login: ${JSON.stringify(rows)}`);
     await sessionCookie();
     firstLogin = rows;
+    // The session store lists this browser's session, with the button ending them all.
+    assert.equal(await page.locator('#sessions li').count(), 1);
+    assert.match(await page.locator('#sessions li').innerText(), /through dev$/);
+    assert.equal(await page.getByRole('button', { name: 'Sign out everywhere' }).count(), 1);
 
     const shot = await screenshot(page, 'profile-dev-idp.png');
     // The README's picture is refreshed only on request, so test runs leave the tree clean.
