@@ -602,3 +602,67 @@ async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token(
     assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn logout_settings_are_checked_at_build() {
+    let build = |provider: jit_provision::ProviderConfig| {
+        jit_provision::JitLayer::builder()
+            .public_url("https://app.example.com")
+            .provider("corp", provider)
+            .store(jit_provision::store::MemoryStore::new())
+            .build()
+    };
+    let corp = || jit_provision::ProviderConfig::new("https://login.example.com", "app");
+    for path in ["https://evil.example/out", "//evil.example", "out", "/a\\b"] {
+        let mut provider = corp();
+        provider.rp_initiated_logout = true;
+        provider.post_logout_redirect_path = Some(path.into());
+        let err = build(provider).unwrap_err().to_string();
+        assert!(err.contains("post_logout_redirect_path"), "{path}: {err}");
+    }
+    let mut provider = corp();
+    provider.rp_initiated_logout = true;
+    provider.post_logout_redirect_path = Some("/signed-out".into());
+    let layer = build(provider).unwrap();
+    assert_eq!(
+        layer.post_logout_redirect_uri("corp").as_deref(),
+        Some("https://app.example.com/signed-out")
+    );
+    let mut provider = corp();
+    provider.frontchannel_logout = true;
+    let layer = build(provider).unwrap();
+    assert_eq!(
+        layer.frontchannel_logout_uri("corp").as_deref(),
+        Some("https://app.example.com/auth/corp/frontchannel-logout")
+    );
+    assert_eq!(layer.backchannel_logout_uri("corp"), None);
+    assert_eq!(layer.backchannel_logout_uri("nobody"), None);
+}
+
+#[tokio::test]
+async fn a_configured_post_logout_path_is_where_the_idp_sends_the_browser() {
+    let app = TestApp::start_with(
+        |mut p| {
+            p.rp_initiated_logout = true;
+            p.post_logout_redirect_path = Some("/signed-out".into());
+            p
+        },
+        |b| b,
+    )
+    .await;
+    app.login(&alice()).await;
+    let logout = app.logout().await;
+    let end_session = location(&logout);
+    assert_eq!(
+        query(&end_session, "post_logout_redirect_uri").as_deref(),
+        Some(app.url("/signed-out").as_str())
+    );
+    // The dev IdP only accepts registered URIs (the harness registers /auth/logout/done).
+    let refused = app.client.get(&end_session).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "logged out locally anyway"
+    );
+}

@@ -67,11 +67,13 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             Route::MethodNotAllowed("POST")
         });
     }
+    // GET only, as for the front-channel page: a HEAD (a link checker) must not use up
+    // the state or end a session.
     if rest == "logout/done" {
-        return Some(if method == Method::GET || method == Method::HEAD {
+        return Some(if method == Method::GET {
             Route::LogoutDone
         } else {
-            Route::MethodNotAllowed("GET, HEAD")
+            Route::MethodNotAllowed("GET")
         });
     }
     if rest == "logout" || rest == "logout/everywhere" {
@@ -124,13 +126,11 @@ fn logout_route(shared: &Shared, id: &str, action: &str, method: &Method) -> Opt
         } else {
             Route::MethodNotAllowed("POST")
         }),
-        "frontchannel-logout" if config.frontchannel_logout => {
-            Some(if method == Method::GET || method == Method::HEAD {
-                Route::Frontchannel(id.to_owned())
-            } else {
-                Route::MethodNotAllowed("GET, HEAD")
-            })
-        }
+        "frontchannel-logout" if config.frontchannel_logout => Some(if method == Method::GET {
+            Route::Frontchannel(id.to_owned())
+        } else {
+            Route::MethodNotAllowed("GET")
+        }),
         _ => None,
     }
 }

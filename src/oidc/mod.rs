@@ -996,6 +996,25 @@ mod tests {
     }
 
     #[test]
+    fn the_logout_members_are_read_and_a_bad_end_session_endpoint_is_ignored() {
+        let meta = discovery(json!({
+            "end_session_endpoint": "https://idp.example/logout",
+            "frontchannel_logout_session_supported": "true",
+        }));
+        assert_eq!(
+            meta.end_session_endpoint.map(String::from).as_deref(),
+            Some("https://idp.example/logout")
+        );
+        assert!(meta.frontchannel_logout_session_supported);
+        for bad in [json!("not a url"), json!("javascript:alert(1)"), json!(42)] {
+            let meta = discovery(json!({ "end_session_endpoint": bad }));
+            assert!(meta.end_session_endpoint.is_none(), "{bad}");
+        }
+        let none = discovery(json!({}));
+        assert!(none.end_session_endpoint.is_none() && !none.frontchannel_logout_session_supported);
+    }
+
+    #[test]
     fn the_rfc_9207_member_reads_booleans_and_their_strings() {
         let supported = |v: Value| {
             discovery(json!({ "authorization_response_iss_parameter_supported": v }))
