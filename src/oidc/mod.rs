@@ -34,7 +34,7 @@ pub(crate) use self::http::HttpClient;
 pub use self::http::HttpError;
 use self::jwks::{JwksCache, Refetch};
 pub(crate) use self::logout_token::LogoutRequest;
-use self::logout_token::LogoutTokenValidator;
+pub(crate) use self::logout_token::LogoutTokenValidator;
 pub use self::logout_token::{BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE, LogoutTokenError};
 use crate::config::{ProviderConfig, ResponseMode, TokenAuth};
 use crate::mapping::Claims;
