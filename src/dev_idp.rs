@@ -11,7 +11,8 @@
 //! set slow or failing ([`DevIdp::set_discovery_fault`], [`DevIdp::set_token_fault`],
 //! [`DevIdp::set_jwks_fault`]). It keeps no state per login beyond the authorization codes
 //! waiting for their exchange (60 s at most) and the IdP sessions (`sid`) of the ID tokens it
-//! issued; access tokens are self-contained.
+//! issued; access tokens are self-contained. Every login is a new IdP session with a random
+//! `sid`, unless the user's claims carry one (a string: that `sid`; `null`: none at all).
 //!
 //! Logout: discovery names an `end_session_endpoint` (`{issuer}/end_session`, RP-Initiated
 //! Logout 1.0) that ends the IdP session of its `id_token_hint` and sends the browser back
@@ -227,8 +228,9 @@ pub enum EndpointFault {
 
 struct IssuedCode {
     client_id: String,
-    /// The IdP session of this login (the ID token's `sid`).
-    sid: String,
+    /// The IdP session of this login (the ID token's `sid`); `None`: the user's claims say
+    /// `"sid": null`, an IdP that names no sessions.
+    sid: Option<String>,
     redirect_uri: String,
     nonce: Option<String>,
     code_challenge: String,
@@ -888,7 +890,7 @@ async fn approve(
             code.clone(),
             Arc::new(IssuedCode {
                 client_id: params["client_id"].clone(),
-                sid: crate::session::random_token(16),
+                sid: login_sid(&claims),
                 redirect_uri: redirect_uri.clone(),
                 nonce: params.get("nonce").cloned(),
                 code_challenge: params["code_challenge"].clone(),
@@ -1036,9 +1038,12 @@ async fn token(
     if let Some(nonce) = &issued.nonce {
         claims.insert("nonce".into(), json!(nonce));
     }
-    claims.insert("sid".into(), json!(issued.sid));
-    if let Some(subject) = issued.claims.get("sub").and_then(Value::as_str) {
-        remember_session(&idp, &issued.sid, subject, &client_id);
+    claims.remove("sid");
+    if let Some(sid) = &issued.sid {
+        claims.insert("sid".into(), json!(sid));
+        if let Some(subject) = issued.claims.get("sub").and_then(Value::as_str) {
+            remember_session(&idp, sid, subject, &client_id);
+        }
     }
     let id_token = match sign_id_token(&idp, claims) {
         Ok(t) => t,
@@ -1133,6 +1138,16 @@ fn sign_typed(idp: &Inner, typ: &str, claims: &Value) -> String {
     header.typ = Some(typ.to_owned());
     header.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&header, claims, &key.encoding).expect("signing with an RSA key")
+}
+
+/// The IdP session of a login: the `sid` of the user's claims when it is a string (tests pick
+/// one), none when it is `null`, else a random one.
+fn login_sid(claims: &Map<String, Value>) -> Option<String> {
+    match claims.get("sid") {
+        Some(Value::String(sid)) => Some(sid.clone()),
+        Some(Value::Null) => None,
+        _ => Some(crate::session::random_token(16)),
+    }
 }
 
 /// Records an IdP session for back-channel logout (once per `sid`).
