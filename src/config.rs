@@ -351,8 +351,9 @@ pub struct ProviderConfig {
     /// Answer OpenID Connect Front-Channel Logout 1.0 at
     /// `GET {public_url}{path_prefix}/{provider}/frontchannel-logout` (register it as the
     /// client's `frontchannel_logout_uri`): the provider loads it in an iframe, and it ends
-    /// the session named by `iss` and `sid` (required when the provider's discovery says
-    /// `frontchannel_logout_session_supported`), else the session of the browser's cookie.
+    /// the session named by `iss` and `sid` (both or neither; both required when the
+    /// provider's discovery says `frontchannel_logout_session_supported`), else the session
+    /// of the browser's cookie.
     /// The page may be framed by the provider's origin only. Default `false`.
     #[serde(default)]
     pub frontchannel_logout: bool,

@@ -89,9 +89,10 @@ pub enum LogoutError {
     /// A front-channel logout names another issuer than the provider's.
     #[error("the logout request names another issuer")]
     WrongIssuer,
-    /// A front-channel logout lacks `iss` and `sid` although the provider sends them
+    /// A front-channel logout carries only one of `iss` and `sid` (they come together), or
+    /// neither although the provider says it sends them
     /// (`frontchannel_logout_session_supported`).
-    #[error("the logout request names no session (iss and sid)")]
+    #[error("the logout request must name its issuer and session together (iss and sid)")]
     MissingSession,
 }
 
@@ -102,7 +103,7 @@ impl LogoutError {
             Self::UnknownState => "unknown_logout_state",
             Self::Replayed => "replayed_logout_state",
             Self::WrongIssuer => "wrong_issuer",
-            Self::MissingSession => "missing_sid",
+            Self::MissingSession => "missing_iss_or_sid",
         }
     }
 }

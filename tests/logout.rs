@@ -494,7 +494,23 @@ async fn front_channel_logout_ends_the_named_session_in_a_page_only_the_idp_may_
     assert!(response.text().await.unwrap().contains("Logged out"));
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
 
-    // Without sid (the provider does not say it sends one): the browser's own session ends.
+    // sid without iss (or iss without sid): refused, nothing ends.
+    app.login(&alice()).await;
+    let sid = app.idp.sessions_of("sub-alice").pop().unwrap();
+    for query in [vec![("sid", sid.as_str())], vec![("iss", iss.as_str())]] {
+        let response = plain
+            .get(&url)
+            .query(&query)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(common::error_code(response).await, "missing_iss_or_sid");
+    }
+    assert_eq!(app.me().await.status(), StatusCode::OK);
+
+    // Neither (the provider does not say it sends them): the browser's own session ends.
     app.login(&alice()).await;
     let other = browser();
     app.login_with(&other, &alice()).await;

@@ -276,17 +276,20 @@ pub(crate) async fn frontchannel(
         if iss.as_deref().is_some_and(|iss| iss != provider.issuer()) {
             return Err(Error::from(LogoutError::WrongIssuer));
         }
-        let required = provider.frontchannel_session_supported().await?;
-        match sid {
-            Some(sid) if iss.is_some() || !required => {
+        // §3: `iss` and `sid` come together or not at all; a provider that says it sends
+        // them must send them (discovery is read only then).
+        match (iss, sid) {
+            (Some(_), Some(sid)) => {
                 shared
                     .sessions
                     .end_by_idp_session(id, Some(&sid), None)
                     .await
                     .map_err(Error::Session)?;
             }
-            _ if required => return Err(LogoutError::MissingSession.into()),
-            _ => end_browser_session(shared, id, &req.headers).await?,
+            (None, None) if !provider.frontchannel_session_supported().await? => {
+                end_browser_session(shared, id, &req.headers).await?;
+            }
+            _ => return Err(LogoutError::MissingSession.into()),
         }
         Ok(())
     }
