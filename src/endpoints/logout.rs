@@ -166,14 +166,12 @@ struct PendingLogout {
 /// The ID token kept in the record of the request's session, when its provider does
 /// RP-initiated logout (the `id_token_hint`).
 pub(crate) async fn id_token_hint(shared: &Shared, headers: &HeaderMap) -> Option<String> {
-    let Some(Some(session)) = shared.sessions.cookie(headers, None).await else {
-        return None;
-    };
-    let provider = shared.providers.get(&session.auth.provider)?;
+    let record = shared.sessions.record_of(headers).await.ok()??;
+    let provider = shared.providers.get(&record.provider)?;
     if !provider.config.rp_initiated_logout {
         return None;
     }
-    shared.sessions.id_token(&session).await
+    shared.sessions.tokens(&record)?.id_token
 }
 
 fn logout_cookie(shared: &Shared) -> String {

@@ -314,13 +314,6 @@ impl Sessions {
         serde_json::from_str(&json).ok()
     }
 
-    /// The ID token kept in a session's record (RP-initiated logout's `id_token_hint`);
-    /// `None` when there is none or the record cannot be read.
-    pub(crate) async fn id_token(&self, session: &OpenedSession) -> Option<String> {
-        let live = self.record(session).await.ok()??;
-        self.tokens(&live.record)?.id_token
-    }
-
     /// Decrypts and parses one session cookie value (no check of its record).
     fn unseal(&self, sealed: &str) -> Option<Arc<OpenedSession>> {
         let json = self.inner.codec.open(&self.inner.cookie_name, sealed)?;
