@@ -145,8 +145,7 @@ async fn run() -> Result<(), BoxError> {
             return Err("[demo] dev_idp = true adds provider `dev`: remove [providers.dev]".into());
         }
         let public_url = config.public_url.trim_end_matches('/');
-        let redirect_uri = format!("{public_url}{}/dev/callback", config.path_prefix);
-        let idp = start_dev_idp(&redirect_uri).await?;
+        let idp = start_dev_idp(&format!("{public_url}{}", config.path_prefix)).await?;
         config
             .providers
             .insert("dev".into(), dev_provider(idp.issuer()));
@@ -289,6 +288,10 @@ fn print_banner(
         println!(
             "                presets alice (staff, admins; role admin) and bob (staff; role editor), or type a user"
         );
+        println!(
+            "                log a user out at the IdP (back-channel): curl -d sub=1001 {}/admin/logout",
+            idp.issuer()
+        );
     }
     println!("Press Ctrl-C to stop.\n");
 }
@@ -322,6 +325,16 @@ pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
                 "                  redirect URI         {redirect_uri}"
             ));
         }
+        // The URIs to register at the IdP for the logouts it initiates or takes part in.
+        if let Some(uri) = jit.backchannel_logout_uri(id) {
+            lines.push(format!("                  back-channel logout  {uri}"));
+        }
+        if let Some(uri) = jit.frontchannel_logout_uri(id) {
+            lines.push(format!("                  front-channel logout {uri}"));
+        }
+        if let Some(uri) = jit.post_logout_redirect_uri(id) {
+            lines.push(format!("                  post-logout redirect {uri}"));
+        }
     }
     lines
 }
@@ -354,10 +367,15 @@ fn dev_users() -> [DevUser; 2] {
     ]
 }
 
-/// Starts the development IdP on 127.0.0.1:3001, or on any free port when that one is taken.
-async fn start_dev_idp(redirect_uri: &str) -> std::io::Result<DevIdp> {
+/// Starts the development IdP on 127.0.0.1:3001, or on any free port when that one is taken,
+/// with the demo's client: its redirect URI and its logout URIs under `auth_base`
+/// (`{public_url}{path_prefix}`).
+async fn start_dev_idp(auth_base: &str) -> std::io::Result<DevIdp> {
     let idp = || {
-        let client = DevClient::new("demo", "demo-secret").redirect_uri(redirect_uri);
+        let client = DevClient::new("demo", "demo-secret")
+            .redirect_uri(format!("{auth_base}/dev/callback"))
+            .post_logout_redirect_uri(format!("{auth_base}/logout/done"))
+            .backchannel_logout_uri(format!("{auth_base}/dev/backchannel-logout"));
         let [alice, bob] = dev_users();
         DevIdp::builder().client(client).user(alice).user(bob)
     };
@@ -408,8 +426,12 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
         "#,
     )
     .expect("the demo's role rules parse");
+    // Logout both ways: the app's logout ends the IdP session too (RP-initiated), and the
+    // IdP's logout of a user ends its sessions here (back-channel).
     ProviderConfig {
         display_name: Some("the development IdP".into()),
+        backchannel_logout: true,
+        rp_initiated_logout: true,
         ..ProviderConfig::new(issuer, "demo")
             .client_secret("demo-secret")
             .mapping(mapping)

@@ -327,6 +327,38 @@ pub struct ProviderConfig {
     /// Accept `Authorization: Bearer` JWTs from this issuer (for APIs). Default: off.
     #[serde(default)]
     pub bearer: Option<BearerConfig>,
+    /// Answer OpenID Connect Back-Channel Logout 1.0 at
+    /// `POST {public_url}{path_prefix}/{provider}/backchannel-logout`: the identity provider
+    /// posts a signed logout token there (register that URI as the client's
+    /// `backchannel_logout_uri`), and the sessions it names end on every instance. Default
+    /// `false` (the endpoint answers `404`).
+    #[serde(default)]
+    pub backchannel_logout: bool,
+    /// OpenID Connect RP-Initiated Logout 1.0: `POST {path_prefix}/logout` of a session of
+    /// this provider, once the local session is ended, sends the browser to the provider's
+    /// `end_session_endpoint` (from discovery; without one, the logout stays local) with
+    /// `id_token_hint`, `client_id`, `state` and `post_logout_redirect_uri`, so the user is
+    /// logged out at the provider too. Register the post-logout redirect URI
+    /// (`{public_url}{path_prefix}/logout/done` unless `post_logout_redirect_path` says
+    /// otherwise) at the provider. The ID token is kept in the server-side session record
+    /// for it. Default `false`.
+    #[serde(default)]
+    pub rp_initiated_logout: bool,
+    /// The same-origin path the provider sends the browser back to after an RP-initiated
+    /// logout, e.g. `/signed-out`; the application's handler there may do anything, the
+    /// layer checks nothing on it. Default: none, `{path_prefix}/logout/done`, where the
+    /// layer checks the logout's `state` and redirects to the logout's `return_to`.
+    #[serde(default)]
+    pub post_logout_redirect_path: Option<String>,
+    /// Answer OpenID Connect Front-Channel Logout 1.0 at
+    /// `GET {public_url}{path_prefix}/{provider}/frontchannel-logout` (register it as the
+    /// client's `frontchannel_logout_uri`): the provider loads it in an iframe, and it ends
+    /// the session named by `iss` and `sid` (both or neither; both required when the
+    /// provider's discovery says `frontchannel_logout_session_supported`), else the session
+    /// of the browser's cookie.
+    /// The page may be framed by the provider's origin only. Default `false`.
+    #[serde(default)]
+    pub frontchannel_logout: bool,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -383,6 +415,10 @@ impl ProviderConfig {
             admission: AdmissionConfig::default(),
             roles: None,
             bearer: None,
+            backchannel_logout: false,
+            rp_initiated_logout: false,
+            post_logout_redirect_path: None,
+            frontchannel_logout: false,
         }
     }
 

@@ -74,6 +74,40 @@ impl CallbackError {
     }
 }
 
+/// Why a logout step with the identity provider was refused (RP-initiated logout's return,
+/// front-channel logout). Every variant is a `400`, and no redirect follows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogoutError {
+    /// `GET {prefix}/logout/done` without the `state` of a logout this browser started (no
+    /// state, no or an expired logout cookie, or another state).
+    #[error("no logout in progress matches this request (it may have expired)")]
+    UnknownState,
+    /// The logout's `state` was already used once.
+    #[error("this logout response was already used")]
+    Replayed,
+    /// A front-channel logout names another issuer than the provider's.
+    #[error("the logout request names another issuer")]
+    WrongIssuer,
+    /// A front-channel logout carries only one of `iss` and `sid` (they come together), or
+    /// neither although the provider says it sends them
+    /// (`frontchannel_logout_session_supported`).
+    #[error("the logout request must name its issuer and session together (iss and sid)")]
+    MissingSession,
+}
+
+impl LogoutError {
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownState => "unknown_logout_state",
+            Self::Replayed => "replayed_logout_state",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::MissingSession => "missing_iss_or_sid",
+        }
+    }
+}
+
 /// Everything the layer can answer with instead of passing a request on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -90,6 +124,9 @@ pub enum Error {
     /// The OpenID Connect exchange or token validation failed.
     #[error(transparent)]
     Oidc(#[from] OidcError),
+    /// A logout step with the identity provider was refused: `400`.
+    #[error(transparent)]
+    Logout(#[from] LogoutError),
     /// Provisioning refused or failed.
     #[error(transparent)]
     Provision(#[from] ProvisionError),
@@ -127,6 +164,7 @@ impl Error {
             Self::ReturnTo(_) => StatusCode::BAD_REQUEST,
             Self::Callback(e) => e.status(),
             Self::Oidc(e) => e.status(),
+            Self::Logout(_) => StatusCode::BAD_REQUEST,
             Self::Provision(e) => e.status(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.status(),
@@ -144,6 +182,7 @@ impl Error {
             Self::ReturnTo(_) => "invalid_return_to",
             Self::Callback(e) => e.code(),
             Self::Oidc(e) => e.code(),
+            Self::Logout(e) => e.code(),
             Self::Provision(e) => e.code(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.code(),

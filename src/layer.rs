@@ -251,6 +251,78 @@ impl JitLayer {
         self.shared.saml.get(id).map(|sp| &**sp)
     }
 
+    /// The back-channel logout URI to register at provider `id`'s IdP as the client's
+    /// `backchannel_logout_uri`: `{public_url origin}{path_prefix}/{id}/backchannel-logout`.
+    /// `None` for an unknown provider or one without
+    /// [`backchannel_logout`](crate::ProviderConfig::backchannel_logout).
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, ProviderConfig, store::MemoryStore};
+    /// let mut corp = ProviderConfig::new("https://login.example.com", "app");
+    /// corp.backchannel_logout = true;
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .provider("corp", corp)
+    ///     .store(MemoryStore::new())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(
+    ///     layer.backchannel_logout_uri("corp").as_deref(),
+    ///     Some("https://app.example.com/auth/corp/backchannel-logout")
+    /// );
+    /// ```
+    pub fn backchannel_logout_uri(&self, id: &str) -> Option<String> {
+        self.logout_uri(id, |c| c.backchannel_logout, "backchannel-logout")
+    }
+
+    /// The front-channel logout URI to register at provider `id`'s IdP as the client's
+    /// `frontchannel_logout_uri`: `{public_url origin}{path_prefix}/{id}/frontchannel-logout`.
+    /// `None` for an unknown provider or one without
+    /// [`frontchannel_logout`](crate::ProviderConfig::frontchannel_logout).
+    pub fn frontchannel_logout_uri(&self, id: &str) -> Option<String> {
+        self.logout_uri(id, |c| c.frontchannel_logout, "frontchannel-logout")
+    }
+
+    /// The `post_logout_redirect_uri` to register at provider `id`'s IdP for RP-initiated
+    /// logout: `{public_url origin}{path_prefix}/logout/done`, or the origin and the
+    /// provider's `post_logout_redirect_path`. `None` for an unknown provider or one without
+    /// [`rp_initiated_logout`](crate::ProviderConfig::rp_initiated_logout).
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, ProviderConfig, store::MemoryStore};
+    /// let mut corp = ProviderConfig::new("https://login.example.com", "app");
+    /// corp.rp_initiated_logout = true;
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .provider("corp", corp)
+    ///     .store(MemoryStore::new())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(
+    ///     layer.post_logout_redirect_uri("corp").as_deref(),
+    ///     Some("https://app.example.com/auth/logout/done")
+    /// );
+    /// ```
+    pub fn post_logout_redirect_uri(&self, id: &str) -> Option<String> {
+        let provider = self.shared.providers.get(id)?;
+        provider
+            .config
+            .rp_initiated_logout
+            .then(|| crate::endpoints::post_logout_redirect_uri(&self.shared, provider))
+    }
+
+    /// `{origin}{prefix}/{id}/{action}` of an OpenID Connect provider with the logout
+    /// `enabled`.
+    fn logout_uri(
+        &self,
+        id: &str,
+        enabled: fn(&ProviderConfig) -> bool,
+        action: &str,
+    ) -> Option<String> {
+        let config = &self.shared.providers.get(id)?.config;
+        enabled(config).then(|| crate::endpoints::provider_endpoint(&self.shared, id, action))
+    }
+
     /// Provisions the user of an identity validated elsewhere (a custom flow, an import), with
     /// provider `id`'s mapping and JIT setting, exactly as a login would: find, create or
     /// update, through the same caches.
@@ -708,12 +780,32 @@ impl JitLayerBuilder {
                     reason: e.to_string(),
                 })?;
                 saml_providers.insert(id.clone(), Arc::new(sp));
+                if provider.backchannel_logout
+                    || provider.rp_initiated_logout
+                    || provider.frontchannel_logout
+                {
+                    return Err(ConfigError::Provider {
+                        id: id.clone(),
+                        reason: "backchannel_logout, rp_initiated_logout and frontchannel_logout are OpenID Connect settings".into(),
+                    });
+                }
                 continue;
             }
             if provider.issuer.is_empty() || provider.client_id.is_empty() {
                 return Err(ConfigError::Provider {
                     id: id.clone(),
                     reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
+                });
+            }
+            if let Some(path) = &provider.post_logout_redirect_path
+                && crate::session::check_return_to(path).is_err()
+            {
+                return Err(ConfigError::Provider {
+                    id: id.clone(),
+                    reason: format!(
+                        "post_logout_redirect_path `{}` must be a same-origin path like `/signed-out`",
+                        path.chars().take(64).collect::<String>()
+                    ),
                 });
             }
             let redirect = format!("{origin}{prefix}/{id}/callback");

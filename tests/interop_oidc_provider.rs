@@ -208,6 +208,17 @@ async fn start_provider(
     redirect_uri: &str,
     accounts_file: &Path,
 ) -> OpenIdProvider {
+    start_provider_with(pre, redirect_uri, accounts_file, &[]).await
+}
+
+/// [`start_provider`] with more of the script's environment (`OP_POST_LOGOUT_REDIRECT_URIS`,
+/// `OP_BACKCHANNEL_LOGOUT_URI`).
+async fn start_provider_with(
+    pre: &Prerequisites,
+    redirect_uri: &str,
+    accounts_file: &Path,
+    env: &[(&str, &str)],
+) -> OpenIdProvider {
     let mut child = Command::new(&pre.node)
         .arg(&pre.script)
         .arg("0")
@@ -216,6 +227,7 @@ async fn start_provider(
         .env("OP_CLIENT_SECRET", CLIENT_SECRET)
         .env("OP_REDIRECT_URIS", redirect_uri)
         .env("OP_ACCOUNTS_FILE", accounts_file)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -302,22 +314,38 @@ async fn serve_app(
     provider: ProviderConfig,
     db: &Path,
 ) -> App {
+    serve_app_with(listener, base.clone(), &base, provider, db, |b| b).await
+}
+
+/// [`serve_app`] behind `public_url` (another instance's, as behind a load balancer), with
+/// `builder` adjusting the layer.
+async fn serve_app_with(
+    listener: tokio::net::TcpListener,
+    base: String,
+    public_url: &str,
+    provider: ProviderConfig,
+    db: &Path,
+    builder: impl FnOnce(jit_provision::JitLayerBuilder) -> jit_provision::JitLayerBuilder,
+) -> App {
     let store = SqliteStore::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open the SQLite store");
-    let layer = JitLayer::builder()
-        .public_url(base.clone())
-        .insecure_cookies_for_localhost()
-        .provider(PROVIDER_ID, provider)
-        .store(store.clone())
-        .build()
-        .expect("layer builds");
+    let layer = builder(
+        JitLayer::builder()
+            .public_url(public_url)
+            .insecure_cookies_for_localhost()
+            .provider(PROVIDER_ID, provider)
+            .store(store.clone())
+            .replay_guard(store.clone()),
+    )
+    .build()
+    .expect("layer builds");
     let app = Router::new().route("/me", get(me)).layer(layer);
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("app server");
     });
     App {
-        callback: format!("{base}/auth/{PROVIDER_ID}/callback"),
+        callback: format!("{public_url}/auth/{PROVIDER_ID}/callback"),
         base,
         store,
     }
@@ -1059,6 +1087,214 @@ async fn form_post_login_provisions_a_user() {
     assert_eq!(
         stored.groups.iter().map(String::as_str).collect::<Vec<_>>(),
         ["support"]
+    );
+    drop(op);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logout with the provider
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh PostgreSQL database for the invalidation bus between two instances.
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
+
+/// oidc-provider's logout confirmation page: its form (`op.logoutForm`, holding `xsrf`),
+/// submitted with the "Yes, sign me out" button (`logout=yes`, outside the form, tied to it by
+/// `form=`) as a browser submits it. Returns the provider's answer.
+async fn confirm_logout_at_provider(
+    browser: &Browser,
+    page: reqwest::Response,
+) -> reqwest::Response {
+    let at = page.url().clone();
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the logout confirmation page"
+    );
+    let body = page.text().await.unwrap();
+    let forms = parse_forms(&body);
+    let [form] = forms.as_slice() else {
+        panic!("expected the logout form at {at}:\n{body}");
+    };
+    assert!(form.has_input("xsrf"), "{body}");
+    assert!(body.contains("name=\"logout\""), "{body}");
+    let mut fields = form.submission(&[]);
+    fields.push(("logout".into(), "yes".into()));
+    browser
+        .post_form(at.join(&form.action).unwrap().as_str(), &fields)
+        .await
+}
+
+/// RP-Initiated Logout 1.0 against oidc-provider: the app's logout ends the local session and
+/// sends the browser to the provider's `end_session_endpoint` with `id_token_hint`,
+/// `client_id`, `state` and `post_logout_redirect_uri`; the provider's confirmation is
+/// submitted; it returns to `/auth/logout/done` with the state, and the app lands on
+/// `return_to`. The provider's session is gone too: the next login shows its login page.
+#[tokio::test]
+async fn rp_initiated_logout_round_trip() {
+    let Some(pre) = prerequisites("rp_initiated_logout_round_trip") else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("rp-logout");
+    let accounts = scratch.path("accounts.json");
+    write_accounts(&accounts, &alice("alice@example.org", "Alice", &["admins"]));
+    let (listener, base) = bind_app().await;
+    let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
+    let done = format!("{base}/auth/logout/done");
+    let op = start_provider_with(
+        &pre,
+        &callback,
+        &accounts,
+        &[("OP_POST_LOGOUT_REDIRECT_URIS", &done)],
+    )
+    .await;
+    let mut provider = provider_config(&op.issuer, ResponseMode::Query);
+    provider.rp_initiated_logout = true;
+    let app = serve_app(listener, base, provider, &scratch.path("users.db")).await;
+    let browser = Browser::new();
+
+    let steps = browser.login(&app, &op.issuer, "alice", "/me").await;
+    assert!(steps.contains(&Step::LoginForm), "{steps:#?}");
+    assert_eq!(browser.me(&app).await.0, StatusCode::OK);
+
+    let logout = browser
+        .post_form(
+            &format!("{}/auth/logout?return_to=/me%3Fbye", app.base),
+            &[],
+        )
+        .await;
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    let end_session = location(&logout, logout.url());
+    assert_eq!(
+        end_session.as_str().split('?').next(),
+        Some(format!("{}/session/end", op.issuer).as_str()),
+        "the end_session_endpoint from discovery"
+    );
+    assert_eq!(query(&end_session, "client_id").as_deref(), Some(CLIENT_ID));
+    assert_eq!(
+        query(&end_session, "post_logout_redirect_uri").as_deref(),
+        Some(done.as_str())
+    );
+    let state = query(&end_session, "state").expect("state");
+    assert!(query(&end_session, "id_token_hint").is_some_and(|t| t.split('.').count() == 3));
+    assert_eq!(
+        browser.me(&app).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the local session ended first"
+    );
+
+    // At the provider: it checks the hint and the registered URI, asks for confirmation.
+    let page = browser.get(end_session.as_str()).await;
+    let confirmed = confirm_logout_at_provider(&browser, page).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    let back = location(&confirmed, confirmed.url());
+    assert_eq!(back.as_str().split('?').next(), Some(done.as_str()));
+    assert_eq!(query(&back, "state").as_deref(), Some(state.as_str()));
+
+    // Back at the app: the state is checked and used up, and the browser lands on return_to.
+    let landed = browser.get(back.as_str()).await;
+    assert_eq!(landed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(landed.headers()[LOCATION], "/me?bye");
+    assert_eq!(browser.me(&app).await.0, StatusCode::UNAUTHORIZED);
+    let again = browser.get(back.as_str()).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST, "single use");
+
+    // The provider's session ended too: a new login asks for the login again.
+    let steps = browser.login(&app, &op.issuer, "alice", "/me").await;
+    assert!(
+        steps.contains(&Step::LoginForm),
+        "the provider asks who logs in: {:?}",
+        labels(&steps)
+    );
+    assert_eq!(browser.me(&app).await.0, StatusCode::OK);
+    drop(op);
+}
+
+/// Back-Channel Logout 1.0 against oidc-provider: a logout confirmed at the provider (its
+/// end-session page, not through the app) makes it post a logout token (`sub` and `sid`) to
+/// the app's back-channel URI at instance A, and the session ends on both instances A and B,
+/// which share one SQLite file and a PostgreSQL invalidation bus (B had the session cached).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn backchannel_logout_from_the_provider_ends_the_session_on_both_instances() {
+    let test = "backchannel_logout_from_the_provider_ends_the_session_on_both_instances";
+    let Some(pre) = prerequisites(test) else {
+        return;
+    };
+    let Some(pg_url) = pg::fresh_database().await else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("backchannel");
+    let accounts = scratch.path("accounts.json");
+    write_accounts(&accounts, &alice("alice@example.org", "Alice", &["admins"]));
+    let (listener_a, base_a) = bind_app().await;
+    let (listener_b, base_b) = bind_app().await;
+    let callback = format!("{base_a}/auth/{PROVIDER_ID}/callback");
+    let backchannel = format!("{base_a}/auth/{PROVIDER_ID}/backchannel-logout");
+    let op = start_provider_with(
+        &pre,
+        &callback,
+        &accounts,
+        &[("OP_BACKCHANNEL_LOGOUT_URI", &backchannel)],
+    )
+    .await;
+    let mut provider = provider_config(&op.issuer, ResponseMode::Query);
+    provider.backchannel_logout = true;
+    let key = jit_provision::session::SessionKey::generate();
+    let db = scratch.path("users.db");
+    let mut instances = Vec::new();
+    for (listener, base) in [(listener_a, base_a.clone()), (listener_b, base_b)] {
+        let bus = jit_provision::store::PostgresStore::connect(&pg_url)
+            .await
+            .expect("the PostgreSQL bus");
+        let key = key.clone();
+        let app = serve_app_with(listener, base, &base_a, provider.clone(), &db, |b| {
+            b.session_key(key).invalidation_bus(bus)
+        })
+        .await;
+        instances.push(app);
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    let browser = Browser::new();
+
+    browser.login(a, &op.issuer, "alice", "/me").await;
+    assert_eq!(browser.me(a).await.0, StatusCode::OK, "logged in at A");
+    let (status, me) = browser.me(b).await;
+    assert_eq!(status, StatusCode::OK, "and at B (the same cookie): {me}");
+    assert_eq!(me["subject"], "alice");
+
+    // Logged out at the provider itself: its end-session page, confirmed.
+    let page = browser.get(&format!("{}/session/end", op.issuer)).await;
+    let confirmed = confirm_logout_at_provider(&browser, page).await;
+    assert!(
+        confirmed.status().is_redirection() || confirmed.status() == StatusCode::OK,
+        "{}",
+        confirmed.status()
+    );
+    // The provider awaits the delivery before answering: A has ended the session.
+    assert_eq!(
+        browser.me(a).await.0,
+        StatusCode::UNAUTHORIZED,
+        "ended at A"
+    );
+    // B hears it on the bus (asynchronously; without the bus its cached record would serve
+    // for cache.ttl_secs, 60 s).
+    let mut at_b = browser.me(b).await.0;
+    for _ in 0..500 {
+        if at_b == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        at_b = browser.me(b).await.0;
+    }
+    assert_eq!(
+        at_b,
+        StatusCode::UNAUTHORIZED,
+        "ended at B, which had it cached"
     );
     drop(op);
 }

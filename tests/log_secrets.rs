@@ -1,5 +1,7 @@
 //! No secret reaches the logs: every event of a browser login, a replayed callback, a
-//! bearer call and a refused bearer token, at TRACE level, searched for the secrets involved.
+//! bearer call and a refused bearer token, an RP-initiated logout (its ID token hint) and
+//! back-channel logout tokens (accepted and refused), at TRACE level, searched for the
+//! secrets involved.
 //!
 //! A test binary of its own, with a process-wide subscriber: tracing caches each callsite's
 //! interest process-wide, and a test thread without a subscriber that reaches a callsite first
@@ -86,8 +88,48 @@ async fn secrets_never_reach_the_logs() {
         secrets.push(token.rsplit('.').next().unwrap().to_owned());
     }
 
+    // Logout with the IdP: RP-initiated (the ID token travels as `id_token_hint`), and
+    // back-channel logout tokens, one refused and one accepted.
+    let logouts = TestApp::start_with(
+        |mut p| {
+            p.backchannel_logout = true;
+            p.rp_initiated_logout = true;
+            p
+        },
+        |b| b,
+    )
+    .await;
+    logouts.login(&alice()).await;
+    let logout = logouts.logout().await;
+    let end_session = location(&logout);
+    let hint = query_param(&end_session, "id_token_hint");
+    secrets.push(hint.rsplit('.').next().unwrap().to_owned());
+    secrets.push(query_param(&end_session, "state"));
+    let back = logouts.client.get(&end_session).send().await.unwrap();
+    let done = logouts.client.get(location(&back)).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    logouts.login(&alice()).await;
+    let idp = &logouts.idp;
+    let mut forged = idp.logout_token_claims(CLIENT_ID, Some("sub-alice"), None);
+    forged["nonce"] = json!("nonce-1");
+    let valid = idp.logout_token_claims(CLIENT_ID, Some("sub-alice"), None);
+    for (claims, status) in [(forged, StatusCode::BAD_REQUEST), (valid, StatusCode::OK)] {
+        let token = idp.sign_logout_token(claims);
+        let answer = reqwest::Client::new()
+            .post(logouts.url("/auth/dev/backchannel-logout"))
+            .form(&[("logout_token", &token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status);
+        secrets.push(token.rsplit('.').next().unwrap().to_owned());
+    }
+    assert_eq!(logouts.me().await.status(), StatusCode::UNAUTHORIZED);
+
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     // The capture works: the refusals are there.
+    assert!(logs.contains("back-channel logout token refused"), "{logs}");
+    assert!(logs.contains("back-channel logout"), "{logs}");
     assert!(logs.contains("bearer token refused"), "{logs}");
     assert!(logs.contains("login refused"), "{logs}");
     for secret in &secrets {

@@ -177,7 +177,7 @@ impl std::fmt::Debug for Bearer {
 
 /// A JOSE `typ` as a comparable media type (RFC 7515 §4.1.9): lower case, `application/`
 /// prepended when it holds no `/`. An absent `typ` is `""`.
-fn media_type(typ: &str) -> String {
+pub(crate) fn media_type(typ: &str) -> String {
     let typ = typ.trim().to_ascii_lowercase();
     if typ.is_empty() || typ.contains('/') {
         typ

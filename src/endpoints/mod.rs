@@ -9,8 +9,11 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 mod binder;
+mod logout;
 #[cfg(feature = "saml")]
 mod saml;
+
+pub(crate) use logout::{post_logout_redirect_uri, provider_endpoint};
 
 use crate::error::{CallbackError, Error};
 use crate::invalidation::Invalidation;
@@ -41,6 +44,12 @@ pub(crate) enum Route {
     Metadata(String),
     Logout,
     LogoutEverywhere,
+    /// `GET {prefix}/logout/done`: the return from RP-initiated logout.
+    LogoutDone,
+    /// `POST {prefix}/{provider}/backchannel-logout`.
+    Backchannel(String),
+    /// `GET {prefix}/{provider}/frontchannel-logout`.
+    Frontchannel(String),
     Resume,
     MethodNotAllowed(&'static str),
 }
@@ -58,6 +67,15 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             Route::Resume
         } else {
             Route::MethodNotAllowed("POST")
+        });
+    }
+    // GET only, as for the front-channel page: a HEAD (a link checker) must not use up
+    // the state or end a session.
+    if rest == "logout/done" {
+        return Some(if method == Method::GET {
+            Route::LogoutDone
+        } else {
+            Route::MethodNotAllowed("GET")
         });
     }
     if rest == "logout" || rest == "logout/everywhere" {
@@ -94,6 +112,27 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             Some(Route::Callback(provider.to_owned()))
         }
         "callback" => Some(Route::MethodNotAllowed("GET, POST")),
+        "backchannel-logout" | "frontchannel-logout" => {
+            logout_route(shared, provider, action, method)
+        }
+        _ => None,
+    }
+}
+
+/// The IdP-initiated logout endpoints, served only for providers that enable them.
+fn logout_route(shared: &Shared, id: &str, action: &str, method: &Method) -> Option<Route> {
+    let config = &shared.providers.get(id)?.config;
+    match action {
+        "backchannel-logout" if config.backchannel_logout => Some(if method == Method::POST {
+            Route::Backchannel(id.to_owned())
+        } else {
+            Route::MethodNotAllowed("POST")
+        }),
+        "frontchannel-logout" if config.frontchannel_logout => Some(if method == Method::GET {
+            Route::Frontchannel(id.to_owned())
+        } else {
+            Route::MethodNotAllowed("GET")
+        }),
         _ => None,
     }
 }
@@ -145,6 +184,25 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         Route::LogoutEverywhere => {
             let (parts, _) = req.into_parts();
             logout(shared, &parts, true).await
+        }
+        Route::LogoutDone => {
+            let (parts, _) = req.into_parts();
+            logout::done(shared, &parts).await
+        }
+        Route::Backchannel(provider) => {
+            let oidc = shared.providers[&provider].clone();
+            let span = tracing::info_span!("jit.backchannel_logout", provider = %provider);
+            logout::backchannel(shared, &oidc, req)
+                .instrument(span)
+                .await
+        }
+        Route::Frontchannel(provider) => {
+            let oidc = shared.providers[&provider].clone();
+            let (parts, _) = req.into_parts();
+            let span = tracing::info_span!("jit.frontchannel_logout", provider = %provider);
+            logout::frontchannel(shared, &oidc, &parts)
+                .instrument(span)
+                .await
         }
         Route::MethodNotAllowed(allow) => {
             let mut response = crate::error::render(
@@ -420,13 +478,7 @@ async fn complete(
         return Err(CallbackError::WrongProvider.into());
     }
     binder::check(shared, headers, &pending.binder)?;
-    let login_ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
-    let first = shared
-        .replay
-        .first_use(&format!("oidc-state:{state}"), login_ttl)
-        .await
-        .map_err(Error::Store)?;
-    if !first {
+    if !first_use(shared, &format!("oidc-state:{state}")).await? {
         return Err(CallbackError::Replayed.into());
     }
     if let Some(error) = params.error {
@@ -562,10 +614,16 @@ pub(crate) fn pending_prompt(shared: &Shared, headers: &HeaderMap) -> Option<Pen
 
 /// Uses up a prompt state in the replay guard: `false` when it was used before.
 async fn consume_prompt(shared: &Shared, state: &PromptState) -> Result<bool, Error> {
+    first_use(shared, &format!("prompt:{}", state.id)).await
+}
+
+/// Uses up a one-time value of a login or logout in progress (remembered for
+/// `login_ttl_secs`): `false` when it was used before.
+pub(crate) async fn first_use(shared: &Shared, key: &str) -> Result<bool, Error> {
     let ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
     shared
         .replay
-        .first_use(&format!("prompt:{}", state.id), ttl)
+        .first_use(key, ttl)
         .await
         .map_err(Error::Store)
 }
@@ -671,6 +729,8 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         return fail("-", &err, &req.headers);
     }
     let sessions = &shared.sessions;
+    // RP-initiated logout's `id_token_hint`, read before the session ends.
+    let id_token = logout::id_token_hint(shared, &req.headers).await;
     let ended = async {
         // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
         if everywhere
@@ -686,6 +746,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         sessions.end_cookie(&req.headers, EndReason::Logout).await
     }
     .await;
+    let mut provider = None;
     match ended {
         Ok(Some(session)) => {
             shared
@@ -696,6 +757,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
                 })
                 .await;
             tracing::info!(user_id = %session.user_id, provider = %session.auth.provider, everywhere, "logged out");
+            provider = Some(session.auth.provider.clone());
         }
         Ok(None) => {}
         // The cookie goes anyway, but the session may still hold elsewhere: say so.
@@ -714,7 +776,12 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     let target = query_param(req.uri.query(), "return_to")
         .filter(|t| check_return_to(t).is_ok())
         .unwrap_or_else(|| "/".to_owned());
-    let mut response = redirect(StatusCode::SEE_OTHER, &target);
+    // Then at the provider too, when it is configured for RP-initiated logout.
+    let at_provider = match &provider {
+        Some(id) => logout::rp_initiated(shared, id, id_token.as_deref(), &target).await,
+        None => None,
+    };
+    let mut response = at_provider.unwrap_or_else(|| redirect(StatusCode::SEE_OTHER, &target));
     add_cookie(&mut response, sessions.clear_cookie());
     if let Some(prompt) = shared.prompt_cookie.as_deref() {
         add_cookie(

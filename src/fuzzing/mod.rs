@@ -53,8 +53,8 @@ pub fn callback_params(data: &[u8]) {
     }
 }
 
-/// JWT header and claims parsing as the bearer and ID-token paths do before any signature
-/// check.
+/// JWT header and claims parsing as the bearer, ID-token and logout-token paths do before
+/// any signature check.
 pub fn jwt(data: &[u8]) {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
@@ -70,6 +70,10 @@ pub fn jwt(data: &[u8]) {
     .expect("static config");
     let keys = crate::oidc::IdTokenKeys::from_json(br#"{"keys":[]}"#).expect("static JWKS");
     let _ = validator.validate(token, &keys, "nonce");
+    let logout = crate::oidc::LogoutTokenValidator::new("https://idp.example", "app", 60);
+    let keys: openidconnect::core::CoreJsonWebKeySet =
+        serde_json::from_str(r#"{"keys":[]}"#).expect("static JWKS");
+    let _ = logout.check(token, &keys, 1_900_000_000);
 }
 
 /// Mapping templates: parse, then render against claims made of the same bytes.

@@ -4,6 +4,7 @@
 
 mod http;
 mod jwks;
+mod logout_token;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ use serde_json::{Map, Value};
 pub(crate) use self::http::HttpClient;
 pub use self::http::HttpError;
 use self::jwks::{JwksCache, Refetch};
+pub(crate) use self::logout_token::LogoutRequest;
+pub(crate) use self::logout_token::LogoutTokenValidator;
+pub use self::logout_token::{BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE, LogoutTokenError};
 use crate::config::{ProviderConfig, ResponseMode, TokenAuth};
 use crate::mapping::Claims;
 use crate::store::Identity;
@@ -179,12 +183,29 @@ type FullIdToken = IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
-/// The RFC 9207 member of the discovery document, which openidconnect's core metadata lacks.
+/// The members of the discovery document that openidconnect's core metadata lacks: RFC 9207
+/// and the logout specifications'.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IssParameterMetadata {
     /// The provider sends `iss` with every authorization response (RFC 9207 §3).
     #[serde(default, deserialize_with = "bool_or_string")]
     authorization_response_iss_parameter_supported: bool,
+    /// Where RP-initiated logout sends the browser (RP-Initiated Logout 1.0 §2.1). A value
+    /// that is not an absolute URL is ignored (as if absent).
+    #[serde(default, deserialize_with = "url_or_nothing")]
+    end_session_endpoint: Option<url::Url>,
+    /// Front-channel logout requests carry `iss` and `sid` (Front-Channel Logout 1.0 §3).
+    #[serde(default, deserialize_with = "bool_or_string")]
+    frontchannel_logout_session_supported: bool,
+}
+
+/// An absolute http(s) URL, or `None` for anything else.
+fn url_or_nothing<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|s| url::Url::parse(s).ok())
+        .filter(|u| matches!(u.scheme(), "https" | "http")))
 }
 impl AdditionalProviderMetadata for IssParameterMetadata {}
 
@@ -353,6 +374,10 @@ struct Discovered {
     jwks: JwksCache,
     /// Discovery said `authorization_response_iss_parameter_supported: true`.
     sends_iss: bool,
+    /// The discovery document's `end_session_endpoint`.
+    end_session: Option<url::Url>,
+    /// Discovery said `frontchannel_logout_session_supported: true`.
+    frontchannel_session: bool,
     /// When the document was fetched (it is refreshed after `discovery_ttl_secs`).
     fetched: Instant,
 }
@@ -383,6 +408,7 @@ pub(crate) struct OidcProvider {
     redirect_uri: RedirectUrl,
     issuer: IssuerUrl,
     validator: IdTokenValidator,
+    logout_tokens: LogoutTokenValidator,
     http: HttpClient,
     discovered: std::sync::RwLock<Option<Arc<Discovered>>>,
     /// The last failed discovery: when, and why.
@@ -410,12 +436,15 @@ impl OidcProvider {
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
         let validator = IdTokenValidator::new(&config)?;
+        let logout_tokens =
+            LogoutTokenValidator::new(issuer.as_str(), &config.client_id, config.clock_skew_secs);
         Ok(Self {
             id,
             config,
             redirect_uri,
             issuer,
             validator,
+            logout_tokens,
             http: HttpClient::new(http_timeout),
             discovered: std::sync::RwLock::new(None),
             failed: std::sync::RwLock::new(None),
@@ -507,6 +536,10 @@ impl OidcProvider {
         let sends_iss = metadata
             .additional_metadata()
             .authorization_response_iss_parameter_supported;
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+        let frontchannel_session = metadata
+            .additional_metadata()
+            .frontchannel_logout_session_supported;
         let jwks_url = metadata.jwks_uri().clone();
         let initial = metadata.jwks().clone();
         let mut client = DiscoveredClient::from_provider_metadata(
@@ -530,6 +563,8 @@ impl OidcProvider {
                 Self::secs(self.config.jwks_ttl_secs),
             ),
             sends_iss,
+            end_session,
+            frontchannel_session,
             fetched: Instant::now(),
         }
     }
@@ -660,6 +695,66 @@ impl OidcProvider {
                 tokens: Some(tokens),
             },
         })
+    }
+
+    /// The provider's `end_session_endpoint` (RP-Initiated Logout), from its discovery
+    /// document; `None` when it publishes none.
+    pub(crate) async fn end_session_endpoint(&self) -> Result<Option<url::Url>, OidcError> {
+        Ok(self.discovered().await?.end_session.clone())
+    }
+
+    /// Whether the provider's front-channel logout requests carry `iss` and `sid`
+    /// (discovery's `frontchannel_logout_session_supported`).
+    pub(crate) async fn frontchannel_session_supported(&self) -> Result<bool, OidcError> {
+        Ok(self.discovered().await?.frontchannel_session)
+    }
+
+    /// The issuer identifier.
+    pub(crate) fn issuer(&self) -> &str {
+        self.issuer.as_str()
+    }
+
+    /// Validates a back-channel logout token (module `logout_token`): signature with the
+    /// provider's key cache (an unknown `kid` refetches it once, rate limited), claims, and
+    /// last the `jti` in the replay guard, so a token refused for any other reason does not
+    /// use up its `jti`.
+    pub(crate) async fn verify_logout_token(
+        &self,
+        raw: &str,
+        replay: &dyn crate::replay::ErasedGuard,
+    ) -> Result<LogoutRequest, LogoutTokenError> {
+        let d = self
+            .discovered()
+            .await
+            .map_err(|e| LogoutTokenError::KeysUnavailable(e.to_string()))?;
+        let now = crate::store::now_unix();
+        let keys = d.jwks.current(&self.http).await;
+        let request = match self.logout_tokens.check(raw, &keys, now) {
+            Err(LogoutTokenError::UnknownKey) => match d.jwks.refetch(&self.http, &keys).await {
+                Refetch::Fetched => {
+                    let keys = d.jwks.current(&self.http).await;
+                    self.logout_tokens.check(raw, &keys, now)?
+                }
+                Refetch::TooSoon => return Err(LogoutTokenError::UnknownKey),
+                Refetch::Failed => {
+                    return Err(LogoutTokenError::KeysUnavailable(
+                        "the logout token names an unknown key and the key set could not be refetched"
+                            .into(),
+                    ));
+                }
+            },
+            other => other?,
+        };
+        let ttl = Duration::from_secs((request.replay_until - now).max(1) as u64);
+        let key = format!("logout-jti:{}:{}", self.id, request.jti);
+        match replay.first_use(&key, ttl).await {
+            Ok(true) => Ok(request),
+            Ok(false) => Err(LogoutTokenError::Replayed),
+            Err(err) => {
+                tracing::error!(provider = %self.id, error = %err, "the replay guard could not record a logout token's jti");
+                Err(LogoutTokenError::ReplayGuardUnavailable)
+            }
+        }
     }
 
     /// Validates an ID token; on an unknown key, refetches the issuer's keys once (rate
@@ -898,6 +993,25 @@ mod tests {
 
     fn discovery(extra: Value) -> IssParameterMetadata {
         serde_json::from_value(extra).unwrap()
+    }
+
+    #[test]
+    fn the_logout_members_are_read_and_a_bad_end_session_endpoint_is_ignored() {
+        let meta = discovery(json!({
+            "end_session_endpoint": "https://idp.example/logout",
+            "frontchannel_logout_session_supported": "true",
+        }));
+        assert_eq!(
+            meta.end_session_endpoint.map(String::from).as_deref(),
+            Some("https://idp.example/logout")
+        );
+        assert!(meta.frontchannel_logout_session_supported);
+        for bad in [json!("not a url"), json!("javascript:alert(1)"), json!(42)] {
+            let meta = discovery(json!({ "end_session_endpoint": bad }));
+            assert!(meta.end_session_endpoint.is_none(), "{bad}");
+        }
+        let none = discovery(json!({}));
+        assert!(none.end_session_endpoint.is_none() && !none.frontchannel_logout_session_supported);
     }
 
     #[test]

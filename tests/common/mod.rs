@@ -212,7 +212,9 @@ impl TestApp {
         let idp = DevIdp::builder()
             .client(
                 DevClient::new(CLIENT_ID, CLIENT_SECRET)
-                    .redirect_uri(format!("{base}/auth/dev/callback")),
+                    .redirect_uri(format!("{base}/auth/dev/callback"))
+                    .post_logout_redirect_uri(format!("{base}/auth/logout/done"))
+                    .backchannel_logout_uri(format!("{base}/auth/dev/backchannel-logout")),
             )
             .start("127.0.0.1:0")
             .await

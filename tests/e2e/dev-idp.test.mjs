@@ -1,7 +1,8 @@
 // End to end, in a real headless Chromium: the demo (examples/demo.rs) with its built-in
 // development IdP. A first login provisions alice, the profile page shows her and where she
-// came from, logout ends the session for real, and a second login with a changed email and
-// name updates the same local user.
+// came from, logout ends the session for real (and, RP-initiated, at the IdP too), a second
+// login with a changed email and name updates the same local user, and a logout at the IdP
+// (back-channel) logs her out of the demo.
 //
 //   node --test tests/e2e/        (after `npm ci --prefix tests/e2e`; needs /usr/bin/chromium)
 
@@ -198,8 +199,18 @@ test('dev IdP: logout ends the session (/me answers 401, the old cookie is revok
     await page.goto(`${demo.base}/profile`);
     const before = await sessionCookie();
 
+    // RP-initiated logout: through the IdP's end-session endpoint and back to /logout/done.
+    const endSessions = recordRequests(page, `${demo.devIdp}/end_session`);
+    const returns = recordRequests(page, `${demo.base}/auth/logout/done`);
     await page.getByRole('button', { name: 'Log out' }).click();
     await page.waitForURL(`${demo.base}/`);
+    assert.equal(endSessions.length, 1, 'the browser went to the IdP\'s end_session_endpoint');
+    const endSession = new URL(endSessions[0].url());
+    assert.equal(endSession.searchParams.get('client_id'), 'demo');
+    assert.equal(endSession.searchParams.get('post_logout_redirect_uri'), `${demo.base}/auth/logout/done`);
+    assert.equal(endSession.searchParams.get('id_token_hint')?.split('.').length, 3, 'the ID token hint');
+    assert.equal(returns.length, 1, 'and came back to /auth/logout/done');
+    assert.equal(new URL(returns[0].url()).searchParams.get('state'), endSession.searchParams.get('state'));
     assert.match(await page.locator('body').innerText(), /Nobody is logged in\./);
     assert.deepEqual((await loopbackCookies(context)).filter((c) => c.name === SESSION_COOKIE), [],
       'the session cookie is deleted');
@@ -253,4 +264,30 @@ test('dev IdP: a typed login with a new email and name updates the same local us
     const home = await page.locator('body').innerText();
     assert.match(home, /Logged in as Alice Liddell through dev\./);
     assert.match(home, /1 local user\(s\) in the store\./, 'no second user');
+  }));
+
+test('dev IdP: a logout at the IdP (back-channel) logs alice out of the demo', { timeout: 60_000 }, () =>
+  check('dev-idp-backchannel-logout', async () => {
+    assert.ok(firstLogin, 'needs the first login');
+    await page.goto(`${demo.base}/`);
+    assert.match(await page.locator('body').innerText(), /Logged in as Alice Liddell through dev\./);
+    assert.equal((await fetchMe()).status, 200);
+    assert.match(demo.proc.stdout, /back-channel logout URI http:\/\/127\.0\.0\.1:\d+\/auth\/dev\/backchannel-logout/,
+      'the banner prints the URI to register');
+
+    // The IdP's administrator logs alice (sub 1001) out: it posts a logout token to the demo.
+    const res = await fetch(`${demo.devIdp}/admin/logout`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ sub: '1001' }),
+    });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { delivered: 1 }, 'the demo accepted the logout token');
+
+    // The same browser, with its cookie still in place, is logged out.
+    assert.equal((await loopbackCookies(context)).filter((c) => c.name === SESSION_COOKIE).length, 1,
+      'the cookie is still there: the server ended the session');
+    await page.goto(`${demo.base}/`);
+    assert.match(await page.locator('body').innerText(), /Nobody is logged in\./);
+    assert.deepEqual(await fetchMe(), { status: 401, error: 'login_required' });
   }));

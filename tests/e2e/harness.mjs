@@ -295,7 +295,9 @@ const INTEROP = join(ROOT, 'tests/interop');
  * Starts tests/interop/oidc-provider.mjs for one client; `accounts` is `{ login: claims }`.
  * Resolves with `{ issuer, proc, setAccounts, stop }` once it printed `READY <port>`.
  */
-export async function startOidcProvider({ dir, clientId, clientSecret, redirectUris, accounts }) {
+export async function startOidcProvider({
+  dir, clientId, clientSecret, redirectUris, accounts, postLogoutRedirectUris = [], backchannelLogoutUri = '',
+}) {
   assert.ok(
     existsSync(join(INTEROP, 'node_modules/oidc-provider/package.json')),
     'tests/interop/node_modules/oidc-provider is missing: run `npm ci --prefix tests/interop` '
@@ -315,6 +317,8 @@ export async function startOidcProvider({ dir, clientId, clientSecret, redirectU
       OP_CLIENT_SECRET: clientSecret,
       OP_REDIRECT_URIS: redirectUris.join(' '),
       OP_ACCOUNTS_FILE: accountsFile,
+      OP_POST_LOGOUT_REDIRECT_URIS: postLogoutRedirectUris.join(' '),
+      OP_BACKCHANNEL_LOGOUT_URI: backchannelLogoutUri,
     },
   });
   let port;

@@ -6,7 +6,11 @@
 // - `form_post`: the IdP's page auto-submits a form to the callback, a cross-origin POST
 //   (same-site: loopback ports), which must still carry the pending-login cookie.
 //
-// Each mode gets its own IdP, demo, database and browser context (cookie jar).
+// Each mode gets its own IdP, demo, database and browser context (cookie jar). Then each logs
+// out with the IdP: after the `query` login, RP-initiated (the demo's logout goes through the
+// IdP's confirmation page and back, and the next login asks for the login again: the IdP
+// session ended too); after the `form_post` login, back-channel (a logout confirmed at the IdP
+// itself posts a logout token to the demo, whose page then shows nobody logged in).
 //
 //   node --test tests/e2e/        (after `npm ci --prefix tests/e2e` and
 //                                  `npm ci --prefix tests/interop`; needs /usr/bin/chromium)
@@ -59,6 +63,8 @@ client_secret = ${tomlString(CLIENT_SECRET)}
 scopes = ["openid", "email", "profile", "groups"]
 response_mode = ${tomlString(responseMode)}
 display_name = "oidc-provider"
+backchannel_logout = true
+rp_initiated_logout = true
 
 [providers.${PROVIDER}.mapping.groups]
 claim = "groups"
@@ -85,6 +91,8 @@ for (const responseMode of ['query', 'form_post']) {
         clientSecret: CLIENT_SECRET,
         redirectUris: [callbackUrl],
         accounts: { alice: ALICE },
+        postLogoutRedirectUris: [`${base}/auth/logout/done`],
+        backchannelLogoutUri: `${base}/auth/${PROVIDER}/backchannel-logout`,
       });
       t.after(async () => {
         await idp.stop();
@@ -195,6 +203,35 @@ for (const responseMode of ['query', 'form_post']) {
         const after = await page.locator('body').innerText();
         assert.match(after, /Logged in as Alice Liddell through op\./);
         assert.match(after, /1 local user\(s\) in the store\./);
+
+        if (responseMode === 'query') {
+          // RP-initiated logout: the demo's button, the IdP's confirmation, back to the demo.
+          const returns = recordRequests(page, `${base}/auth/logout/done`);
+          await page.goto(`${base}/profile`);
+          await page.getByRole('button', { name: 'Log out' }).first().click();
+          await page.waitForURL((url) => url.href.startsWith(`${idp.issuer}/session/end`));
+          await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+          await page.waitForURL(`${base}/`);
+          assert.equal(returns.length, 1, 'the IdP sent the browser back to /auth/logout/done');
+          assert.match(new URL(returns[0].url()).search, /^\?state=/);
+          assert.match(await page.locator('body').innerText(), /Nobody is logged in\./);
+          assert.deepEqual((await loopbackCookies(context)).filter((c) => c.name === SESSION_COOKIE), []);
+          // The IdP's session ended too: logging in again asks who logs in.
+          await page.getByRole('link', { name: 'Log in' }).click();
+          await page.waitForURL((url) => url.href.startsWith(`${idp.issuer}/interaction/`));
+          await page.locator('input[name="login"]').waitFor();
+        } else {
+          // Back-channel logout: logged out at the IdP itself, the demo hears of it.
+          await page.goto(`${idp.issuer}/session/end`);
+          await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+          await page.waitForURL((url) => url.href.startsWith(`${idp.issuer}/session/end/success`));
+          assert.equal((await loopbackCookies(context)).filter((c) => c.name === SESSION_COOKIE).length, 1,
+            'the session cookie is still in the browser: the server ended the session');
+          await page.goto(`${base}/`);
+          assert.match(await page.locator('body').innerText(), /Nobody is logged in\./);
+          const me = await page.evaluate(async () => (await fetch('/me')).status);
+          assert.equal(me, 401);
+        }
       });
     });
 }

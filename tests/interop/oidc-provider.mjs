@@ -11,6 +11,14 @@
 //   OP_REDIRECT_URIS   its redirect URIs, separated by spaces or commas (required)
 //   OP_ACCOUNTS_FILE   JSON file `{ "<login>": { claims... } }` (required), read again at every
 //                      account lookup so a test can change a user's claims between two logins
+//   OP_POST_LOGOUT_REDIRECT_URIS  the client's post_logout_redirect_uris (RP-Initiated Logout),
+//                      separated by spaces or commas (optional)
+//   OP_BACKCHANNEL_LOGOUT_URI     the client's backchannel_logout_uri (optional; registered with
+//                      backchannel_logout_session_required, so logout tokens carry `sid`)
+//
+// RP-Initiated Logout (end_session_endpoint `/session/end`, with its confirmation page) and
+// Back-Channel Logout are enabled: confirming a logout posts a logout token to the
+// backchannel_logout_uri of every client the session logged in to.
 //
 // The account's `sub` is its login name (stable per login); its other claims come from the
 // file. Scopes `email`, `profile` and `groups` release `email`/`email_verified`,
@@ -48,6 +56,9 @@ const clientId = required('OP_CLIENT_ID');
 const clientSecret = required('OP_CLIENT_SECRET');
 const redirectUris = required('OP_REDIRECT_URIS').split(/[\s,]+/).filter(Boolean);
 const accountsFile = required('OP_ACCOUNTS_FILE');
+const postLogoutRedirectUris = (process.env.OP_POST_LOGOUT_REDIRECT_URIS ?? '')
+  .split(/[\s,]+/).filter(Boolean);
+const backchannelLogoutUri = process.env.OP_BACKCHANNEL_LOGOUT_URI || undefined;
 
 // Exit with the parent: on SIGTERM/SIGINT, and when stdin reaches its end (the test holds
 // the write side open for as long as it wants us alive).
@@ -93,6 +104,10 @@ const configuration = {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'RS256',
+      post_logout_redirect_uris: postLogoutRedirectUris,
+      ...(backchannelLogoutUri
+        ? { backchannel_logout_uri: backchannelLogoutUri, backchannel_logout_session_required: true }
+        : {}),
     },
   ],
   findAccount,
@@ -109,8 +124,17 @@ const configuration = {
   features: {
     devInteractions: { enabled: true },
     userinfo: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
   },
   jwks: { keys: [{ ...signingKey, use: 'sig', alg: 'RS256' }] },
+  // Logout tokens go to the test's app on 127.0.0.1, an address oidc-provider's SSRF guard
+  // refuses (it hands fetch a dispatcher that drops connections to special-use addresses):
+  // this test-only provider fetches without that dispatcher.
+  fetch: (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
 };
 
@@ -124,12 +148,20 @@ server.listen(port, HOST, () => {
   const { port: actual } = server.address();
   const issuer = `http://${HOST}:${actual}`;
   const provider = new Provider(issuer, configuration);
-  for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error']) {
+  for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error',
+    'end_session.error']) {
     provider.on(event, (_ctx, err) => {
       console.error(`oidc-provider ${event}: ${err?.name}: ${err?.message}`
         + (err?.error_description ? ` (${err.error_description})` : ''));
     });
   }
+  // Each delivered or failed logout token, for the test's log.
+  provider.on('backchannel.success', (_ctx, client, accountId) => {
+    console.error(`oidc-provider backchannel.success: ${client.clientId} ${accountId}`);
+  });
+  provider.on('backchannel.error', (_ctx, err, client) => {
+    console.error(`oidc-provider backchannel.error: ${client.clientId}: ${err?.message}`);
+  });
   server.on('request', provider.callback());
   console.log(`READY ${actual}`);
 });
