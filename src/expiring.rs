@@ -55,7 +55,6 @@ impl<V> ExpiringSet<V> {
     }
 
     /// Whether `key` is in the set and has not expired.
-    #[cfg(test)]
     pub(crate) fn contains(&self, key: &str) -> bool {
         let now = Instant::now();
         self.read()

@@ -33,6 +33,30 @@ pub trait ReplayGuard: Send + Sync + 'static {
         key: &str,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether `key` is recorded and its record has not expired, without recording it: for a
+    /// value that is recorded only once what it allows has succeeded (a back-channel logout
+    /// token's `jti`, recorded after its sessions ended, so a retry after a failure works
+    /// while a replay of a recorded token is refused before it changes anything).
+    ///
+    /// The provided implementation answers `false` (not known): the back-channel logout then
+    /// still refuses a replay through [`first_use`](Self::first_use), after re-ending only
+    /// the sessions created before the token's `iat`. The crate's guards answer for real.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jit_provision::replay::{MemoryReplayGuard, ReplayGuard};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let guard = MemoryReplayGuard::new();
+    /// assert!(!guard.was_used("jti:1").await.unwrap());
+    /// assert!(guard.first_use("jti:1", Duration::from_secs(60)).await.unwrap());
+    /// assert!(guard.was_used("jti:1").await.unwrap());
+    /// # });
+    /// ```
+    fn was_used(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = key;
+        async { Ok(false) }
+    }
 }
 
 impl<G: ReplayGuard> ReplayGuard for Arc<G> {
@@ -43,6 +67,10 @@ impl<G: ReplayGuard> ReplayGuard for Arc<G> {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         (**self).first_use(key, ttl)
     }
+
+    fn was_used(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).was_used(key)
+    }
 }
 
 /// The dyn-compatible twin the layer holds.
@@ -52,6 +80,7 @@ pub(crate) trait ErasedGuard: Send + Sync + 'static {
         key: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn was_used<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 impl<G: ReplayGuard> ErasedGuard for G {
@@ -61,6 +90,9 @@ impl<G: ReplayGuard> ErasedGuard for G {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(ReplayGuard::first_use(self, key, ttl))
+    }
+    fn was_used<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(ReplayGuard::was_used(self, key))
     }
 }
 
@@ -135,6 +167,10 @@ impl ReplayGuard for MemoryReplayGuard {
                 Err(StoreError::unavailable(ReplayGuardFull))
             }
         }
+    }
+
+    async fn was_used(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.seen.contains(key))
     }
 }
 

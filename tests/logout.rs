@@ -567,6 +567,13 @@ mod flaky {
                 .end_sessions_for_user(domain, user_id, at, reason)
                 .await
         }
+        async fn sessions_ended_for_user_at(
+            &self,
+            domain: &str,
+            user_id: &str,
+        ) -> Result<Option<i64>, StoreError> {
+            self.inner.sessions_ended_for_user_at(domain, user_id).await
+        }
         async fn end_sessions_by_idp_session(
             &self,
             selection: IdpSession<'_>,
@@ -680,5 +687,147 @@ async fn a_configured_post_logout_path_is_where_the_idp_sends_the_browser() {
         app.me().await.status(),
         StatusCode::UNAUTHORIZED,
         "logged out locally anyway"
+    );
+}
+
+#[tokio::test]
+async fn a_token_refused_for_an_outage_succeeds_on_retry_and_only_once() {
+    let sessions = FlakySessions::default();
+    let store = sessions.clone();
+    let app = TestApp::start_with(with_backchannel(), move |b| b.session_store(store)).await;
+    let (first, second) = (browser(), browser());
+    app.login_with(&first, &alice()).await;
+    app.login_with(&second, &alice()).await;
+    let token = app.idp.sign_logout_token(app.idp.logout_token_claims(
+        common::CLIENT_ID,
+        Some("sub-alice"),
+        None,
+    ));
+    sessions
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = answer(post_logout_token(&app, &token).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "session_store_unavailable");
+    assert!(logged_in(&app, &first).await, "nothing ended");
+
+    // The IdP retries the same token once the store is back: the logout happens.
+    sessions
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = answer(post_logout_token(&app, &token).await).await;
+    assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(2)));
+    assert!(!logged_in(&app, &first).await && !logged_in(&app, &second).await);
+
+    // Delivered, it is used up: a replay is refused and ends nothing, not even a session
+    // begun after the logout.
+    let later = browser();
+    app.login_with(&later, &alice()).await;
+    let (status, body) = answer(post_logout_token(&app, &token).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "replayed_jti");
+    assert!(logged_in(&app, &later).await);
+}
+
+#[tokio::test]
+async fn a_logout_token_ends_only_sessions_created_by_its_iat() {
+    let app = TestApp::start_with(with_backchannel(), |b| b).await;
+    app.login(&alice()).await;
+    let signed_at = |iat: i64, jti: &str| {
+        let mut claims = app
+            .idp
+            .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
+        claims["iat"] = json!(iat);
+        claims["jti"] = json!(jti);
+        app.idp.sign_logout_token(claims)
+    };
+    // Issued two minutes ago (within its validity): the session is younger, it stays.
+    let before = signed_at(common::now() - 120, "jti-before-the-login");
+    let (status, body) = answer(post_logout_token(&app, &before).await).await;
+    assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(0)));
+    assert_eq!(app.me().await.status(), StatusCode::OK);
+    // Issued now: the session existed, it ends.
+    let now = signed_at(common::now(), "jti-after-the-login");
+    let (status, body) = answer(post_logout_token(&app, &now).await).await;
+    assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
+    assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A replay guard of an application that only implements `first_use` (the provided
+/// `was_used` answers "not known").
+#[derive(Clone, Default)]
+struct RecordOnlyGuard(jit_provision::replay::MemoryReplayGuard);
+
+impl jit_provision::replay::ReplayGuard for RecordOnlyGuard {
+    async fn first_use(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, jit_provision::store::StoreError> {
+        self.0.first_use(key, ttl).await
+    }
+}
+
+#[tokio::test]
+async fn with_a_guard_that_cannot_look_up_a_replay_ends_no_session_younger_than_the_token() {
+    use jit_provision::session::{MemorySessionStore, SessionRecord, SessionStore};
+    let sessions = MemorySessionStore::new();
+    let store = sessions.clone();
+    let app = TestApp::start_with(with_backchannel(), move |b| {
+        b.session_store(store)
+            .replay_guard(RecordOnlyGuard::default())
+    })
+    .await;
+    let now = common::now();
+    let record = |id: &str, created: i64| {
+        SessionRecord::new(id, "PRIMARY", "1", "dev", "sub-alice", created, now + 3600)
+    };
+    assert!(
+        sessions
+            .create_session(&record("old", now - 300))
+            .await
+            .unwrap()
+    );
+    let mut claims = app
+        .idp
+        .logout_token_claims(common::CLIENT_ID, Some("sub-alice"), None);
+    claims["iat"] = json!(now - 120);
+    let token = app.idp.sign_logout_token(claims);
+    let (status, body) = answer(post_logout_token(&app, &token).await).await;
+    assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
+
+    // Later: a session that existed at the logout but had no record yet (a cookie of an
+    // earlier release, adopted since) and one begun after it.
+    assert!(
+        sessions
+            .create_session(&record("adopted", now - 200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        sessions
+            .create_session(&record("young", now))
+            .await
+            .unwrap()
+    );
+    let (status, body) = answer(post_logout_token(&app, &token).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "replayed_jti");
+    let ended = |id: &'static str| {
+        let sessions = sessions.clone();
+        async move {
+            sessions
+                .get_session(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .ended_at
+                .is_some()
+        }
+    };
+    assert!(ended("old").await && ended("adopted").await);
+    assert!(
+        !ended("young").await,
+        "begun after the logout: untouched by the replay"
     );
 }

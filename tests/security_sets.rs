@@ -326,6 +326,96 @@ async fn a_cookie_of_the_previous_format_still_opens() {
     );
 }
 
+/// A session cookie as earlier releases sealed it (the cookie crate's private jar under the
+/// encryption half of `bytes`), as a `Cookie` header pair.
+fn legacy_cookie(
+    bytes: &[u8; 64],
+    user_id: jit_provision::store::UserId,
+    id: &str,
+    issued_at: i64,
+) -> String {
+    let session = SessionData {
+        user_id,
+        domain: "PRIMARY".into(),
+        provider: "dev".into(),
+        subject: "sub-alice".into(),
+        session_id: id.into(),
+        issued_at,
+        expires_at: issued_at + 3600,
+    };
+    let mut jar = cookie::CookieJar::new();
+    jar.private_mut(&cookie::Key::from(bytes))
+        .add(cookie::Cookie::new(
+            "jit_session",
+            serde_json::to_string(&session).unwrap(),
+        ));
+    format!("jit_session={}", jar.get("jit_session").unwrap().value())
+}
+
+#[tokio::test]
+async fn a_cookie_of_the_previous_format_does_not_outlive_the_end_of_its_users_sessions() {
+    let bytes = [7u8; 64];
+    let key = SessionKey::from_bytes(&bytes).unwrap();
+    let path = std::env::temp_dir().join(format!("jit-legacy-{}-{}.db", std::process::id(), now()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let on_file = || async {
+        let store = jit_provision::store::SqliteStore::connect(&url)
+            .await
+            .unwrap();
+        let key = key.clone();
+        TestApp::start_with(|p| p, move |b| b.store(store).session_key(key)).await
+    };
+    let app = on_file().await;
+    let (_, pair) = logged_in(&app).await;
+    let me: serde_json::Value = plain()
+        .get(app.url("/me"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_id = jit_provision::store::UserId(me["id"].as_i64().unwrap());
+    let issued = now() - 10;
+    // Two cookies of an earlier release, never seen since the upgrade: no record of either.
+    let seen_here = legacy_cookie(&bytes, user_id, "legacy-seen-before-restart", issued);
+    let seen_later = legacy_cookie(&bytes, user_id, "legacy-seen-after-restart", issued);
+
+    assert_eq!(app.layer.end_sessions("PRIMARY", user_id).await.unwrap(), 1);
+    assert_eq!(me_with_cookie(&app, &pair).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        me_with_cookie(&app, &seen_here).await,
+        StatusCode::UNAUTHORIZED,
+        "issued before the end of all sessions: not adopted"
+    );
+    assert_eq!(
+        me_with_cookie(&app, &seen_here).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // A cookie issued after that end is adopted as before (the refusal is that end's).
+    let after_end = legacy_cookie(&bytes, user_id, "legacy-issued-after-the-end", now() + 5);
+    assert_eq!(me_with_cookie(&app, &after_end).await, StatusCode::OK);
+    drop(app);
+
+    // A restart on the same file: the end is remembered, for a cookie not seen before too.
+    let after = on_file().await;
+    assert_eq!(
+        me_with_cookie(&after, &seen_later).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me_with_cookie(&after, &seen_here).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(me_with_cookie(&after, &after_end).await, StatusCode::OK);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 #[tokio::test]
 async fn the_configuration_holds_the_ring_as_session_key_and_previous_keys() {
     let (old, new) = (SessionKey::generate(), SessionKey::generate());

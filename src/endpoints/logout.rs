@@ -116,30 +116,42 @@ pub(crate) async fn backchannel(
         Ok(request) => request,
         Err(err) => return refuse_token(id, &err),
     };
-    match shared
+    // The jti is recorded only once the sessions have ended: a retry after a store outage
+    // must work, and `verify_logout_token` already refused a token recorded before.
+    let ended = match shared
         .sessions
-        .end_by_idp_session(id, request.sid.as_deref(), request.sub.as_deref())
+        .end_by_idp_session(
+            id,
+            request.sid.as_deref(),
+            request.sub.as_deref(),
+            Some(request.issued_at),
+        )
         .await
     {
-        Ok(ended) => {
-            tracing::info!(
-                provider = id,
-                subject = request.sub.as_deref().unwrap_or("-"),
-                by_sid = request.sid.is_some(),
-                ended,
-                "back-channel logout"
-            );
-            json(StatusCode::OK, serde_json::json!({ "ended": ended }))
-        }
+        Ok(ended) => ended,
         Err(err) => {
             tracing::error!(provider = id, error = %err, "back-channel logout: the session store failed");
-            refuse(
+            return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "session_store_unavailable",
                 "the session store is unavailable",
-            )
+            );
         }
+    };
+    if let Err(err) = provider
+        .record_logout_token(&request, &*shared.replay)
+        .await
+    {
+        return refuse_token(id, &err);
     }
+    tracing::info!(
+        provider = id,
+        subject = request.sub.as_deref().unwrap_or("-"),
+        by_sid = request.sid.is_some(),
+        ended,
+        "back-channel logout"
+    );
+    json(StatusCode::OK, serde_json::json!({ "ended": ended }))
 }
 
 fn refuse_token(provider: &str, err: &LogoutTokenError) -> Response<Body> {
@@ -280,7 +292,7 @@ pub(crate) async fn frontchannel(
             (Some(_), Some(sid)) => {
                 shared
                     .sessions
-                    .end_by_idp_session(id, Some(&sid), None)
+                    .end_by_idp_session(id, Some(&sid), None, None)
                     .await
                     .map_err(Error::Session)?;
             }

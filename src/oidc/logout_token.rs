@@ -16,8 +16,14 @@
 //!   `exp`, when present, not past (give or take the skew);
 //! - `events` is an object with the member `http://schemas.openid.net/event/backchannel-logout`
 //!   whose value is a JSON object; `sid` and/or `sub` (non-empty strings); no `nonce`;
-//! - `jti` present, and seen for the first time by the layer's replay guard (shared by every
-//!   instance on a SQL database); a guard that cannot answer refuses the token (fail closed).
+//! - `jti` present, and not recorded yet by the layer's replay guard (shared by every instance
+//!   on a SQL database); a guard that cannot answer refuses the token (fail closed).
+//!
+//! The `jti` is recorded only once the sessions have ended, so an identity provider retrying
+//! a token after a `503` (session store down) succeeds, while a token already accepted is
+//! refused before it changes anything. The sessions a token ends are those created at or
+//! before its `iat` (the ones that existed when the provider logged the user out), so even a
+//! replay racing the record of its `jti` cannot end a session started after the logout.
 
 use std::time::Duration;
 
@@ -158,6 +164,8 @@ pub(crate) struct LogoutRequest {
     pub(crate) sid: Option<String>,
     pub(crate) sub: Option<String>,
     pub(crate) jti: String,
+    /// `iat`, Unix seconds (rounded down): only sessions created at or before it end.
+    pub(crate) issued_at: i64,
     /// When the replay record of `jti` may be forgotten (Unix seconds).
     pub(crate) replay_until: i64,
 }
@@ -364,6 +372,7 @@ impl LogoutTokenValidator {
             sid,
             sub,
             jti: jti.to_owned(),
+            issued_at: iat.floor() as i64,
             replay_until: now + max_age + 2 * self.skew,
         })
     }

@@ -716,8 +716,9 @@ impl OidcProvider {
 
     /// Validates a back-channel logout token (module `logout_token`): signature with the
     /// provider's key cache (an unknown `kid` refetches it once, rate limited), claims, and
-    /// last the `jti` in the replay guard, so a token refused for any other reason does not
-    /// use up its `jti`.
+    /// last that the replay guard has not recorded its `jti`. Nothing is recorded here: the
+    /// caller records the `jti` ([`record_logout_token`](Self::record_logout_token)) once the
+    /// sessions have ended, so a token whose logout failed can be retried.
     pub(crate) async fn verify_logout_token(
         &self,
         raw: &str,
@@ -745,16 +746,38 @@ impl OidcProvider {
             },
             other => other?,
         };
-        let ttl = Duration::from_secs((request.replay_until - now).max(1) as u64);
-        let key = format!("logout-jti:{}:{}", self.id, request.jti);
-        match replay.first_use(&key, ttl).await {
-            Ok(true) => Ok(request),
+        match replay.was_used(&self.logout_jti_key(&request)).await {
+            Ok(false) => Ok(request),
+            Ok(true) => Err(LogoutTokenError::Replayed),
+            Err(err) => {
+                tracing::error!(provider = %self.id, error = %err, "the replay guard could not check a logout token's jti");
+                Err(LogoutTokenError::ReplayGuardUnavailable)
+            }
+        }
+    }
+
+    /// Records the `jti` of a logout token whose sessions have ended (so a retry after a
+    /// failure to end them was still possible): [`LogoutTokenError::Replayed`] when another
+    /// delivery of it recorded it first.
+    pub(crate) async fn record_logout_token(
+        &self,
+        request: &LogoutRequest,
+        replay: &dyn crate::replay::ErasedGuard,
+    ) -> Result<(), LogoutTokenError> {
+        let ttl =
+            Duration::from_secs((request.replay_until - crate::store::now_unix()).max(1) as u64);
+        match replay.first_use(&self.logout_jti_key(request), ttl).await {
+            Ok(true) => Ok(()),
             Ok(false) => Err(LogoutTokenError::Replayed),
             Err(err) => {
                 tracing::error!(provider = %self.id, error = %err, "the replay guard could not record a logout token's jti");
                 Err(LogoutTokenError::ReplayGuardUnavailable)
             }
         }
+    }
+
+    fn logout_jti_key(&self, request: &LogoutRequest) -> String {
+        format!("logout-jti:{}:{}", self.id, request.jti)
     }
 
     /// Validates an ID token; on an unknown key, refetches the issuer's keys once (rate

@@ -437,8 +437,8 @@ impl Sessions {
     }
 
     /// The cached record of a session, or the store's (adopting a cookie of an earlier
-    /// release that has none: its secret is as good as a new one's). Concurrent misses
-    /// share one store read.
+    /// release that has none: its secret is as good as a new one's; see
+    /// [`adopt`](Self::adopt)). Concurrent misses share one store read.
     async fn record(
         &self,
         session: &OpenedSession,
@@ -453,13 +453,7 @@ impl Sessions {
                 let found = store.0.get_session(&session.id).await?;
                 let record = match found {
                     Some(record) => record,
-                    None if session.legacy => {
-                        let adopted = self.adopted(session);
-                        store.0.create_session(&adopted).await?;
-                        store.0.get_session(&session.id).await?.ok_or_else(|| {
-                            StoreError::backend("an adopted session record vanished")
-                        })?
-                    }
+                    None if session.legacy => self.adopt(session).await?,
                     None => return Err(None),
                 };
                 Ok(LiveSession::new(record))
@@ -489,6 +483,33 @@ impl Sessions {
             return Ok(None);
         };
         Ok(self.record(&session).await?.map(|live| live.record.clone()))
+    }
+
+    /// Writes the record of a cookie of an earlier release and answers it as stored: ended
+    /// when every session of its user was ended at or after the cookie was issued (log out
+    /// everywhere, admin end-sessions, lock, deprovision), since that end found no record of
+    /// it. The record is written before the end is read, so an end racing the adoption
+    /// either ends the new record or is seen here.
+    async fn adopt(&self, session: &OpenedSession) -> Result<SessionRecord, StoreError> {
+        let store = &self.inner.store.0;
+        store.create_session(&self.adopted(session)).await?;
+        let user_id = session.user_id.to_string();
+        let ended_at = store
+            .sessions_ended_for_user_at(&session.auth.domain, &user_id)
+            .await?;
+        if let Some(at) = ended_at.filter(|at| session.auth.issued_at <= *at) {
+            tracing::info!(
+                user_id = session.user_id.0,
+                "refused a session cookie of an earlier release: its user's sessions were ended after it was issued"
+            );
+            store
+                .end_session(&session.id, at, EndReason::Everywhere)
+                .await?;
+        }
+        store
+            .get_session(&session.id)
+            .await?
+            .ok_or_else(|| StoreError::backend("an adopted session record vanished"))
     }
 
     /// The record of a cookie of an earlier release, from what it carries.
@@ -558,27 +579,26 @@ impl Sessions {
 
     /// Ends the sessions of an identity provider's session (`sid` given: that IdP session
     /// of that provider; only `subject`: every session of provider and subject; both: both
-    /// must match; neither: none), in the store and on every instance; how many. For the
-    /// IdP-initiated logouts (back-channel, front-channel, SAML SLO).
-    #[allow(dead_code)]
+    /// must match; neither: none; `created_at_most` given: only sessions created at or before
+    /// it), in the store and on every instance; how many. For the IdP-initiated logouts
+    /// (back-channel, front-channel, SAML SLO).
     pub(crate) async fn end_by_idp_session(
         &self,
         provider: &str,
         sid: Option<&str>,
         subject: Option<&str>,
+        created_at_most: Option<i64>,
     ) -> Result<usize, SessionError> {
         if sid.is_none() && subject.is_none() {
             return Ok(0);
         }
+        let mut selection = IdpSession::new(provider, sid, subject);
+        selection.created_at_most = created_at_most;
         let ended = self
             .inner
             .store
             .0
-            .end_sessions_by_idp_session(
-                IdpSession::new(provider, sid, subject),
-                now_unix(),
-                EndReason::IdpLogout,
-            )
+            .end_sessions_by_idp_session(selection, now_unix(), EndReason::IdpLogout)
             .await?;
         let count = ended.len();
         self.forget(ended).await;

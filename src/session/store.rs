@@ -232,6 +232,9 @@ pub struct IdpSession<'a> {
     pub sid: Option<&'a str>,
     /// The subject: when given, only sessions of it.
     pub subject: Option<&'a str>,
+    /// When given, only sessions created at or before it (Unix seconds): a logout token's
+    /// `iat`, so that it ends the sessions that existed when the provider logged out.
+    pub created_at_most: Option<i64>,
 }
 
 impl<'a> IdpSession<'a> {
@@ -241,7 +244,21 @@ impl<'a> IdpSession<'a> {
             provider,
             sid,
             subject,
+            created_at_most: None,
         }
+    }
+
+    /// Selects only sessions created at or before `at` (Unix seconds).
+    ///
+    /// ```
+    /// use jit_provision::session::{IdpSession, SessionRecord};
+    /// let record = SessionRecord::new("h", "PRIMARY", "7", "corp", "sub", 100, 1000);
+    /// assert!(IdpSession::new("corp", None, Some("sub")).created_at_most(100).matches(&record));
+    /// assert!(!IdpSession::new("corp", None, Some("sub")).created_at_most(99).matches(&record));
+    /// ```
+    pub fn created_at_most(mut self, at: i64) -> Self {
+        self.created_at_most = Some(at);
+        self
     }
 
     /// Whether `record` is selected.
@@ -252,6 +269,9 @@ impl<'a> IdpSession<'a> {
                 .sid
                 .is_none_or(|sid| record.idp_session.as_deref() == Some(sid))
             && self.subject.is_none_or(|sub| record.subject == sub)
+            && self
+                .created_at_most
+                .is_none_or(|at| record.created_at <= at)
     }
 }
 
@@ -298,7 +318,11 @@ pub trait SessionStore: Send + Sync + 'static {
         at: i64,
         reason: EndReason,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Ends every session of a user; the ids ended.
+    /// Ends every session of a user; the ids ended. Also remembers `at` (moving it only
+    /// forward) as the time all sessions of that user were last ended
+    /// ([`sessions_ended_for_user_at`](Self::sessions_ended_for_user_at)), before ending
+    /// them: so a cookie of an earlier release, which has no record to end, issued at or
+    /// before it is refused rather than adopted.
     fn end_sessions_for_user(
         &self,
         domain: &str,
@@ -306,6 +330,13 @@ pub trait SessionStore: Send + Sync + 'static {
         at: i64,
         reason: EndReason,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The last `at` of [`end_sessions_for_user`](Self::end_sessions_for_user) for this
+    /// user, if any (kept as long as the store).
+    fn sessions_ended_for_user_at(
+        &self,
+        domain: &str,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
     /// Ends the sessions [`IdpSession::matches`] selects; the ids ended.
     fn end_sessions_by_idp_session(
         &self,
@@ -342,6 +373,8 @@ pub trait SessionStore: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct MemorySessionStore {
     records: Arc<Mutex<HashMap<String, SessionRecord>>>,
+    /// (domain, user id) → the last end of all its sessions.
+    ended_for_user: Arc<Mutex<HashMap<(String, String), i64>>>,
     reads: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
 }
@@ -358,7 +391,7 @@ impl MemorySessionStore {
         Self::default()
     }
 
-    /// `get_session` and `list_sessions_for_user` calls so far.
+    /// `get_session`, `sessions_ended_for_user_at` and `list_sessions_for_user` calls so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::SeqCst)
     }
@@ -429,7 +462,30 @@ impl SessionStore for MemorySessionStore {
         at: i64,
         reason: EndReason,
     ) -> Result<Vec<String>, StoreError> {
+        {
+            let mut marks = self
+                .ended_for_user
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mark = marks
+                .entry((domain.to_owned(), user_id.to_owned()))
+                .or_insert(at);
+            *mark = (*mark).max(at);
+        }
         Ok(self.end_where(at, reason, |r| r.domain == domain && r.user_id == user_id))
+    }
+
+    async fn sessions_ended_for_user_at(
+        &self,
+        domain: &str,
+        user_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let marks = self
+            .ended_for_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(marks.get(&(domain.to_owned(), user_id.to_owned())).copied())
     }
 
     async fn end_sessions_by_idp_session(
@@ -492,6 +548,11 @@ pub(crate) trait ErasedSessionStore: Send + Sync + 'static {
         at: i64,
         reason: EndReason,
     ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+    fn sessions_ended_for_user_at<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<i64>>>;
     fn end_sessions_by_idp_session<'a>(
         &'a self,
         selection: IdpSession<'a>,
@@ -534,6 +595,15 @@ impl<S: SessionStore> ErasedSessionStore for S {
     ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
         Box::pin(contained(SessionStore::end_sessions_for_user(
             self, domain, user_id, at, reason,
+        )))
+    }
+    fn sessions_ended_for_user_at<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<i64>>> {
+        Box::pin(contained(SessionStore::sessions_ended_for_user_at(
+            self, domain, user_id,
         )))
     }
     fn end_sessions_by_idp_session<'a>(
@@ -639,6 +709,17 @@ impl ErasedSessionStore for TimeLimited {
             self.inner
                 .0
                 .end_sessions_for_user(domain, user_id, at, reason),
+        )
+    }
+    fn sessions_ended_for_user_at<'a>(
+        &'a self,
+        domain: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<i64>>> {
+        bounded(
+            self.limit,
+            "sessions_ended_for_user_at",
+            self.inner.0.sessions_ended_for_user_at(domain, user_id),
         )
     }
     fn end_sessions_by_idp_session<'a>(

@@ -255,6 +255,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0007_sessions.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            8,
+            "session_ends".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0008_session_ends.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -680,6 +687,17 @@ impl ReplayGuard for PostgresStore {
             }
         }
         Ok(fresh.is_some())
+    }
+
+    async fn was_used(&self, key: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM jit_one_time WHERE key = $1 AND expires_at > $2")
+                .bind(key)
+                .bind(now_unix())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(found.is_some())
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`SessionStore`](crate::session::SessionStore) on the SQL stores' pools: table
-//! `jit_sessions` (migrations `sqlite/0008_sessions.sql`, `postgres/0007_sessions.sql`).
+//! `jit_sessions` (migrations `sqlite/0008_sessions.sql`, `postgres/0007_sessions.sql`) and
+//! `jit_session_ends` (`sqlite/0009_session_ends.sql`, `postgres/0008_session_ends.sql`).
 //! One implementation for both, written once as a macro: the statements are the same but for
 //! the placeholders (`$1` for PostgreSQL, `?1` for SQLite).
 
@@ -152,11 +153,25 @@ macro_rules! sql_session_store {
                 at: i64,
                 reason: $crate::session::EndReason,
             ) -> Result<Vec<String>, StoreError> {
+                // The mark first: should the end fail, the mark still keeps earlier
+                // releases' cookies out (fail closed).
+                let mark = $sql(
+                    "INSERT INTO jit_session_ends (domain, user_id, ended_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (domain, user_id) DO UPDATE SET ended_at = excluded.ended_at \
+                     WHERE jit_session_ends.ended_at < excluded.ended_at",
+                );
                 let sql = $sql(
                     "UPDATE jit_sessions SET ended_at = $1, end_reason = $2 \
                      WHERE domain = $3 AND user_id = $4 AND ended_at IS NULL RETURNING id_hash",
                 );
                 let _write = self.session_write_lock().await;
+                sqlx::query::<$db>(sqlx::AssertSqlSafe(mark))
+                    .bind(domain)
+                    .bind(user_id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
                 let mut ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(at)
                     .bind(reason.as_str())
@@ -167,6 +182,22 @@ macro_rules! sql_session_store {
                     .map_err(classify)?;
                 ids.sort();
                 Ok(ids)
+            }
+
+            async fn sessions_ended_for_user_at(
+                &self,
+                domain: &str,
+                user_id: &str,
+            ) -> Result<Option<i64>, StoreError> {
+                let sql = $sql(
+                    "SELECT ended_at FROM jit_session_ends WHERE domain = $1 AND user_id = $2",
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(domain)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)
             }
 
             async fn end_sessions_by_idp_session(
@@ -182,7 +213,7 @@ macro_rules! sql_session_store {
                     "UPDATE jit_sessions SET ended_at = $1, end_reason = $2 \
                      WHERE provider = $3 AND ended_at IS NULL \
                      AND ($4 IS NULL OR idp_session = $4) AND ($5 IS NULL OR subject = $5) \
-                     RETURNING id_hash",
+                     AND ($6 IS NULL OR created_at <= $6) RETURNING id_hash",
                 );
                 let _write = self.session_write_lock().await;
                 let mut ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -191,6 +222,7 @@ macro_rules! sql_session_store {
                     .bind(selection.provider)
                     .bind(selection.sid)
                     .bind(selection.subject)
+                    .bind(selection.created_at_most)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(classify)?;

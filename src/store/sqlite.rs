@@ -224,6 +224,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0008_sessions.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            9,
+            "session_ends".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0009_session_ends.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -347,6 +354,17 @@ impl crate::replay::ReplayGuard for SqliteStore {
             }
         }
         Ok(fresh.is_some())
+    }
+
+    async fn was_used(&self, key: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM jit_one_time WHERE key = ? AND expires_at > ?")
+                .bind(key)
+                .bind(now_unix())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(found.is_some())
     }
 }
 

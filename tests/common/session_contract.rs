@@ -137,7 +137,41 @@ pub async fn contract<S: SessionStore>(store: S) {
         ["b", "e", "f"]
     );
 
-    // End for a user: that domain's only.
+    // Created at most at a time: the younger sessions stay.
+    for r in [
+        record("old", "8", "sub-8", None, now - 10),
+        record("young", "8", "sub-8", None, now + 10),
+    ] {
+        store.create_session(&r).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .end_sessions_by_idp_session(
+                by(None, Some("sub-8")).created_at_most(now),
+                now,
+                EndReason::IdpLogout
+            )
+            .await
+            .unwrap(),
+        ["old"]
+    );
+    assert!(
+        store
+            .get_session("young")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_live(now)
+    );
+
+    // End for a user: that domain's only, and the time of it is remembered (moving forward).
+    assert_eq!(
+        store
+            .sessions_ended_for_user_at("PRIMARY", "9")
+            .await
+            .unwrap(),
+        None
+    );
     for r in [
         record("g", "9", "sub-9", None, now),
         record("h", "9", "sub-9", None, now),
@@ -160,6 +194,43 @@ pub async fn contract<S: SessionStore>(store: S) {
             .is_empty()
     );
     assert!(store.get_session("i").await.unwrap().unwrap().is_live(now));
+    assert_eq!(
+        store
+            .sessions_ended_for_user_at("PRIMARY", "9")
+            .await
+            .unwrap(),
+        Some(now)
+    );
+    assert_eq!(
+        store
+            .sessions_ended_for_user_at("OTHER", "9")
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .end_sessions_for_user("PRIMARY", "9", now - 50, EndReason::Everywhere)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sessions_ended_for_user_at("PRIMARY", "9")
+            .await
+            .unwrap(),
+        Some(now),
+        "never moves back"
+    );
+    store
+        .end_sessions_for_user("PRIMARY", "9", now + 50, EndReason::UserLocked)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sessions_ended_for_user_at("PRIMARY", "9")
+            .await
+            .unwrap(),
+        Some(now + 50)
+    );
 
     // Purge: records whose absolute end is before the bound go, ended or not.
     assert_eq!(
@@ -169,6 +240,6 @@ pub async fn contract<S: SessionStore>(store: S) {
     );
     assert_eq!(store.get_session("e").await.unwrap(), None);
     assert!(store.get_session("a").await.unwrap().is_some());
-    assert_eq!(store.purge_sessions(now + 7200).await.unwrap(), 8);
+    assert_eq!(store.purge_sessions(now + 7200).await.unwrap(), 10);
     assert_eq!(store.get_session("i").await.unwrap(), None);
 }
