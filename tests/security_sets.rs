@@ -356,8 +356,7 @@ fn legacy_cookie(
 async fn a_cookie_of_the_previous_format_does_not_outlive_the_end_of_its_users_sessions() {
     let bytes = [7u8; 64];
     let key = SessionKey::from_bytes(&bytes).unwrap();
-    let path = std::env::temp_dir().join(format!("jit-legacy-{}-{}.db", std::process::id(), now()));
-    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let (_file, url) = sqlite_file().await;
     let on_file = || async {
         let store = jit_provision::store::SqliteStore::connect(&url)
             .await
@@ -367,16 +366,7 @@ async fn a_cookie_of_the_previous_format_does_not_outlive_the_end_of_its_users_s
     };
     let app = on_file().await;
     let (_, pair) = logged_in(&app).await;
-    let me: serde_json::Value = plain()
-        .get(app.url("/me"))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let user_id = jit_provision::store::UserId(me["id"].as_i64().unwrap());
+    let user_id = user_id(&app, &pair).await;
     let issued = now() - 10;
     // Two cookies of an earlier release, never seen since the upgrade: no record of either.
     let seen_here = legacy_cookie(&bytes, user_id, "legacy-seen-before-restart", issued);
@@ -409,11 +399,6 @@ async fn a_cookie_of_the_previous_format_does_not_outlive_the_end_of_its_users_s
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(me_with_cookie(&after, &after_end).await, StatusCode::OK);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use jit_provision::dev_idp::DevUser;
 use jit_provision::invalidation::{BusEvent, InvalidationBus, SignedInvalidation};
 use jit_provision::policy::Deprovision;
 use jit_provision::session::{MemorySessionStore, SessionKey};
-use jit_provision::store::{SqliteStore, StoreError, UserId};
+use jit_provision::store::{SqliteStore, StoreError};
 use reqwest::StatusCode;
 
 /// Not a performance bound: how long to wait for a bus message before calling the test hung.
@@ -46,33 +46,6 @@ async fn the_postgres_store_keeps_the_session_contract() {
 }
 
 // ---- helpers ----
-
-/// Deletes a test's SQLite files when dropped.
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// A new SQLite file in the temporary directory (removed with the guard).
-async fn sqlite_file() -> (TempFile, String) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "jit-sessions-{}-{}-{}.db",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        now()
-    ));
-    let url = format!("sqlite://{}?mode=rwc", path.display());
-    (TempFile(path), url)
-}
 
 /// An app on the SQLite file at `url`, sealing with `key`; `more` adjusts the builder.
 async fn on_sqlite(
@@ -106,19 +79,6 @@ async fn post_logout(app: &TestApp, pair: &str, path: &str) -> reqwest::Response
         .send()
         .await
         .unwrap()
-}
-
-async fn user_id(app: &TestApp, pair: &str) -> UserId {
-    let me: serde_json::Value = plain()
-        .get(app.url("/me"))
-        .header("cookie", pair)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    UserId(me["id"].as_i64().unwrap())
 }
 
 /// The session of `pair` is refused at `app`.

@@ -3,9 +3,11 @@
 //! - **Back-channel** (Back-Channel Logout 1.0): `POST {prefix}/{provider}/backchannel-logout`,
 //!   called by the IdP server to server (no cookies, no `Origin` check) with a form field
 //!   `logout_token`. A valid token ([`crate::oidc::LogoutTokenError`] lists every check) ends
-//!   the sessions it names on every instance: `200`, `Cache-Control: no-store`. A bad token:
+//!   the sessions it names that were created at or before its `iat`, on every instance: `200`,
+//!   `Cache-Control: no-store`. A bad token (a replay too):
 //!   `400 {"error":"invalid_request","error_description":...,"code":...}` and no session
-//!   change; a session store that fails: `503`.
+//!   change; a session store that fails: `503`, and the token's `jti` is not recorded, so the
+//!   identity provider's retry of it succeeds (the `jti` is recorded once the sessions ended).
 //! - **RP-initiated** (RP-Initiated Logout 1.0): `POST {prefix}/logout` of a session whose
 //!   provider enables it sends the browser on to the provider's `end_session_endpoint` with
 //!   `id_token_hint`, `client_id`, `post_logout_redirect_uri` and a `state` sealed into a

@@ -460,3 +460,44 @@ pub async fn me_with_cookie(app: &TestApp, pair: &str) -> StatusCode {
         .unwrap()
         .status()
 }
+
+/// Deletes a test's SQLite files when dropped.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A new SQLite file in the temporary directory (removed with the guard).
+pub async fn sqlite_file() -> (TempFile, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "jit-sessions-{}-{}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        now()
+    ));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    (TempFile(path), url)
+}
+
+/// The id of the user whose session cookie `pair` is (from `/me`).
+pub async fn user_id(app: &TestApp, pair: &str) -> jit_provision::store::UserId {
+    let me: serde_json::Value = plain()
+        .get(app.url("/me"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jit_provision::store::UserId(me["id"].as_i64().unwrap())
+}
