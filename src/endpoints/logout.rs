@@ -3,8 +3,8 @@
 //! - **Back-channel** (Back-Channel Logout 1.0): `POST {prefix}/{provider}/backchannel-logout`,
 //!   called by the IdP server to server (no cookies, no `Origin` check) with a form field
 //!   `logout_token`. A valid token ([`crate::oidc::LogoutTokenError`] lists every check) ends
-//!   the sessions it names that were created at or before its `iat`, on every instance: `200`,
-//!   `Cache-Control: no-store`. A bad token (a replay too):
+//!   the sessions it names that were created by its `iat` (give or take `clock_skew_secs`), on
+//!   every instance: `200`, `Cache-Control: no-store`. A bad token (a replay too):
 //!   `400 {"error":"invalid_request","error_description":...,"code":...}` and no session
 //!   change; a session store that fails: `503`, and the token's `jti` is not recorded, so the
 //!   identity provider's retry of it succeeds (the `jti` is recorded once the sessions ended).
@@ -126,7 +126,7 @@ pub(crate) async fn backchannel(
             id,
             request.sid.as_deref(),
             request.sub.as_deref(),
-            Some(request.issued_at),
+            Some(request.sessions_created_by),
         )
         .await
     {

@@ -22,8 +22,9 @@
 //! The `jti` is recorded only once the sessions have ended, so an identity provider retrying
 //! a token after a `503` (session store down) succeeds, while a token already accepted is
 //! refused before it changes anything. The sessions a token ends are those created at or
-//! before its `iat` (the ones that existed when the provider logged the user out), so even a
-//! replay racing the record of its `jti` cannot end a session started after the logout.
+//! before its `iat` give or take `clock_skew_secs` (the ones that existed when the provider
+//! logged the user out), so even a replay racing the record of its `jti` cannot end a session
+//! started well after the logout.
 
 use std::time::Duration;
 
@@ -164,8 +165,11 @@ pub(crate) struct LogoutRequest {
     pub(crate) sid: Option<String>,
     pub(crate) sub: Option<String>,
     pub(crate) jti: String,
-    /// `iat`, Unix seconds (rounded down): only sessions created at or before it end.
-    pub(crate) issued_at: i64,
+    /// `iat` (rounded down) plus the clock skew, Unix seconds: only sessions created at or
+    /// before it end (those that existed when the provider logged out, by its clock give or
+    /// take the skew; a session of ours created just before the logout is not missed when
+    /// the provider's clock is behind ours).
+    pub(crate) sessions_created_by: i64,
     /// When the replay record of `jti` may be forgotten (Unix seconds).
     pub(crate) replay_until: i64,
 }
@@ -372,7 +376,7 @@ impl LogoutTokenValidator {
             sid,
             sub,
             jti: jti.to_owned(),
-            issued_at: iat.floor() as i64,
+            sessions_created_by: (iat.floor() as i64).saturating_add(self.skew),
             replay_until: now + max_age + 2 * self.skew,
         })
     }
@@ -463,6 +467,10 @@ mod tests {
         assert_eq!(request.sub.as_deref(), Some("alice"));
         assert_eq!(request.jti, "jti-1");
         assert!(request.replay_until >= now() + LOGOUT_TOKEN_MAX_AGE.as_secs() as i64);
+        // It ends the sessions created by its iat, give or take the skew.
+        let t = now() - 100;
+        let request = with(|c| drop(c.insert("iat".into(), json!(t)))).unwrap();
+        assert_eq!(request.sessions_created_by, t + 60);
         // sid alone, sub alone, an audience list, an exp in the future.
         assert!(with(|c| drop(c.remove("sub"))).unwrap().sub.is_none());
         assert!(with(|c| drop(c.remove("sid"))).unwrap().sid.is_none());
