@@ -28,7 +28,9 @@ use super::{add_cookie, constant_time_eq, query_param, read_form, redirect};
 use crate::error::{Error, LogoutError};
 use crate::layer::Shared;
 use crate::oidc::{LogoutTokenError, OidcProvider};
-use crate::session::{EndReason, SameSite, check_return_to, cookies_named, random_token};
+use crate::session::{
+    EndReason, IdpSession, SameSite, check_return_to, cookies_named, random_token,
+};
 use crate::store::now_unix;
 
 /// `{origin}{prefix}/{provider}/{action}`: a provider's endpoint URI as registered at its IdP.
@@ -122,11 +124,9 @@ pub(crate) async fn backchannel(
     // must work, and `verify_logout_token` already refused a token recorded before.
     let ended = match shared
         .sessions
-        .end_by_idp_session(
-            id,
-            request.sid.as_deref(),
-            request.sub.as_deref(),
-            Some(request.sessions_created_by),
+        .end_selected(
+            IdpSession::new(id, request.sid.as_deref(), request.sub.as_deref())
+                .created_at_most(request.sessions_created_by),
         )
         .await
     {
@@ -294,7 +294,7 @@ pub(crate) async fn frontchannel(
             (Some(_), Some(sid)) => {
                 shared
                     .sessions
-                    .end_by_idp_session(id, Some(&sid), None, None)
+                    .end_by_idp_session(id, Some(&sid), None)
                     .await
                     .map_err(Error::Session)?;
             }

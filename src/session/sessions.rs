@@ -579,21 +579,27 @@ impl Sessions {
 
     /// Ends the sessions of an identity provider's session (`sid` given: that IdP session
     /// of that provider; only `subject`: every session of provider and subject; both: both
-    /// must match; neither: none; `created_at_most` given: only sessions created at or before
-    /// it), in the store and on every instance; how many. For the IdP-initiated logouts
-    /// (back-channel, front-channel, SAML SLO).
+    /// must match; neither: none), in the store and on every instance; how many. For the
+    /// IdP-initiated logouts (back-channel, front-channel, SAML SLO).
     pub(crate) async fn end_by_idp_session(
         &self,
         provider: &str,
         sid: Option<&str>,
         subject: Option<&str>,
-        created_at_most: Option<i64>,
     ) -> Result<usize, SessionError> {
-        if sid.is_none() && subject.is_none() {
+        self.end_selected(IdpSession::new(provider, sid, subject))
+            .await
+    }
+
+    /// Ends the sessions `selection` selects ([`IdpSession::matches`]), in the store and on
+    /// every instance; how many.
+    pub(crate) async fn end_selected(
+        &self,
+        selection: IdpSession<'_>,
+    ) -> Result<usize, SessionError> {
+        if selection.sid.is_none() && selection.subject.is_none() {
             return Ok(0);
         }
-        let mut selection = IdpSession::new(provider, sid, subject);
-        selection.created_at_most = created_at_most;
         let ended = self
             .inner
             .store
