@@ -63,8 +63,9 @@ pub enum ProvisioningEvent {
         provider: String,
         /// Subject at the provider.
         subject: String,
-        /// The error code (as in HTTP answers).
-        code: &'static str,
+        /// The error code (as in HTTP answers; a store's [`Refusal`](crate::store::Refusal)
+        /// carries the application's own).
+        code: String,
         /// The reason.
         reason: String,
         /// The decisions taken up to the refusal: when the mapping (or an admission rule)

@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::events::{EventSink, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
-use crate::mapping::admission::{Admission, Refusal};
+use crate::mapping::admission::{self, Admission};
 use crate::mapping::roles::Roles;
 use crate::mapping::trace::Decision;
 use crate::mapping::{
@@ -26,7 +26,8 @@ use crate::mapping::{
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
 use crate::store::{
-    Identity, IdentityKey, LoginStamp, Profile, SharedStore, StoreError, User, UserId, now_unix,
+    Identity, IdentityKey, LoginStamp, Profile, Refusal, SharedStore, StoreError, User, UserId,
+    now_unix,
 };
 
 /// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
@@ -91,6 +92,10 @@ pub enum ProvisionError {
         /// The size of the sealed prompt state with its cookie name.
         bytes: usize,
     },
+    /// The application's store refused by a rule of its own
+    /// ([`StoreError::Refused`]): `409` or `403` with its code and message, nothing written.
+    #[error("{0}")]
+    Refused(Refusal),
     /// The store failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
@@ -112,6 +117,7 @@ impl ProvisionError {
             | Self::UsernamePolicy { .. }
             | Self::PromptRefused(_) => StatusCode::FORBIDDEN,
             Self::UsernameTaken(_) | Self::LinkConflict => StatusCode::CONFLICT,
+            Self::Refused(r) => r.status(),
             Self::Store(StoreError::Panicked) | Self::PromptTooLarge { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -120,9 +126,10 @@ impl ProvisionError {
         }
     }
 
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// A short machine-readable code (a [`Refusal`]'s is the application's).
+    pub fn code(&self) -> &str {
         match self {
+            Self::Refused(r) => r.code(),
             Self::JitDisabled => "jit_disabled",
             Self::Locked => "user_locked",
             Self::NotAdmitted { .. } => "not_admitted",
@@ -163,6 +170,7 @@ impl ProvisionError {
             },
             Self::PromptRefused(r) => Self::PromptRefused(r.clone()),
             Self::PromptTooLarge { bytes } => Self::PromptTooLarge { bytes: *bytes },
+            Self::Refused(r) => Self::Refused(r.clone()),
             Self::Store(e) => Self::Store(e.duplicate()),
             Self::UnknownProvider(id) => Self::UnknownProvider(id.clone()),
         }
@@ -174,6 +182,7 @@ impl From<StoreError> for ProvisionError {
         match err {
             StoreError::UsernameTaken(name) => Self::UsernameTaken(name),
             StoreError::LinkConflict => Self::LinkConflict,
+            StoreError::Refused(refusal) => Self::Refused(refusal),
             other => Self::Store(other),
         }
     }
@@ -316,10 +325,12 @@ impl Policy {
     pub(crate) fn admit(&self, claims: &Claims, trace: &mut Trace) -> Result<(), ProvisionError> {
         self.admission
             .admit(claims, self.linking.trust_email, trace)
-            .map_err(|Refusal { rule, decision }| ProvisionError::NotAdmitted {
-                rule,
-                decision: Box::new(decision),
-            })
+            .map_err(
+                |admission::Refusal { rule, decision }| ProvisionError::NotAdmitted {
+                    rule,
+                    decision: Box::new(decision),
+                },
+            )
     }
 
     /// Sets the roles the role rules grant on a mapped login (and marks `roles` managed by
@@ -529,7 +540,7 @@ impl Provisioner {
             self.emit(ProvisioningEvent::Rejected {
                 provider: policy.provider.clone(),
                 subject: identity.subject.clone(),
-                code: err.code(),
+                code: err.code().to_owned(),
                 reason: err.to_string(),
                 trace: Arc::new(trace),
             })

@@ -15,6 +15,7 @@ mod canonical;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod refusal;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod types;
@@ -29,6 +30,7 @@ pub use canonical::canonical;
 pub use memory::{MemoryStore, StoreCounters};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+pub use refusal::{Refusal, RefusalKind};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub(crate) use types::now_unix;
@@ -46,8 +48,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// concurrency: a store must report a duplicate identity as [`StoreError::IdentityExists`]
 /// (the provisioner then reads the winner's row), a duplicate username as
 /// [`StoreError::UsernameTaken`] and a second link of one user at one provider as
-/// [`StoreError::LinkConflict`]. Everything else is an outage or a bug of the backend.
+/// [`StoreError::LinkConflict`]. A constraint of the application's own answers
+/// [`StoreError::Refused`] (`409` or `403` with the application's code). Everything else is an
+/// outage or a bug of the backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// `create` was called for an identity that is already linked to a user (a concurrent
     /// first login won the race). Nothing was written.
@@ -64,6 +69,11 @@ pub enum StoreError {
     /// The user to update does not exist (any more).
     #[error("no such user")]
     NotFound,
+    /// The application's store refused the write by a rule of its own (an email held by a
+    /// password account, say): the login is answered `409` or `403` with the refusal's code,
+    /// never `503`. Nothing was written.
+    #[error("the user store refused: {0}")]
+    Refused(Refusal),
     /// The backend could not be reached or timed out: the request gets a 503.
     #[error("the user store is unavailable")]
     Unavailable(#[source] BoxError),
@@ -89,6 +99,7 @@ impl StoreError {
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
             Self::LinkConflict => Self::LinkConflict,
             Self::NotFound => Self::NotFound,
+            Self::Refused(r) => Self::Refused(r.clone()),
             Self::Unavailable(e) => Self::unavailable(e.to_string()),
             Self::Backend(e) => Self::backend(e.to_string()),
             Self::Panicked => Self::Panicked,
