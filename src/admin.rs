@@ -13,14 +13,15 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::CurrentUser;
+use crate::config::PRIMARY_DOMAIN;
 use crate::error::escape_html;
-use crate::events::ProvisioningEvent;
+use crate::events::{LockReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
 use crate::layer::JitLayer;
 use crate::mapping::Claims;
 use crate::policy::{Deprovision, JitUser, Preview, PreviewAction};
 use crate::provision::ProvisionError;
-use crate::store::Identity;
+use crate::store::{Identity, UserId};
 
 impl JitLayer {
     /// What a login with `claims` at `provider` would produce — the user, its domain, its
@@ -123,6 +124,58 @@ impl JitLayer {
             }
         }
         Ok(count)
+    }
+
+    /// Locks a user of the primary user-store domain (an administrator's decision): it cannot
+    /// log in, its sessions end at their next request on every instance (through the
+    /// invalidation bus when there is one), and a [`ProvisioningEvent::Locked`] is delivered
+    /// (with [`LockReason::Admin`]) so the application can revoke its own tokens. Unlock in the
+    /// store ([`UserStore::set_locked`](crate::store::UserStore::set_locked)); logins never
+    /// unlock.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, store::{Identity, MemoryStore, Profile, UserStore}};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .store(store.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// let jane = store.create(&Identity::new("corp", "https://idp", "1"), &Profile::new("jane")).await?;
+    /// layer.lock_user(jane.id).await?;
+    /// assert!(store.find_by_id(jane.id).await?.unwrap().locked);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn lock_user(&self, id: UserId) -> Result<(), ProvisionError> {
+        self.lock_domain_user(PRIMARY_DOMAIN, id).await
+    }
+
+    /// [`lock_user`](Self::lock_user) for a user of another user-store domain.
+    pub async fn lock_domain_user(&self, domain: &str, id: UserId) -> Result<(), ProvisionError> {
+        let provisioner = &self.shared().provisioner;
+        let store = &provisioner
+            .domain(domain)
+            .ok_or_else(|| ProvisionError::UnknownDomain(domain.chars().take(64).collect()))?
+            .store;
+        store.set_locked(id, true).await?;
+        tracing::info!(domain, user_id = %id, "an administrator locked a user");
+        provisioner
+            .announce(Invalidation::User {
+                domain: domain.to_owned(),
+                id,
+            })
+            .await;
+        provisioner
+            .emit(ProvisioningEvent::Locked {
+                provider: None,
+                domain: domain.to_owned(),
+                user_id: id,
+                reason: LockReason::Admin,
+            })
+            .await;
+        Ok(())
     }
 
     /// An admin router: `GET /admin/jit-users?provider=ID` lists the provider's users with

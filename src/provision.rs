@@ -15,7 +15,7 @@ use crate::config::{
     DomainPolicy, DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
     ProvisioningMode,
 };
-use crate::events::{EventSink, ProvisioningEvent};
+use crate::events::{EventSink, LockReason, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
 use crate::mapping::admission::{self, Admission};
 use crate::mapping::roles::Roles;
@@ -608,6 +608,13 @@ impl Provisioner {
                     continue;
                 }
                 tracing::info!(provider = %identity.provider, user_id = %user.id, "locked a user the admission rules refused");
+                self.emit(ProvisioningEvent::Locked {
+                    provider: Some(identity.provider.clone()),
+                    domain: domain.name.to_string(),
+                    user_id: user.id,
+                    reason: LockReason::AdmissionRefused,
+                })
+                .await;
             }
             self.cache
                 .by_identity

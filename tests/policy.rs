@@ -807,6 +807,76 @@ async fn users_of_a_removed_provider_are_disabled_or_deleted() {
             .count(),
         4
     );
+    // Each user once per action, with its provider.
+    let mut seen: Vec<(Value, Value, Value)> = events_of(&events, "deprovisioned")
+        .into_iter()
+        .map(|e| {
+            (
+                e["provider"].clone(),
+                e["user_id"].clone(),
+                e["deleted"].clone(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|s| format!("{s:?}"));
+    seen.dedup();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|(p, ..)| p == "dev"));
+}
+
+#[tokio::test]
+async fn the_layer_reports_a_logout_and_an_administrators_lock_once() {
+    let events = Events::default();
+    let app = TestApp::start_with(|p| p, recording(&events)).await;
+    assert_eq!(app.login(&alice()).await.status(), StatusCode::SEE_OTHER);
+    let alice_id = app.me().await.json::<Value>().await.unwrap()["id"].clone();
+    assert_eq!(app.logout().await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        events_of(&events, "logged_out"),
+        [
+            json!({"event": "logged_out", "provider": "dev", "domain": "PRIMARY",
+                "user_id": alice_id, "reason": "user"})
+        ]
+    );
+    // A logout without a session reports nothing.
+    assert_eq!(app.logout().await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(events_of(&events, "logged_out").len(), 1);
+
+    let bob_browser = browser();
+    assert_eq!(
+        app.login_with(&bob_browser, &bob()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let bob_id = app
+        .me_with(&bob_browser)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
+    app.layer
+        .lock_user(jit_provision::store::UserId(bob_id.as_i64().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        events_of(&events, "locked"),
+        [
+            json!({"event": "locked", "provider": null, "domain": "PRIMARY",
+                "user_id": bob_id, "reason": "admin"})
+        ]
+    );
+    assert_eq!(
+        app.me_with(&bob_browser).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "its session ended"
+    );
+    assert_refused(
+        app.login_with(&bob_browser, &bob()).await,
+        StatusCode::FORBIDDEN,
+        "user_locked",
+    )
+    .await;
+    assert_eq!(events_of(&events, "locked").len(), 1);
 }
 
 /// The application's rule: an email held by one of its accounts (a password account, made

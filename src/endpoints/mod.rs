@@ -13,6 +13,7 @@ mod binder;
 mod saml;
 
 use crate::error::{CallbackError, Error};
+use crate::events::{LogoutReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
 use crate::layer::Shared;
 use crate::metrics::Protocol;
@@ -629,6 +630,14 @@ async fn logout(shared: &Shared, req: &Parts) -> Response<Body> {
             })
             .await;
         tracing::info!(user_id = %session.user_id, provider = %session.provider, "logged out");
+        provisioner
+            .emit(ProvisioningEvent::LoggedOut {
+                provider: session.provider,
+                domain: session.domain,
+                user_id: session.user_id,
+                reason: LogoutReason::User,
+            })
+            .await;
     }
     // A prompt in progress ends too, also for a copy of its cookie.
     if let Some(state) = prompt_state(shared, &req.headers)

@@ -406,6 +406,17 @@ pub fn now() -> i64 {
 /// Every [`ProvisioningEvent`](jit_provision::events::ProvisioningEvent) a layer delivered.
 pub type Events = Arc<Mutex<Vec<jit_provision::events::ProvisioningEvent>>>;
 
+/// The recorded events of one kind (`"locked"`, `"logged_out"`, ...), as JSON.
+pub fn events_of(events: &Events, kind: &str) -> Vec<serde_json::Value> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|e| e["event"] == kind)
+        .collect()
+}
+
 /// A builder step that records every event into `events`.
 pub fn recording(
     events: &Events,
