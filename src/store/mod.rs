@@ -126,8 +126,8 @@ impl StoreError {
 /// That uniqueness is the final guard behind the layer's in-process coalescing of concurrent
 /// first logins and links. [`update_from_login`](UserStore::update_from_login) applies a
 /// login's changes to the row as it is inside the store's transaction and drops an update
-/// older than one already applied for that identity. `tests/common/store_contract.rs` is the
-/// executable contract.
+/// older than one already applied for that identity. `jit_provision::testing::store_contract`
+/// (feature `test-util`) is the executable contract: run it against your store.
 ///
 /// See the [module documentation](self) on object safety.
 ///

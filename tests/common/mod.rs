@@ -5,7 +5,6 @@
 pub mod bearer;
 #[cfg(feature = "postgres")]
 pub mod pg;
-pub mod store_contract;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
