@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
-use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
+use jit_provision::dev_idp::{DevClient, DevIdp, DevKeyType, DevUser};
 use jit_provision::store::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, MemoryStore, Profile, ProfileChanges,
     Refusal, StoreError, User, UserId, UserStore,
@@ -222,7 +222,10 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
+        // RS256, what most IdPs sign with, and bearer's default algorithm (the tests that
+        // start their own IdP get its ES256 default).
         let idp = DevIdp::builder()
+            .key_type(DevKeyType::Rs256)
             .client(
                 DevClient::new(CLIENT_ID, CLIENT_SECRET)
                     .redirect_uri(format!("{base}/auth/dev/callback")),
