@@ -17,8 +17,6 @@ pub mod replay;
 pub mod saml;
 pub mod session;
 pub mod store;
-/// The [`UserStore`](store::UserStore) contract as a test kit for applications' stores
-/// (feature `test-util`).
 #[cfg(feature = "test-util")]
 pub mod testing;
 
