@@ -957,6 +957,11 @@ async fn the_stores_own_conflict_is_a_409_with_its_code_and_writes_nothing() {
         StatusCode::SEE_OTHER
     );
     assert_eq!(app.store.inner.user_count(), 2);
+    // The refusal was not kept: once the application lifts its rule, alice is created.
+    app.store.refuse_create_when(|_, _| None);
+    let created = app.login_with(&browser, &alice()).await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.store.inner.user_count(), 3);
 }
 
 #[tokio::test]
