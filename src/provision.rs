@@ -1415,7 +1415,10 @@ mod tests {
         // The link syncs the mapped attributes at once (the outcome stays `Linked`).
         assert_eq!(kinds(&events), ["created", "linked", "updated"]);
         assert_eq!(linked.display_name.as_deref(), Some("Jane"));
-        assert_eq!(linked.username, "jane.local", "the username is the account's own");
+        assert_eq!(
+            linked.username, "jane.local",
+            "the username is the account's own"
+        );
 
         // Another subject of the provider is not linked to the same account again.
         let err = run(&provisioner, &by_email, "s-2", &jane())

@@ -2,6 +2,8 @@
 //! cross-site cookie, provisioning, sessions, metadata; and refusals that leave no user and
 //! no session. Responses are signed by samlify (npm), see tests/saml_common.
 
+#[allow(dead_code)]
+mod common;
 mod saml_common;
 
 use axum::Router;
@@ -10,7 +12,7 @@ use axum::routing::get;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use jit_provision::config::{AdmissionConfig, GroupsConfig, LinkingConfig};
-use jit_provision::store::MemoryStore;
+use jit_provision::store::{MemoryStore, Profile, Refusal, UserStore};
 use jit_provision::{CurrentUser, JitLayer, MappingConfig, ProviderConfig};
 use saml_common::*;
 use tower::ServiceExt;
@@ -24,6 +26,14 @@ fn app_with(
     store: &MemoryStore,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
+    app_over(store.clone(), provider)
+}
+
+/// [`app_with`] over any store.
+fn app_over(
+    store: impl UserStore,
+    provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+) -> Router {
     let provider = provider(ProviderConfig::saml(sp_config()).mapping(MappingConfig {
         username: "{mail | localpart}".into(),
         email: "{mail}".into(),
@@ -34,7 +44,7 @@ fn app_with(
     let layer = JitLayer::builder()
         .public_url("https://app.example.test")
         .provider(PROVIDER_ID, provider)
-        .store(store.clone())
+        .store(store)
         .build()
         .unwrap();
     Router::new()
@@ -324,4 +334,47 @@ async fn saml_logins_are_admitted_by_the_same_rules() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(session);
     assert_eq!(admitting_store.user_count(), 1);
+}
+
+/// A rule of the application's store refuses the creation: the ACS answers its `409` and
+/// code, nothing is created, no session.
+#[tokio::test]
+async fn a_refusal_of_the_applications_store_is_its_answer_at_the_acs() {
+    let Some(node) = node("a_refusal_of_the_applications_store_is_its_answer_at_the_acs") else {
+        return;
+    };
+    let store = common::SwitchableStore::default();
+    store.refuse_create_when(|_, profile: &Profile| {
+        (profile.email.clone().flatten().as_deref() == Some("jane@example.com")).then(|| {
+            Refusal::conflict("email", "email_in_use", "this email has a password account")
+        })
+    });
+    let app = app_over(store.clone(), |p| p);
+    let metadata = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let metadata = metadata.into_body().collect().await.unwrap().to_bytes();
+    let (login, cookie) = start(&app).await;
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        std::str::from_utf8(&metadata).unwrap(),
+        vec![job(Some(&login), true, false)],
+    );
+    let saml = out.responses[0].clone().unwrap();
+    let response = app
+        .oneshot(acs(&saml, &relay_state(&login), &cookie))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(session_of(&response).is_none());
+    assert_eq!(error_code(response).await, "email_in_use");
+    assert_eq!(store.inner.user_count(), 0);
 }
