@@ -1365,7 +1365,8 @@ mod tests {
         let stored = store.find_by_id(created.id).await.unwrap().unwrap();
         assert_eq!(stored.display_name.as_deref(), Some("Jane Doe"));
         assert_eq!(kinds(&events), ["created", "updated"]);
-        let ProvisioningEvent::Updated { changes, .. } = &events.lock().unwrap()[1] else {
+        let update = events.lock().unwrap()[1].clone();
+        let ProvisioningEvent::Updated { changes, .. } = update else {
             panic!("an update event");
         };
         assert_eq!(changes.display_name, Some(Some("Jane Doe".into())));

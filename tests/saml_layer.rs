@@ -2,7 +2,6 @@
 //! cross-site cookie, provisioning, sessions, metadata; and refusals that leave no user and
 //! no session. Responses are signed by samlify (npm), see tests/saml_common.
 
-#[allow(dead_code)]
 mod common;
 mod saml_common;
 

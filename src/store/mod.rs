@@ -172,7 +172,10 @@ pub trait UserStore: Send + Sync + 'static {
         email: &str,
     ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
 
-    /// Creates a user from `profile` and links `identity` to it, atomically.
+    /// Creates a user from `profile` and links `identity` to it, atomically. A rule of the
+    /// application's own (an email that belongs to a password account) refuses with
+    /// [`StoreError::Refused`], writing nothing: the login gets the [`Refusal`]'s `409` or
+    /// `403` and code.
     fn create(
         &self,
         identity: &Identity,
