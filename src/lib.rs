@@ -20,6 +20,8 @@ pub mod replay;
 pub mod saml;
 pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 mod admin;
 mod cache;

@@ -2,6 +2,7 @@
 //! cross-site cookie, provisioning, sessions, metadata; and refusals that leave no user and
 //! no session. Responses are signed by samlify (npm), see tests/saml_common.
 
+mod common;
 mod saml_common;
 #[path = "support/unread_body.rs"]
 mod unread_body;
@@ -12,7 +13,7 @@ use axum::routing::get;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use jit_provision::config::{AdmissionConfig, GroupsConfig, LinkingConfig};
-use jit_provision::store::MemoryStore;
+use jit_provision::store::{MemoryStore, Profile, Refusal, UserStore};
 use jit_provision::{CurrentUser, JitConfig, JitLayer, MappingConfig, ProviderConfig};
 use saml_common::*;
 use tower::ServiceExt;
@@ -26,12 +27,20 @@ fn app_with(
     store: &MemoryStore,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
+    app_from(store.clone(), JitConfig::new("https://app.example.test"), provider)
+}
+
+/// [`app_with`] over any store.
+fn app_over(
+    store: impl UserStore,
+    provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+) -> Router {
     app_from(store, JitConfig::new("https://app.example.test"), provider)
 }
 
-/// [`app_with`] on top of `config` (public URL, session settings).
+/// [`app_with`] over any store, on top of `config` (public URL, session settings).
 fn app_from(
-    store: &MemoryStore,
+    store: impl UserStore,
     config: JitConfig,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
@@ -45,7 +54,7 @@ fn app_from(
     let layer = JitLayer::builder()
         .config(config)
         .provider(PROVIDER_ID, provider)
-        .store(store.clone())
+        .store(store)
         .build()
         .unwrap();
     router(layer)
@@ -459,7 +468,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     let expiring_store = MemoryStore::new();
     let mut expiring_config = JitConfig::new("https://app.example.test");
     expiring_config.session.login_ttl_secs = 0;
-    let expiring = app_from(&expiring_store, expiring_config, |p| p);
+    let expiring = app_from(expiring_store.clone(), expiring_config, |p| p);
     let idp_initiated_store = MemoryStore::new();
     let idp_initiated = app_with(&idp_initiated_store, |mut p| {
         p.saml.as_mut().unwrap().allow_idp_initiated = true;
@@ -677,4 +686,47 @@ async fn the_example_saml_config_logs_in() {
     assert_eq!(users[0].display_name, None, "no displayName attribute sent");
     let groups: Vec<&str> = users[0].groups.iter().map(String::as_str).collect();
     assert_eq!(groups, ["admins", "staff"]);
+}
+
+/// A rule of the application's store refuses the creation: the ACS answers its `409` and
+/// code, nothing is created, no session.
+#[tokio::test]
+async fn a_refusal_of_the_applications_store_is_its_answer_at_the_acs() {
+    let Some(node) = node("a_refusal_of_the_applications_store_is_its_answer_at_the_acs") else {
+        return;
+    };
+    let store = common::SwitchableStore::default();
+    store.refuse_create_when(|_, profile: &Profile| {
+        (profile.email.clone().flatten().as_deref() == Some("jane@example.com")).then(|| {
+            Refusal::conflict("email", "email_in_use", "this email has a password account")
+        })
+    });
+    let app = app_over(store.clone(), |p| p);
+    let metadata = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let metadata = metadata.into_body().collect().await.unwrap().to_bytes();
+    let (login, cookie) = start(&app).await;
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        std::str::from_utf8(&metadata).unwrap(),
+        vec![job(Some(&login), true, false)],
+    );
+    let saml = out.responses[0].clone().unwrap();
+    let response = app
+        .oneshot(acs(&saml, &relay_state(&login), &cookie))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(session_of(&response).is_none());
+    assert_eq!(error_code(response).await, "email_in_use");
+    assert_eq!(store.inner.user_count(), 0);
 }

@@ -16,6 +16,7 @@ mod saml;
 pub(crate) use logout::{post_logout_redirect_uri, provider_endpoint};
 
 use crate::error::{CallbackError, Error};
+use crate::events::{LogoutReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
 use crate::layer::Shared;
 use crate::metrics::Protocol;
@@ -758,6 +759,15 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
                 .await;
             tracing::info!(user_id = %session.user_id, provider = %session.auth.provider, everywhere, "logged out");
             provider = Some(session.auth.provider.clone());
+            shared
+                .provisioner
+                .emit(ProvisioningEvent::LoggedOut {
+                    provider: session.auth.provider.clone(),
+                    domain: session.auth.domain.clone(),
+                    user_id: session.user_id,
+                    reason: LogoutReason::User,
+                })
+                .await;
         }
         Ok(None) => {}
         // The cookie goes anyway, but the session may still hold elsewhere: say so.
