@@ -304,8 +304,8 @@ fn idp_metadata_from_samlify_file() {
     let Some(f) = fixtures("idp_metadata_from_samlify_file") else {
         return;
     };
-    let dir = tempdir("metadata-file");
-    let path = dir.join("idp.xml");
+    let dir = Scratch::new("metadata-file");
+    let path = dir.path("idp.xml");
     std::fs::write(&path, &f.metadata).unwrap();
     let mut config = jit_provision::saml::SamlConfig::from_metadata_file(&path);
     config.sp_private_key_pem = Some(keys().sp.key_pem.clone());
@@ -316,7 +316,6 @@ fn idp_metadata_from_samlify_file() {
     // Its SSO URL is where the AuthnRequest goes.
     let (url, _) = sp.authn_request("").unwrap();
     assert!(url.starts_with(IDP_SSO_URL), "{url}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -372,8 +371,8 @@ fn key_rollover_two_certificates_in_metadata() {
         vec![job(Some(&url), true, false)],
     );
     let r = out.responses[0].clone().unwrap();
-    let dir = tempdir("rollover");
-    let path = dir.join("idp.xml");
+    let dir = Scratch::new("rollover");
+    let path = dir.path("idp.xml");
     std::fs::write(&path, &out.metadata).unwrap();
     let mut config = jit_provision::saml::SamlConfig::from_metadata_file(&path);
     config.sp_private_key_pem = Some(k.sp.key_pem.clone());
@@ -392,7 +391,6 @@ fn key_rollover_two_certificates_in_metadata() {
             .verify_response(&r, Some(&id), now())
             .unwrap(),
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// ECDSA (P-256, SHA-256): samlify's xml-crypto signs RSA only, so this assertion is signed
@@ -474,6 +472,119 @@ fn authn_request_passes_samlify_schema_validation() {
     assert!(err.contains("ERR_INVALID_XML"), "{err}");
 }
 
+/// samlify as an IdP that wants signed requests: its metadata says
+/// `WantAuthnRequestsSigned="true"`, the SP built from that metadata signs its
+/// AuthnRequests (and says so in its own metadata), samlify verifies the signature over the
+/// raw `SAMLRequest=..&RelayState=..&SigAlg=..` octets with the certificate of our metadata
+/// and answers; a request with one signed octet changed, or unsigned, is refused.
+#[test]
+fn signed_authn_requests_are_verified_by_samlify() {
+    let Some(node) = node("signed_authn_requests_are_verified_by_samlify") else {
+        return;
+    };
+    let k = keys();
+    let mut idp = idp_settings(&k.idp, &[&k.idp]);
+    idp["want_authn_requests_signed"] = json!(true);
+    let metadata = run_idp(&node, idp.clone(), &sp().metadata_xml(), vec![]).metadata;
+    assert!(
+        metadata.contains(r#"WantAuthnRequestsSigned="true""#),
+        "{metadata}"
+    );
+    let dir = Scratch::new("signed-requests");
+    let path = dir.path("idp.xml");
+    std::fs::write(&path, &metadata).unwrap();
+    let mut config = jit_provision::saml::SamlConfig::from_metadata_file(&path);
+    config.sp_private_key_pem = Some(k.sp.key_pem.clone());
+    config.sp_certificate_pem = Some(k.sp.cert_pem.clone());
+    let signing = sp_with(config);
+    assert!(signing.signs_requests());
+    let sp_metadata = signing.metadata_xml();
+    assert!(sp_metadata.contains(r#"AuthnRequestsSigned="true""#));
+
+    let (url, id) = signing.authn_request("relay-7").unwrap();
+    let pairs: Vec<(String, String)> = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["SAMLRequest", "RelayState", "SigAlg", "Signature"]);
+    assert_eq!(
+        pairs[2].1,
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    );
+    let forged = url.replace("RelayState=relay-7", "RelayState=relay-8");
+    // The inline SP (no WantAuthnRequestsSigned, no sign_requests) does not sign.
+    let (unsigned, _) = sp().authn_request("relay-7").unwrap();
+    assert!(!unsigned.contains("Signature="));
+    let out = run_idp(
+        &node,
+        idp,
+        &sp_metadata,
+        vec![
+            job(Some(&url), true, false),
+            job(Some(&forged), true, false),
+            job(Some(&unsigned), true, false),
+        ],
+    );
+    let response = out.responses[0]
+        .clone()
+        .expect("samlify verified the request");
+    assert_jane(
+        &signing
+            .verify_response(&response, Some(&id), now())
+            .unwrap(),
+    );
+    let forged = out.responses[1].clone().unwrap_err();
+    assert!(
+        forged.contains("ERR_FAILED_MESSAGE_SIGNATURE_VERIFICATION"),
+        "{forged}"
+    );
+    let unsigned = out.responses[2].clone().unwrap_err();
+    assert!(unsigned.contains("ERR_MISSING_SIG_ALG"), "{unsigned}");
+}
+
+/// `sign_requests` signs for an IdP that does not ask; signing needs the SP key (RSA) and
+/// the certificate the IdP verifies with, refused at start without them.
+#[test]
+fn sign_requests_needs_the_sp_key_and_certificate() {
+    let mut config = sp_config();
+    config.sign_requests = true;
+    let sp = sp_with(config.clone());
+    assert!(sp.signs_requests());
+    let (url, _) = sp.authn_request("").unwrap();
+    assert!(
+        url.contains("&SigAlg=") && url.contains("&Signature="),
+        "{url}"
+    );
+    assert!(sp.metadata_xml().contains(r#"AuthnRequestsSigned="true""#));
+    assert!(
+        !sp_with(sp_config())
+            .metadata_xml()
+            .contains(r#"AuthnRequestsSigned="true""#)
+    );
+
+    let refused = |config: jit_provision::saml::SamlConfig| {
+        SamlServiceProvider::new(PROVIDER_ID, config, ACS_URL, METADATA_URL)
+            .unwrap_err()
+            .to_string()
+    };
+    let mut keyless = config.clone();
+    keyless.sp_private_key_pem = None;
+    keyless.sp_certificate_pem = None;
+    assert_eq!(
+        refused(keyless),
+        "invalid SAML provider configuration: sign_requests needs sp_private_key_pem (and sp_certificate_pem) to sign AuthnRequests"
+    );
+    let mut no_certificate = config.clone();
+    no_certificate.sp_certificate_pem = None;
+    assert!(refused(no_certificate).contains("sign_requests needs sp_certificate_pem"));
+    let mut ec = config;
+    ec.sp_private_key_pem = Some(keys().idp_ec.key_pem.clone());
+    ec.sp_certificate_pem = Some(keys().idp_ec.cert_pem.clone());
+    assert!(refused(ec).contains("sign_requests needs an RSA sp_private_key_pem"));
+}
+
 fn inflate(b64: &str) -> String {
     use std::io::Read as _;
     let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
@@ -549,14 +660,4 @@ fn ecdsa_response(request_id: &str) -> String {
         idp = IDP_ENTITY_ID,
         aud = METADATA_URL,
     )
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "saml-{name}-{}-{}",
-        std::process::id(),
-        now()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -70,7 +70,8 @@ pub struct SamlConfig {
     #[serde(default)]
     pub identity_attribute: Option<String>,
     /// This service provider's private key, PEM (PKCS#8 or PKCS#1 RSA): decrypts
-    /// `EncryptedAssertion`. Default: none (encrypted assertions are then refused).
+    /// `EncryptedAssertion`, and signs `AuthnRequest`s when they are signed (see
+    /// `sign_requests`). Default: none (encrypted assertions are then refused).
     #[serde(default)]
     pub sp_private_key_pem: Option<String>,
     /// This service provider's certificate, PEM, published in the SP metadata for signing
@@ -85,6 +86,14 @@ pub struct SamlConfig {
     /// Require the assertion to come encrypted (`EncryptedAssertion`). Default: false.
     #[serde(default)]
     pub require_encrypted_assertions: bool,
+    /// Sign every `AuthnRequest` (HTTP-Redirect binding signature, RSA-SHA256) with
+    /// `sp_private_key_pem`, even when the IdP's metadata does not say
+    /// `WantAuthnRequestsSigned="true"` (when it does, requests are signed anyway). Signing
+    /// needs `sp_private_key_pem` (RSA) and `sp_certificate_pem`, published in the SP
+    /// metadata with `AuthnRequestsSigned="true"`; without them such a provider is refused
+    /// when it is built (or when its metadata URL is loaded). Default: false.
+    #[serde(default)]
+    pub sign_requests: bool,
     /// Time limit for fetching `idp_metadata_url`, in seconds. Default: 10.
     #[serde(default = "default_metadata_timeout")]
     pub metadata_timeout_secs: u64,
@@ -116,6 +125,7 @@ impl Default for SamlConfig {
             sp_certificate_pem: None,
             want_assertions_signed: false,
             require_encrypted_assertions: false,
+            sign_requests: false,
             metadata_timeout_secs: default_metadata_timeout(),
         }
     }
@@ -144,6 +154,7 @@ impl std::fmt::Debug for SamlConfig {
                 "require_encrypted_assertions",
                 &self.require_encrypted_assertions,
             )
+            .field("sign_requests", &self.sign_requests)
             .field("metadata_timeout_secs", &self.metadata_timeout_secs)
             .finish()
     }

@@ -3,7 +3,10 @@
 //!
 //! Key transport: RSA-OAEP (`rsa-oaep-mgf1p`, and XML Encryption 1.1 `rsa-oaep` with a
 //! SHA-1/SHA-2 digest and MGF1). RSA PKCS#1 v1.5 (`rsa-1_5`) is refused: it is the
-//! Bleichenbacher oracle of "How to Break XML Encryption". Content: AES-GCM (128/192/256),
+//! Bleichenbacher oracle of "How to Break XML Encryption". A refused algorithm (key
+//! transport or content, `tripledes-cbc` say) is [`SamlError::EncryptionAlgorithm`], naming
+//! its URI, decided from the URIs before any key is used: the URIs are what the sender
+//! wrote, so naming them tells nobody anything about a plaintext. Content: AES-GCM (128/192/256),
 //! always; AES-CBC (128/192/256) only when the enclosing `Response`'s signature verified
 //! first ([`Integrity::SignedResponse`]). CBC has no integrity of its own: decrypting an
 //! attacker's modified ciphertext and answering differently for bad padding and for bad XML
@@ -41,9 +44,10 @@ pub(crate) enum Integrity {
 
 /// Decrypts the `EncryptedData` of `encrypted_assertion` and returns the plaintext XML.
 ///
-/// A CBC ciphertext without [`Integrity::SignedResponse`] is refused with
-/// [`SamlError::CbcWithoutSignedResponse`] before `key` is used (or needed); every other
-/// failure is [`SamlError::Decryption`].
+/// Decided from the algorithm URIs alone, before `key` is used (or needed): a content or
+/// key-transport algorithm that is not accepted is [`SamlError::EncryptionAlgorithm`], a CBC
+/// ciphertext without [`Integrity::SignedResponse`] is [`SamlError::CbcWithoutSignedResponse`].
+/// Every later failure is [`SamlError::Decryption`].
 pub(crate) fn decrypt_assertion(
     encrypted_assertion: Node<'_, '_>,
     key: Option<&PKey<Private>>,
@@ -56,17 +60,20 @@ pub(crate) fn decrypt_assertion(
     if !cipher.authenticated() && integrity != Integrity::SignedResponse {
         return Err(SamlError::CbcWithoutSignedResponse);
     }
-    let key = key.ok_or(SamlError::Decryption)?;
-    let ciphertext = cipher_value(data)?;
-    // EncryptedKey inside EncryptedData/KeyInfo, or beside EncryptedData.
+    // EncryptedKey inside EncryptedData/KeyInfo, or beside EncryptedData; every one's
+    // algorithms are checked before any is used.
     let key_info = children(data, NS_DSIG, "KeyInfo").next();
     let keys = key_info
         .into_iter()
         .flat_map(|k| children(k, NS_XENC, "EncryptedKey"))
         .chain(children(encrypted_assertion, NS_XENC, "EncryptedKey"))
-        .take(MAX_KEYS);
-    for encrypted_key in keys {
-        let Ok(content_key) = unwrap_key(encrypted_key, key) else {
+        .take(MAX_KEYS)
+        .map(|k| Ok((k, key_transport(k)?)))
+        .collect::<Result<Vec<_>, SamlError>>()?;
+    let key = key.ok_or(SamlError::Decryption)?;
+    let ciphertext = cipher_value(data)?;
+    for (encrypted_key, transport) in keys {
+        let Ok(content_key) = unwrap_key(encrypted_key, transport, key) else {
             continue;
         };
         if content_key.len() != cipher.key_len() {
@@ -105,7 +112,7 @@ fn content_cipher(uri: &str) -> Result<ContentCipher, SamlError> {
         "http://www.w3.org/2001/04/xmlenc#aes128-cbc" => ContentCipher::Cbc(Cipher::aes_128_cbc()),
         "http://www.w3.org/2001/04/xmlenc#aes192-cbc" => ContentCipher::Cbc(Cipher::aes_192_cbc()),
         "http://www.w3.org/2001/04/xmlenc#aes256-cbc" => ContentCipher::Cbc(Cipher::aes_256_cbc()),
-        _ => return Err(SamlError::Decryption),
+        other => return Err(SamlError::EncryptionAlgorithm(other.to_owned())),
     })
 }
 
@@ -151,8 +158,16 @@ fn decrypt_content(cipher: ContentCipher, key: &[u8], data: &[u8]) -> Result<Vec
     }
 }
 
-/// RSA-OAEP key transport.
-fn unwrap_key(encrypted_key: Node<'_, '_>, key: &PKey<Private>) -> Result<Vec<u8>, SamlError> {
+/// An `EncryptedKey`'s RSA-OAEP parameters: the OAEP digest and the MGF1 digest.
+#[derive(Clone, Copy)]
+struct KeyTransport {
+    digest: &'static MdRef,
+    mgf: &'static MdRef,
+}
+
+/// The key transport of `encrypted_key`: RSA-OAEP only (`rsa-1_5` and anything else are
+/// [`SamlError::EncryptionAlgorithm`]), with an accepted digest and MGF.
+fn key_transport(encrypted_key: Node<'_, '_>) -> Result<KeyTransport, SamlError> {
     let method = method(encrypted_key)?;
     let digest = children(method, NS_DSIG, "DigestMethod")
         .next()
@@ -170,15 +185,24 @@ fn unwrap_key(encrypted_key: Node<'_, '_>, key: &PKey<Private>) -> Result<Vec<u8
             .map(mgf_md)
             .transpose()?
             .unwrap_or(Md::sha1()),
-        _ => return Err(SamlError::Decryption),
+        other => return Err(SamlError::EncryptionAlgorithm(other.to_owned())),
     };
+    Ok(KeyTransport { digest, mgf })
+}
+
+/// RSA-OAEP key transport.
+fn unwrap_key(
+    encrypted_key: Node<'_, '_>,
+    transport: KeyTransport,
+    key: &PKey<Private>,
+) -> Result<Vec<u8>, SamlError> {
     let wrapped = cipher_value(encrypted_key)?;
     let mut ctx = PkeyCtx::new(key).map_err(|_| SamlError::Decryption)?;
     let mut out = Vec::new();
     ctx.decrypt_init()
         .and_then(|()| ctx.set_rsa_padding(Padding::PKCS1_OAEP))
-        .and_then(|()| ctx.set_rsa_oaep_md(digest))
-        .and_then(|()| ctx.set_rsa_mgf1_md(mgf))
+        .and_then(|()| ctx.set_rsa_oaep_md(transport.digest))
+        .and_then(|()| ctx.set_rsa_mgf1_md(transport.mgf))
         .and_then(|()| ctx.decrypt_to_vec(&wrapped, &mut out))
         .map_err(|_| SamlError::Decryption)?;
     Ok(out)
@@ -190,7 +214,7 @@ fn digest_md(uri: &str) -> Result<&'static MdRef, SamlError> {
         "http://www.w3.org/2001/04/xmlenc#sha256" => Md::sha256(),
         "http://www.w3.org/2001/04/xmldsig-more#sha384" => Md::sha384(),
         "http://www.w3.org/2001/04/xmlenc#sha512" => Md::sha512(),
-        _ => return Err(SamlError::Decryption),
+        other => return Err(SamlError::EncryptionAlgorithm(other.to_owned())),
     })
 }
 
@@ -200,7 +224,7 @@ fn mgf_md(uri: &str) -> Result<&'static MdRef, SamlError> {
         "http://www.w3.org/2009/xmlenc11#mgf1sha256" => Md::sha256(),
         "http://www.w3.org/2009/xmlenc11#mgf1sha384" => Md::sha384(),
         "http://www.w3.org/2009/xmlenc11#mgf1sha512" => Md::sha512(),
-        _ => return Err(SamlError::Decryption),
+        other => return Err(SamlError::EncryptionAlgorithm(other.to_owned())),
     })
 }
 
@@ -319,6 +343,20 @@ mod tests {
             assert_eq!(
                 decrypt(&cbc, key, Integrity::Unsigned).unwrap_err(),
                 SamlError::CbcWithoutSignedResponse
+            );
+        }
+        // A refused algorithm is named, without a key and whatever the ciphertext.
+        let des = "http://www.w3.org/2001/04/xmlenc#tripledes-cbc";
+        let rsa_1_5 = "http://www.w3.org/2001/04/xmlenc#rsa-1_5";
+        for integrity in [Integrity::SignedResponse, Integrity::Unsigned] {
+            assert_eq!(
+                decrypt(&gcm.replace(GCM, des), None, integrity).unwrap_err(),
+                SamlError::EncryptionAlgorithm(des.into())
+            );
+            let one_5 = gcm.replace("http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p", rsa_1_5);
+            assert_eq!(
+                decrypt(&one_5, Some(&key), integrity).unwrap_err(),
+                SamlError::EncryptionAlgorithm(rsa_1_5.into())
             );
         }
         let garbage = cbc.replace("<xenc:CipherValue>", "<xenc:CipherValue>%%%");

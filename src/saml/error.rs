@@ -43,11 +43,26 @@ pub enum SamlError {
     /// The assertion is not signed by itself and the provider wants signed assertions: `401`.
     #[error("the assertion is not signed and the provider requires signed assertions")]
     AssertionNotSigned,
-    /// A signature uses an algorithm that is not allowed (SHA-1 unless enabled, anything
-    /// but RSA/ECDSA with SHA-2, a canonicalization other than exclusive c14n, a transform
-    /// other than enveloped-signature and exclusive c14n): `401`.
-    #[error("the signature uses an algorithm that is not allowed: {0}")]
-    DisallowedAlgorithm(String),
+    /// A signature's `SignatureMethod` is not accepted (anything but RSA PKCS#1 v1.5 or
+    /// ECDSA with SHA-256/384/512; SHA-1 unless `allow_sha1`): `401`. Carries the
+    /// algorithm's URI.
+    #[error("signature algorithm {0} is not accepted")]
+    SignatureAlgorithm(String),
+    /// A signature reference's `DigestMethod` is not accepted (anything but SHA-256/384/512;
+    /// SHA-1 unless `allow_sha1`): `401`. Carries the algorithm's URI.
+    #[error("digest algorithm {0} is not accepted")]
+    DigestAlgorithm(String),
+    /// A signature's canonicalization or a reference's transform is not accepted (anything
+    /// but exclusive c14n and, as a transform, enveloped-signature): `401`. Carries the
+    /// algorithm's URI.
+    #[error("canonicalization or transform algorithm {0} is not accepted")]
+    TransformAlgorithm(String),
+    /// An `EncryptedAssertion` uses a key transport (`rsa-1_5`, or an OAEP digest or MGF
+    /// other than SHA-1/SHA-2) or a content encryption (anything but AES-GCM and AES-CBC,
+    /// such as `tripledes-cbc`) that is not accepted: `401`. Carries the algorithm's URI.
+    /// Decided from the algorithm URIs alone, before anything is decrypted (no oracle).
+    #[error("encryption algorithm {0} is not accepted")]
+    EncryptionAlgorithm(String),
     /// The signature does not verify with any of the identity provider's certificates: `401`.
     #[error("the SAML signature is invalid")]
     BadSignature,
@@ -137,7 +152,10 @@ impl SamlError {
             | Self::NoAssertion
             | Self::Unsigned
             | Self::AssertionNotSigned
-            | Self::DisallowedAlgorithm(_)
+            | Self::SignatureAlgorithm(_)
+            | Self::DigestAlgorithm(_)
+            | Self::TransformAlgorithm(_)
+            | Self::EncryptionAlgorithm(_)
             | Self::BadSignature
             | Self::Decryption
             | Self::CbcWithoutSignedResponse
@@ -168,7 +186,10 @@ impl SamlError {
             Self::NoAssertion => "saml_no_assertion",
             Self::Unsigned => "saml_unsigned",
             Self::AssertionNotSigned => "saml_assertion_not_signed",
-            Self::DisallowedAlgorithm(_) => "saml_disallowed_algorithm",
+            Self::SignatureAlgorithm(_)
+            | Self::DigestAlgorithm(_)
+            | Self::TransformAlgorithm(_)
+            | Self::EncryptionAlgorithm(_) => "saml_disallowed_algorithm",
             Self::BadSignature => "saml_bad_signature",
             Self::Decryption => "saml_decryption_failed",
             Self::CbcWithoutSignedResponse => "saml_cbc_requires_signed_response",
@@ -207,5 +228,19 @@ mod tests {
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(SamlError::Expired.code(), "saml_assertion_expired");
+    }
+
+    #[test]
+    fn refused_algorithms_are_named() {
+        let sha1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+        assert_eq!(
+            SamlError::SignatureAlgorithm(sha1.into()).to_string(),
+            format!("signature algorithm {sha1} is not accepted")
+        );
+        let des = "http://www.w3.org/2001/04/xmlenc#tripledes-cbc";
+        let err = SamlError::EncryptionAlgorithm(des.into());
+        assert!(err.to_string().contains(des));
+        assert_eq!(err.code(), "saml_disallowed_algorithm");
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
     }
 }

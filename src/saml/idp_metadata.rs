@@ -23,6 +23,9 @@ pub(crate) struct IdpMetadata {
     pub sso_url: Option<String>,
     /// Its signing certificates, DER; a signature by any of them is accepted.
     pub certificates: Vec<Vec<u8>>,
+    /// `WantAuthnRequestsSigned="true"` on its `IDPSSODescriptor`: requests to it are
+    /// signed with the SP key.
+    pub want_authn_requests_signed: bool,
 }
 
 impl std::fmt::Debug for IdpMetadata {
@@ -31,6 +34,10 @@ impl std::fmt::Debug for IdpMetadata {
             .field("entity_id", &self.entity_id)
             .field("sso_url", &self.sso_url)
             .field("certificates", &self.certificates.len())
+            .field(
+                "want_authn_requests_signed",
+                &self.want_authn_requests_signed,
+            )
             .finish()
     }
 }
@@ -116,10 +123,16 @@ pub(crate) fn parse_metadata(
     if certificates.is_empty() {
         return Err(bad("the IDPSSODescriptor has no signing certificate"));
     }
+    // xs:boolean: "true" or "1".
+    let want_authn_requests_signed = matches!(
+        idp.attribute("WantAuthnRequestsSigned").map(str::trim),
+        Some("true" | "1")
+    );
     Ok(IdpMetadata {
         entity_id,
         sso_url,
         certificates,
+        want_authn_requests_signed,
     })
 }
 

@@ -1,6 +1,8 @@
-//! SAML 2.0 service provider (feature `saml`): SP-initiated login by HTTP-Redirect, the
-//! assertion consumer service (HTTP-POST), SP metadata, and response verification that is
-//! safe against XML signature wrapping.
+//! SAML 2.0 service provider (feature `saml`): SP-initiated login by HTTP-Redirect (the
+//! AuthnRequest signed with the SP key when the IdP's metadata says
+//! `WantAuthnRequestsSigned="true"` or `sign_requests` is set), the assertion consumer
+//! service (HTTP-POST), SP metadata, and response verification that is safe against XML
+//! signature wrapping.
 //!
 //! How a response is verified, in order (see `docs/saml.md` for the reasoning):
 //!
@@ -11,13 +13,16 @@
 //!    `Assertion` or `EncryptedAssertion` and it is a direct child of the root, no other
 //!    `Response` anywhere, no duplicate `ID`, every `ds:Signature` sits directly in the
 //!    `Response` or the assertion and references exactly that element, with exclusive c14n,
-//!    RSA or ECDSA over SHA-2 (SHA-1 only when allowed) (`401`).
+//!    RSA or ECDSA over SHA-2 (SHA-1 only when allowed) (`401`; a refused algorithm is named:
+//!    [`SamlError::SignatureAlgorithm`], [`DigestAlgorithm`](SamlError::DigestAlgorithm),
+//!    [`TransformAlgorithm`](SamlError::TransformAlgorithm)).
 //! 4. xmlsec (through `samael`) verifies every signature with the IdP's certificates and
 //!    hands back the canonical bytes it digested; those bytes are parsed again and are the
 //!    only source of what is used: the verified `Response`, or the verified `Assertion`.
 //! 5. An `EncryptedAssertion` is decrypted with the SP key: AES-GCM always, AES-CBC only
 //!    out of a verified `Response` (else `saml_cbc_requires_signed_response`, before
-//!    anything is decrypted); a signature inside it is verified the same way. Every failure
+//!    anything is decrypted; any other algorithm is [`SamlError::EncryptionAlgorithm`], named,
+//!    before any key is used); a signature inside it is verified the same way. Every failure
 //!    from the decryption up to and including that signature check is the one
 //!    `saml_decryption_failed`: no padding or parsing oracle.
 //! 6. The profile checks: issuers, `Destination`, `InResponseTo`, `Conditions` with a
@@ -204,6 +209,9 @@ impl SamlServiceProvider {
         if config.require_encrypted_assertions && sp_key.is_none() {
             return Err(bad("require_encrypted_assertions needs sp_private_key_pem"));
         }
+        if config.sign_requests {
+            check_signing_key(sp_key.as_ref(), sp_certificate.is_some(), "sign_requests")?;
+        }
         let sp_certificate = sp_certificate
             .map(|c| c.to_der().map_err(|_| bad("sp_certificate_pem is invalid")))
             .transpose()?;
@@ -230,11 +238,14 @@ impl SamlServiceProvider {
                 entity_id,
                 sso_url: Some(sso_url),
                 certificates,
+                want_authn_requests_signed: false,
             }))
         } else if let Some(path) = &config.idp_metadata_file {
             let text = std::fs::read(path)
                 .map_err(|e| SamlError::Metadata(format!("cannot read {}: {e}", path.display())))?;
-            Some(Arc::new(Self::metadata_from(&config, &text)?))
+            let idp = Self::metadata_from(&config, &text)?;
+            Self::check_idp_wants(&idp, sp_key.as_ref(), sp_certificate.is_some())?;
+            Some(Arc::new(idp))
         } else {
             None
         };
@@ -307,7 +318,24 @@ impl SamlServiceProvider {
             body.extend_from_slice(&chunk);
         }
         let idp = Self::metadata_from(&self.config, &body)?;
+        Self::check_idp_wants(&idp, self.sp_key.as_ref(), self.sp_certificate.is_some())?;
         *self.idp.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(idp));
+        Ok(())
+    }
+
+    /// An IdP that wants signed requests needs the SP key and certificate.
+    fn check_idp_wants(
+        idp: &IdpMetadata,
+        key: Option<&PKey<Private>>,
+        certificate: bool,
+    ) -> Result<(), SamlError> {
+        if idp.want_authn_requests_signed {
+            check_signing_key(
+                key,
+                certificate,
+                "the IdP metadata's WantAuthnRequestsSigned=\"true\"",
+            )?;
+        }
         Ok(())
     }
 
@@ -344,9 +372,44 @@ impl SamlServiceProvider {
         self.config.allow_idp_initiated
     }
 
+    /// Whether requests to the IdP are signed: `sign_requests`, or the IdP's metadata says
+    /// `WantAuthnRequestsSigned="true"` (known once its metadata is loaded; the SP metadata's
+    /// `AuthnRequestsSigned` follows). Signing needs the SP key and certificate:
+    ///
+    /// ```
+    /// use jit_provision::saml::{SamlConfig, SamlServiceProvider};
+    /// let mut config = SamlConfig::from_metadata_url("https://idp.example.com/metadata");
+    /// config.sign_requests = true;
+    /// let err = SamlServiceProvider::new(
+    ///     "corp",
+    ///     config,
+    ///     "https://app.example.com/auth/corp/acs",
+    ///     "https://app.example.com/auth/corp/metadata",
+    /// )
+    /// .unwrap_err();
+    /// assert!(err.to_string().contains("sign_requests needs sp_private_key_pem"));
+    /// ```
+    pub fn signs_requests(&self) -> bool {
+        self.config.sign_requests || self.idp().is_ok_and(|idp| idp.want_authn_requests_signed)
+    }
+
+    /// The SP key when requests to `idp` are signed ([`signs_requests`](Self::signs_requests)).
+    fn request_signing_key(&self, idp: &IdpMetadata) -> Result<Option<&PKey<Private>>, SamlError> {
+        if !self.config.sign_requests && !idp.want_authn_requests_signed {
+            return Ok(None);
+        }
+        // Checked when the provider was built and when the metadata was loaded.
+        self.sp_key
+            .as_ref()
+            .map(Some)
+            .ok_or_else(|| SamlError::Config("signed requests need sp_private_key_pem".into()))
+    }
+
     /// Starts an SP-initiated login: returns the URL to redirect the browser to (the IdP's
-    /// SSO URL with a DEFLATE-encoded, unsigned `AuthnRequest` and `relay_state`, at most
-    /// [`MAX_RELAY_STATE`] bytes, empty for none) and the request's ID, which the caller
+    /// SSO URL with a DEFLATE-encoded `AuthnRequest` and `relay_state`, at most
+    /// [`MAX_RELAY_STATE`] bytes, empty for none, signed by the HTTP-Redirect binding's
+    /// `SigAlg` and `Signature` (RSA-SHA256) when [`signs_requests`](Self::signs_requests))
+    /// and the request's ID, which the caller
     /// keeps (in the pending-login cookie) and passes to
     /// [`verify_response`](Self::verify_response) as `expected_in_response_to`.
     pub fn authn_request(&self, relay_state: &str) -> Result<(String, String), SamlError> {
@@ -365,12 +428,15 @@ impl SamlServiceProvider {
             sp_entity_id: &self.sp_entity_id,
             persistent: self.config.identity_attribute.is_none(),
         });
-        let url = request::redirect_url(sso_url, &xml, relay_state)?;
+        let key = self.request_signing_key(&idp)?;
+        let url =
+            request::redirect_url(sso_url, request::Message::Request, &xml, relay_state, key)?;
         Ok((url, id))
     }
 
     /// This service provider's metadata XML: entity ID, the ACS (HTTP-POST), NameIDFormat
-    /// persistent (when the identity is the NameID), `WantAssertionsSigned`, and the SP
+    /// persistent (when the identity is the NameID), `WantAssertionsSigned`,
+    /// `AuthnRequestsSigned` ([`signs_requests`](Self::signs_requests)), and the SP
     /// certificate for signing and encryption when configured.
     pub fn metadata_xml(&self) -> String {
         sp_metadata::metadata_xml(&sp_metadata::SpMetadata {
@@ -378,6 +444,7 @@ impl SamlServiceProvider {
             acs_url: &self.acs_url,
             certificate: self.sp_certificate.as_deref(),
             want_assertions_signed: self.config.want_assertions_signed,
+            authn_requests_signed: self.signs_requests() && self.sp_certificate.is_some(),
             persistent: self.config.identity_attribute.is_none(),
         })
     }
@@ -519,9 +586,10 @@ impl SamlServiceProvider {
     ///
     /// Every failure from the decryption up to and including the inner signature check is
     /// the one [`SamlError::Decryption`]: same status, code, message and log line, so that
-    /// no padding, parsing or signature oracle is exposed. Only a CBC ciphertext outside a
-    /// verified `Response` has an error of its own, [`SamlError::CbcWithoutSignedResponse`],
-    /// decided from the algorithm before anything is decrypted.
+    /// no padding, parsing or signature oracle is exposed. Only what is decided from the
+    /// algorithm URIs before anything is decrypted has an error of its own: a CBC ciphertext
+    /// outside a verified `Response` ([`SamlError::CbcWithoutSignedResponse`]) and a refused
+    /// algorithm ([`SamlError::EncryptionAlgorithm`]).
     fn open_encrypted(
         &self,
         encrypted: roxmltree::Node<'_, '_>,
@@ -530,8 +598,8 @@ impl SamlServiceProvider {
     ) -> Result<String, SamlError> {
         let plaintext = match decrypt::decrypt_assertion(encrypted, self.sp_key.as_ref(), integrity)
         {
-            Err(SamlError::CbcWithoutSignedResponse) => {
-                return Err(SamlError::CbcWithoutSignedResponse);
+            Err(e @ (SamlError::CbcWithoutSignedResponse | SamlError::EncryptionAlgorithm(_))) => {
+                return Err(e);
             }
             other => other.map_err(|_| SamlError::Decryption)?,
         };
@@ -606,6 +674,25 @@ fn in_context(encrypted: roxmltree::Node<'_, '_>, plaintext: &str) -> String {
     wrapped.push_str(body);
     wrapped.push_str("</jit-decrypted>");
     wrapped
+}
+
+/// Signing requests (because of `why`) needs an RSA SP key and the certificate published
+/// for the IdP to verify with.
+fn check_signing_key(
+    key: Option<&PKey<Private>>,
+    certificate: bool,
+    why: &str,
+) -> Result<(), SamlError> {
+    let bad = |what: &str| SamlError::Config(format!("{why} needs {what} to sign AuthnRequests"));
+    match key {
+        None => return Err(bad("sp_private_key_pem (and sp_certificate_pem)")),
+        Some(key) if key.rsa().is_err() => return Err(bad("an RSA sp_private_key_pem")),
+        Some(_) => {}
+    }
+    if !certificate {
+        return Err(bad("sp_certificate_pem (published in the SP metadata)"));
+    }
+    Ok(())
 }
 
 /// HTTPS, or HTTP to a loopback address (tests, local IdPs).

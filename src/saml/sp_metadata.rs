@@ -11,6 +11,8 @@ pub(crate) struct SpMetadata<'a> {
     /// The SP certificate, DER, published for signing and encryption.
     pub certificate: Option<&'a [u8]>,
     pub want_assertions_signed: bool,
+    /// AuthnRequests are signed with the key of `certificate` (`AuthnRequestsSigned`).
+    pub authn_requests_signed: bool,
     /// Ask for a persistent NameID.
     pub persistent: bool,
 }
@@ -51,7 +53,7 @@ pub(crate) fn metadata_xml(m: &SpMetadata<'_>) -> String {
             r#"<?xml version="1.0" encoding="UTF-8"?>"#,
             r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" "#,
             r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity}">"#,
-            r#"<md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="{want}" "#,
+            r#"<md:SPSSODescriptor AuthnRequestsSigned="{signed}" WantAssertionsSigned="{want}" "#,
             r#"protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
             "{keys}{format}",
             r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" "#,
@@ -59,6 +61,7 @@ pub(crate) fn metadata_xml(m: &SpMetadata<'_>) -> String {
             "</md:SPSSODescriptor></md:EntityDescriptor>"
         ),
         entity = escape(m.entity_id),
+        signed = m.authn_requests_signed,
         want = m.want_assertions_signed,
         keys = keys,
         format = name_id_format,
@@ -77,8 +80,12 @@ mod tests {
             acs_url: "https://sp.example.com/auth/corp/acs",
             certificate: Some(b"not really a certificate"),
             want_assertions_signed: true,
+            authn_requests_signed: true,
             persistent: true,
         });
+        let descriptor = doc_descriptor(&xml);
+        assert_eq!(descriptor.0.as_deref(), Some("true"));
+        assert!(descriptor.1, "a signing KeyDescriptor");
         let doc = roxmltree::Document::parse(&xml).unwrap();
         assert_eq!(
             doc.root_element().attribute("entityID"),
@@ -86,5 +93,34 @@ mod tests {
         );
         assert!(xml.contains("nameid-format:persistent"));
         assert!(xml.contains(r#"use="encryption""#));
+    }
+
+    /// `AuthnRequestsSigned`, and whether a `KeyDescriptor use="signing"` is published.
+    fn doc_descriptor(xml: &str) -> (Option<String>, bool) {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let sp = doc
+            .descendants()
+            .find(|n| n.has_tag_name("SPSSODescriptor"))
+            .unwrap();
+        let signing = sp
+            .children()
+            .any(|k| k.has_tag_name("KeyDescriptor") && k.attribute("use") == Some("signing"));
+        (
+            sp.attribute("AuthnRequestsSigned").map(str::to_owned),
+            signing,
+        )
+    }
+
+    #[test]
+    fn unsigned_requests_are_advertised_as_such() {
+        let xml = metadata_xml(&SpMetadata {
+            entity_id: "https://sp.example.com/m",
+            acs_url: "https://sp.example.com/acs",
+            certificate: None,
+            want_assertions_signed: false,
+            authn_requests_signed: false,
+            persistent: false,
+        });
+        assert_eq!(doc_descriptor(&xml), (Some("false".into()), false));
     }
 }

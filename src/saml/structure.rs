@@ -217,12 +217,12 @@ fn enveloped_signature(element: Node<'_, '_>, allow_sha1: bool) -> Result<bool, 
     let signed_info = single(signature, NS_DSIG, "SignedInfo")?;
     let c14n = algorithm(single(signed_info, NS_DSIG, "CanonicalizationMethod")?)?;
     if c14n != EXC_C14N {
-        return Err(SamlError::DisallowedAlgorithm(c14n.to_owned()));
+        return Err(SamlError::TransformAlgorithm(c14n.to_owned()));
     }
     let method = algorithm(single(signed_info, NS_DSIG, "SignatureMethod")?)?;
     let sha1_ok = allow_sha1 && SHA1_SIGNATURE_METHODS.contains(&method);
     if !SIGNATURE_METHODS.contains(&method) && !sha1_ok {
-        return Err(SamlError::DisallowedAlgorithm(method.to_owned()));
+        return Err(SamlError::SignatureAlgorithm(method.to_owned()));
     }
     let reference = single(signed_info, NS_DSIG, "Reference")?;
     if reference.attribute("URI") != Some(&format!("#{id}")) {
@@ -239,14 +239,14 @@ fn enveloped_signature(element: Node<'_, '_>, allow_sha1: bool) -> Result<bool, 
             }
             let uri = algorithm(transform)?;
             if uri != ENVELOPED && uri != EXC_C14N {
-                return Err(SamlError::DisallowedAlgorithm(uri.to_owned()));
+                return Err(SamlError::TransformAlgorithm(uri.to_owned()));
             }
         }
     }
     let digest = algorithm(single(reference, NS_DSIG, "DigestMethod")?)?;
     let sha1_digest_ok = allow_sha1 && digest == SHA1_DIGEST;
     if !DIGEST_METHODS.contains(&digest) && !sha1_digest_ok {
-        return Err(SamlError::DisallowedAlgorithm(digest.to_owned()));
+        return Err(SamlError::DigestAlgorithm(digest.to_owned()));
     }
     Ok(true)
 }

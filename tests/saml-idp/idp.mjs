@@ -5,7 +5,8 @@
 //   in:  { schema_validation?: bool,
 //          idp: { entity_id, sso_url, private_key_pem, signing_certificate_pem,
 //                 certificates_pem: [..] /* published in the metadata */,
-//                 signature_algorithm?, data_encryption?, key_encryption? },
+//                 signature_algorithm?, data_encryption?, key_encryption?,
+//                 want_authn_requests_signed? /* checks the HTTP-Redirect signature */ },
 //          sp_metadata: "<md:EntityDescriptor ...>"     // the SP's own metadata XML
 //          jobs: [ { request_url?, name_id, name_id_format?, attributes?: [{name,
 //                    friendly_name?, values: [..]}], sign_assertion, sign_response,
@@ -127,7 +128,7 @@ function makeIdp(config, job) {
     isAssertionEncrypted: Boolean(job && job.encrypt),
     dataEncryptionAlgorithm: DATA_ENCRYPTION[(job && job.data_encryption) || 'aes256-gcm'],
     keyEncryptionAlgorithm: KEY_ENCRYPTION[(job && job.key_encryption) || 'rsa-oaep-mgf1p'],
-    wantAuthnRequestsSigned: false,
+    wantAuthnRequestsSigned: Boolean(config.want_authn_requests_signed),
   });
 }
 
@@ -150,7 +151,14 @@ async function runJob(input, job) {
   if (job.request_url) {
     const url = new URL(job.request_url);
     const query = Object.fromEntries(url.searchParams.entries());
-    const parsed = await idp.parseLoginRequest(sp, 'redirect', { query });
+    // What the Redirect binding signs (SAML bindings 3.4.4.1): the raw
+    // `SAMLRequest=..&RelayState=..&SigAlg=..` octets of the URL, as an HTTP server sees them.
+    const raw = url.search.slice(1).split('&');
+    const octetString = ['SAMLRequest', 'RelayState', 'SigAlg']
+      .map((name) => raw.find((pair) => pair.startsWith(`${name}=`)))
+      .filter(Boolean)
+      .join('&');
+    const parsed = await idp.parseLoginRequest(sp, 'redirect', { query, octetString });
     requestId = parsed.extract.request.id;
     relayState = query.RelayState ?? null;
     const acs = parsed.extract.request.assertionConsumerServiceUrl;

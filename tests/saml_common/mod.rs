@@ -111,6 +111,43 @@ fn rand_u32() -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+/// A directory of its own under cargo's target tmp dir, removed at the end of the test.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("saml-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `contents` to the file `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The service provider under test
 // ---------------------------------------------------------------------------------------------
 
@@ -198,18 +235,25 @@ pub fn node(test: &str) -> Option<PathBuf> {
     if missing.is_empty() {
         return node.ok();
     }
+    skip(test, "samlify", &missing);
+    None
+}
+
+/// `test` cannot run because the `idp` SAML identity provider is not available (`missing`
+/// says why): a loud notice on stderr, or a panic under `JIT_REQUIRE_INTEROP=1`.
+pub fn skip(test: &str, idp: &str, missing: &[String]) {
     let detail = missing.join("\n  - ");
     if std::env::var("JIT_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-        panic!("JIT_REQUIRE_INTEROP=1 but the samlify SAML IdP cannot run:\n  - {detail}");
+        panic!("JIT_REQUIRE_INTEROP=1 but the {idp} SAML IdP cannot run:\n  - {detail}");
     }
+    // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
     let notice = format!(
         "\n==================== SKIPPED: {test} ====================\n\
-         the samlify SAML identity provider is not available:\n  - {detail}\n\
+         the {idp} SAML identity provider is not available:\n  - {detail}\n\
          (set JIT_REQUIRE_INTEROP=1 to make this a failure)\n\
          ==========================================================\n"
     );
     let _ = std::io::stderr().write_all(notice.as_bytes());
-    None
 }
 
 /// The IdP's settings for one batch: entity, SSO URL, the signing key and the certificates
