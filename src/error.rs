@@ -97,6 +97,11 @@ pub enum Error {
     #[cfg(feature = "saml")]
     #[error(transparent)]
     Saml(#[from] crate::saml::SamlError),
+    /// A SAML Single Logout message was refused, or the IdP did not log out (see
+    /// [`SloError::status`](crate::saml::SloError::status)).
+    #[cfg(feature = "saml")]
+    #[error(transparent)]
+    Slo(#[from] crate::saml::SloError),
     /// Loading the session's user failed, or a one-time value could not be recorded: `503`
     /// (`replay_guard_full` when the in-memory replay guard is full, see
     /// [`ReplayGuardFull`](crate::replay::ReplayGuardFull)).
@@ -129,6 +134,8 @@ impl Error {
             Self::Provision(e) => e.status(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.status(),
+            #[cfg(feature = "saml")]
+            Self::Slo(e) => e.status(),
             Self::Store(crate::store::StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CrossSite => StatusCode::FORBIDDEN,
@@ -146,6 +153,8 @@ impl Error {
             Self::Provision(e) => e.code(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.code(),
+            #[cfg(feature = "saml")]
+            Self::Slo(e) => e.code(),
             Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
             Self::Store(_) => "store_unavailable",
             Self::CrossSite => "cross_site_request",

@@ -37,6 +37,8 @@ pub(crate) enum Route {
     Acs(String),
     #[cfg(feature = "saml")]
     Metadata(String),
+    #[cfg(feature = "saml")]
+    Slo(String),
     Logout,
     LogoutEverywhere,
     Resume,
@@ -80,6 +82,10 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             "login" | "metadata" => Some(Route::MethodNotAllowed("GET, HEAD")),
             "acs" if method == Method::POST => Some(Route::Acs(provider.to_owned())),
             "acs" => Some(Route::MethodNotAllowed("POST")),
+            "slo" if method == Method::GET || method == Method::POST => {
+                Some(Route::Slo(provider.to_owned()))
+            }
+            "slo" => Some(Route::MethodNotAllowed("GET, POST")),
             _ => None,
         };
     }
@@ -129,6 +135,12 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         }
         #[cfg(feature = "saml")]
         Route::Metadata(provider) => saml::metadata(&shared.saml[&provider]),
+        #[cfg(feature = "saml")]
+        Route::Slo(provider) => {
+            let sp = shared.saml[&provider].clone();
+            let span = tracing::info_span!("jit.slo", provider = %provider);
+            saml::slo(shared, &sp, req).instrument(span).await
+        }
         Route::Logout => {
             let (parts, _) = req.into_parts();
             logout(shared, &parts, false).await
@@ -630,6 +642,9 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         return fail("-", &err, &req.headers);
     }
     let sessions = &shared.sessions;
+    // A SAML session with single logout: what its LogoutRequest names, read before it ends.
+    #[cfg(feature = "saml")]
+    let single_logout = saml::logout_subject(shared, &req.headers).await;
     let ended = async {
         // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
         if everywhere
@@ -673,6 +688,12 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     let target = query_param(req.uri.query(), "return_to")
         .filter(|t| check_return_to(t).is_ok())
         .unwrap_or_else(|| "/".to_owned());
+    #[cfg(feature = "saml")]
+    let mut response = match single_logout {
+        Some(subject) => saml::start_logout(shared, subject, &target, &req.headers).await,
+        None => redirect(StatusCode::SEE_OTHER, &target),
+    };
+    #[cfg(not(feature = "saml"))]
     let mut response = redirect(StatusCode::SEE_OTHER, &target);
     add_cookie(&mut response, sessions.clear_cookie());
     if let Some(prompt) = shared.prompt_cookie.as_deref() {

@@ -94,6 +94,15 @@ pub struct SamlConfig {
     /// when it is built (or when its metadata URL is loaded). Default: false.
     #[serde(default)]
     pub sign_requests: bool,
+    /// SAML Single Logout: `POST {prefix}/logout` of a session of this provider sends the
+    /// browser on to the IdP's HTTP-Redirect `SingleLogoutService` (from its metadata) with a
+    /// `LogoutRequest` (NameID and SessionIndex of the login; signed like `AuthnRequest`s, or
+    /// with the SP key when one is configured), and `{prefix}/{provider}/slo` (HTTP-Redirect
+    /// and HTTP-POST, advertised in the SP metadata) takes the IdP's `LogoutResponse` and
+    /// its signed `LogoutRequest`s, which end the sessions they name on every instance.
+    /// Default: false.
+    #[serde(default)]
+    pub single_logout: bool,
     /// Time limit for fetching `idp_metadata_url`, in seconds. Default: 10.
     #[serde(default = "default_metadata_timeout")]
     pub metadata_timeout_secs: u64,
@@ -126,6 +135,7 @@ impl Default for SamlConfig {
             want_assertions_signed: false,
             require_encrypted_assertions: false,
             sign_requests: false,
+            single_logout: false,
             metadata_timeout_secs: default_metadata_timeout(),
         }
     }
@@ -155,6 +165,7 @@ impl std::fmt::Debug for SamlConfig {
                 &self.require_encrypted_assertions,
             )
             .field("sign_requests", &self.sign_requests)
+            .field("single_logout", &self.single_logout)
             .field("metadata_timeout_secs", &self.metadata_timeout_secs)
             .finish()
     }

@@ -98,6 +98,10 @@ pub(crate) struct SessionTokens {
     /// When the access token expires, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The SAML NameID as asserted at login, for a Single Logout's `LogoutRequest`.
+    #[cfg(feature = "saml")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml_name_id: Option<crate::saml::NameId>,
 }
 
 impl std::fmt::Debug for SessionTokens {
@@ -293,8 +297,8 @@ impl Sessions {
     }
 
     /// The tokens of a record, opened with any key of the ring (for RP-initiated logout's
-    /// `id_token_hint` and API calls).
-    #[allow(dead_code)]
+    /// `id_token_hint`, SAML Single Logout and API calls).
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
     pub(crate) fn tokens(&self, record: &SessionRecord) -> Option<SessionTokens> {
         let sealed = record.tokens.as_ref()?;
         let json = self
@@ -481,6 +485,19 @@ impl Sessions {
         .with_idle_timeout(self.inner.idle_secs)
     }
 
+    /// The stored record of the request's session cookie (a store read: for a logout,
+    /// not the hot path). `None`: no cookie of ours, or no record.
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
+    pub(crate) async fn stored(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        let Some(Some(session)) = self.cookie(headers, None).await else {
+            return Ok(None);
+        };
+        Ok(self.inner.store.0.get_session(&session.id).await?)
+    }
+
     /// Ends one session in the store and on every instance; `true` when it was live.
     pub(crate) async fn end(&self, id: &str, reason: EndReason) -> Result<bool, SessionError> {
         let ended = self
@@ -536,7 +553,7 @@ impl Sessions {
     /// of that provider; only `subject`: every session of provider and subject; both: both
     /// must match; neither: none), in the store and on every instance; how many. For the
     /// IdP-initiated logouts (back-channel, front-channel, SAML SLO).
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
     pub(crate) async fn end_by_idp_session(
         &self,
         provider: &str,
@@ -616,6 +633,7 @@ mod tests {
             access_token: Some("at".into()),
             refresh_token: None,
             expires_at: Some(42),
+            ..Default::default()
         }
     }
 
