@@ -95,7 +95,7 @@ async fn login_as(app: &TestApp, user: &DevUser) -> (reqwest::Client, String) {
     let response = app.login_with(&client, user).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let pair = session_pair(&response);
-    assert_eq!(me_with_cookie(app, &pair).await, StatusCode::OK);
+    assert_open(app, &pair).await;
     (client, pair)
 }
 
@@ -119,6 +119,16 @@ async fn user_id(app: &TestApp, pair: &str) -> UserId {
         .await
         .unwrap();
     UserId(me["id"].as_i64().unwrap())
+}
+
+/// The session of `pair` is refused at `app`.
+async fn assert_refused_now(app: &TestApp, pair: &str) {
+    assert_eq!(me_with_cookie(app, pair).await, StatusCode::UNAUTHORIZED);
+}
+
+/// The session of `pair` opens at `app`.
+async fn assert_open(app: &TestApp, pair: &str) {
+    assert_eq!(me_with_cookie(app, pair).await, StatusCode::OK);
 }
 
 /// Waits (bounded by [`HANG`]) until `pair` is refused at `app`.
@@ -178,18 +188,12 @@ async fn a_logged_out_cookie_stays_refused_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        me_with_cookie(&before, &ended).await,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_refused_now(&before, &ended).await;
     drop(before);
     // The restart: a new layer on the same file and key.
     let (after, _) = on_sqlite(&url, &key, |b| b).await;
-    assert_eq!(
-        me_with_cookie(&after, &ended).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(me_with_cookie(&after, &kept).await, StatusCode::OK);
+    assert_refused_now(&after, &ended).await;
+    assert_open(&after, &kept).await;
 }
 
 #[tokio::test]
@@ -202,14 +206,14 @@ async fn a_second_instance_without_a_bus_refuses_a_session_ended_elsewhere() {
     // Not cached at b: refused at once.
     let (_, pair) = login_as(&a, &alice()).await;
     post_logout(&a, &pair, "/auth/logout").await;
-    assert_eq!(me_with_cookie(&b, &pair).await, StatusCode::UNAUTHORIZED);
+    assert_refused_now(&b, &pair).await;
     // Cached at b: refused once b's cached record expires (the documented staleness bound
     // without a bus).
     let (_, cached) = login_as(&a, &bob()).await;
-    assert_eq!(me_with_cookie(&b, &cached).await, StatusCode::OK);
+    assert_open(&b, &cached).await;
     post_logout(&a, &cached, "/auth/logout").await;
     tokio::time::sleep(record_ttl + Duration::from_millis(500)).await;
-    assert_eq!(me_with_cookie(&b, &cached).await, StatusCode::UNAUTHORIZED);
+    assert_refused_now(&b, &cached).await;
 }
 
 #[tokio::test]
@@ -240,8 +244,8 @@ async fn with_a_bus_a_cached_session_ends_on_every_instance_at_once() {
     // And ending every session of a user through the Rust API.
     let (_, one) = login_as(&a, &bob()).await;
     let (_, two) = login_as(&b, &bob()).await;
-    assert_eq!(me_with_cookie(&b, &one).await, StatusCode::OK);
-    assert_eq!(me_with_cookie(&a, &two).await, StatusCode::OK);
+    assert_open(&b, &one).await;
+    assert_open(&a, &two).await;
     let id = user_id(&a, &one).await;
     assert_eq!(a.layer.end_sessions("PRIMARY", id).await.unwrap(), 2);
     refused_soon(&b, &one).await;
@@ -287,11 +291,8 @@ async fn on_postgres_with_its_bus_a_cached_session_ends_on_every_instance_at_onc
     let (_, kept) = login_as(a, &alice()).await;
     let store = PostgresStore::connect(&url).await.unwrap();
     let after = TestApp::start_with(|p| p, move |b| b.store(store).session_key(key)).await;
-    assert_eq!(
-        me_with_cookie(&after, &pair).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(me_with_cookie(&after, &kept).await, StatusCode::OK);
+    assert_refused_now(&after, &pair).await;
+    assert_open(&after, &kept).await;
 }
 
 // ---- idle timeout, revoke-all, list, lock ----
@@ -304,9 +305,9 @@ async fn an_idle_session_ends_and_an_active_one_does_not() {
     // Bob keeps working (a request every ~0.7 s); Alice does nothing.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(me_with_cookie(&app, &active).await, StatusCode::OK);
+        assert_open(&app, &active).await;
     }
-    assert_eq!(me_with_cookie(&app, &idle).await, StatusCode::UNAUTHORIZED);
+    assert_refused_now(&app, &idle).await;
     let id = user_id(&app, &active).await;
     assert_eq!(app.layer.sessions_of("PRIMARY", id).await.unwrap().len(), 1);
 }
@@ -335,7 +336,7 @@ async fn logout_everywhere_ends_every_session_of_the_user_only() {
         .await
         .unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
-    assert_eq!(me_with_cookie(&app, &second).await, StatusCode::OK);
+    assert_open(&app, &second).await;
     let get = plain()
         .get(app.url("/auth/logout/everywhere"))
         .header("cookie", &first)
@@ -350,12 +351,9 @@ async fn logout_everywhere_ends_every_session_of_the_user_only() {
             .iter()
             .any(|c| c.starts_with("jit_session=;"))
     );
-    assert_eq!(me_with_cookie(&app, &first).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        me_with_cookie(&app, &second).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(me_with_cookie(&app, &other).await, StatusCode::OK);
+    assert_refused_now(&app, &first).await;
+    assert_refused_now(&app, &second).await;
+    assert_open(&app, &other).await;
     assert!(
         app.layer
             .sessions_of("PRIMARY", alice_id)
@@ -405,15 +403,9 @@ async fn the_admin_router_lists_and_ends_a_users_sessions() {
         .await
         .unwrap();
     assert_eq!(ended["ended"], 2);
-    assert_eq!(
-        me_with_cookie(&app, &alice_pair).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        me_with_cookie(&app, &alice_again).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(me_with_cookie(&app, &admin_pair).await, StatusCode::OK);
+    assert_refused_now(&app, &alice_pair).await;
+    assert_refused_now(&app, &alice_again).await;
+    assert_open(&app, &admin_pair).await;
 }
 
 #[tokio::test]
@@ -430,7 +422,7 @@ async fn a_deprovisioned_users_sessions_end_in_the_store() {
             .unwrap(),
         1
     );
-    assert_eq!(me_with_cookie(&app, &pair).await, StatusCode::UNAUTHORIZED);
+    assert_refused_now(&app, &pair).await;
     assert!(
         app.layer
             .sessions_of("PRIMARY", id)
@@ -444,10 +436,7 @@ async fn a_deprovisioned_users_sessions_end_in_the_store() {
         .await
         .unwrap();
     let (after, _) = on_sqlite(&url, &key, |b| b).await;
-    assert_eq!(
-        me_with_cookie(&after, &pair).await,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_refused_now(&after, &pair).await;
 }
 
 // ---- key ring, storage, hot path ----
@@ -463,7 +452,7 @@ async fn a_session_of_the_previous_key_opens_and_the_table_holds_hashes_only() {
         move |b| b.previous_session_key(old)
     })
     .await;
-    assert_eq!(me_with_cookie(&after, &pair).await, StatusCode::OK);
+    assert_open(&after, &pair).await;
     let id = user_id(&after, &pair).await;
     let listed = after.layer.sessions_of("PRIMARY", id).await.unwrap();
     let rows: Vec<(String, Option<String>, String)> =
@@ -492,7 +481,7 @@ async fn an_authenticated_request_on_a_hit_reads_no_store() {
     let (session_reads, session_writes) = (sessions.reads(), sessions.writes());
     let user_reads = app.store.inner.counters().reads();
     for _ in 0..20 {
-        assert_eq!(me_with_cookie(&app, &pair).await, StatusCode::OK);
+        assert_open(&app, &pair).await;
     }
     assert_eq!(
         sessions.reads(),
