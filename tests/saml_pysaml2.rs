@@ -7,10 +7,11 @@
 //! the session cookie → `/me`.
 //!
 //! Cases: a signed AuthnRequest and an RSA-SHA256 signed assertion log in (and a request
-//! whose signed octets were changed is refused by pysaml2); pysaml2's defaults, RSA-SHA1
-//! signatures and 3DES (`tripledes-cbc`) encryption, are refused with a message naming the
-//! algorithm, and no session; an IdP that wants signed requests, with no SP key, refuses the
-//! provider.
+//! whose signed octets were changed is refused by pysaml2), so does an RSA-SHA256 signed
+//! Response alone; pysaml2's defaults, RSA-SHA1 signatures and 3DES (`tripledes-cbc`)
+//! encryption, are refused with a message naming the algorithm, and no session (its SHA-1
+//! logs in with `allow_sha1`); an IdP that wants signed requests, with no SP key, refuses
+//! the provider.
 //!
 //! Prerequisites: `python3` (`$JIT_PYTHON` to pick another) with `pysaml2` (`pip install
 //! pysaml2==7.5.5`) and the `xmlsec1` binary (Debian `xmlsec1`). Missing, the tests print a
@@ -417,6 +418,24 @@ async fn assert_refused(
     assert_eq!(app.store.user_count(), 0, "no user provisioned");
 }
 
+/// A whole login that succeeds: the ACS sets the session and sends the browser back to
+/// `return_to`, where the provisioned user is seen.
+async fn assert_logs_in(client: &reqwest::Client, app: &App, idp: &Idp) {
+    let acs = login(client, app, idp).await;
+    assert_eq!(
+        acs.status(),
+        StatusCode::SEE_OTHER,
+        "{:?}",
+        acs.text().await
+    );
+    assert!(sets_session(&acs));
+    assert_eq!(location(&acs), "/me");
+    let (status, body) = me(client, app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, format!("ada|ada@example.com|{PROVIDER}"));
+    assert_eq!(app.store.user_count(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cases
 // ---------------------------------------------------------------------------------------------
@@ -433,19 +452,7 @@ async fn signed_request_and_rsa_sha256_assertion_log_in() {
         return;
     };
     let client = browser();
-    let acs = login(&client, &app, &idp).await;
-    assert_eq!(
-        acs.status(),
-        StatusCode::SEE_OTHER,
-        "{:?}",
-        acs.text().await
-    );
-    assert!(sets_session(&acs));
-    assert_eq!(location(&acs), "/me");
-    let (status, body) = me(&client, &app).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, format!("ada|ada@example.com|{PROVIDER}"));
-    assert_eq!(app.store.user_count(), 1);
+    assert_logs_in(&client, &app, &idp).await;
 
     // Our metadata, as pysaml2 read it at its first SSO request: signed requests, and the
     // certificate to check them with.
@@ -473,6 +480,40 @@ async fn signed_request_and_rsa_sha256_assertion_log_in() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let why = refused.text().await.unwrap();
     assert!(why.starts_with("IncorrectlySigned"), "{why}");
+}
+
+/// pysaml2 signing the Response only (RSA-SHA256), the assertion inside unsigned.
+#[tokio::test]
+async fn pysaml2_signed_response_only_logs_in() {
+    let mut response = response_options(Some(RSA_SHA256), false);
+    response["sign_assertion"] = json!(false);
+    response["sign_response"] = json!(true);
+    let Some((_scratch, idp, app)) =
+        setup("pysaml2_signed_response_only_logs_in", response, |c| c).await
+    else {
+        return;
+    };
+    assert_logs_in(&browser(), &app, &idp).await;
+}
+
+/// pysaml2's defaults (RSA-SHA1, SHA-1) are accepted with `allow_sha1`, the documented
+/// escape hatch for an IdP that cannot be changed.
+#[tokio::test]
+async fn pysaml2_defaults_log_in_with_allow_sha1() {
+    let allow_sha1 = |mut c: SamlConfig| {
+        c.allow_sha1 = true;
+        c
+    };
+    let Some((_scratch, idp, app)) = setup(
+        "pysaml2_defaults_log_in_with_allow_sha1",
+        response_options(None, false),
+        allow_sha1,
+    )
+    .await
+    else {
+        return;
+    };
+    assert_logs_in(&browser(), &app, &idp).await;
 }
 
 /// A login whose response pysaml2 makes with `response` options: refused by the ACS with a
