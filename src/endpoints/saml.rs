@@ -408,7 +408,10 @@ async fn idp_logout(
     let ttl = Duration::from_secs(request.accepted_until.saturating_sub(now).max(1) as u64);
     let first = shared
         .replay
-        .first_use(&format!("saml-slo:{}:{}", sp.provider_id(), request.id), ttl)
+        .first_use(
+            &format!("saml-slo:{}:{}", sp.provider_id(), request.id),
+            ttl,
+        )
         .await
         .map_err(Error::Store)?;
     if !first {
@@ -420,7 +423,11 @@ async fn idp_logout(
     let selections: Vec<Option<&str>> = if request.session_indexes.is_empty() {
         vec![None]
     } else {
-        request.session_indexes.iter().map(|s| Some(s.as_str())).collect()
+        request
+            .session_indexes
+            .iter()
+            .map(|s| Some(s.as_str()))
+            .collect()
     };
     if subject.is_none() && request.session_indexes.is_empty() {
         status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));

@@ -153,9 +153,7 @@ pub enum SloError {
     UnknownLogout,
     /// The identity provider answered our `LogoutRequest` with another status than
     /// `Success`: `502`. The session here had already ended.
-    #[error(
-        "the identity provider did not log you out ({0}); your session here has already ended"
-    )]
+    #[error("the identity provider did not log you out ({0}); your session here has already ended")]
     IdpDidNotLogOut(String),
 }
 
@@ -268,7 +266,11 @@ pub(crate) enum Outgoing {
 }
 
 /// Decodes what the Single Logout service received.
-fn decode(incoming: Incoming<'_>, idp: &IdpMetadata, allow_sha1: bool) -> Result<Decoded, SloError> {
+fn decode(
+    incoming: Incoming<'_>,
+    idp: &IdpMetadata,
+    allow_sha1: bool,
+) -> Result<Decoded, SloError> {
     match incoming {
         Incoming::Redirect(query) => decode_redirect(query, idp, allow_sha1),
         Incoming::Post(form) => {
@@ -304,10 +306,7 @@ fn base64_decode(value: &str) -> Result<Vec<u8>, SloError> {
     if value.len() > 2 * MAX_LOGOUT_XML {
         return Err(SloError::Malformed("the message is too large".into()));
     }
-    let compact: Vec<u8> = value
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Vec<u8> = value.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
         .decode(compact)
         .map_err(|_| SloError::Malformed("the message is not base64".into()))
@@ -363,10 +362,19 @@ fn decode_redirect(query: &str, idp: &IdpMetadata, allow_sha1: bool) -> Result<D
         (None, _) => false,
         (Some(_), None) => return Err(SloError::Malformed("Signature without SigAlg".into())),
         (Some(signature), Some(alg)) => {
-            let octets: Vec<&str> = [Some(pair), relay, Some(alg)].into_iter().flatten().collect();
+            let octets: Vec<&str> = [Some(pair), relay, Some(alg)]
+                .into_iter()
+                .flatten()
+                .collect();
             let octets = octets.join("&");
             let signature = base64_decode(&value_of(signature))?;
-            verify_query_signature(&value_of(alg), octets.as_bytes(), &signature, idp, allow_sha1)?;
+            verify_query_signature(
+                &value_of(alg),
+                octets.as_bytes(),
+                &signature,
+                idp,
+                allow_sha1,
+            )?;
             true
         }
     };
@@ -401,7 +409,11 @@ fn verify_query_signature(
         verifier.set_rsa_padding(Padding::PKCS1).ok()?;
         verifier.verify_oneshot(signature, octets).ok()
     };
-    if idp.certificates.iter().any(|der| verifies(der) == Some(true)) {
+    if idp
+        .certificates
+        .iter()
+        .any(|der| verifies(der) == Some(true))
+    {
         Ok(())
     } else {
         Err(SloError::BadSignature)
@@ -554,7 +566,8 @@ impl SamlServiceProvider {
             session_index = session_index,
         );
         let key = self.slo_signing_key(&idp)?;
-        let url = request::redirect_url(endpoint, request::Message::Request, &xml, relay_state, key)?;
+        let url =
+            request::redirect_url(endpoint, request::Message::Request, &xml, relay_state, key)?;
         Ok(Some((url, id)))
     }
 
@@ -620,8 +633,8 @@ impl SamlServiceProvider {
         if children(root, NS_ASSERTION, "EncryptedID").next().is_some() {
             return Err(SloError::Malformed("an encrypted NameID is not supported".into()).into());
         }
-        let name_id = name_id_of(root)
-            .ok_or_else(|| SloError::Malformed("no single plain NameID".into()))?;
+        let name_id =
+            name_id_of(root).ok_or_else(|| SloError::Malformed("no single plain NameID".into()))?;
         let session_indexes = children(root, NS_PROTOCOL, "SessionIndex")
             .filter_map(xml::trimmed_text)
             .filter(|s| !s.is_empty())
@@ -655,16 +668,16 @@ impl SamlServiceProvider {
         now: i64,
     ) -> Result<Outgoing, SamlError> {
         let (idp, _) = self.slo_parts()?;
-        let (binding_post, (location, response_location)) =
-            match (&idp.slo_redirect, &idp.slo_post) {
-                (Some(redirect), _) => (false, redirect),
-                (None, Some(post)) => (true, post),
-                (None, None) => {
-                    return Err(SamlError::Metadata(
-                        "the IdP has no SingleLogoutService".into(),
-                    ));
-                }
-            };
+        let (binding_post, (location, response_location)) = match (&idp.slo_redirect, &idp.slo_post)
+        {
+            (Some(redirect), _) => (false, redirect),
+            (None, Some(post)) => (true, post),
+            (None, None) => {
+                return Err(SamlError::Metadata(
+                    "the IdP has no SingleLogoutService".into(),
+                ));
+            }
+        };
         let endpoint = response_location.as_deref().unwrap_or(location);
         let id = request::new_request_id();
         let second = status
@@ -699,7 +712,8 @@ impl SamlServiceProvider {
             .filter(|r| r.len() <= request::MAX_RELAY_STATE)
             .unwrap_or("");
         if !binding_post {
-            let url = request::redirect_url(endpoint, request::Message::Response, &xml, relay, key)?;
+            let url =
+                request::redirect_url(endpoint, request::Message::Response, &xml, relay, key)?;
             return Ok(Outgoing::Redirect(url));
         }
         let key = key.ok_or_else(|| {

@@ -59,8 +59,8 @@ pub use self::config::{MAX_CLOCK_SKEW_SECS, SamlConfig};
 use self::decrypt::Integrity;
 pub use self::error::SamlError;
 use self::idp_metadata::{IdpMetadata, MAX_METADATA_BYTES};
-pub use self::logout::{LogoutRequestReceived, NameId, SloError};
 pub(crate) use self::logout::{Decoded, Incoming, Kind, Outgoing, post_form};
+pub use self::logout::{LogoutRequestReceived, NameId, SloError};
 pub use self::request::MAX_RELAY_STATE;
 use self::validate::Expected;
 use crate::mapping::Claims;
@@ -465,7 +465,10 @@ impl SamlServiceProvider {
             want_assertions_signed: self.config.want_assertions_signed,
             authn_requests_signed: self.signs_requests() && self.sp_certificate.is_some(),
             persistent: self.config.identity_attribute.is_none(),
-            slo_url: self.slo_url.as_deref().filter(|_| self.config.single_logout),
+            slo_url: self
+                .slo_url
+                .as_deref()
+                .filter(|_| self.config.single_logout),
         })
     }
 
