@@ -255,6 +255,39 @@ async fn sp_initiated_logout_round_trips_through_samlify() {
         set_cookies(&response)
     );
 
+    // The LogoutResponse by HTTP-POST (XML-signed by samlify).
+    let (session, _) = login(&f).await;
+    let (to, cookies) = logout(&f, &session).await;
+    let parsed = one(
+        &f.node,
+        &f.sp_metadata,
+        json!({ "kind": "parse_logout_request", "request_url": to, "response_binding": "post" }),
+    );
+    let form = |saml_response: &str| {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("SAMLResponse", saml_response)
+            .append_pair("RelayState", parsed["relay_state"].as_str().unwrap())
+            .finish();
+        Request::post("/auth/corp/slo")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &cookies)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let saml_response = parsed["saml_response"].as_str().unwrap();
+    // Changed after signing: refused.
+    let tampered = b64(&unb64(saml_response).replace(
+        &format!(">{IDP_ENTITY_ID}<"),
+        &format!(">{IDP_ENTITY_ID}.evil<"),
+    ));
+    assert_ne!(tampered, saml_response);
+    let response = f.app.clone().oneshot(form(&tampered)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(response).await, "saml_logout_bad_signature");
+    let response = f.app.clone().oneshot(form(saml_response)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/bye");
+
     // An IdP that answers with another status: a clear error, the session is gone anyway.
     let (session, _) = login(&f).await;
     let (to, cookies) = logout(&f, &session).await;

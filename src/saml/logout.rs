@@ -768,3 +768,202 @@ pub(crate) fn post_form(url: &str, saml_response: &str, relay_state: &str) -> St
         relay = relay,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::saml::SamlConfig;
+    use crate::saml::signature::tests::key_and_cert;
+
+    const IDP: &str = "https://idp.example.com/metadata";
+
+    /// A provider with single logout whose "IdP" certificate is the SP's own, so what it
+    /// signs can be checked as the IdP would; the IdP's SLO endpoints as given.
+    fn provider(redirect: Option<&str>, post: Option<&str>) -> (SamlServiceProvider, Vec<u8>) {
+        let (key, cert) = key_and_cert();
+        let key_pem = PKey::private_key_from_pkcs8(&key)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap();
+        let cert_pem = X509::from_der(&cert).unwrap().to_pem().unwrap();
+        let cert_pem = String::from_utf8(cert_pem).unwrap();
+        let mut config =
+            SamlConfig::inline(IDP, "https://idp.example.com/sso", vec![cert_pem.clone()]);
+        config.sp_private_key_pem = Some(String::from_utf8(key_pem).unwrap());
+        config.sp_certificate_pem = Some(cert_pem);
+        config.single_logout = true;
+        let sp = SamlServiceProvider::new(
+            "corp",
+            config,
+            "https://sp.example.com/auth/corp/acs",
+            "https://sp.example.com/auth/corp/metadata",
+        )
+        .unwrap();
+        *sp.idp.write().unwrap() = Some(Arc::new(IdpMetadata {
+            entity_id: IDP.into(),
+            sso_url: Some("https://idp.example.com/sso".into()),
+            certificates: vec![cert.clone()],
+            want_authn_requests_signed: false,
+            slo_redirect: redirect.map(|u| (u.to_owned(), None)),
+            slo_post: post.map(|u| (u.to_owned(), None)),
+        }));
+        (sp, cert)
+    }
+
+    fn inflated(url: &str, parameter: &str) -> String {
+        let url = url::Url::parse(url).unwrap();
+        let value = url
+            .query_pairs()
+            .find(|(k, _)| k == parameter)
+            .unwrap()
+            .1
+            .into_owned();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .unwrap();
+        let mut xml = String::new();
+        flate2::read::DeflateDecoder::new(&raw[..])
+            .read_to_string(&mut xml)
+            .unwrap();
+        xml
+    }
+
+    #[test]
+    fn the_logout_request_names_the_name_id_as_asserted_and_is_signed() {
+        let (sp, _) = provider(Some("https://idp.example.com/slo?x=1"), None);
+        assert_eq!(sp.slo_url(), Some("https://sp.example.com/auth/corp/slo"));
+        let name_id = NameId {
+            value: "u<1>".into(),
+            format: Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into()),
+            name_qualifier: Some(IDP.into()),
+            sp_name_qualifier: Some("https://sp.example.com/auth/corp/metadata".into()),
+        };
+        let (url, id) = sp
+            .logout_request(&name_id, Some("s-1"), "relay", 1_000_000)
+            .unwrap()
+            .unwrap();
+        assert!(url.starts_with("https://idp.example.com/slo?x=1&SAMLRequest="));
+        assert!(url.contains("&Signature="));
+        let xml = inflated(&url, "SAMLRequest");
+        for part in [
+            format!(r#"ID="{id}""#),
+            r#"Destination="https://idp.example.com/slo?x=1""#.to_owned(),
+            "<saml:Issuer>https://sp.example.com/auth/corp/metadata</saml:Issuer>".to_owned(),
+            format!(r#"NameQualifier="{IDP}""#),
+            r#"SPNameQualifier="https://sp.example.com/auth/corp/metadata">u&lt;1&gt;</saml:NameID>"#
+                .to_owned(),
+            "<samlp:SessionIndex>s-1</samlp:SessionIndex>".to_owned(),
+        ] {
+            assert!(xml.contains(&part), "{xml} lacks {part}");
+        }
+        // No SLO endpoint at the IdP: no LogoutRequest (a local logout).
+        let (sp, _) = provider(None, Some("https://idp.example.com/slo-post"));
+        assert_eq!(sp.logout_request(&name_id, None, "r", 0).unwrap(), None);
+    }
+
+    /// An IdP with only an HTTP-POST SLO endpoint gets an XML-signed LogoutResponse that
+    /// verifies with the SP certificate; a changed byte does not.
+    #[test]
+    fn a_post_logout_response_is_xml_signed() {
+        let (sp, cert) = provider(None, Some("https://idp.example.com/slo-post"));
+        let out = sp
+            .logout_response("_req1", (STATUS_SUCCESS, None), Some("rs"), 1_000_000)
+            .unwrap();
+        let Outgoing::Post {
+            url,
+            saml_response,
+            relay_state,
+        } = out
+        else {
+            panic!("expected a POST form");
+        };
+        assert_eq!(url, "https://idp.example.com/slo-post");
+        assert_eq!(relay_state, "rs");
+        let xml = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(saml_response)
+                .unwrap(),
+        )
+        .unwrap();
+        let verified = signature::verified_bytes(&xml, std::slice::from_ref(&cert), false).unwrap();
+        assert!(verified.contains(r#"InResponseTo="_req1""#), "{verified}");
+        assert!(verified.contains(STATUS_SUCCESS));
+        let tampered = xml.replace("_req1", "_req2");
+        assert!(signature::verified_bytes(&tampered, &[cert], false).is_err());
+        let form = post_form(&url, "abc", &relay_state);
+        assert!(form.contains(r#"name="RelayState" value="rs""#), "{form}");
+
+        // With a Redirect endpoint: a signed SAMLResponse by HTTP-Redirect, with status.
+        let (sp, _) = provider(Some("https://idp.example.com/slo"), None);
+        let out = sp
+            .logout_response(
+                "_req1",
+                (
+                    "urn:oasis:names:tc:SAML:2.0:status:Responder",
+                    Some("urn:oasis:names:tc:SAML:2.0:status:PartialLogout"),
+                ),
+                None,
+                0,
+            )
+            .unwrap();
+        let Outgoing::Redirect(url) = out else {
+            panic!("expected a redirect");
+        };
+        assert!(url.contains("&Signature=") && !url.contains("RelayState"));
+        let xml = inflated(&url, "SAMLResponse");
+        assert!(xml.contains("status:Responder\"><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:PartialLogout\"/>"), "{xml}");
+    }
+
+    /// What the SLO service refuses before reading anything: a second message parameter,
+    /// a Signature without SigAlg, an unknown SigAlg, DEFLATE garbage.
+    #[test]
+    fn redirect_decoding_refuses_ambiguous_queries() {
+        let (sp, _) = provider(Some("https://idp.example.com/slo"), None);
+        let idp = sp.idp().unwrap();
+        let refused = |query: &str| decode(Incoming::Redirect(query), &idp, false).err();
+        assert!(matches!(
+            refused("RelayState=x"),
+            Some(SloError::Malformed(_))
+        ));
+        assert!(matches!(
+            refused("SAMLRequest=AA%3D%3D&SAMLResponse=AA%3D%3D"),
+            Some(SloError::Malformed(_))
+        ));
+        assert!(matches!(
+            refused("SAMLRequest=AA%3D%3D&RelayState=a&RelayState=b"),
+            Some(SloError::Malformed(_))
+        ));
+        assert!(matches!(
+            refused("SAMLRequest=%25%25"),
+            Some(SloError::Malformed(_))
+        ));
+        let url = request::redirect_url(
+            "https://sp.example.com/auth/corp/slo",
+            request::Message::Request,
+            r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"/>"#,
+            "",
+            None,
+        )
+        .unwrap();
+        let query = url.split_once('?').unwrap().1.to_owned();
+        assert!(
+            matches!(refused(&format!("{query}&Signature=AA%3D%3D")), Some(SloError::Malformed(m)) if m.contains("SigAlg"))
+        );
+        assert!(matches!(
+            refused(&format!(
+                "{query}&SigAlg=http%3A%2F%2Fwww.w3.org%2F2000%2F09%2Fxmldsig%23rsa-sha1&Signature=AA%3D%3D"
+            )),
+            Some(SloError::Algorithm(_))
+        ));
+        // Unsigned: decoded, and refused when its XML is read.
+        let decoded = decode(Incoming::Redirect(&query), &idp, false).unwrap();
+        assert_eq!(decoded.kind, Kind::Request);
+        assert!(matches!(
+            verified_xml(&decoded, "LogoutRequest", &idp, false),
+            Err(SloError::Unsigned)
+        ));
+    }
+}

@@ -8,11 +8,13 @@
 //   out: { idp_metadata: "<EntityDescriptor ...>", results: [ result | { error }, ... ] }
 //
 // Jobs (samlify does the parsing, the signing and the signature checks):
-//   { kind: "parse_logout_request", request_url, status? }
+//   { kind: "parse_logout_request", request_url, status?, response_binding? }
 //        the SP's LogoutRequest (HTTP-Redirect URL): samlify parses it and verifies its
 //        signature with the SP metadata's certificate, then answers a signed LogoutResponse
-//        (Success, or `status`) by HTTP-Redirect to the SP's SLO service.
-//        -> { request_id, issuer, name_id, session_index, relay_state, response_url }
+//        (Success, or `status`) to the SP's SLO service by HTTP-Redirect, or by HTTP-POST
+//        (XML-signed) with `response_binding: "post"`.
+//        -> { request_id, issuer, name_id, session_index, signed, relay_state,
+//             response_url | saml_response }
 //   { kind: "create_logout_request", binding: "redirect"|"post", name_id, session_index?,
 //     sign?: true, relay_state?, overrides?: { issuer, destination, id,
 //     not_on_or_after_offset_s, issue_instant_offset_s } }
@@ -95,7 +97,8 @@ async function parseLogoutRequest(input, idp, job) {
   const extract = parsed.extract;
   const relayState = request.query.RelayState ?? '';
   const status = job.status ?? NS.success;
-  const response = idp.createLogoutResponse(sp, parsed, 'redirect', {
+  const binding = job.response_binding ?? 'redirect';
+  const response = idp.createLogoutResponse(sp, parsed, binding, {
     relayState,
     customTagReplacement: (template) => {
       const id = idp.entitySetting.generateID();
@@ -103,7 +106,7 @@ async function parseLogoutRequest(input, idp, job) {
         id,
         context: SamlLib.replaceTagsByValue(template, {
           ID: id,
-          Destination: sp.entityMeta.getSingleLogoutService('redirect'),
+          Destination: sp.entityMeta.getSingleLogoutService(binding),
           Issuer: idp.entityMeta.getEntityID(),
           IssueInstant: new Date().toISOString(),
           InResponseTo: extract.request.id,
@@ -119,7 +122,9 @@ async function parseLogoutRequest(input, idp, job) {
     session_index: extract.sessionIndex,
     signed: Boolean(parsed.sigAlg),
     relay_state: relayState,
-    response_url: response.context,
+    ...(binding === 'redirect'
+      ? { response_url: response.context }
+      : { saml_response: response.context }),
   };
 }
 
