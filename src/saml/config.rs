@@ -19,7 +19,7 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 ///     "idp_metadata_url": "https://idp.example.com/metadata",
 ///     "identity_attribute": "urn:oid:0.9.2342.19200300.100.1.1"
 /// })).unwrap();
-/// assert!(!config.allow_idp_initiated);
+/// assert!(!config.allow_idp_initiated && !config.single_logout);
 /// assert_eq!(config.clock_skew_secs, 60);
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -232,7 +232,7 @@ pub(crate) struct Decoded {
 /// A `LogoutRequest` from the identity provider, verified.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct LogoutRequestReceived {
+pub(crate) struct LogoutRequestReceived {
     /// Its `ID` (the replay key and the `InResponseTo` of the answer).
     pub id: String,
     /// The `NameID` it names.

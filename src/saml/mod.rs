@@ -60,7 +60,7 @@ use self::decrypt::Integrity;
 pub use self::error::SamlError;
 use self::idp_metadata::{IdpMetadata, MAX_METADATA_BYTES};
 pub(crate) use self::logout::{Decoded, Incoming, Kind, Outgoing, post_form};
-pub use self::logout::{LogoutRequestReceived, NameId, SloError};
+pub use self::logout::{NameId, SloError};
 pub use self::request::MAX_RELAY_STATE;
 use self::validate::Expected;
 use crate::mapping::Claims;
