@@ -217,17 +217,7 @@ async fn saml_logins_are_admitted_by_the_same_rules() {
         start(&admitting).await,
     ];
     // The three apps are one service provider (same configuration, same metadata).
-    let response = admitting
-        .clone()
-        .oneshot(
-            Request::get("/auth/corp/metadata")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let metadata = String::from_utf8(body.to_vec()).unwrap();
+    let metadata = sp_metadata_of(&admitting).await;
     let k = keys();
     let out = run_idp(
         &node,

@@ -94,20 +94,7 @@ async fn fixture(test: &str) -> Option<Fixture> {
             routing::get(|u: CurrentUser| async move { u.username.clone() }),
         )
         .layer(layer);
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get("/auth/corp/metadata")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let sp_metadata = String::from_utf8(body.to_vec()).unwrap();
+    let sp_metadata = sp_metadata_of(&app).await;
     for binding in ["HTTP-Redirect", "HTTP-POST"] {
         let slo = format!(
             r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:{binding}" Location="{SLO_URL}"/>"#

@@ -40,6 +40,19 @@ fn cookie_name(shared: &Shared, relay_state: &str) -> Option<String> {
     super::pending_cookie_name(shared, relay_state)
 }
 
+/// The pending request of this provider the request's cookie `name` holds, if not expired.
+fn pending_of(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    name: &str,
+    provider: &str,
+) -> Option<PendingSaml> {
+    cookies_named(headers, name)
+        .find_map(|sealed| shared.codec.open(name, sealed))
+        .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
+        .filter(|p| p.provider == provider && p.expires_at > now_unix())
+}
+
 /// The provider's IdP parameters, loading its metadata URL at first use.
 async fn ready(sp: &SamlServiceProvider) -> Result<(), SamlError> {
     if sp.idp_entity_id().is_none() {
@@ -60,19 +73,52 @@ pub(crate) async fn login(
     ready(sp).await?;
     let relay_state = random_token(18);
     let (url, request_id) = sp.authn_request(&relay_state)?;
+    let sent = Sent {
+        url: &url,
+        request_id,
+        relay_state: &relay_state,
+    };
+    Ok(send_pending(
+        shared,
+        sp,
+        &req.headers,
+        sent,
+        return_to,
+        StatusCode::FOUND,
+    ))
+}
+
+/// A request sent to the IdP by HTTP-Redirect, whose answer comes back with `relay_state`.
+struct Sent<'a> {
+    url: &'a str,
+    request_id: String,
+    relay_state: &'a str,
+}
+
+/// The redirect to the IdP with `sent`, its request ID and `return_to` remembered in a
+/// sealed pending cookie named after the `RelayState` (one per request in progress), bound
+/// to this browser by its binder, and readable by the cross-site `POST` of the answer.
+fn send_pending(
+    shared: &Shared,
+    sp: &SamlServiceProvider,
+    headers: &http::HeaderMap,
+    sent: Sent<'_>,
+    return_to: String,
+    status: StatusCode,
+) -> Response<Body> {
     let ttl = shared.session.login_ttl_secs as i64;
-    let binder = binder::of_browser(shared, &req.headers);
+    let binder = binder::of_browser(shared, headers);
     let pending = PendingSaml {
         provider: sp.provider_id().to_owned(),
-        request_id,
+        request_id: sent.request_id,
         return_to,
         expires_at: now_unix() + ttl,
         binder: binder::hash(&binder),
     };
-    let name = cookie_name(shared, &relay_state).expect("our relay state is URL-safe");
+    let name = cookie_name(shared, sent.relay_state).expect("our relay state is URL-safe");
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
-    let mut response = redirect(StatusCode::FOUND, &url);
+    let mut response = redirect(status, sent.url);
     add_cookie(&mut response, binder::set_cookie(shared, &binder));
     add_cookie(
         &mut response,
@@ -84,7 +130,7 @@ pub(crate) async fn login(
             ttl,
         ),
     );
-    Ok(response)
+    response
 }
 
 /// `GET {prefix}/{provider}/metadata`.
@@ -115,11 +161,7 @@ pub(crate) async fn acs(
         let pending = form
             .get("RelayState")
             .and_then(|relay| cookie_name(shared, relay))
-            .and_then(|name| {
-                cookies_named(&headers, &name).find_map(|sealed| shared.codec.open(&name, sealed))
-            })
-            .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
-            .filter(|p| p.provider == id && p.expires_at > now_unix());
+            .and_then(|name| pending_of(shared, &headers, &name, &id));
         // A login in progress must come back to the browser that started it; an
         // IdP-initiated response (no pending login) has none to check.
         if let Some(pending) = &pending {
@@ -290,29 +332,18 @@ pub(crate) async fn start_logout(
             return redirect(StatusCode::SEE_OTHER, return_to);
         }
     };
-    let ttl = shared.session.login_ttl_secs as i64;
-    let binder = binder::of_browser(shared, headers);
-    let pending = PendingSaml {
-        provider: sp.provider_id().to_owned(),
+    let sent = Sent {
+        url: &url,
         request_id,
-        return_to: return_to.to_owned(),
-        expires_at: now + ttl,
-        binder: binder::hash(&binder),
+        relay_state: &relay_state,
     };
-    let name = cookie_name(shared, &relay_state).expect("our relay state is URL-safe");
-    let json = serde_json::to_string(&pending).expect("plain struct serializes");
-    let sealed = shared.codec.seal(&name, &json);
-    let mut response = redirect(StatusCode::SEE_OTHER, &url);
-    add_cookie(&mut response, binder::set_cookie(shared, &binder));
-    add_cookie(
-        &mut response,
-        shared.codec.set(
-            &name,
-            sealed,
-            &pending_path(shared, sp.provider_id()),
-            pending_same_site(shared),
-            ttl,
-        ),
+    let response = send_pending(
+        shared,
+        sp,
+        headers,
+        sent,
+        return_to.to_owned(),
+        StatusCode::SEE_OTHER,
     );
     tracing::info!(provider = %sp.provider_id(), "single logout sent to the identity provider");
     response
@@ -355,12 +386,7 @@ pub(crate) async fn slo(
                     .and_then(|relay| cookie_name(shared, relay));
                 clear_pending.clone_from(&name);
                 let pending = name
-                    .and_then(|name| {
-                        cookies_named(&headers, &name)
-                            .find_map(|sealed| shared.codec.open(&name, sealed))
-                    })
-                    .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
-                    .filter(|p| p.provider == id && p.expires_at > now_unix())
+                    .and_then(|name| pending_of(shared, &headers, &name, &id))
                     .ok_or(SloError::UnknownLogout)?;
                 binder::check(shared, &headers, &pending.binder)
                     .map_err(|_| SloError::UnknownLogout)?;

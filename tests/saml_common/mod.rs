@@ -662,3 +662,19 @@ pub async fn start(app: &Router) -> (String, String) {
         .collect();
     (location, pairs.join("; "))
 }
+
+/// `GET /auth/corp/metadata`: the SP metadata XML.
+pub async fn sp_metadata_of(app: &Router) -> String {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
