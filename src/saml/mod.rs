@@ -407,12 +407,16 @@ impl SamlServiceProvider {
     /// assert!(err.to_string().contains("sign_requests needs sp_private_key_pem"));
     /// ```
     pub fn signs_requests(&self) -> bool {
-        self.config.sign_requests || self.idp().is_ok_and(|idp| idp.want_authn_requests_signed)
+        self.config.sign_requests || self.idp().is_ok_and(|idp| self.signs_for(&idp))
+    }
+
+    fn signs_for(&self, idp: &IdpMetadata) -> bool {
+        self.config.sign_requests || idp.want_authn_requests_signed
     }
 
     /// The SP key when requests to `idp` are signed ([`signs_requests`](Self::signs_requests)).
     fn request_signing_key(&self, idp: &IdpMetadata) -> Result<Option<&PKey<Private>>, SamlError> {
-        if !self.config.sign_requests && !idp.want_authn_requests_signed {
+        if !self.signs_for(idp) {
             return Ok(None);
         }
         // Checked when the provider was built and when the metadata was loaded.
@@ -424,11 +428,10 @@ impl SamlServiceProvider {
 
     /// Starts an SP-initiated login: returns the URL to redirect the browser to (the IdP's
     /// SSO URL with a DEFLATE-encoded `AuthnRequest` and `relay_state`, at most
-    /// [`MAX_RELAY_STATE`] bytes, empty for none, signed by the HTTP-Redirect binding's
-    /// `SigAlg` and `Signature` (RSA-SHA256) when [`signs_requests`](Self::signs_requests))
-    /// and the request's ID, which the caller
-    /// keeps (in the pending-login cookie) and passes to
-    /// [`verify_response`](Self::verify_response) as `expected_in_response_to`.
+    /// [`MAX_RELAY_STATE`] bytes, empty for none; signed by the HTTP-Redirect binding's
+    /// `SigAlg` and `Signature`, RSA-SHA256, when [`signs_requests`](Self::signs_requests))
+    /// and the request's ID, which the caller keeps (in the pending-login cookie) and passes
+    /// to [`verify_response`](Self::verify_response) as `expected_in_response_to`.
     pub fn authn_request(&self, relay_state: &str) -> Result<(String, String), SamlError> {
         let idp = self.idp()?;
         let sso_url = idp

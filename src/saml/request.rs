@@ -119,19 +119,19 @@ pub(crate) fn redirect_url(
     if !relay_state.is_empty() {
         params.append_pair("RelayState", relay_state);
     }
-    let mut signed = params.finish();
+    let mut saml = params.finish();
     if let Some(key) = signing_key {
-        let mut params = form_urlencoded::Serializer::for_suffix(signed, 0);
+        let mut params = form_urlencoded::Serializer::for_suffix(saml, 0);
         params.append_pair("SigAlg", SIG_ALG_RSA_SHA256);
-        signed = params.finish();
-        let signature = sign_rsa_sha256(key, signed.as_bytes())?;
-        let mut params = form_urlencoded::Serializer::for_suffix(signed.clone(), 0);
+        let octets = params.finish();
+        let signature = sign_rsa_sha256(key, octets.as_bytes())?;
+        let mut params = form_urlencoded::Serializer::for_suffix(octets, 0);
         params.append_pair("Signature", &signature);
-        signed = params.finish();
+        saml = params.finish();
     }
     let query = match url.query().filter(|q| !q.is_empty()) {
-        Some(existing) => format!("{existing}&{signed}"),
-        None => signed,
+        Some(existing) => format!("{existing}&{saml}"),
+        None => saml,
     };
     url.set_query(Some(&query));
     Ok(url.into())
