@@ -281,7 +281,7 @@ pub(crate) async fn logout_subject(
     shared: &Shared,
     headers: &http::HeaderMap,
 ) -> Option<LogoutSubject> {
-    let record = match shared.sessions.stored(headers).await {
+    let record = match shared.sessions.record_of(headers).await {
         Ok(record) => record?,
         Err(err) => {
             tracing::warn!(error = %err, "could not read the session for single logout");

@@ -509,19 +509,6 @@ impl Sessions {
         .with_idle_timeout(self.inner.idle_secs)
     }
 
-    /// The stored record of the request's session cookie (a store read: for a logout,
-    /// not the hot path). `None`: no cookie of ours, or no record.
-    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
-    pub(crate) async fn stored(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<SessionRecord>, SessionError> {
-        let Some(Some(session)) = self.cookie(headers, None).await else {
-            return Ok(None);
-        };
-        Ok(self.inner.store.0.get_session(&session.id).await?)
-    }
-
     /// Ends one session in the store and on every instance; `true` when it was live.
     pub(crate) async fn end(&self, id: &str, reason: EndReason) -> Result<bool, SessionError> {
         let ended = self
