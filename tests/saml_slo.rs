@@ -4,6 +4,8 @@
 //! HTTP-POST (the session ends, samlify verifies our signed LogoutResponse), and the refused
 //! LogoutRequests, which leave the session working.
 
+#[path = "common/local_bus.rs"]
+mod local_bus;
 mod saml_common;
 
 use std::path::{Path, PathBuf};
@@ -13,8 +15,10 @@ use axum::body::Body;
 use axum::routing;
 use http::{Request, StatusCode, header};
 use jit_provision::saml::SamlConfig;
+use jit_provision::session::SessionKey;
 use jit_provision::store::MemoryStore;
 use jit_provision::{CurrentUser, JitLayer, MappingConfig, ProviderConfig};
+use local_bus::LocalBus;
 use saml_common::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -26,6 +30,7 @@ const NAME_ID: &str = "u-1234-persistent";
 struct Fixture {
     node: PathBuf,
     app: Router,
+    config: SamlConfig,
     sp_metadata: String,
     _dir: Scratch,
 }
@@ -76,24 +81,7 @@ async fn fixture(test: &str) -> Option<Fixture> {
     config.sp_private_key_pem = Some(k.sp.key_pem.clone());
     config.sp_certificate_pem = Some(k.sp.cert_pem.clone());
     config.single_logout = true;
-    let provider = ProviderConfig::saml(config).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        ..MappingConfig::default()
-    });
-    let layer = JitLayer::builder()
-        .public_url("https://app.example.test")
-        .provider(PROVIDER_ID, provider)
-        .store(MemoryStore::new())
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route(
-            "/me",
-            routing::get(|u: CurrentUser| async move { u.username.clone() }),
-        )
-        .layer(layer);
+    let app = app(config.clone(), &Instance::default());
     let sp_metadata = sp_metadata_of(&app).await;
     for binding in ["HTTP-Redirect", "HTTP-POST"] {
         let slo = format!(
@@ -104,9 +92,45 @@ async fn fixture(test: &str) -> Option<Fixture> {
     Some(Fixture {
         node,
         app,
+        config,
         sp_metadata,
         _dir: dir,
     })
+}
+
+/// What several instances of the layer share: the store (users and sessions), the session
+/// key and an invalidation bus.
+#[derive(Clone, Default)]
+struct Instance {
+    shared: Option<(MemoryStore, SessionKey, LocalBus)>,
+}
+
+/// The app (`/me` behind the layer) with the SAML provider `config`.
+fn app(config: SamlConfig, instance: &Instance) -> Router {
+    let provider = ProviderConfig::saml(config).mapping(MappingConfig {
+        username: "{mail | localpart}".into(),
+        email: "{mail}".into(),
+        display_name: String::new(),
+        ..MappingConfig::default()
+    });
+    let builder = JitLayer::builder()
+        .public_url("https://app.example.test")
+        .provider(PROVIDER_ID, provider);
+    let builder = match &instance.shared {
+        None => builder.store(MemoryStore::new()),
+        // A record cache far longer than the test: only the bus can drop a record.
+        Some((store, key, bus)) => builder
+            .store(store.clone())
+            .session_key(key.clone())
+            .invalidation_bus(bus.clone())
+            .session_record_cache_ttl(std::time::Duration::from_secs(3600)),
+    };
+    Router::new()
+        .route(
+            "/me",
+            routing::get(|u: CurrentUser| async move { u.username.clone() }),
+        )
+        .layer(builder.build().unwrap())
 }
 
 /// Logs in through samlify: the session cookie and the assertion's SessionIndex.
@@ -433,4 +457,51 @@ async fn refused_logout_requests_leave_the_session_working() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(response).await, "saml_logout_unsigned");
     assert_eq!(me(&f, &session).await, StatusCode::OK);
+}
+
+/// An IdP-initiated logout received by one instance ends the session on the other, which
+/// had its record cached: through the invalidation bus.
+#[tokio::test]
+async fn idp_initiated_logout_ends_the_session_on_every_instance() {
+    let Some(mut f) = fixture("idp_initiated_logout_ends_the_session_on_every_instance").await
+    else {
+        return;
+    };
+    let instance = Instance {
+        shared: Some((MemoryStore::new(), SessionKey::generate(), LocalBus::new())),
+    };
+    let a = app(f.config.clone(), &instance);
+    let b = app(f.config.clone(), &instance);
+    // Let both instances subscribe to the bus (their followers are spawned tasks; the
+    // requests below never yield to them before samlify's blocking run).
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    f.app = a.clone();
+    let (session, session_index) = login(&f).await;
+    let at_b = Fixture {
+        node: f.node.clone(),
+        app: b,
+        config: f.config.clone(),
+        sp_metadata: f.sp_metadata.clone(),
+        _dir: Scratch::new("slo-b"),
+    };
+    assert_eq!(me(&at_b, &session).await, StatusCode::OK, "cached at b");
+    let created = one(
+        &f.node,
+        &f.sp_metadata,
+        json!({ "kind": "create_logout_request", "binding": "redirect", "name_id": NAME_ID,
+                "session_index": session_index }),
+    );
+    let response = get(&f, created["url"].as_str().unwrap(), None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(me(&f, &session).await, StatusCode::UNAUTHORIZED);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while me(&at_b, &session).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session was never refused at b"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
