@@ -68,6 +68,11 @@ fn one(node: &Path, sp_metadata: &str, job: Value) -> Value {
 /// The layer, trusting samlify's IdP metadata (with its SingleLogoutService), with
 /// `single_logout` on.
 async fn fixture(test: &str) -> Option<Fixture> {
+    fixture_with(test, |_| {}).await
+}
+
+/// [`fixture`] with the provider's configuration changed by `more`.
+async fn fixture_with(test: &str, more: impl FnOnce(&mut SamlConfig)) -> Option<Fixture> {
     let node = node(test)?;
     let (idp_metadata, _) = samlify(&node, "", vec![]);
     assert!(
@@ -81,6 +86,7 @@ async fn fixture(test: &str) -> Option<Fixture> {
     config.sp_private_key_pem = Some(k.sp.key_pem.clone());
     config.sp_certificate_pem = Some(k.sp.cert_pem.clone());
     config.single_logout = true;
+    more(&mut config);
     let app = app(config.clone(), &Instance::default());
     let sp_metadata = sp_metadata_of(&app).await;
     for binding in ["HTTP-Redirect", "HTTP-POST"] {
@@ -504,4 +510,57 @@ async fn idp_initiated_logout_ends_the_session_on_every_instance() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// With an identity attribute the NameID is not the subject: the SessionIndex decides, and a
+/// request without one cannot name a session here (Responder / PartialLogout, which samlify
+/// reports as a failed status), ending nothing.
+#[tokio::test]
+async fn with_an_identity_attribute_the_session_index_decides() {
+    let test = "with_an_identity_attribute_the_session_index_decides";
+    let Some(f) = fixture_with(test, |c| {
+        c.identity_attribute = Some("employeeNumber".into())
+    })
+    .await
+    else {
+        return;
+    };
+    let (session, session_index) = login(&f).await;
+    let input =
+        |job: Value| json!({ "idp": slo_idp(), "sp_metadata": f.sp_metadata, "jobs": [job] });
+    let created = one(
+        &f.node,
+        &f.sp_metadata,
+        json!({ "kind": "create_logout_request", "binding": "redirect", "name_id": NAME_ID }),
+    );
+    let response = get(&f, created["url"].as_str().unwrap(), None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let parsed = run_script(
+        &f.node,
+        "slo.mjs",
+        &input(json!({ "kind": "parse_logout_response", "response_url": location(&response) })),
+    );
+    let error = parsed["results"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("ERR_FAILED_STATUS") && error.contains("status:Responder"),
+        "{error}"
+    );
+    assert!(error.contains("PartialLogout"), "{error}");
+    assert_eq!(me(&f, &session).await, StatusCode::OK);
+
+    let created = one(
+        &f.node,
+        &f.sp_metadata,
+        json!({ "kind": "create_logout_request", "binding": "redirect", "name_id": NAME_ID,
+                "session_index": session_index }),
+    );
+    let response = get(&f, created["url"].as_str().unwrap(), None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let parsed = one(
+        &f.node,
+        &f.sp_metadata,
+        json!({ "kind": "parse_logout_response", "response_url": location(&response) }),
+    );
+    assert_eq!(parsed["in_response_to"], created["request_id"]);
+    assert_eq!(me(&f, &session).await, StatusCode::UNAUTHORIZED);
 }
