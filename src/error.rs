@@ -135,6 +135,11 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
     #[error(transparent)]
     Saml(#[from] crate::saml::SamlError),
+    /// A SAML Single Logout message was refused, or the IdP did not log out (see
+    /// [`SloError::status`](crate::saml::SloError::status)).
+    #[cfg(feature = "saml")]
+    #[error(transparent)]
+    Slo(#[from] crate::saml::SloError),
     /// Loading the session's user failed, or a one-time value could not be recorded: `503`
     /// (a store's [`Refusal`](crate::store::Refusal): its `409` or `403`;
     /// `replay_guard_full` when the in-memory replay guard is full, see
@@ -169,6 +174,8 @@ impl Error {
             Self::Provision(e) => e.status(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.status(),
+            #[cfg(feature = "saml")]
+            Self::Slo(e) => e.status(),
             Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(StoreError::Refused(r)) => r.status(),
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -189,6 +196,8 @@ impl Error {
             Self::Provision(e) => e.code(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.code(),
+            #[cfg(feature = "saml")]
+            Self::Slo(e) => e.code(),
             Self::Store(StoreError::Refused(r)) => r.code(),
             Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
             Self::Store(_) => "store_unavailable",

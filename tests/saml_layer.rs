@@ -72,15 +72,6 @@ fn router(layer: JitLayer) -> Router {
         .layer(layer)
 }
 
-fn set_cookies(response: &http::Response<Body>) -> Vec<String> {
-    response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
-}
-
 fn session_of(response: &http::Response<Body>) -> Option<String> {
     set_cookies(response)
         .into_iter()
@@ -129,28 +120,6 @@ async fn start_unchecked(app: &Router) -> (String, Vec<String>) {
         .to_owned();
     assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
     (location, set_cookies(&response))
-}
-
-fn relay_state(location: &str) -> String {
-    url::Url::parse(location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "RelayState")
-        .unwrap()
-        .1
-        .into_owned()
-}
-
-fn acs(saml_response: &str, relay: &str, cookie: &str) -> Request<Body> {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("SAMLResponse", saml_response)
-        .append_pair("RelayState", relay)
-        .finish();
-    Request::post("/auth/corp/acs")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::COOKIE, cookie)
-        .body(Body::from(body))
-        .unwrap()
 }
 
 async fn error_code(response: http::Response<Body>) -> String {

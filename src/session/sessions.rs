@@ -105,6 +105,10 @@ pub(crate) struct SessionTokens {
     /// When the access token expires, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The SAML NameID as asserted at login, for a Single Logout's `LogoutRequest`.
+    #[cfg(feature = "saml")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml_name_id: Option<crate::saml::NameId>,
 }
 
 impl std::fmt::Debug for SessionTokens {
@@ -303,8 +307,8 @@ impl Sessions {
     }
 
     /// The tokens of a record, opened with any key of the ring (for RP-initiated logout's
-    /// `id_token_hint` and API calls).
-    #[allow(dead_code)]
+    /// `id_token_hint`, SAML Single Logout and API calls).
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
     pub(crate) fn tokens(&self, record: &SessionRecord) -> Option<SessionTokens> {
         let sealed = record.tokens.as_ref()?;
         let json = self
@@ -560,7 +564,7 @@ impl Sessions {
     /// of that provider; only `subject`: every session of provider and subject; both: both
     /// must match; neither: none), in the store and on every instance; how many. For the
     /// IdP-initiated logouts (back-channel, front-channel, SAML SLO).
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
     pub(crate) async fn end_by_idp_session(
         &self,
         provider: &str,
@@ -640,6 +644,7 @@ mod tests {
             access_token: Some("at".into()),
             refresh_token: None,
             expires_at: Some(42),
+            ..Default::default()
         }
     }
 
