@@ -17,6 +17,7 @@ pub mod replay;
 pub mod saml;
 pub mod session;
 pub mod store;
+pub mod tokens;
 
 mod admin;
 mod cache;
@@ -40,6 +41,7 @@ pub use mapping::{Claims, MappingError};
 pub use metrics::MetricsSnapshot;
 pub use provision::{Outcome, ProvisionError};
 pub use service::JitService;
+pub use tokens::{IdpAccessToken, IdpTokenError, IdpTokenRejection};
 
 #[cfg(not(feature = "rust-crypto"))]
 compile_error!(

@@ -180,7 +180,7 @@ fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Respo
 
 /// Reads the session cookie and, when its session holds and its user is good, puts the user
 /// in the extensions.
-async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Attached, Error> {
+async fn attach_session(shared: &Arc<Shared>, req: &mut Request<Body>) -> Result<Attached, Error> {
     let session = match shared
         .sessions
         .open(req.headers(), shared.provisioner.metrics())
@@ -203,6 +203,11 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
     req.extensions_mut().insert(CurrentUser {
         user,
         auth: session.auth.clone(),
+    });
+    // For `IdpAccessToken`.
+    req.extensions_mut().insert(crate::tokens::TokenSource {
+        shared: shared.clone(),
+        session,
     });
     Ok(Attached::Clean)
 }
