@@ -1247,7 +1247,11 @@ async fn stored_tokens_refresh_once_across_two_instances_with_rotation() {
         "measured: {} refresh request(s) at the provider for 8 concurrent requests at 2 instances",
         ok_after + refused_after - ok - refused
     );
-    assert_eq!((ok_after - ok, refused_after), (1, 0), "one refresh request");
+    assert_eq!(
+        (ok_after - ok, refused_after),
+        (1, 0),
+        "one refresh request"
+    );
     assert_eq!(
         userinfo_with(&op, &tokens[0]).await.0,
         StatusCode::OK,
@@ -1356,7 +1360,11 @@ async fn resync_on_refresh_applies_changed_claims() {
     token_of(&token_at(&browser, &app).await);
     let (status, me) = browser.me(&app).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(me["groups"], json!(["staff"]), "the group removed at the IdP");
+    assert_eq!(
+        me["groups"],
+        json!(["staff"]),
+        "the group removed at the IdP"
+    );
     assert_eq!(me["display_name"], "Alice Smith");
 
     write_accounts(&accounts, &alice("alice@example.org", "Alice Smith", &[]));
