@@ -101,6 +101,10 @@ pub(crate) struct PromptState {
     /// The claims linking reads, as asserted.
     #[serde(rename = "c")]
     pub(crate) claims: Claims,
+    /// The IdP's session of the login (OIDC `sid`, SAML `SessionIndex`), for the session the
+    /// resume starts. (Its tokens are not carried: the cookie would not hold them.)
+    #[serde(rename = "is", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) idp_session: Option<String>,
 }
 
 impl std::fmt::Debug for PromptState {

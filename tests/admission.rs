@@ -205,6 +205,21 @@ async fn lock_on_refusal_locks_a_returning_user_and_ends_its_session() {
     );
     // The session from before is refused at its next request...
     assert_ne!(app.me().await.status(), StatusCode::OK);
+    // ... because it was ended in the session store, not only refused for the lock:
+    // unlocked, the user is still logged out.
+    let id = app.store.inner.users()[0].id;
+    assert!(
+        app.layer
+            .sessions_of("PRIMARY", id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.store.inner.set_locked(id, false).await.unwrap();
+    app.layer.forget_user(id).await;
+    assert_ne!(app.me().await.status(), StatusCode::OK);
+    app.store.inner.set_locked(id, true).await.unwrap();
+    app.layer.forget_user(id).await;
     // ... and so is the next login, even back in the group.
     assert_refused(
         app.login_with(&browser(), &alice()).await,

@@ -204,6 +204,23 @@ async fn saml_login_provisions_and_refusals_leave_nothing() {
     let user = &store.users()[0];
     assert_eq!(user.username, "jane");
     assert_eq!(user.email.as_deref(), Some("jane@example.com"));
+    // The session record keeps the assertion's SessionIndex: the IdP's session.
+    let sessions = jit_provision::session::SessionStore::list_sessions_for_user(
+        store.sessions(),
+        "PRIMARY",
+        &user.id.to_string(),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(
+        sessions[0]
+            .idp_session
+            .as_deref()
+            .is_some_and(|index| !index.is_empty()),
+        "{sessions:?}"
+    );
     let me = app
         .clone()
         .oneshot(

@@ -535,3 +535,33 @@ async fn the_id_tokens_sid_becomes_the_sessions_idp_session() {
         .unwrap();
     assert_eq!(listed[0].idp_session, None);
 }
+
+#[tokio::test]
+async fn store_tokens_keeps_the_access_and_refresh_tokens_sealed_in_the_record() {
+    // The blob is sealed: its size is what a test can see. With `store_tokens` it holds the
+    // access token (a JWT of the dev IdP) besides the ID token.
+    let mut sizes = Vec::new();
+    for store_tokens in [false, true] {
+        let (_file, url) = sqlite_file().await;
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let app = {
+            let store = store.clone();
+            TestApp::start_with(
+                move |mut p| {
+                    p.store_tokens = store_tokens;
+                    p
+                },
+                move |b| b.store(store),
+            )
+            .await
+        };
+        login_as(&app, &alice()).await;
+        let tokens: String = sqlx::query_scalar("SELECT tokens FROM jit_sessions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(tokens.starts_with("2.") && !tokens.contains("eyJ"));
+        sizes.push(tokens.len());
+    }
+    assert!(sizes[1] > sizes[0] + 100, "{sizes:?}");
+}

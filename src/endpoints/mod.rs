@@ -452,6 +452,7 @@ pub(crate) async fn finish_login(
                 id: random_token(16),
                 domain: domain.to_string(),
                 claims,
+                idp_session: login.idp_session,
             };
             return start_prompt(shared, path, state);
         }
@@ -601,14 +602,18 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
             .provisioner
             .provision(policy, identity, &state.claims, Some(resumed))
             .await?;
-        // The IdP's session and tokens of the login before the prompt are not carried
-        // through it: this session has none.
+        // The IdP's session of the login before the prompt comes through it; its tokens do
+        // not (the prompt cookie would not hold them).
+        let login = LoginSession {
+            idp_session: state.idp_session.clone(),
+            tokens: None,
+        };
         Ok::<_, Error>(
             finish_login(
                 shared,
                 identity,
                 provisioned,
-                LoginSession::default(),
+                login,
                 &state.pending.return_to,
             )
             .await,

@@ -31,6 +31,13 @@ pub(crate) const TOUCH_INTERVAL_SECS: i64 = 60;
 const PURGE_AFTER_SECS: i64 = 24 * 3600;
 
 /// Why a session operation failed.
+///
+/// ```
+/// use jit_provision::session::SessionError;
+/// use jit_provision::store::StoreError;
+/// let err = SessionError::from(StoreError::unavailable("down"));
+/// assert_eq!((err.status().as_u16(), err.code()), (503, "session_store_unavailable"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -130,6 +137,8 @@ pub(crate) struct LoginSession {
 #[derive(Debug)]
 pub(crate) struct LiveSession {
     record: SessionRecord,
+    /// `record.user_id` parsed once (`None`: not one of ours), so a request compares numbers.
+    user_id: Option<UserId>,
     /// Last request seen by this instance, Unix seconds.
     last_seen: AtomicI64,
     /// The `last_seen` the store holds (written or read), Unix seconds.
@@ -140,6 +149,7 @@ impl LiveSession {
     fn new(record: SessionRecord) -> Arc<Self> {
         let seen = record.last_seen;
         Arc::new(Self {
+            user_id: record.user_id.parse().ok().map(UserId),
             record,
             last_seen: AtomicI64::new(seen),
             stored_seen: AtomicI64::new(seen),
@@ -448,7 +458,7 @@ impl Sessions {
         };
         let record = &live.record;
         if record.domain != session.auth.domain
-            || record.user_id != session.user_id.to_string()
+            || live.user_id != Some(session.user_id)
             || record.provider != session.auth.provider
             || record.ended_at.is_some()
             || record.expires_at <= now
@@ -542,6 +552,20 @@ impl Sessions {
                 }
             },
         }
+    }
+
+    /// The current record of a request's session (cached or stored; ended ones too), e.g. for
+    /// its tokens ([`tokens`](Self::tokens)) before a logout at the IdP. `None`: no cookie of
+    /// ours, or no record.
+    #[allow(dead_code)]
+    pub(crate) async fn record_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        let Some(Some(session)) = self.cookie(headers, None).await else {
+            return Ok(None);
+        };
+        Ok(self.record(&session).await?.map(|live| live.record.clone()))
     }
 
     /// The record of a cookie of an earlier release, from what it carries.

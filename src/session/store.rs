@@ -90,6 +90,11 @@ impl EndReason {
 
 /// Tokens of a session as a store keeps them: sealed (XChaCha20-Poly1305 under the session
 /// key ring, bound to the session id), opaque to the store. Its `Debug` shows only its size.
+///
+/// ```
+/// let sealed = jit_provision::session::SealedTokens::from_stored("2.AAAA");
+/// assert_eq!(format!("{sealed:?}"), "SealedTokens(6 bytes)");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedTokens(String);
 
@@ -218,6 +223,16 @@ impl SessionRecord {
 }
 
 /// Which sessions [`SessionStore::end_sessions_by_idp_session`] ends, at one provider.
+///
+/// ```
+/// use jit_provision::session::{IdpSession, SessionRecord};
+/// let record = SessionRecord::new("h", "PRIMARY", "7", "corp", "sub", 0, 10)
+///     .with_idp_session(Some("sid".into()));
+/// assert!(IdpSession::new("corp", Some("sid"), None).matches(&record));
+/// assert!(IdpSession::new("corp", None, Some("sub")).matches(&record));
+/// assert!(!IdpSession::new("corp", Some("sid"), Some("other")).matches(&record));
+/// assert!(!IdpSession::new("corp", None, None).matches(&record), "nothing selected");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IdpSession<'a> {
@@ -359,7 +374,17 @@ pub type TokensUpdate<'a> =
 /// Sessions in memory: right for tests and one process; they end when it does.
 ///
 /// Counts its reads and writes ([`reads`](Self::reads), [`writes`](Self::writes)) so a test
-/// can show that an authenticated request read nothing.
+/// can show that an authenticated request read nothing. A
+/// [`MemoryStore`](crate::store::MemoryStore) keeps its users' sessions in one.
+///
+/// ```
+/// use jit_provision::session::{MemorySessionStore, SessionStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemorySessionStore::new();
+/// assert!(store.get_session("h").await.unwrap().is_none());
+/// assert_eq!((store.reads(), store.writes()), (1, 0));
+/// # });
+/// ```
 #[derive(Clone, Default)]
 pub struct MemorySessionStore {
     records: Arc<Mutex<HashMap<String, SessionRecord>>>,
