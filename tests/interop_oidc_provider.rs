@@ -1079,6 +1079,11 @@ async fn form_post_login_provisions_a_user() {
 // Tokens for calling APIs on the user's behalf
 // ---------------------------------------------------------------------------------------------
 
+/// A fresh PostgreSQL database for two instances sharing it.
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod token_pg;
+
 /// How long access tokens live at the provider in the refresh tests, in seconds.
 const ACCESS_TOKEN_TTL: &str = "4";
 /// Past the point where the layer refreshes such a token: half its lifetime (the margin, 60 s
@@ -1100,17 +1105,32 @@ async fn serve_token_app(
     provider: ProviderConfig,
     db: &Path,
 ) -> App {
-    let key = jit_provision::session::SessionKey::from_bytes(&SESSION_KEY).unwrap();
     let store = SqliteStore::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open the SQLite store");
+    serve_token_app_on(listener, base, provider, store.clone(), store).await
+}
+
+/// [`serve_token_app`] on `store` (users, sessions, one-time values); `sqlite` is the
+/// [`App`]'s own store (for a PostgreSQL instance, an unused one).
+async fn serve_token_app_on<S>(
+    listener: tokio::net::TcpListener,
+    base: String,
+    provider: ProviderConfig,
+    store: S,
+    sqlite: SqliteStore,
+) -> App
+where
+    S: UserStore + jit_provision::replay::ReplayGuard + Clone,
+{
+    let key = jit_provision::session::SessionKey::from_bytes(&SESSION_KEY).unwrap();
     let layer = JitLayer::builder()
         .public_url(base.clone())
         .insecure_cookies_for_localhost()
         .session_key(key)
         .provider(PROVIDER_ID, provider)
         .store(store.clone())
-        .replay_guard(store.clone())
+        .replay_guard(store)
         .build()
         .expect("layer builds");
     let app = Router::new()
@@ -1123,7 +1143,7 @@ async fn serve_token_app(
     App {
         callback: format!("{base}/auth/{PROVIDER_ID}/callback"),
         base,
-        store,
+        store: sqlite,
     }
 }
 
@@ -1207,21 +1227,60 @@ async fn stored_tokens_refresh_once_across_two_instances_with_rotation() {
     };
     init_tracing();
     let scratch = Scratch::new("refresh");
+    let db = scratch.path("users.db");
+    refresh_once_at_two_instances(&pre, &scratch, |listener, base, provider| {
+        serve_token_app(listener, base, provider, &db)
+    })
+    .await;
+}
+
+/// As [`stored_tokens_refresh_once_across_two_instances_with_rotation`], the two instances
+/// sharing one PostgreSQL database (the row lock, `SELECT ... FOR UPDATE`).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn stored_tokens_refresh_once_across_two_instances_on_postgres() {
+    let Some(pre) = prerequisites("stored_tokens_refresh_once_across_two_instances_on_postgres")
+    else {
+        return;
+    };
+    let Some(url) = token_pg::fresh_database().await else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("refresh-pg");
+    refresh_once_at_two_instances(&pre, &scratch, |listener, base, provider| {
+        let url = url.clone();
+        async move {
+            let store = jit_provision::store::PostgresStore::connect(&url)
+                .await
+                .expect("connect to PostgreSQL");
+            let unused = SqliteStore::connect("sqlite::memory:").await.unwrap();
+            serve_token_app_on(listener, base, provider, store, unused).await
+        }
+    })
+    .await;
+}
+
+/// The body of the two tests above: `serve` starts an instance on the shared store.
+async fn refresh_once_at_two_instances<F, Fut>(pre: &Prerequisites, scratch: &Scratch, serve: F)
+where
+    F: Fn(tokio::net::TcpListener, String, ProviderConfig) -> Fut,
+    Fut: std::future::Future<Output = App>,
+{
     let accounts = scratch.path("accounts.json");
     write_accounts(&accounts, &alice("alice@example.org", "Alice", &["admins"]));
     let (listener, base) = bind_app().await;
     let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
     let op = start_provider_with(
-        &pre,
+        pre,
         &callback,
         &accounts,
         &[("OP_ACCESS_TOKEN_TTL", ACCESS_TOKEN_TTL)],
     )
     .await;
-    let db = scratch.path("users.db");
-    let a = serve_token_app(listener, base, token_provider(&op.issuer), &db).await;
+    let a = serve(listener, base, token_provider(&op.issuer)).await;
     let (listener, base) = bind_app().await;
-    let b = serve_token_app(listener, base, token_provider(&op.issuer), &db).await;
+    let b = serve(listener, base, token_provider(&op.issuer)).await;
     let browser = Browser::new();
     browser.login(&a, &op.issuer, "alice", "/me").await;
 
