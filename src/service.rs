@@ -204,10 +204,16 @@ async fn attach_session(shared: &Arc<Shared>, req: &mut Request<Body>) -> Result
         user,
         auth: session.auth.clone(),
     });
-    // For `IdpAccessToken`.
-    req.extensions_mut().insert(crate::tokens::TokenSource {
-        shared: shared.clone(),
-        session,
-    });
+    // For `IdpAccessToken`, when the session's provider keeps tokens.
+    if shared
+        .providers
+        .get(&session.auth.provider)
+        .is_some_and(|p| p.config.store_tokens)
+    {
+        req.extensions_mut().insert(crate::tokens::TokenSource {
+            shared: shared.clone(),
+            session,
+        });
+    }
     Ok(Attached::Clean)
 }

@@ -227,13 +227,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IdpAccessToken {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let html = crate::error::wants_html(&parts.headers);
         let Some(source) = parts.extensions.get::<TokenSource>().cloned() else {
-            return Err(match CurrentUser::from_request_parts(parts, state).await {
-                Err(login) => IdpTokenRejection {
-                    kind: Rejection::Login(login),
-                    html,
-                },
-                Ok(_) => IdpTokenRejection::token(&IdpTokenError::NoSession, html),
-            });
+            // The layer attaches a source to the sessions of providers that keep tokens.
+            let err = match CurrentUser::from_request_parts(parts, state).await {
+                Err(login) => {
+                    return Err(IdpTokenRejection {
+                        kind: Rejection::Login(login),
+                        html,
+                    });
+                }
+                Ok(user) if user.auth.method == crate::AuthMethod::Session => {
+                    IdpTokenError::NotStored
+                }
+                Ok(_) => IdpTokenError::NoSession,
+            };
+            return Err(IdpTokenRejection::token(&err, html));
         };
         source.access_token().await.map_err(|err| {
             tracing::warn!(code = err.code(), error = %err, "no identity provider access token");
@@ -255,7 +262,6 @@ impl TokenSource {
         let provider = shared
             .providers
             .get(&self.session.auth.provider)
-            .filter(|p| p.config.store_tokens)
             .ok_or(IdpTokenError::NotStored)?;
         let tokens = shared
             .sessions

@@ -1,11 +1,15 @@
-//! `SessionStore::update_tokens`, the lock a token refresh runs under: on memory, on two
-//! SQLite pools sharing one file, on two PostgreSQL pools sharing one database, an update
-//! that starts while another holds the lock runs after it, and sees what it wrote.
-//! (The refresh itself, against a real provider: tests/interop_oidc_provider.rs.)
+//! Tokens for calling APIs on the user's behalf. `SessionStore::update_tokens`, the lock a
+//! token refresh runs under: on memory, on two SQLite pools sharing one file, on two
+//! PostgreSQL pools sharing one database, an update that starts while another holds the lock
+//! runs after it, and sees what it wrote. `IdpAccessToken`'s rejections, against the
+//! development IdP (which issues no refresh tokens). The refresh itself, against a real
+//! provider: tests/interop_oidc_provider.rs.
+
+mod common;
 
 #[cfg(feature = "postgres")]
-#[path = "common/pg.rs"]
-mod pg;
+use common::pg;
+use common::{TestApp, alice, browser};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,4 +145,110 @@ async fn postgres_token_updates_take_turns_across_pools() {
         .await
         .unwrap();
     contract(a, b).await;
+}
+
+// ---- IdpAccessToken's rejections ----
+
+async fn idp_token(token: jit_provision::IdpAccessToken) -> String {
+    token.secret().to_owned()
+}
+
+/// A second server for `app`'s layer (clones share its sessions) with `GET /token`; its base.
+/// The browser's cookies for 127.0.0.1 go to it as to the app.
+async fn token_server(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/token", axum::routing::get(idp_token))
+        .layer(app.layer.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+/// `GET /token` with `client`: status, and the error code or the token.
+async fn token_with(client: &reqwest::Client, base: &str) -> (reqwest::StatusCode, String) {
+    let response = client
+        .get(format!("{base}/token"))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let code = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or(text);
+    (status, code)
+}
+
+#[tokio::test]
+async fn without_store_tokens_a_session_has_no_idp_token() {
+    let app = TestApp::start().await;
+    let tokens = token_server(&app).await;
+    let anonymous = token_with(&app.client, &tokens).await;
+    assert_eq!(
+        anonymous,
+        (reqwest::StatusCode::UNAUTHORIZED, "login_required".into())
+    );
+    app.login(&alice()).await;
+    assert_eq!(
+        token_with(&app.client, &tokens).await,
+        (reqwest::StatusCode::UNAUTHORIZED, "no_idp_token".into())
+    );
+}
+
+#[tokio::test]
+async fn store_tokens_hands_out_the_token_and_refuses_an_expired_one() {
+    let app = TestApp::start_with(
+        |mut provider| {
+            provider.store_tokens = true;
+            provider
+        },
+        |builder| builder,
+    )
+    .await;
+    let tokens = token_server(&app).await;
+    app.login(&alice()).await;
+    let (status, token) = token_with(&app.client, &tokens).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{token}");
+    assert!(token.len() > 20, "the IdP's access token: {token}");
+
+    // Expired at once, and no refresh token: refused; the session goes on.
+    app.idp.on_token_response(|response| {
+        response.insert("expires_in".into(), 0.into());
+    });
+    let expired = browser();
+    app.login_with(&expired, &alice()).await;
+    assert_eq!(
+        token_with(&expired, &tokens).await,
+        (
+            reqwest::StatusCode::UNAUTHORIZED,
+            "idp_token_expired".into()
+        )
+    );
+    assert_eq!(
+        app.me_with(&expired).await.status(),
+        reqwest::StatusCode::OK
+    );
+
+    // A refresh the provider fails (this IdP has no refresh_token grant: it answers 422 to the
+    // form without a code): 502, the session is kept.
+    app.idp.on_token_response(|response| {
+        response.insert("expires_in".into(), 0.into());
+        response.insert("refresh_token".into(), "a-refresh-token".into());
+    });
+    let failing = browser();
+    app.login_with(&failing, &alice()).await;
+    assert_eq!(
+        token_with(&failing, &tokens).await,
+        (
+            reqwest::StatusCode::BAD_GATEWAY,
+            "idp_refresh_failed".into()
+        )
+    );
+    assert_eq!(
+        app.me_with(&failing).await.status(),
+        reqwest::StatusCode::OK
+    );
 }
