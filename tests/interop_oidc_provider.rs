@@ -1261,23 +1261,36 @@ async fn stored_tokens_refresh_once_across_two_instances_on_postgres() {
     .await;
 }
 
+/// A provider issuing refresh tokens and short-lived access tokens, `accounts` in its accounts
+/// file, and the app's listener (its callback registered): the provider, the listener, the
+/// app's base and the accounts file.
+async fn start_refreshing_provider(
+    pre: &Prerequisites,
+    scratch: &Scratch,
+    accounts: &Value,
+) -> (OpenIdProvider, tokio::net::TcpListener, String, PathBuf) {
+    let file = scratch.path("accounts.json");
+    write_accounts(&file, accounts);
+    let (listener, base) = bind_app().await;
+    let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
+    let op = start_provider_with(
+        pre,
+        &callback,
+        &file,
+        &[("OP_ACCESS_TOKEN_TTL", ACCESS_TOKEN_TTL)],
+    )
+    .await;
+    (op, listener, base, file)
+}
+
 /// The body of the two tests above: `serve` starts an instance on the shared store.
 async fn refresh_once_at_two_instances<F, Fut>(pre: &Prerequisites, scratch: &Scratch, serve: F)
 where
     F: Fn(tokio::net::TcpListener, String, ProviderConfig) -> Fut,
     Fut: std::future::Future<Output = App>,
 {
-    let accounts = scratch.path("accounts.json");
-    write_accounts(&accounts, &alice("alice@example.org", "Alice", &["admins"]));
-    let (listener, base) = bind_app().await;
-    let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
-    let op = start_provider_with(
-        pre,
-        &callback,
-        &accounts,
-        &[("OP_ACCESS_TOKEN_TTL", ACCESS_TOKEN_TTL)],
-    )
-    .await;
+    let accounts = alice("alice@example.org", "Alice", &["admins"]);
+    let (op, listener, base, _) = start_refreshing_provider(pre, scratch, &accounts).await;
     let a = serve(listener, base, token_provider(&op.issuer)).await;
     let (listener, base) = bind_app().await;
     let b = serve(listener, base, token_provider(&op.issuer)).await;
@@ -1339,17 +1352,9 @@ async fn a_refused_refresh_ends_the_session() {
     };
     init_tracing();
     let scratch = Scratch::new("refresh-refused");
-    let accounts = scratch.path("accounts.json");
-    write_accounts(&accounts, &alice("alice@example.org", "Alice", &["admins"]));
-    let (listener, base) = bind_app().await;
-    let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
-    let op = start_provider_with(
-        &pre,
-        &callback,
-        &accounts,
-        &[("OP_ACCESS_TOKEN_TTL", ACCESS_TOKEN_TTL)],
-    )
-    .await;
+    let with_alice = alice("alice@example.org", "Alice", &["admins"]);
+    let (op, listener, base, accounts) =
+        start_refreshing_provider(&pre, &scratch, &with_alice).await;
     let app = serve_token_app(
         listener,
         base,
@@ -1361,7 +1366,7 @@ async fn a_refused_refresh_ends_the_session() {
     browser.login(&app, &op.issuer, "alice", "/me").await;
     token_of(&token_at(&browser, &app).await);
 
-    let mut without_alice = alice("alice@example.org", "Alice", &["admins"]);
+    let mut without_alice = with_alice;
     without_alice.as_object_mut().unwrap().remove("alice");
     write_accounts(&accounts, &without_alice);
     tokio::time::sleep(PAST_REFRESH_POINT).await;
@@ -1387,20 +1392,8 @@ async fn resync_on_refresh_applies_changed_claims() {
     };
     init_tracing();
     let scratch = Scratch::new("resync");
-    let accounts = scratch.path("accounts.json");
-    write_accounts(
-        &accounts,
-        &alice("alice@example.org", "Alice", &["admins", "staff"]),
-    );
-    let (listener, base) = bind_app().await;
-    let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
-    let op = start_provider_with(
-        &pre,
-        &callback,
-        &accounts,
-        &[("OP_ACCESS_TOKEN_TTL", ACCESS_TOKEN_TTL)],
-    )
-    .await;
+    let staff = alice("alice@example.org", "Alice", &["admins", "staff"]);
+    let (op, listener, base, accounts) = start_refreshing_provider(&pre, &scratch, &staff).await;
     let mut provider = token_provider(&op.issuer);
     provider.resync_on_refresh = true;
     provider.admission.require_groups = Some(vec!["staff".into()]);
