@@ -199,7 +199,7 @@ async fn without_store_tokens_a_session_has_no_idp_token() {
 }
 
 #[tokio::test]
-async fn store_tokens_hands_out_the_token_and_refuses_an_expired_one() {
+async fn store_tokens_hands_out_refreshes_and_refuses_tokens() {
     let app = TestApp::start_with(
         |mut provider| {
             provider.store_tokens = true;
@@ -210,13 +210,20 @@ async fn store_tokens_hands_out_the_token_and_refuses_an_expired_one() {
     .await;
     let tokens = token_server(&app).await;
     app.login(&alice()).await;
+    let before = app.idp.token_requests();
     let (status, token) = token_with(&app.client, &tokens).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{token}");
     assert!(token.len() > 20, "the IdP's access token: {token}");
+    assert_eq!(
+        app.idp.token_requests(),
+        before,
+        "a fresh token: no refresh"
+    );
 
     // Expired at once, and no refresh token: refused; the session goes on.
     app.idp.on_token_response(|response| {
         response.insert("expires_in".into(), 0.into());
+        response.remove("refresh_token");
     });
     let expired = browser();
     app.login_with(&expired, &alice()).await;
@@ -232,23 +239,52 @@ async fn store_tokens_hands_out_the_token_and_refuses_an_expired_one() {
         reqwest::StatusCode::OK
     );
 
-    // A refresh the provider fails (this IdP has no refresh_token grant: it answers 422 to the
-    // form without a code): 502, the session is kept.
+    // Expired at once, with a refresh token: refreshed at the IdP, once per request (each
+    // answer expires at once too).
     app.idp.on_token_response(|response| {
         response.insert("expires_in".into(), 0.into());
-        response.insert("refresh_token".into(), "a-refresh-token".into());
     });
-    let failing = browser();
-    app.login_with(&failing, &alice()).await;
+    let refreshing = browser();
+    app.login_with(&refreshing, &alice()).await;
+    let before = app.idp.token_requests();
+    let (status, first) = token_with(&refreshing, &tokens).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{first}");
+    assert_eq!(app.idp.token_requests(), before + 1, "one refresh request");
+
+    // The IdP is down: 502, the session is kept; back up, the rotated refresh token works.
+    app.idp
+        .set_token_fault(Some(jit_provision::dev_idp::EndpointFault::Unavailable));
     assert_eq!(
-        token_with(&failing, &tokens).await,
+        token_with(&refreshing, &tokens).await,
         (
             reqwest::StatusCode::BAD_GATEWAY,
             "idp_refresh_failed".into()
         )
     );
     assert_eq!(
-        app.me_with(&failing).await.status(),
+        app.me_with(&refreshing).await.status(),
         reqwest::StatusCode::OK
+    );
+    app.idp.set_token_fault(None);
+    let (status, second) = token_with(&refreshing, &tokens).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{second}");
+
+    // A refresh token the IdP does not know (invalid_grant): the session ends.
+    app.idp.on_token_response(|response| {
+        response.insert("expires_in".into(), 0.into());
+        response.insert("refresh_token".into(), "not-one-of-the-idp".into());
+    });
+    let refused = browser();
+    app.login_with(&refused, &alice()).await;
+    assert_eq!(
+        token_with(&refused, &tokens).await,
+        (
+            reqwest::StatusCode::UNAUTHORIZED,
+            "idp_refresh_refused".into()
+        )
+    );
+    assert_eq!(
+        app.me_with(&refused).await.status(),
+        reqwest::StatusCode::UNAUTHORIZED
     );
 }
