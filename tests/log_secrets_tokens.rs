@@ -4,6 +4,8 @@
 //! subscriber: see tests/log_secrets.rs.)
 
 mod common;
+#[path = "common/tokens.rs"]
+mod tokens;
 
 use std::sync::{Arc, Mutex};
 
@@ -40,20 +42,9 @@ async fn session_tokens_never_reach_the_logs() {
     )
     .expect("the only subscriber of this test binary");
 
-    let app = TestApp::start_with(
-        |mut provider| {
-            provider.store_tokens = true;
-            provider
-        },
-        |builder| builder,
-    )
-    .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tokens = format!("http://{}/token", listener.local_addr().unwrap());
-    let router = axum::Router::new()
-        .route("/token", axum::routing::get(idp_token))
-        .layer(app.layer.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let app = tokens::store_tokens_app().await;
+    let routes = axum::Router::new().route("/token", axum::routing::get(idp_token));
+    let tokens = format!("{}/token", tokens::token_server(&app, routes).await);
 
     // Every token the IdP answers, each expiring at once so that every use refreshes.
     let issued = Arc::new(Mutex::new(Vec::<String>::new()));

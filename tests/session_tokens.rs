@@ -6,6 +6,8 @@
 //! provider: tests/interop_oidc_provider.rs.
 
 mod common;
+#[path = "common/tokens.rs"]
+mod tokens;
 
 #[cfg(feature = "postgres")]
 use common::pg;
@@ -153,16 +155,10 @@ async fn idp_token(token: jit_provision::IdpAccessToken) -> String {
     token.secret().to_owned()
 }
 
-/// A second server for `app`'s layer (clones share its sessions) with `GET /token`; its base.
-/// The browser's cookies for 127.0.0.1 go to it as to the app.
-async fn token_server(app: &TestApp) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = axum::Router::new()
-        .route("/token", axum::routing::get(idp_token))
-        .layer(app.layer.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    base
+/// `GET /token` of an `IdpAccessToken` handler answering the token, behind `app`'s layer.
+async fn token_route(app: &TestApp) -> String {
+    let routes = axum::Router::new().route("/token", axum::routing::get(idp_token));
+    tokens::token_server(app, routes).await
 }
 
 /// `GET /token` with `client`: status, and the error code or the token.
@@ -185,7 +181,7 @@ async fn token_with(client: &reqwest::Client, base: &str) -> (reqwest::StatusCod
 #[tokio::test]
 async fn without_store_tokens_a_session_has_no_idp_token() {
     let app = TestApp::start().await;
-    let tokens = token_server(&app).await;
+    let tokens = token_route(&app).await;
     let anonymous = token_with(&app.client, &tokens).await;
     assert_eq!(
         anonymous,
@@ -200,15 +196,8 @@ async fn without_store_tokens_a_session_has_no_idp_token() {
 
 #[tokio::test]
 async fn store_tokens_hands_out_refreshes_and_refuses_tokens() {
-    let app = TestApp::start_with(
-        |mut provider| {
-            provider.store_tokens = true;
-            provider
-        },
-        |builder| builder,
-    )
-    .await;
-    let tokens = token_server(&app).await;
+    let app = tokens::store_tokens_app().await;
+    let tokens = token_route(&app).await;
     app.login(&alice()).await;
     let before = app.idp.token_requests();
     let (status, token) = token_with(&app.client, &tokens).await;
