@@ -283,6 +283,8 @@ const CODE_TTL: Duration = Duration::from_secs(60);
 const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Most codes waiting for their exchange at once.
 const MAX_PENDING: u64 = 1_000_000;
+/// The lifetime of refresh tokens: a working day.
+const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 
 /// A way to make the discovery document ([`DevIdp::set_discovery_fault`]), the token endpoint
 /// ([`DevIdp::set_token_fault`]) or the JWKS ([`DevIdp::set_jwks_fault`]) misbehave, to see
@@ -329,6 +331,9 @@ struct Inner {
     /// Codes not yet exchanged; they expire after [`CODE_TTL`], so abandoned logins do not
     /// pile up.
     codes: moka::future::Cache<String, Arc<IssuedCode>>,
+    /// Refresh tokens not yet used, with the login they continue: each is single use (the
+    /// refresh answers a new one: rotation).
+    refresh_tokens: moka::future::Cache<String, Arc<IssuedCode>>,
     /// Key of the access tokens: HS256 JWTs carrying the userinfo claims, which only this
     /// IdP reads back, so it keeps no state per token.
     access_token_key: (EncodingKey, jsonwebtoken::DecodingKey),
@@ -421,6 +426,10 @@ impl DevIdpBuilder {
             users: self.users,
             keys: RwLock::new(vec![Arc::new(SigningKey::generate(self.key_type))]),
             key_type: self.key_type,
+            refresh_tokens: moka::future::Cache::builder()
+                .max_capacity(MAX_PENDING)
+                .time_to_live(REFRESH_TOKEN_TTL)
+                .build(),
             codes: moka::future::Cache::builder()
                 .max_capacity(MAX_PENDING)
                 .time_to_live(CODE_TTL)
@@ -1026,8 +1035,12 @@ async fn approve(
 #[derive(Deserialize)]
 struct TokenRequest {
     grant_type: String,
+    #[serde(default)]
     code: String,
+    #[serde(default)]
     redirect_uri: String,
+    /// The `refresh_token` grant's.
+    refresh_token: Option<String>,
     code_verifier: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -1104,25 +1117,36 @@ async fn token(
     {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
-    if form.grant_type != "authorization_code" {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
-    }
-    // Single use: the code is gone whatever happens next.
-    let issued = idp.codes.remove(&form.code).await;
-    let Some(issued) = issued else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    let issued = match form.grant_type.as_str() {
+        "authorization_code" => {
+            // Single use: the code is gone whatever happens next.
+            let issued = idp.codes.remove(&form.code).await;
+            let Some(issued) = issued else {
+                return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            };
+            let challenge = form
+                .code_verifier
+                .as_deref()
+                .map(|v| B64.encode(Sha256::digest(v.as_bytes())));
+            if issued.client_id != client_id
+                || issued.redirect_uri != form.redirect_uri
+                || issued.issued.elapsed() > CODE_TTL
+                || challenge.as_deref() != Some(issued.code_challenge.as_str())
+            {
+                return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            issued
+        }
+        // Single use too: the answer carries the next one.
+        "refresh_token" => match form.refresh_token.as_ref() {
+            Some(token) => match idp.refresh_tokens.remove(token).await {
+                Some(issued) if issued.client_id == client_id => issued,
+                _ => return token_error(StatusCode::BAD_REQUEST, "invalid_grant"),
+            },
+            None => return token_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        },
+        _ => return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     };
-    let challenge = form
-        .code_verifier
-        .as_deref()
-        .map(|v| B64.encode(Sha256::digest(v.as_bytes())));
-    if issued.client_id != client_id
-        || issued.redirect_uri != form.redirect_uri
-        || issued.issued.elapsed() > CODE_TTL
-        || challenge.as_deref() != Some(issued.code_challenge.as_str())
-    {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
-    }
     let now = crate::store::now_unix();
     let mut claims = issued.claims.clone();
     claims.insert("iss".into(), json!(idp.issuer));
@@ -1159,6 +1183,11 @@ async fn token(
     response.insert("token_type".into(), json!("Bearer"));
     response.insert("expires_in".into(), json!(ACCESS_TOKEN_TTL.as_secs()));
     response.insert("id_token".into(), json!(id_token));
+    let refresh_token = crate::session::random_token(32);
+    idp.refresh_tokens
+        .insert(refresh_token.clone(), issued.clone())
+        .await;
+    response.insert("refresh_token".into(), json!(refresh_token));
     let hook = idp
         .token_response_hook
         .read()

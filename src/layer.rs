@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) replay: Arc<dyn ErasedGuard>,
     pub(crate) context: Arc<crate::extract::AuthContext>,
     pub(crate) bearer: Option<crate::bearer::Bearer>,
+    /// The token refreshes in flight ([`IdpAccessToken`](crate::IdpAccessToken)).
+    pub(crate) refresher: crate::tokens::Refresher,
     /// Tells the invalidation follower to stop when the layer is gone.
     stop: Arc<tokio::sync::Notify>,
 }
@@ -882,7 +884,12 @@ impl JitLayerBuilder {
             }
         };
         let sessions = Sessions::new(
-            session_store.time_limited(self.store_timeout),
+            // A token refresh waits for the session's lock (another refresh of it, up to a
+            // request to the provider), then runs one request to the provider under it.
+            session_store.time_limited(
+                self.store_timeout,
+                (self.store_timeout + self.http_timeout) * 2,
+            ),
             codec.clone(),
             session_cookie,
             config.session.ttl_secs,
@@ -915,6 +922,7 @@ impl JitLayerBuilder {
                 .unwrap_or_else(|| Arc::new(MemoryReplayGuard::new())),
             context,
             bearer,
+            refresher: crate::tokens::Refresher::new(),
             stop: Arc::new(tokio::sync::Notify::new()),
         };
         let shared = Arc::new(shared);
