@@ -20,9 +20,9 @@ pub mod replay;
 pub mod saml;
 pub mod session;
 pub mod store;
-pub mod tokens;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod tokens;
 
 mod admin;
 mod cache;

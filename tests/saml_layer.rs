@@ -27,7 +27,11 @@ fn app_with(
     store: &MemoryStore,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
-    app_from(store.clone(), JitConfig::new("https://app.example.test"), provider)
+    app_from(
+        store.clone(),
+        JitConfig::new("https://app.example.test"),
+        provider,
+    )
 }
 
 /// [`app_with`] over any store.

@@ -382,10 +382,12 @@ mod tests {
     /// The published test key (its JWK names it `test-key`) and an unpublished one.
     fn test_keys() -> &'static (SigningKey, SigningKey) {
         static KEYS: OnceLock<(SigningKey, SigningKey)> = OnceLock::new();
-        KEYS.get_or_init(|| (
+        KEYS.get_or_init(|| {
+            (
                 SigningKey::generate(DevKeyType::Rs256),
                 SigningKey::generate(DevKeyType::Rs256),
-            ))
+            )
+        })
     }
 
     fn test_jwk() -> String {

@@ -15,9 +15,9 @@ mod canonical;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod refusal;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_sessions;
-mod refusal;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod types;
