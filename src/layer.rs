@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -12,7 +13,7 @@ use crate::cache::UserCache;
 use crate::config::PRIMARY_DOMAIN;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::events::EventSink;
-use crate::invalidation::{InvalidationBus, InvalidationSigner, SignedBus};
+use crate::invalidation::{Invalidation, InvalidationBus, InvalidationSigner, SignedBus};
 use crate::mapping::GroupResolver;
 use crate::oidc::OidcProvider;
 use crate::prompt::ProvisionPrompt;
@@ -127,8 +128,11 @@ impl Drop for Shared {
 
 /// Applies every verified invalidation from the bus to this layer's caches, until the layer
 /// is dropped.
-async fn follow(bus: SignedBus, shared: Weak<Shared>, stop: Arc<tokio::sync::Notify>) {
-    let mut events = bus.subscribe();
+async fn follow(
+    mut events: BoxStream<'static, Invalidation>,
+    shared: Weak<Shared>,
+    stop: Arc<tokio::sync::Notify>,
+) {
     loop {
         let event = tokio::select! {
             _ = stop.notified() => return,
@@ -929,7 +933,10 @@ impl JitLayerBuilder {
         if let Some(bus) = bus {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-            runtime.spawn(follow(bus, Arc::downgrade(&shared), shared.stop.clone()));
+            // Subscribed here, not in the task: what is sent once `build()` returns reaches
+            // this layer even before the task first runs.
+            let events = bus.subscribe();
+            runtime.spawn(follow(events, Arc::downgrade(&shared), shared.stop.clone()));
         }
         Ok(JitLayer { shared })
     }
