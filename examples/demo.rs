@@ -30,8 +30,8 @@ use axum::routing::get;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::store::SqliteStore;
 use jit_provision::{
-    AuthMethod, CurrentUser, JitConfig, JitLayer, MappingConfig, ProviderConfig, Unauthenticated,
-    escape_html,
+    AuthMethod, CurrentUser, IdpAccessToken, IdpTokenRejection, JitConfig, JitLayer, MappingConfig,
+    ProviderConfig, Unauthenticated, escape_html,
 };
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -432,6 +432,8 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
         display_name: Some("the development IdP".into()),
         backchannel_logout: true,
         rp_initiated_logout: true,
+        // Access and refresh tokens kept (sealed) for `IdpAccessToken` on the profile page.
+        store_tokens: true,
         ..ProviderConfig::new(issuer, "demo")
             .client_secret("demo-secret")
             .mapping(mapping)
@@ -500,7 +502,11 @@ async fn home(State(app): State<AppState>, user: Option<CurrentUser>) -> Html<St
 }
 
 /// Needs a login: anonymous browsers are redirected to it (zero-config mode), others get 401.
-async fn profile(State(app): State<AppState>, user: CurrentUser) -> Html<String> {
+async fn profile(
+    State(app): State<AppState>,
+    user: CurrentUser,
+    idp_token: Result<IdpAccessToken, IdpTokenRejection>,
+) -> Html<String> {
     let (u, auth) = (&user.user, &user.auth);
     let local = [
         ("Local user id", u.id.to_string()),
@@ -527,6 +533,18 @@ async fn profile(State(app): State<AppState>, user: CurrentUser) -> Html<String>
         ("Credential", method.to_owned()),
         ("Logged in", time(auth.issued_at)),
         ("Expires", time(auth.expires_at)),
+        // `IdpAccessToken`: what a handler calling an API of the IdP on the user's behalf
+        // takes (refreshed once it is about to expire). Never shown: it is a credential.
+        (
+            "IdP access token",
+            match &idp_token {
+                Ok(token) => match token.expires_at() {
+                    Some(at) => format!("held, valid until {}", time(at)),
+                    None => "held".to_owned(),
+                },
+                Err(rejection) => format!("none ({})", rejection.code()),
+            },
+        ),
     ];
     let admin = if u.groups.contains("admins") {
         "<p><a href=\"/admin/jit-test\">Test your mapping</a> (the layer's admin page, for \

@@ -13,8 +13,9 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::CurrentUser;
+use crate::config::PRIMARY_DOMAIN;
 use crate::error::escape_html;
-use crate::events::ProvisioningEvent;
+use crate::events::{LockReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
 use crate::layer::JitLayer;
 use crate::mapping::Claims;
@@ -157,6 +158,68 @@ impl JitLayer {
             .sessions
             .end_for_user(domain, user_id, EndReason::Everywhere)
             .await
+    }
+
+    /// Locks a user of the primary user-store domain (an administrator's decision): it cannot
+    /// log in, its sessions end at their next request on every instance (through the
+    /// invalidation bus when there is one), and a [`ProvisioningEvent::Locked`] is delivered
+    /// (with [`LockReason::Admin`]) so the application can revoke its own tokens. Unlock in the
+    /// store ([`UserStore::set_locked`](crate::store::UserStore::set_locked)); logins never
+    /// unlock.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, store::{Identity, MemoryStore, Profile, UserStore}};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let layer = JitLayer::builder()
+    ///     .public_url("https://app.example.com")
+    ///     .store(store.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// let jane = store.create(&Identity::new("corp", "https://idp", "1"), &Profile::new("jane")).await?;
+    /// layer.lock_user(jane.id).await?;
+    /// assert!(store.find_by_id(jane.id).await?.unwrap().locked);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn lock_user(&self, id: UserId) -> Result<(), ProvisionError> {
+        self.lock_domain_user(PRIMARY_DOMAIN, id).await
+    }
+
+    /// [`lock_user`](Self::lock_user) for a user of another user-store domain.
+    pub async fn lock_domain_user(&self, domain: &str, id: UserId) -> Result<(), ProvisionError> {
+        let provisioner = &self.shared().provisioner;
+        let store = &provisioner
+            .domain(domain)
+            .ok_or_else(|| ProvisionError::UnknownDomain(domain.chars().take(64).collect()))?
+            .store;
+        store.set_locked(id, true).await?;
+        tracing::info!(domain, user_id = %id, "an administrator locked a user");
+        provisioner
+            .announce(Invalidation::User {
+                domain: domain.to_owned(),
+                id,
+            })
+            .await;
+        // The lock is checked at each request anyway; ending the records makes it hold for
+        // the sessions themselves too (an unlock does not revive them).
+        if let Err(err) = self
+            .shared()
+            .sessions
+            .end_for_user(domain, id, EndReason::UserLocked)
+            .await
+        {
+            tracing::warn!(domain, user_id = %id, error = %err, "could not end the sessions of a locked user");
+        }
+        provisioner
+            .emit(ProvisioningEvent::Locked {
+                provider: None,
+                domain: domain.to_owned(),
+                user_id: id,
+                reason: LockReason::Admin,
+            })
+            .await;
+        Ok(())
     }
 
     /// An admin router: `GET /admin/jit-users?provider=ID` lists the provider's users with

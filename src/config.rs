@@ -280,6 +280,18 @@ pub struct ProviderConfig {
     /// provider). Default `false`.
     #[serde(default)]
     pub store_tokens: bool,
+    /// With `store_tokens`: the access token an
+    /// [`IdpAccessToken`](crate::IdpAccessToken) hands out is refreshed (with the refresh
+    /// token) once it expires within this many seconds, at most half its lifetime. Default 60.
+    #[serde(default = "default_refresh_margin")]
+    pub token_refresh_margin_secs: u64,
+    /// With `store_tokens`: at every refresh of a session's tokens, read the claims again (the
+    /// refresh response's ID token, validated as at login with the same subject; without
+    /// one, userinfo) and run the same provisioning update as at login, so a group removed or
+    /// a user disabled at the provider takes effect without a new login; a login the policy
+    /// now refuses ends the session. Default `false`.
+    #[serde(default)]
+    pub resync_on_refresh: bool,
     /// Allowed clock difference with the provider, in seconds, for `exp`, `iat` and `nbf`.
     /// Default 60.
     #[serde(default = "default_skew")]
@@ -370,6 +382,9 @@ fn yes() -> bool {
 fn default_skew() -> u64 {
     60
 }
+fn default_refresh_margin() -> u64 {
+    60
+}
 fn default_refetch() -> u64 {
     30
 }
@@ -404,6 +419,8 @@ impl ProviderConfig {
             token_auth: TokenAuth::Basic,
             userinfo: false,
             store_tokens: false,
+            token_refresh_margin_secs: default_refresh_margin(),
+            resync_on_refresh: false,
             clock_skew_secs: default_skew(),
             trusted_audiences: Vec::new(),
             jwks_min_refetch_secs: default_refetch(),

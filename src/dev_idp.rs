@@ -3,8 +3,10 @@
 //!
 //! It serves discovery, a JWKS, an authorization endpoint with a login page where you pick a
 //! preset user or type one (subject, username, email, name, groups), a token endpoint
-//! (authorization code with PKCE S256, single-use codes) and userinfo. It signs RS256 with a
-//! key generated at start, can rotate keys, lets tests rewrite every ID token it issues
+//! (authorization code with PKCE S256, single-use codes) and userinfo. It signs ES256 with a
+//! P-256 key generated at start (in well under a millisecond, even in an unoptimized debug
+//! build; [`DevKeyType::Rs256`] signs RS256 with an RSA key, which takes seconds to generate
+//! there), can rotate keys, lets tests rewrite every ID token it issues
 //! ([`DevIdp::on_id_token`]) and every token response ([`DevIdp::on_token_response`]) to
 //! exercise each validation failure, can leave out the RFC 9207 `iss` parameter it advertises
 //! ([`DevIdp::send_iss_parameter`]), and can make its discovery document, token endpoint or key
@@ -46,6 +48,8 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::EncodePrivateKey;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
@@ -141,7 +145,7 @@ impl DevUser {
 /// An ID token about to be signed, handed to the hook of [`DevIdp::on_id_token`].
 #[derive(Debug, Clone)]
 pub struct IdTokenDraft {
-    /// The JOSE header (`alg` RS256 and the current `kid` by default).
+    /// The JOSE header (the current key's `alg`, ES256 or RS256, and its `kid` by default).
     pub header: Header,
     /// The claims.
     pub claims: Map<String, Value>,
@@ -163,22 +167,66 @@ pub enum Signer {
 type Hook = Arc<dyn Fn(&mut IdTokenDraft) + Send + Sync>;
 type TokenResponseHook = Arc<dyn Fn(&mut Map<String, Value>) + Send + Sync>;
 
-/// An RSA signing key with its `kid` (also the unit tests' key generator).
+/// The kind of key a [`DevIdp`] signs its ID tokens (and [`DevIdp::sign_jwt`] tokens) with.
+///
+/// ```
+/// use jit_provision::dev_idp::{DevIdp, DevKeyType};
+/// assert_eq!(DevKeyType::default(), DevKeyType::Es256);
+/// let builder = DevIdp::builder().key_type(DevKeyType::Rs256);
+/// # let _ = builder;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DevKeyType {
+    /// ECDSA P-256, `alg` ES256 (the default): fast to generate in any build. The layer's
+    /// OpenID Connect logins accept it; bearer tokens need `"ES256"` in
+    /// [`BearerConfig::algorithms`](crate::config::BearerConfig::algorithms).
+    #[default]
+    Es256,
+    /// RSA 2048, `alg` RS256, what most identity providers sign with. Generating it takes
+    /// seconds in an unoptimized build unless `rsa` and `num-bigint-dig` are optimized
+    /// (see the README's development IdP notes).
+    Rs256,
+}
+
+enum KeyPair {
+    Ec(p256::SecretKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
+}
+
+/// A signing key with its `kid` (also the unit tests' key generator).
 pub(crate) struct SigningKey {
     kid: String,
-    private: rsa::RsaPrivateKey,
+    algorithm: Algorithm,
+    pair: KeyPair,
     encoding: EncodingKey,
 }
 
 impl SigningKey {
-    pub(crate) fn generate() -> Self {
-        let private =
-            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generating an RSA key");
-        let der = private.to_pkcs1_der().expect("encoding an RSA key");
-        Self {
-            kid: crate::session::random_token(8),
-            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
-            private,
+    pub(crate) fn generate(kind: DevKeyType) -> Self {
+        let kid = crate::session::random_token(8);
+        match kind {
+            DevKeyType::Es256 => {
+                let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+                let der = secret.to_pkcs8_der().expect("encoding a P-256 key");
+                Self {
+                    kid,
+                    algorithm: Algorithm::ES256,
+                    encoding: EncodingKey::from_ec_der(der.as_bytes()),
+                    pair: KeyPair::Ec(secret),
+                }
+            }
+            DevKeyType::Rs256 => {
+                let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                    .expect("generating an RSA key");
+                let der = private.to_pkcs1_der().expect("encoding an RSA key");
+                Self {
+                    kid,
+                    algorithm: Algorithm::RS256,
+                    encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+                    pair: KeyPair::Rsa(Box::new(private)),
+                }
+            }
         }
     }
 
@@ -187,13 +235,45 @@ impl SigningKey {
         &self.encoding
     }
 
+    /// A JOSE header for this key: its `alg` and `kid`.
+    fn header(&self) -> Header {
+        let mut header = Header::new(self.algorithm);
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
     pub(crate) fn jwk(&self) -> Value {
-        let public = self.private.to_public_key();
-        json!({
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
-            "n": B64.encode(public.n().to_bytes_be()),
-            "e": B64.encode(public.e().to_bytes_be()),
-        })
+        match &self.pair {
+            KeyPair::Ec(secret) => {
+                let point = secret.public_key().to_encoded_point(false);
+                let (x, y) = (point.x().expect("an affine point"), point.y());
+                json!({
+                    "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+                    "x": B64.encode(x),
+                    "y": B64.encode(y.expect("an uncompressed point")),
+                })
+            }
+            KeyPair::Rsa(private) => {
+                let public = private.to_public_key();
+                json!({
+                    "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+                    "n": B64.encode(public.n().to_bytes_be()),
+                    "e": B64.encode(public.e().to_bytes_be()),
+                })
+            }
+        }
+    }
+
+    fn public_key_pem(&self) -> String {
+        let pem = match &self.pair {
+            KeyPair::Ec(secret) => secret
+                .public_key()
+                .to_public_key_pem(p256::pkcs8::LineEnding::LF),
+            KeyPair::Rsa(private) => private
+                .to_public_key()
+                .to_public_key_pem(rsa::pkcs8::LineEnding::LF),
+        };
+        pem.expect("PEM encoding")
     }
 }
 
@@ -203,6 +283,8 @@ const CODE_TTL: Duration = Duration::from_secs(60);
 const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Most codes waiting for their exchange at once.
 const MAX_PENDING: u64 = 1_000_000;
+/// The lifetime of refresh tokens: a working day.
+const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 
 /// A way to make the discovery document ([`DevIdp::set_discovery_fault`]), the token endpoint
 /// ([`DevIdp::set_token_fault`]) or the JWKS ([`DevIdp::set_jwks_fault`]) misbehave, to see
@@ -244,9 +326,14 @@ struct Inner {
     users: Vec<DevUser>,
     /// Published keys; the first one signs.
     keys: RwLock<Vec<Arc<SigningKey>>>,
+    /// The kind of key generated at start and at each rotation.
+    key_type: DevKeyType,
     /// Codes not yet exchanged; they expire after [`CODE_TTL`], so abandoned logins do not
     /// pile up.
     codes: moka::future::Cache<String, Arc<IssuedCode>>,
+    /// Refresh tokens not yet used, with the login they continue: each is single use (the
+    /// refresh answers a new one: rotation).
+    refresh_tokens: moka::future::Cache<String, Arc<IssuedCode>>,
     /// Key of the access tokens: HS256 JWTs carrying the userinfo claims, which only this
     /// IdP reads back, so it keeps no state per token.
     access_token_key: (EncodingKey, jsonwebtoken::DecodingKey),
@@ -303,6 +390,7 @@ impl std::fmt::Debug for DevIdp {
 pub struct DevIdpBuilder {
     clients: Vec<DevClient>,
     users: Vec<DevUser>,
+    key_type: DevKeyType,
 }
 
 impl DevIdpBuilder {
@@ -318,6 +406,13 @@ impl DevIdpBuilder {
         self
     }
 
+    /// The kind of signing key (default [`DevKeyType::Es256`]); rotations generate the
+    /// same kind.
+    pub fn key_type(mut self, key_type: DevKeyType) -> Self {
+        self.key_type = key_type;
+        self
+    }
+
     /// Binds `addr` (use a loopback address) and serves in a background task.
     pub async fn start(self, addr: &str) -> std::io::Result<DevIdp> {
         if !crate::install_jwt_backend() {
@@ -329,7 +424,12 @@ impl DevIdpBuilder {
             issuer: format!("http://{local}"),
             clients: self.clients,
             users: self.users,
-            keys: RwLock::new(vec![Arc::new(SigningKey::generate())]),
+            keys: RwLock::new(vec![Arc::new(SigningKey::generate(self.key_type))]),
+            key_type: self.key_type,
+            refresh_tokens: moka::future::Cache::builder()
+                .max_capacity(MAX_PENDING)
+                .time_to_live(REFRESH_TOKEN_TTL)
+                .build(),
             codes: moka::future::Cache::builder()
                 .max_capacity(MAX_PENDING)
                 .time_to_live(CODE_TTL)
@@ -460,7 +560,7 @@ impl DevIdp {
     /// Generates a new signing key. With `keep_old`, the previous keys stay published (a
     /// rollover); without, only the new key is published.
     pub fn rotate_key(&self, keep_old: bool) {
-        let key = Arc::new(SigningKey::generate());
+        let key = Arc::new(SigningKey::generate(self.inner.key_type));
         let mut keys = self.inner.keys.write().unwrap_or_else(|e| e.into_inner());
         if !keep_old {
             keys.clear();
@@ -478,15 +578,11 @@ impl DevIdp {
     /// The current signing key's public key as PEM (SPKI), e.g. to forge an HS256 token
     /// "signed" with it.
     pub fn public_key_pem(&self) -> String {
-        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
-        keys[0]
-            .private
-            .to_public_key()
-            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
-            .expect("PEM encoding")
+        self.inner.keys.read().unwrap_or_else(|e| e.into_inner())[0].public_key_pem()
     }
 
-    /// Signs `claims` as an RS256 JWT with the current key (its `kid` in the header) and
+    /// Signs `claims` as a JWT with the current key (ES256, or RS256 with
+    /// [`DevKeyType::Rs256`]) (its `kid` in the header) and
     /// `typ: JWT`, the type of an ID token (bearer authentication refuses it unless its
     /// `token_types` accept `JWT`; see [`sign_access_token`](Self::sign_access_token)).
     /// `iss` is not added for you.
@@ -597,9 +693,10 @@ impl DevIdp {
         (key.kid.clone(), key.encoding.clone())
     }
 
-    /// A fresh RSA key that the JWKS does not publish, for signing forged tokens.
+    /// A fresh RSA key (sign RS256 with it) that the JWKS does not publish, for signing
+    /// forged tokens.
     pub fn unpublished_key() -> EncodingKey {
-        SigningKey::generate().encoding
+        SigningKey::generate(DevKeyType::Rs256).encoding
     }
 
     /// How often the JWKS was fetched.
@@ -726,6 +823,10 @@ async fn discovery(State(idp): State<Arc<Inner>>) -> Response {
         return failed;
     }
     let i = &idp.issuer;
+    let alg = match idp.key_type {
+        DevKeyType::Es256 => "ES256",
+        DevKeyType::Rs256 => "RS256",
+    };
     let iss_supported = idp.advertise_iss.load(Ordering::SeqCst);
     axum::Json(json!({
         "issuer": i,
@@ -736,7 +837,7 @@ async fn discovery(State(idp): State<Arc<Inner>>) -> Response {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": [alg],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "email", "profile", "groups"],
@@ -934,8 +1035,12 @@ async fn approve(
 #[derive(Deserialize)]
 struct TokenRequest {
     grant_type: String,
+    #[serde(default)]
     code: String,
+    #[serde(default)]
     redirect_uri: String,
+    /// The `refresh_token` grant's.
+    refresh_token: Option<String>,
     code_verifier: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -1012,25 +1117,36 @@ async fn token(
     {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
-    if form.grant_type != "authorization_code" {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
-    }
-    // Single use: the code is gone whatever happens next.
-    let issued = idp.codes.remove(&form.code).await;
-    let Some(issued) = issued else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    let issued = match form.grant_type.as_str() {
+        "authorization_code" => {
+            // Single use: the code is gone whatever happens next.
+            let issued = idp.codes.remove(&form.code).await;
+            let Some(issued) = issued else {
+                return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            };
+            let challenge = form
+                .code_verifier
+                .as_deref()
+                .map(|v| B64.encode(Sha256::digest(v.as_bytes())));
+            if issued.client_id != client_id
+                || issued.redirect_uri != form.redirect_uri
+                || issued.issued.elapsed() > CODE_TTL
+                || challenge.as_deref() != Some(issued.code_challenge.as_str())
+            {
+                return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            issued
+        }
+        // Single use too: the answer carries the next one.
+        "refresh_token" => match form.refresh_token.as_ref() {
+            Some(token) => match idp.refresh_tokens.remove(token).await {
+                Some(issued) if issued.client_id == client_id => issued,
+                _ => return token_error(StatusCode::BAD_REQUEST, "invalid_grant"),
+            },
+            None => return token_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        },
+        _ => return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     };
-    let challenge = form
-        .code_verifier
-        .as_deref()
-        .map(|v| B64.encode(Sha256::digest(v.as_bytes())));
-    if issued.client_id != client_id
-        || issued.redirect_uri != form.redirect_uri
-        || issued.issued.elapsed() > CODE_TTL
-        || challenge.as_deref() != Some(issued.code_challenge.as_str())
-    {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
-    }
     let now = crate::store::now_unix();
     let mut claims = issued.claims.clone();
     claims.insert("iss".into(), json!(idp.issuer));
@@ -1067,6 +1183,11 @@ async fn token(
     response.insert("token_type".into(), json!("Bearer"));
     response.insert("expires_in".into(), json!(ACCESS_TOKEN_TTL.as_secs()));
     response.insert("id_token".into(), json!(id_token));
+    let refresh_token = crate::session::random_token(32);
+    idp.refresh_tokens
+        .insert(refresh_token.clone(), issued.clone())
+        .await;
+    response.insert("refresh_token".into(), json!(refresh_token));
     let hook = idp
         .token_response_hook
         .read()
@@ -1094,8 +1215,7 @@ fn sign_id_token(
     claims: Map<String, Value>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let key = idp.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(key.kid.clone());
+    let header = key.header();
     let mut draft = IdTokenDraft {
         header,
         claims,
@@ -1133,13 +1253,12 @@ async fn userinfo(State(idp): State<Arc<Inner>>, headers: HeaderMap) -> Response
     }
 }
 
-/// Signs `claims` as an RS256 JWT of type `typ` with the current key (its `kid` in the header).
+/// Signs `claims` as a JWT of type `typ` with the current key (its `kid` in the header).
 fn sign_typed(idp: &Inner, typ: &str, claims: &Value) -> String {
     let key = idp.keys.read().unwrap_or_else(|e| e.into_inner())[0].clone();
-    let mut header = Header::new(Algorithm::RS256);
+    let mut header = key.header();
     header.typ = Some(typ.to_owned());
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &key.encoding).expect("signing with an RSA key")
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("signing with the IdP's key")
 }
 
 /// The IdP session of a login: the `sid` of the user's claims when it is a string (tests pick
@@ -1322,11 +1441,9 @@ fn verify_own_id_token(idp: &Inner, token: &str) -> Option<Map<String, Value>> {
         .iter()
         .find(|k| k.kid == kid)?
         .clone();
-    let jwk = key.jwk();
-    let decoding =
-        jsonwebtoken::DecodingKey::from_rsa_components(jwk["n"].as_str()?, jwk["e"].as_str()?)
-            .ok()?;
-    let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk()).ok()?;
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).ok()?;
+    let mut validation = jsonwebtoken::Validation::new(key.algorithm);
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.set_issuer(&[&idp.issuer]);

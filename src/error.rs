@@ -135,8 +135,14 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
     #[error(transparent)]
     Saml(#[from] crate::saml::SamlError),
+    /// A SAML Single Logout message was refused, or the IdP did not log out (see
+    /// [`SloError::status`](crate::saml::SloError::status)).
+    #[cfg(feature = "saml")]
+    #[error(transparent)]
+    Slo(#[from] crate::saml::SloError),
     /// Loading the session's user failed, or a one-time value could not be recorded: `503`
-    /// (`replay_guard_full` when the in-memory replay guard is full, see
+    /// (a store's [`Refusal`](crate::store::Refusal): its `409` or `403`;
+    /// `replay_guard_full` when the in-memory replay guard is full, see
     /// [`ReplayGuardFull`](crate::replay::ReplayGuardFull)).
     #[error("{}", store_message(.0))]
     Store(#[source] StoreError),
@@ -168,15 +174,19 @@ impl Error {
             Self::Provision(e) => e.status(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.status(),
-            Self::Store(crate::store::StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
+            #[cfg(feature = "saml")]
+            Self::Slo(e) => e.status(),
+            Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(StoreError::Refused(r)) => r.status(),
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CrossSite => StatusCode::FORBIDDEN,
             Self::Session(e) => e.status(),
         }
     }
 
-    /// A short machine-readable code, the `error` field of JSON bodies.
-    pub fn code(&self) -> &'static str {
+    /// A short machine-readable code, the `error` field of JSON bodies (a store's
+    /// [`Refusal`](crate::store::Refusal) carries the application's own).
+    pub fn code(&self) -> &str {
         match self {
             Self::UnknownProvider(_) => "unknown_provider",
             Self::ReturnTo(_) => "invalid_return_to",
@@ -186,6 +196,9 @@ impl Error {
             Self::Provision(e) => e.code(),
             #[cfg(feature = "saml")]
             Self::Saml(e) => e.code(),
+            #[cfg(feature = "saml")]
+            Self::Slo(e) => e.code(),
+            Self::Store(StoreError::Refused(r)) => r.code(),
             Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
             Self::Store(_) => "store_unavailable",
             Self::CrossSite => "cross_site_request",
@@ -207,7 +220,9 @@ impl Error {
 
 /// The message of [`Error::Store`].
 fn store_message(err: &StoreError) -> String {
-    if ReplayGuardFull::is(err) {
+    if let StoreError::Refused(refusal) = err {
+        refusal.to_string()
+    } else if ReplayGuardFull::is(err) {
         ReplayGuardFull.to_string()
     } else {
         "the user store is unavailable".to_owned()

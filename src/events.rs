@@ -1,6 +1,22 @@
 //! Provisioning events for audit and outbound provisioning: every creation, update (with
 //! the diff), link and refusal is delivered to the subscribers given to
-//! [`JitLayerBuilder::on_event`](crate::JitLayerBuilder::on_event).
+//! [`JitLayerBuilder::on_event`](crate::JitLayerBuilder::on_event); so are the ends of a
+//! user's access the layer decides (a lock, a deprovisioning, a logout), for an
+//! application that keeps tokens of its own to revoke them:
+//!
+//! ```
+//! use jit_provision::events::ProvisioningEvent;
+//!
+//! fn revoke_app_tokens(user_id: i64) { /* DELETE FROM app_tokens WHERE user_id = $1 */ }
+//!
+//! let on_event = |event: &ProvisioningEvent| match event {
+//!     ProvisioningEvent::Locked { user_id, .. }
+//!     | ProvisioningEvent::Deprovisioned { user_id, .. }
+//!     | ProvisioningEvent::LoggedOut { user_id, .. } => revoke_app_tokens(user_id.0),
+//!     _ => {}
+//! };
+//! # let _ = jit_provision::JitLayer::builder().on_event(on_event);
+//! ```
 
 use std::sync::Arc;
 
@@ -63,8 +79,9 @@ pub enum ProvisioningEvent {
         provider: String,
         /// Subject at the provider.
         subject: String,
-        /// The error code (as in HTTP answers).
-        code: &'static str,
+        /// The error code (as in HTTP answers; a store's [`Refusal`](crate::store::Refusal)
+        /// carries the application's own).
+        code: String,
         /// The reason.
         reason: String,
         /// The decisions taken up to the refusal: when the mapping (or an admission rule)
@@ -96,6 +113,50 @@ pub enum ProvisioningEvent {
         /// Deleted (`true`) or locked (`false`).
         deleted: bool,
     },
+    /// The layer locked a user: its sessions end at their next request and it cannot log in
+    /// until unlocked in the store.
+    Locked {
+        /// The provider whose login led to the lock (`None` for an administrator's lock).
+        provider: Option<String>,
+        /// User-store domain.
+        domain: String,
+        /// The user.
+        user_id: UserId,
+        /// Who or what locked it.
+        reason: LockReason,
+    },
+    /// A session ended: its id is revoked on every instance.
+    LoggedOut {
+        /// The provider the session was opened with.
+        provider: String,
+        /// User-store domain.
+        domain: String,
+        /// The user.
+        user_id: UserId,
+        /// How it ended.
+        reason: LogoutReason,
+    },
+}
+
+/// Why the layer locked a user ([`ProvisioningEvent::Locked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LockReason {
+    /// An administrator, through [`JitLayer::lock_user`](crate::JitLayer::lock_user).
+    Admin,
+    /// An admission rule refused a returning user's login and the provider's
+    /// `admission.lock_on_refusal` is set.
+    AdmissionRefused,
+}
+
+/// How a session ended ([`ProvisioningEvent::LoggedOut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LogoutReason {
+    /// The user logged out at `POST {prefix}/logout`.
+    User,
 }
 
 /// Receives [`ProvisioningEvent`]s. Delivery is awaited in the login's task, in order: keep

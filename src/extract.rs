@@ -100,6 +100,17 @@ pub struct LoginRequired {
     bearer: bool,
 }
 
+impl LoginRequired {
+    /// The status it answers with: `303` to the login page, else `401`.
+    pub fn status(&self) -> StatusCode {
+        if self.login.is_some() {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::UNAUTHORIZED
+        }
+    }
+}
+
 impl IntoResponse for LoginRequired {
     fn into_response(self) -> Response {
         if let Some(location) = self.login {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -12,7 +13,7 @@ use crate::cache::UserCache;
 use crate::config::PRIMARY_DOMAIN;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::events::EventSink;
-use crate::invalidation::{InvalidationBus, InvalidationSigner, SignedBus};
+use crate::invalidation::{Invalidation, InvalidationBus, InvalidationSigner, SignedBus};
 use crate::mapping::GroupResolver;
 use crate::oidc::OidcProvider;
 use crate::prompt::ProvisionPrompt;
@@ -113,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) replay: Arc<dyn ErasedGuard>,
     pub(crate) context: Arc<crate::extract::AuthContext>,
     pub(crate) bearer: Option<crate::bearer::Bearer>,
+    /// The token refreshes in flight ([`IdpAccessToken`](crate::IdpAccessToken)).
+    pub(crate) refresher: crate::tokens::Refresher,
     /// Tells the invalidation follower to stop when the layer is gone.
     stop: Arc<tokio::sync::Notify>,
 }
@@ -125,8 +128,11 @@ impl Drop for Shared {
 
 /// Applies every verified invalidation from the bus to this layer's caches, until the layer
 /// is dropped.
-async fn follow(bus: SignedBus, shared: Weak<Shared>, stop: Arc<tokio::sync::Notify>) {
-    let mut events = bus.subscribe();
+async fn follow(
+    mut events: BoxStream<'static, Invalidation>,
+    shared: Weak<Shared>,
+    stop: Arc<tokio::sync::Notify>,
+) {
     loop {
         let event = tokio::select! {
             _ = stop.notified() => return,
@@ -882,7 +888,12 @@ impl JitLayerBuilder {
             }
         };
         let sessions = Sessions::new(
-            session_store.time_limited(self.store_timeout),
+            // A token refresh waits for the session's lock (another refresh of it, up to a
+            // request to the provider), then runs one request to the provider under it.
+            session_store.time_limited(
+                self.store_timeout,
+                (self.store_timeout + self.http_timeout) * 2,
+            ),
             codec.clone(),
             session_cookie,
             config.session.ttl_secs,
@@ -915,13 +926,17 @@ impl JitLayerBuilder {
                 .unwrap_or_else(|| Arc::new(MemoryReplayGuard::new())),
             context,
             bearer,
+            refresher: crate::tokens::Refresher::new(),
             stop: Arc::new(tokio::sync::Notify::new()),
         };
         let shared = Arc::new(shared);
         if let Some(bus) = bus {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-            runtime.spawn(follow(bus, Arc::downgrade(&shared), shared.stop.clone()));
+            // Subscribed here, not in the task: what is sent once `build()` returns reaches
+            // this layer even before the task first runs.
+            let events = bus.subscribe();
+            runtime.spawn(follow(events, Arc::downgrade(&shared), shared.stop.clone()));
         }
         Ok(JitLayer { shared })
     }

@@ -20,6 +20,9 @@ pub mod replay;
 pub mod saml;
 pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
+pub mod tokens;
 
 mod admin;
 mod cache;
@@ -44,6 +47,7 @@ pub use mapping::{Claims, MappingError};
 pub use metrics::MetricsSnapshot;
 pub use provision::{Outcome, ProvisionError};
 pub use service::JitService;
+pub use tokens::{IdpAccessToken, IdpTokenError, IdpTokenRejection};
 
 /// Makes sure jsonwebtoken has a crypto backend before anything verifies or signs a token.
 /// With the `rust-crypto` feature, installs jsonwebtoken's RustCrypto backend as the process

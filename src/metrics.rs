@@ -107,7 +107,7 @@ impl Metrics {
 
     /// An interactive login (OIDC callback or SAML ACS) ended: with a session (or a
     /// prompt), or refused with the error `code`.
-    pub(crate) fn login(&self, provider: &str, protocol: Protocol, refused: Option<&'static str>) {
+    pub(crate) fn login(&self, provider: &str, protocol: Protocol, refused: Option<&str>) {
         let provider = provider.to_owned();
         let outcome = match refused {
             None => {
@@ -116,7 +116,7 @@ impl Metrics {
             }
             Some(code) => {
                 Self::add(&self.login_failures);
-                counter!(names::LOGIN_REFUSALS, "provider" => provider.clone(), "code" => code)
+                counter!(names::LOGIN_REFUSALS, "provider" => provider.clone(), "code" => code.to_owned())
                     .increment(1);
                 "failure"
             }
@@ -178,10 +178,10 @@ impl Metrics {
     }
 
     /// A bearer token was refused with the error `code`.
-    pub(crate) fn bearer_refused(&self, code: &'static str) {
+    pub(crate) fn bearer_refused(&self, code: &str) {
         Self::add(&self.bearer_failures);
         counter!(names::BEARER, "result" => "refused").increment(1);
-        counter!(names::BEARER_REFUSALS, "code" => code).increment(1);
+        counter!(names::BEARER_REFUSALS, "code" => code.to_owned()).increment(1);
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {

@@ -15,9 +15,9 @@ use crate::config::{
     DomainPolicy, DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
     ProvisioningMode,
 };
-use crate::events::{EventSink, ProvisioningEvent};
+use crate::events::{EventSink, LockReason, ProvisioningEvent};
 use crate::invalidation::{Invalidation, SignedBus};
-use crate::mapping::admission::{Admission, Refusal};
+use crate::mapping::admission::{self, Admission};
 use crate::mapping::roles::Roles;
 use crate::mapping::trace::Decision;
 use crate::mapping::{
@@ -27,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
 use crate::session::{EndReason, Sessions};
 use crate::store::{
-    Identity, IdentityKey, LoginStamp, Profile, SharedStore, StoreError, User, UserId, now_unix,
+    Identity, IdentityKey, LoginStamp, Profile, Refusal, SharedStore, StoreError, User, UserId,
+    now_unix,
 };
 
 /// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
@@ -92,6 +93,10 @@ pub enum ProvisionError {
         /// The size of the sealed prompt state with its cookie name.
         bytes: usize,
     },
+    /// The application's store refused by a rule of its own
+    /// ([`StoreError::Refused`]): `409` or `403` with its code and message, nothing written.
+    #[error("{0}")]
+    Refused(Refusal),
     /// The store failed: `503`.
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
@@ -113,6 +118,7 @@ impl ProvisionError {
             | Self::UsernamePolicy { .. }
             | Self::PromptRefused(_) => StatusCode::FORBIDDEN,
             Self::UsernameTaken(_) | Self::LinkConflict => StatusCode::CONFLICT,
+            Self::Refused(r) => r.status(),
             Self::Store(StoreError::Panicked) | Self::PromptTooLarge { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -121,9 +127,10 @@ impl ProvisionError {
         }
     }
 
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// A short machine-readable code (a [`Refusal`]'s is the application's).
+    pub fn code(&self) -> &str {
         match self {
+            Self::Refused(r) => r.code(),
             Self::JitDisabled => "jit_disabled",
             Self::Locked => "user_locked",
             Self::NotAdmitted { .. } => "not_admitted",
@@ -164,6 +171,7 @@ impl ProvisionError {
             },
             Self::PromptRefused(r) => Self::PromptRefused(r.clone()),
             Self::PromptTooLarge { bytes } => Self::PromptTooLarge { bytes: *bytes },
+            Self::Refused(r) => Self::Refused(r.clone()),
             Self::Store(e) => Self::Store(e.duplicate()),
             Self::UnknownProvider(id) => Self::UnknownProvider(id.clone()),
         }
@@ -175,6 +183,7 @@ impl From<StoreError> for ProvisionError {
         match err {
             StoreError::UsernameTaken(name) => Self::UsernameTaken(name),
             StoreError::LinkConflict => Self::LinkConflict,
+            StoreError::Refused(refusal) => Self::Refused(refusal),
             other => Self::Store(other),
         }
     }
@@ -317,10 +326,12 @@ impl Policy {
     pub(crate) fn admit(&self, claims: &Claims, trace: &mut Trace) -> Result<(), ProvisionError> {
         self.admission
             .admit(claims, self.linking.trust_email, trace)
-            .map_err(|Refusal { rule, decision }| ProvisionError::NotAdmitted {
-                rule,
-                decision: Box::new(decision),
-            })
+            .map_err(
+                |admission::Refusal { rule, decision }| ProvisionError::NotAdmitted {
+                    rule,
+                    decision: Box::new(decision),
+                },
+            )
     }
 
     /// Sets the roles the role rules grant on a mapped login (and marks `roles` managed by
@@ -528,7 +539,7 @@ impl Provisioner {
             self.emit(ProvisioningEvent::Rejected {
                 provider: policy.provider.clone(),
                 subject: identity.subject.clone(),
-                code: err.code(),
+                code: err.code().to_owned(),
                 reason: err.to_string(),
                 trace: Arc::new(trace),
             })
@@ -596,6 +607,13 @@ impl Provisioner {
                     continue;
                 }
                 tracing::info!(provider = %identity.provider, user_id = %user.id, "locked a user the admission rules refused");
+                self.emit(ProvisioningEvent::Locked {
+                    provider: Some(identity.provider.clone()),
+                    domain: domain.name.to_string(),
+                    user_id: user.id,
+                    reason: LockReason::AdmissionRefused,
+                })
+                .await;
             }
             self.cache
                 .by_identity
@@ -1237,5 +1255,242 @@ mod tests {
         let kept = linking_claims(&claims);
         assert_eq!(kept.0.len(), 1);
         assert_eq!(kept.get("email_verified"), Some(&Value::Bool(true)));
+    }
+
+    // The provisioning core's decisions with a memory store: create, find, update, link and
+    // refuse, each with what it writes and the events it delivers.
+
+    use std::sync::Mutex;
+
+    use crate::config::CacheConfig;
+    use crate::store::UserStore;
+
+    type Events = Arc<Mutex<Vec<ProvisioningEvent>>>;
+
+    /// A provisioner over `store` (the primary domain) recording its events.
+    fn provisioner(store: impl UserStore) -> (Provisioner, Events) {
+        let events = Events::default();
+        let sink = {
+            let events = events.clone();
+            move |e: &ProvisioningEvent| events.lock().unwrap().push(e.clone())
+        };
+        let name: Arc<str> = Arc::from(PRIMARY_DOMAIN);
+        let domain = Domain {
+            name: name.clone(),
+            store: Arc::new(store),
+            policy: DomainPolicy::default(),
+        };
+        let cache = UserCache::new(&CacheConfig::default(), None);
+        let sessions = crate::session::Sessions::new(
+            crate::session::SessionStoreHandle::new(crate::session::MemorySessionStore::new()),
+            crate::session::CookieCodec::new(&crate::session::SessionKey::generate(), &[], true),
+            "jit_session".to_owned(),
+            3600,
+            0,
+            cache.clone(),
+            None,
+        );
+        let provisioner = Provisioner::new(
+            HashMap::from([(name, Arc::new(domain))]),
+            cache,
+            sessions,
+            None,
+            vec![Arc::new(sink)],
+            HashMap::new(),
+            HashMap::new(),
+        );
+        (provisioner, events)
+    }
+
+    fn policy(config: ProviderConfig) -> Policy {
+        Policy::new("corp", &config, None).unwrap()
+    }
+
+    fn corp() -> ProviderConfig {
+        ProviderConfig::new("https://idp.example", "app")
+    }
+
+    fn identity(subject: &str) -> Identity {
+        Identity::new("corp", "https://idp.example", subject)
+    }
+
+    fn claims(value: Value) -> Claims {
+        Claims(value.as_object().unwrap().clone())
+    }
+
+    fn jane() -> Claims {
+        claims(serde_json::json!({
+            "sub": "s-1", "preferred_username": "jane", "email": "jane@example.com",
+            "email_verified": true, "name": "Jane",
+        }))
+    }
+
+    /// The kinds of the events delivered so far.
+    fn kinds(events: &Events) -> Vec<String> {
+        let events = events.lock().unwrap();
+        events
+            .iter()
+            .map(|e| {
+                serde_json::to_value(e).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    async fn run(
+        provisioner: &Provisioner,
+        policy: &Policy,
+        subject: &str,
+        claims: &Claims,
+    ) -> Result<(Arc<User>, Outcome), ProvisionError> {
+        match provisioner
+            .provision(policy, &identity(subject), claims, None)
+            .await?
+        {
+            Provisioned::Done { user, outcome, .. } => Ok((user, outcome)),
+            Provisioned::Prompt { .. } => panic!("no prompt hook is registered"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_login_creates_and_the_next_finds_the_same_user() {
+        let store = MemoryStore::new();
+        let (provisioner, events) = provisioner(store.clone());
+        let policy = policy(corp());
+        let (created, outcome) = run(&provisioner, &policy, "s-1", &jane()).await.unwrap();
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!(created.username, "jane");
+        assert_eq!(created.email.as_deref(), Some("jane@example.com"));
+        let (found, outcome) = run(&provisioner, &policy, "s-1", &jane()).await.unwrap();
+        assert_eq!((found.id, outcome), (created.id, Outcome::Unchanged));
+        assert_eq!(store.user_count(), 1);
+        assert_eq!(kinds(&events), ["created"]);
+    }
+
+    #[tokio::test]
+    async fn changed_claims_update_the_stored_user_with_the_diff() {
+        let store = MemoryStore::new();
+        let (provisioner, events) = provisioner(store.clone());
+        let policy = policy(corp());
+        let (created, _) = run(&provisioner, &policy, "s-1", &jane()).await.unwrap();
+        let mut renamed = jane();
+        renamed.0.insert("name".into(), "Jane Doe".into());
+        let (updated, outcome) = run(&provisioner, &policy, "s-1", &renamed).await.unwrap();
+        assert_eq!((updated.id, outcome), (created.id, Outcome::Updated));
+        let stored = store.find_by_id(created.id).await.unwrap().unwrap();
+        assert_eq!(stored.display_name.as_deref(), Some("Jane Doe"));
+        assert_eq!(kinds(&events), ["created", "updated"]);
+        let update = events.lock().unwrap()[1].clone();
+        let ProvisioningEvent::Updated { changes, .. } = update else {
+            panic!("an update event");
+        };
+        assert_eq!(changes.display_name, Some(Some("Jane Doe".into())));
+        assert_eq!(changes.email, None, "only what changed");
+
+        // Create-only leaves the user as it is.
+        let create_only = self::policy(corp().mode(ProvisioningMode::CreateOnly));
+        let (_, outcome) = run(&provisioner, &create_only, "s-1", &jane())
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Unchanged);
+        let stored = store.find_by_id(created.id).await.unwrap().unwrap();
+        assert_eq!(stored.display_name.as_deref(), Some("Jane Doe"));
+    }
+
+    #[tokio::test]
+    async fn linking_by_email_needs_a_verified_email_and_links_the_local_account() {
+        let store = MemoryStore::new();
+        let mut local = Profile::new("jane.local");
+        local.email = Some(Some("Jane@Example.com".into()));
+        let local = store.insert_local(&local).unwrap();
+        let (provisioner, events) = provisioner(store.clone());
+        let by_email = policy(corp().linking(LinkingConfig {
+            by: LinkBy::Email,
+            ..LinkingConfig::default()
+        }));
+
+        // Not verified: not linked, a user of its own is created.
+        let mut unverified = jane();
+        unverified
+            .0
+            .insert("email_verified".into(), Value::Bool(false));
+        let (other, outcome) = run(&provisioner, &by_email, "s-0", &unverified)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Created);
+        assert_ne!(other.id, local.id);
+        store.delete(other.id).await.unwrap();
+
+        let (linked, outcome) = run(&provisioner, &by_email, "s-1", &jane()).await.unwrap();
+        assert_eq!((linked.id, outcome), (local.id, Outcome::Linked));
+        let links = store.identities_of(local.id).await.unwrap();
+        assert_eq!(
+            links.iter().map(|l| l.subject.as_str()).collect::<Vec<_>>(),
+            ["s-1"]
+        );
+        // The link syncs the mapped attributes at once (the outcome stays `Linked`).
+        assert_eq!(kinds(&events), ["created", "linked", "updated"]);
+        assert_eq!(linked.display_name.as_deref(), Some("Jane"));
+        assert_eq!(
+            linked.username, "jane.local",
+            "the username is the account's own"
+        );
+
+        // Another subject of the provider is not linked to the same account again.
+        let err = run(&provisioner, &by_email, "s-2", &jane())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::CONFLICT, "link_conflict")
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_write_nothing_and_are_reported() {
+        let store = MemoryStore::new();
+        let (provisioner, events) = provisioner(store.clone());
+        // Mode off: an unknown identity is refused.
+        let off = policy(corp().mode(ProvisioningMode::Off));
+        let err = run(&provisioner, &off, "s-1", &jane()).await.unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::FORBIDDEN, "jit_disabled")
+        );
+        assert_eq!(store.user_count(), 0);
+
+        // Linking off (the default): a local account's username is a conflict, not a link.
+        store.insert_local(&Profile::new("jane")).unwrap();
+        let policy = policy(corp());
+        let err = run(&provisioner, &policy, "s-1", &jane())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::CONFLICT, "username_taken")
+        );
+        assert!(
+            store
+                .find_by_identity(&identity("s-1").key())
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A locked user is refused, and no login unlocks it.
+        let mut bob = jane();
+        bob.0.insert("preferred_username".into(), "bob".into());
+        let (user, _) = run(&provisioner, &policy, "s-2", &bob).await.unwrap();
+        store.set_locked(user.id, true).await.unwrap();
+        provisioner.cache().by_identity.invalidate_all();
+        let err = run(&provisioner, &policy, "s-2", &bob).await.unwrap_err();
+        assert_eq!(err.code(), "user_locked");
+        assert!(store.find_by_id(user.id).await.unwrap().unwrap().locked);
+        assert_eq!(
+            kinds(&events),
+            ["rejected", "rejected", "created", "rejected"]
+        );
     }
 }

@@ -90,7 +90,7 @@ fn mark_set_cookie_sensitive(headers: &mut HeaderMap) {
 /// Answers at one of the layer's endpoints, or authenticates the request and calls the inner
 /// service.
 async fn serve<I>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     inner: &mut I,
     req: Request<Body>,
 ) -> Result<Response<Body>, I::Error>
@@ -215,7 +215,7 @@ fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Respo
 
 /// Reads the session cookie and, when its session holds and its user is good, puts the user
 /// in the extensions.
-async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Attached, Error> {
+async fn attach_session(shared: &Arc<Shared>, req: &mut Request<Body>) -> Result<Attached, Error> {
     let session = match shared
         .sessions
         .open(req.headers(), shared.provisioner.metrics())
@@ -239,5 +239,16 @@ async fn attach_session(shared: &Shared, req: &mut Request<Body>) -> Result<Atta
         user,
         auth: session.auth.clone(),
     });
+    // For `IdpAccessToken`, when the session's provider keeps tokens.
+    if shared
+        .providers
+        .get(&session.auth.provider)
+        .is_some_and(|p| p.config.store_tokens)
+    {
+        req.extensions_mut().insert(crate::tokens::TokenSource {
+            shared: shared.clone(),
+            session,
+        });
+    }
     Ok(Attached::Clean)
 }

@@ -180,7 +180,12 @@ async fn a_returning_user_dropped_from_a_required_group_is_refused_and_not_updat
 
 #[tokio::test]
 async fn lock_on_refusal_locks_a_returning_user_and_ends_its_session() {
-    let app = TestApp::start_with(|p| p.admission(groups_required(&["staff"], true)), |b| b).await;
+    let events = Events::default();
+    let app = TestApp::start_with(
+        |p| p.admission(groups_required(&["staff"], true)),
+        recording(&events),
+    )
+    .await;
     // A refused first login has nobody to lock, and creates nobody.
     let stranger = DevUser::new("sub-x", "xena", "x@example.com", "X", &["finance"]);
     assert_not_admitted(
@@ -227,6 +232,15 @@ async fn lock_on_refusal_locks_a_returning_user_and_ends_its_session() {
         "user_locked",
     )
     .await;
+    // One event for the application (to revoke its own tokens), for the one lock.
+    let id = app.store.inner.users()[0].id;
+    assert_eq!(
+        events_of(&events, "locked"),
+        [
+            json!({"event": "locked", "provider": "dev", "domain": "PRIMARY",
+                "user_id": id, "reason": "admission_refused"})
+        ]
+    );
 }
 
 #[tokio::test]

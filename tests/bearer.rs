@@ -10,7 +10,7 @@ use common::bearer::*;
 use common::*;
 use jit_provision::config::{BearerConfig, LinkBy, LinkingConfig};
 use jit_provision::dev_idp::DevIdp;
-use jit_provision::store::{IdentityKey, Profile, UserStore};
+use jit_provision::store::{IdentityKey, Profile, Refusal, UserStore};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -566,4 +566,18 @@ async fn bearer_calls_sync_attributes_when_the_bearer_section_allows_it() {
         app.store.inner.users()[0].email.as_deref(),
         Some("alice@new.example")
     );
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_applications_store_is_its_409_not_a_503() {
+    let app = api().await;
+    app.store.refuse_create_when(|_, profile: &Profile| {
+        (profile.username == "svc-reports")
+            .then(|| Refusal::conflict("username", "reserved_name", "this name is reserved"))
+    });
+    let token = app.idp.sign_access_token(claims(&app, "svc-reports"));
+    let response = call(&app, "/me", &token).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(response).await, "reserved_name");
+    assert_eq!(app.store.inner.user_count(), 0);
 }

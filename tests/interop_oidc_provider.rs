@@ -1298,3 +1298,359 @@ async fn backchannel_logout_from_the_provider_ends_the_session_on_both_instances
     );
     drop(op);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tokens for calling APIs on the user's behalf
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh PostgreSQL database for two instances sharing it.
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod token_pg;
+
+/// How long access tokens live at the provider in the refresh tests, in seconds.
+const ACCESS_TOKEN_TTL: &str = "4";
+/// Past the point where the layer refreshes such a token: half its lifetime (the margin, 60 s
+/// by default, is capped at half the lifetime).
+const PAST_REFRESH_POINT: Duration = Duration::from_secs(3);
+
+async fn idp_token(token: jit_provision::IdpAccessToken) -> Json<Value> {
+    Json(json!({ "token": token.secret(), "expires_at": token.expires_at() }))
+}
+
+/// The session key of every instance in the token tests (cookies open on all of them).
+const SESSION_KEY: [u8; 64] = [7; 64];
+
+/// One instance of the app, with `/me` and `/token` (an `IdpAccessToken` handler), its users
+/// and sessions in the SQLite file `db` (which other instances may share).
+async fn serve_token_app(
+    listener: tokio::net::TcpListener,
+    base: String,
+    provider: ProviderConfig,
+    db: &Path,
+) -> App {
+    let store = SqliteStore::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the SQLite store");
+    serve_token_app_on(listener, base, provider, store.clone(), store).await
+}
+
+/// [`serve_token_app`] on `store` (users, sessions, one-time values); `sqlite` is the
+/// [`App`]'s own store (for a PostgreSQL instance, an unused one).
+async fn serve_token_app_on<S>(
+    listener: tokio::net::TcpListener,
+    base: String,
+    provider: ProviderConfig,
+    store: S,
+    sqlite: SqliteStore,
+) -> App
+where
+    S: UserStore + jit_provision::replay::ReplayGuard + Clone,
+{
+    let key = jit_provision::session::SessionKey::from_bytes(&SESSION_KEY).unwrap();
+    let layer = JitLayer::builder()
+        .public_url(base.clone())
+        .insecure_cookies_for_localhost()
+        .session_key(key)
+        .provider(PROVIDER_ID, provider)
+        .store(store.clone())
+        .replay_guard(store)
+        .build()
+        .expect("layer builds");
+    let app = Router::new()
+        .route("/me", get(me))
+        .route("/token", get(idp_token))
+        .layer(layer);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("app server");
+    });
+    App {
+        callback: format!("{base}/auth/{PROVIDER_ID}/callback"),
+        base,
+        store: sqlite,
+    }
+}
+
+/// The provider with `store_tokens`.
+fn token_provider(issuer: &str) -> ProviderConfig {
+    let mut provider = provider_config(issuer, ResponseMode::Query);
+    provider.store_tokens = true;
+    provider
+}
+
+/// `GET /token` at `app`: the status and the JSON answer.
+async fn token_at(browser: &Browser, app: &App) -> (StatusCode, Value) {
+    let response = browser
+        .client
+        .get(format!("{}/token", app.base))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// The token of a `200` answer of `/token`.
+fn token_of((status, body): &(StatusCode, Value)) -> String {
+    assert_eq!(*status, StatusCode::OK, "{body}");
+    body["token"].as_str().expect("a token").to_owned()
+}
+
+/// The provider's userinfo with an access token: the status and its `sub`.
+async fn userinfo_with(op: &OpenIdProvider, token: &str) -> (StatusCode, Option<String>) {
+    let response = reqwest::Client::new()
+        .get(format!("{}/me", op.issuer))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["sub"].as_str().map(str::to_owned))
+}
+
+/// The refresh requests the provider has seen: (answered, refused).
+fn refreshes(op: &OpenIdProvider) -> (usize, usize) {
+    let log = op.log.lock().unwrap_or_else(|e| e.into_inner());
+    let count = |line: &str| log.lines().filter(|l| l.trim() == line).count();
+    (count("REFRESH ok"), count("REFRESH error"))
+}
+
+/// The refresh requests once the provider's output reached at least `total` of them (its
+/// stdout is read by a task of its own), and a moment later, so that one more would show.
+async fn settled_refreshes(op: &OpenIdProvider, total: usize) -> (usize, usize) {
+    for _ in 0..100 {
+        let (ok, refused) = refreshes(op);
+        if ok + refused >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    refreshes(op)
+}
+
+/// How and why the sessions in `app`'s store ended.
+async fn session_ends(app: &App) -> Vec<Option<String>> {
+    sqlx::query_scalar("SELECT end_reason FROM jit_sessions ORDER BY created_at")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+}
+
+/// With `store_tokens`, a handler taking `IdpAccessToken` gets the provider's access token;
+/// past its refresh point, eight concurrent requests at two instances sharing one SQLite file
+/// get one new token from ONE refresh request at the provider; the rotated refresh token was
+/// stored, since the next refresh (which needs it: the old one is spent) succeeds too.
+#[tokio::test]
+async fn stored_tokens_refresh_once_across_two_instances_with_rotation() {
+    let Some(pre) = prerequisites("stored_tokens_refresh_once_across_two_instances_with_rotation")
+    else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("refresh");
+    let db = scratch.path("users.db");
+    refresh_once_at_two_instances(&pre, &scratch, |listener, base, provider| {
+        serve_token_app(listener, base, provider, &db)
+    })
+    .await;
+}
+
+/// As [`stored_tokens_refresh_once_across_two_instances_with_rotation`], the two instances
+/// sharing one PostgreSQL database (the row lock, `SELECT ... FOR UPDATE`).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn stored_tokens_refresh_once_across_two_instances_on_postgres() {
+    let Some(pre) = prerequisites("stored_tokens_refresh_once_across_two_instances_on_postgres")
+    else {
+        return;
+    };
+    let Some(url) = token_pg::fresh_database().await else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("refresh-pg");
+    refresh_once_at_two_instances(&pre, &scratch, |listener, base, provider| {
+        let url = url.clone();
+        async move {
+            let store = jit_provision::store::PostgresStore::connect(&url)
+                .await
+                .expect("connect to PostgreSQL");
+            let unused = SqliteStore::connect("sqlite::memory:").await.unwrap();
+            serve_token_app_on(listener, base, provider, store, unused).await
+        }
+    })
+    .await;
+}
+
+/// A provider issuing refresh tokens and short-lived access tokens, `accounts` in its accounts
+/// file, and the app's listener (its callback registered): the provider, the listener, the
+/// app's base and the accounts file.
+async fn start_refreshing_provider(
+    pre: &Prerequisites,
+    scratch: &Scratch,
+    accounts: &Value,
+) -> (OpenIdProvider, tokio::net::TcpListener, String, PathBuf) {
+    let file = scratch.path("accounts.json");
+    write_accounts(&file, accounts);
+    let (listener, base) = bind_app().await;
+    let callback = format!("{base}/auth/{PROVIDER_ID}/callback");
+    let op = start_provider_with(
+        pre,
+        &callback,
+        &file,
+        &[("OP_ACCESS_TOKEN_TTL", ACCESS_TOKEN_TTL)],
+    )
+    .await;
+    (op, listener, base, file)
+}
+
+/// The body of the two tests above: `serve` starts an instance on the shared store.
+async fn refresh_once_at_two_instances<F, Fut>(pre: &Prerequisites, scratch: &Scratch, serve: F)
+where
+    F: Fn(tokio::net::TcpListener, String, ProviderConfig) -> Fut,
+    Fut: std::future::Future<Output = App>,
+{
+    let accounts = alice("alice@example.org", "Alice", &["admins"]);
+    let (op, listener, base, _) = start_refreshing_provider(pre, scratch, &accounts).await;
+    let a = serve(listener, base, token_provider(&op.issuer)).await;
+    let (listener, base) = bind_app().await;
+    let b = serve(listener, base, token_provider(&op.issuer)).await;
+    let browser = Browser::new();
+    browser.login(&a, &op.issuer, "alice", "/me").await;
+
+    let first = token_of(&token_at(&browser, &a).await);
+    assert_eq!(
+        userinfo_with(&op, &first).await,
+        (StatusCode::OK, Some("alice".to_owned())),
+        "the handler got the provider's access token"
+    );
+    let (ok, refused) = settled_refreshes(&op, 0).await;
+    assert_eq!(refused, 0);
+
+    tokio::time::sleep(PAST_REFRESH_POINT).await;
+    let answers = futures_util::future::join_all(
+        (0..8).map(|i| token_at(&browser, if i % 2 == 0 { &a } else { &b })),
+    )
+    .await;
+    let tokens: Vec<String> = answers.iter().map(token_of).collect();
+    assert_ne!(tokens[0], first, "a refreshed token");
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+    let (ok_after, refused_after) = settled_refreshes(&op, ok + 1).await;
+    eprintln!(
+        "measured: {} refresh request(s) at the provider for 8 concurrent requests at 2 instances",
+        ok_after + refused_after - ok - refused
+    );
+    assert_eq!(
+        (ok_after - ok, refused_after),
+        (1, 0),
+        "one refresh request"
+    );
+    assert_eq!(
+        userinfo_with(&op, &tokens[0]).await.0,
+        StatusCode::OK,
+        "the refreshed token works at the provider"
+    );
+
+    // The second refresh spends the rotated refresh token (the first one is used up: the
+    // provider would refuse it and revoke the grant).
+    tokio::time::sleep(PAST_REFRESH_POINT).await;
+    let third = token_of(&token_at(&browser, &b).await);
+    assert_ne!(third, tokens[0]);
+    assert_eq!(settled_refreshes(&op, ok + 2).await, (ok + 2, 0));
+    assert_eq!(token_of(&token_at(&browser, &a).await), third);
+    assert_eq!(browser.me(&a).await.0, StatusCode::OK);
+    let log = op.log.lock().unwrap().clone();
+    assert!(!log.contains("already used"), "{log}");
+    drop(op);
+}
+
+/// The provider refuses the refresh token (`invalid_grant`: the account is gone): the
+/// extractor answers `401 idp_refresh_refused` and the session is over, in the store too.
+#[tokio::test]
+async fn a_refused_refresh_ends_the_session() {
+    let Some(pre) = prerequisites("a_refused_refresh_ends_the_session") else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("refresh-refused");
+    let with_alice = alice("alice@example.org", "Alice", &["admins"]);
+    let (op, listener, base, accounts) =
+        start_refreshing_provider(&pre, &scratch, &with_alice).await;
+    let app = serve_token_app(
+        listener,
+        base,
+        token_provider(&op.issuer),
+        &scratch.path("users.db"),
+    )
+    .await;
+    let browser = Browser::new();
+    browser.login(&app, &op.issuer, "alice", "/me").await;
+    token_of(&token_at(&browser, &app).await);
+
+    let mut without_alice = with_alice;
+    without_alice.as_object_mut().unwrap().remove("alice");
+    write_accounts(&accounts, &without_alice);
+    tokio::time::sleep(PAST_REFRESH_POINT).await;
+    let (status, body) = token_at(&browser, &app).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "idp_refresh_refused", "{body}");
+    assert_eq!(settled_refreshes(&op, 1).await.1, 1, "the provider refused");
+    assert_eq!(browser.me(&app).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        session_ends(&app).await,
+        [Some("refresh_refused".to_owned())]
+    );
+    drop(op);
+}
+
+/// With `resync_on_refresh`, a refresh reads the claims again from the refreshed ID token
+/// and updates the user as a login does: a group removed at the provider is gone without a
+/// new login; once the admission rules refuse the claims, the session ends.
+#[tokio::test]
+async fn resync_on_refresh_applies_changed_claims() {
+    let Some(pre) = prerequisites("resync_on_refresh_applies_changed_claims") else {
+        return;
+    };
+    init_tracing();
+    let scratch = Scratch::new("resync");
+    let staff = alice("alice@example.org", "Alice", &["admins", "staff"]);
+    let (op, listener, base, accounts) = start_refreshing_provider(&pre, &scratch, &staff).await;
+    let mut provider = token_provider(&op.issuer);
+    provider.resync_on_refresh = true;
+    provider.admission.require_groups = Some(vec!["staff".into()]);
+    let app = serve_token_app(listener, base, provider, &scratch.path("users.db")).await;
+    let browser = Browser::new();
+    browser.login(&app, &op.issuer, "alice", "/me").await;
+    let (status, me) = browser.me(&app).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["groups"], json!(["admins", "staff"]));
+
+    write_accounts(
+        &accounts,
+        &alice("alice@example.org", "Alice Smith", &["staff"]),
+    );
+    tokio::time::sleep(PAST_REFRESH_POINT).await;
+    token_of(&token_at(&browser, &app).await);
+    let (status, me) = browser.me(&app).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        me["groups"],
+        json!(["staff"]),
+        "the group removed at the IdP"
+    );
+    assert_eq!(me["display_name"], "Alice Smith");
+
+    write_accounts(&accounts, &alice("alice@example.org", "Alice Smith", &[]));
+    tokio::time::sleep(PAST_REFRESH_POINT).await;
+    let (status, body) = token_at(&browser, &app).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(browser.me(&app).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        session_ends(&app).await,
+        [Some("resync_refused".to_owned())]
+    );
+    drop(op);
+}

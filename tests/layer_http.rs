@@ -154,7 +154,27 @@ fn form_post(prefix: &str, cookie: &str, fields: &[(String, String)]) -> Request
 
 #[tokio::test]
 async fn secure_cookies_carry_every_attribute_through_a_form_post_login() {
-    let (app, _idp, store) = secure_app("/auth").await;
+    let (app, idp, store) = secure_app("/auth").await;
+    // The development IdP's default key is P-256: the login below verifies an ES256 token.
+    let get = |path: &str| reqwest::get(format!("{}{path}", idp.issuer()));
+    let discovery: serde_json::Value = get("/.well-known/openid-configuration")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
+    let jwks: serde_json::Value = get("/jwks").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (
+            jwks["keys"][0]["kty"].as_str(),
+            jwks["keys"][0]["crv"].as_str()
+        ),
+        (Some("EC"), Some("P-256"))
+    );
     let (cookie, fields) = start_and_approve(&app, "/auth").await;
     let response = app
         .clone()

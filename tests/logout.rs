@@ -533,7 +533,9 @@ struct FlakySessions {
 mod flaky {
     use std::sync::atomic::Ordering;
 
-    use jit_provision::session::{EndReason, IdpSession, SessionRecord, SessionStore};
+    use jit_provision::session::{
+        EndReason, IdpSession, SessionRecord, SessionStore, TokensUpdate,
+    };
     use jit_provision::store::StoreError;
 
     use super::FlakySessions;
@@ -599,6 +601,13 @@ mod flaky {
         }
         async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
             self.inner.purge_sessions(before).await
+        }
+        async fn update_tokens<'a>(
+            &'a self,
+            id: &'a str,
+            update: TokensUpdate<'a>,
+        ) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner.update_tokens(id, update).await
         }
     }
 }

@@ -13,7 +13,7 @@ use jit_provision::config::{
 };
 use jit_provision::dev_idp::DevUser;
 use jit_provision::policy::{Deprovision, PreviewAction, check_local_edit};
-use jit_provision::store::{Identity, IdentityKey, MemoryStore, Profile, UserStore};
+use jit_provision::store::{Identity, IdentityKey, MemoryStore, Profile, Refusal, UserStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -807,4 +807,201 @@ async fn users_of_a_removed_provider_are_disabled_or_deleted() {
             .count(),
         4
     );
+    // Each user once per action, with its provider.
+    let mut seen: Vec<(Value, Value, Value)> = events_of(&events, "deprovisioned")
+        .into_iter()
+        .map(|e| {
+            (
+                e["provider"].clone(),
+                e["user_id"].clone(),
+                e["deleted"].clone(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|s| format!("{s:?}"));
+    seen.dedup();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|(p, ..)| p == "dev"));
+}
+
+#[tokio::test]
+async fn the_layer_reports_a_logout_and_an_administrators_lock_once() {
+    let events = Events::default();
+    let app = TestApp::start_with(|p| p, recording(&events)).await;
+    assert_eq!(app.login(&alice()).await.status(), StatusCode::SEE_OTHER);
+    let alice_id = app.me().await.json::<Value>().await.unwrap()["id"].clone();
+    assert_eq!(app.logout().await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        events_of(&events, "logged_out"),
+        [
+            json!({"event": "logged_out", "provider": "dev", "domain": "PRIMARY",
+                "user_id": alice_id, "reason": "user"})
+        ]
+    );
+    // A logout without a session reports nothing.
+    assert_eq!(app.logout().await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(events_of(&events, "logged_out").len(), 1);
+
+    let bob_browser = browser();
+    assert_eq!(
+        app.login_with(&bob_browser, &bob()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let bob_id = app
+        .me_with(&bob_browser)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
+    app.layer
+        .lock_user(jit_provision::store::UserId(bob_id.as_i64().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        events_of(&events, "locked"),
+        [
+            json!({"event": "locked", "provider": null, "domain": "PRIMARY",
+                "user_id": bob_id, "reason": "admin"})
+        ]
+    );
+    assert_eq!(
+        app.me_with(&bob_browser).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "its session ended"
+    );
+    assert_refused(
+        app.login_with(&bob_browser, &bob()).await,
+        StatusCode::FORBIDDEN,
+        "user_locked",
+    )
+    .await;
+    assert_eq!(events_of(&events, "locked").len(), 1);
+}
+
+/// The application's rule: an email held by one of its accounts (a password account, made
+/// outside the layer) cannot get a second account by SSO.
+fn email_in_use(users: &MemoryStore, profile: &Profile) -> Option<Refusal> {
+    let email = profile.email.clone().flatten()?;
+    users
+        .users()
+        .iter()
+        .any(|u| {
+            u.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(&email))
+        })
+        .then(|| {
+            Refusal::conflict(
+                "email",
+                "email_in_use",
+                "this email belongs to an account with a password: log in with it",
+            )
+        })
+}
+
+#[tokio::test]
+async fn the_stores_own_conflict_is_a_409_with_its_code_and_writes_nothing() {
+    let events = Events::default();
+    let app = TestApp::start_with(|p| p, recording(&events)).await;
+    let mut local = Profile::new("alice.pw");
+    local.email = Some(Some("Alice@Example.com".into()));
+    app.store.inner.insert_local(&local).unwrap();
+    app.store.refuse_create_when(email_in_use);
+
+    assert_refused(
+        app.login(&alice()).await,
+        StatusCode::CONFLICT,
+        "email_in_use",
+    )
+    .await;
+    assert_eq!(app.store.inner.user_count(), 1, "no user created");
+    assert!(
+        app.store
+            .inner
+            .find_by_identity(&key("sub-alice"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        app.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "no session"
+    );
+    let rejected = serde_json::to_value(&events.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        (rejected["event"].as_str(), rejected["code"].as_str()),
+        (Some("rejected"), Some("email_in_use"))
+    );
+
+    // A browser gets the HTML page of every refusal, with the code.
+    let browser = browser();
+    let callback = app.callback_url(&browser, &alice()).await;
+    let page = browser
+        .get(callback)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::CONFLICT);
+    assert!(!sets_session(&page));
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<code>email_in_use</code>") && html.contains("log in with it"),
+        "{html}"
+    );
+    // Another email is not the application's business: created.
+    assert_eq!(
+        app.login_with(&browser, &bob()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(app.store.inner.user_count(), 2);
+    // The refusal was not kept: once the application lifts its rule, alice is created.
+    app.store.refuse_create_when(|_, _| None);
+    let created = app.login_with(&browser, &alice()).await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.store.inner.user_count(), 3);
+}
+
+#[tokio::test]
+async fn the_stores_own_rejection_is_a_403_with_its_code() {
+    let app = TestApp::start().await;
+    app.store.refuse_create_when(|_, profile: &Profile| {
+        let email = profile.email.clone().flatten()?;
+        email.ends_with("@example.com").then(|| {
+            Refusal::forbidden(
+                "email",
+                "signup_closed",
+                "sign-ups from example.com are closed",
+            )
+        })
+    });
+    assert_refused(
+        app.login(&alice()).await,
+        StatusCode::FORBIDDEN,
+        "signup_closed",
+    )
+    .await;
+    assert_eq!(app.store.inner.user_count(), 0);
+}
+
+#[tokio::test]
+async fn a_prompt_resume_the_store_refuses_is_answered_with_its_code() {
+    let app = TestApp::start_with(|p| p, |b| b.prompt("dev", ChooseUsername)).await;
+    let mut local = Profile::new("alice.pw");
+    local.email = Some(Some("alice@example.com".into()));
+    app.store.inner.insert_local(&local).unwrap();
+    app.store.refuse_create_when(email_in_use);
+    assert_eq!(location(&app.login(&alice()).await), "/welcome");
+    let resumed = app
+        .client
+        .post(app.url("/auth/resume"))
+        .form(&[("consent", "yes"), ("username", "alice.b")])
+        .send()
+        .await
+        .unwrap();
+    assert_refused(resumed, StatusCode::CONFLICT, "email_in_use").await;
+    assert_eq!(app.store.inner.user_count(), 1);
+    assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
 }

@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::store_contract::{
-    canonical_names, concurrent_creates, concurrent_links, contract, login_updates, role_provenance,
-};
 use common::*;
 use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
 use jit_provision::session::SessionKey;
@@ -153,58 +150,6 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     started.elapsed()
-}
-
-#[tokio::test]
-async fn postgres_store_keeps_the_contract() {
-    let Some(url) = pg::fresh_database().await else {
-        return;
-    };
-    contract(PostgresStore::connect(&url).await.unwrap()).await;
-    let Some(url) = pg::fresh_database().await else {
-        return;
-    };
-    concurrent_creates(PostgresStore::connect(&url).await.unwrap()).await;
-    // Migrating twice (a second instance starting) is a no-op.
-    PostgresStore::connect(&url).await.unwrap();
-}
-
-/// A fresh, migrated PostgreSQL store, or `None` (skipped) without a server.
-async fn fresh_store() -> Option<PostgresStore> {
-    let url = pg::fresh_database().await?;
-    Some(PostgresStore::connect(&url).await.unwrap())
-}
-
-#[tokio::test]
-async fn postgres_login_updates_keep_concurrent_grants_and_drop_when_stale() {
-    let Some(store) = fresh_store().await else {
-        return;
-    };
-    login_updates(store).await;
-}
-
-#[tokio::test]
-async fn postgres_roles_are_kept_apart_from_groups_with_provenance() {
-    let Some(store) = fresh_store().await else {
-        return;
-    };
-    role_provenance(store).await;
-}
-
-#[tokio::test]
-async fn postgres_two_concurrent_links_at_one_provider_one_wins_one_conflicts() {
-    let Some(store) = fresh_store().await else {
-        return;
-    };
-    concurrent_links(store).await;
-}
-
-#[tokio::test]
-async fn postgres_usernames_and_emails_are_unique_in_canonical_form() {
-    let Some(store) = fresh_store().await else {
-        return;
-    };
-    canonical_names(store).await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! cross-site cookie, provisioning, sessions, metadata; and refusals that leave no user and
 //! no session. Responses are signed by samlify (npm), see tests/saml_common.
 
+mod common;
 mod saml_common;
 #[path = "support/unread_body.rs"]
 mod unread_body;
@@ -12,7 +13,7 @@ use axum::routing::get;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use jit_provision::config::{AdmissionConfig, GroupsConfig, LinkingConfig};
-use jit_provision::store::MemoryStore;
+use jit_provision::store::{MemoryStore, Profile, Refusal, UserStore};
 use jit_provision::{CurrentUser, JitConfig, JitLayer, MappingConfig, ProviderConfig};
 use saml_common::*;
 use tower::ServiceExt;
@@ -26,12 +27,24 @@ fn app_with(
     store: &MemoryStore,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
+    app_from(
+        store.clone(),
+        JitConfig::new("https://app.example.test"),
+        provider,
+    )
+}
+
+/// [`app_with`] over any store.
+fn app_over(
+    store: impl UserStore,
+    provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
+) -> Router {
     app_from(store, JitConfig::new("https://app.example.test"), provider)
 }
 
-/// [`app_with`] on top of `config` (public URL, session settings).
+/// [`app_with`] over any store, on top of `config` (public URL, session settings).
 fn app_from(
-    store: &MemoryStore,
+    store: impl UserStore,
     config: JitConfig,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
@@ -45,7 +58,7 @@ fn app_from(
     let layer = JitLayer::builder()
         .config(config)
         .provider(PROVIDER_ID, provider)
-        .store(store.clone())
+        .store(store)
         .build()
         .unwrap();
     router(layer)
@@ -61,15 +74,6 @@ fn router(layer: JitLayer) -> Router {
             }),
         )
         .layer(layer)
-}
-
-fn set_cookies(response: &http::Response<Body>) -> Vec<String> {
-    response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
 }
 
 fn session_of(response: &http::Response<Body>) -> Option<String> {
@@ -120,28 +124,6 @@ async fn start_unchecked(app: &Router) -> (String, Vec<String>) {
         .to_owned();
     assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
     (location, set_cookies(&response))
-}
-
-fn relay_state(location: &str) -> String {
-    url::Url::parse(location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "RelayState")
-        .unwrap()
-        .1
-        .into_owned()
-}
-
-fn acs(saml_response: &str, relay: &str, cookie: &str) -> Request<Body> {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("SAMLResponse", saml_response)
-        .append_pair("RelayState", relay)
-        .finish();
-    Request::post("/auth/corp/acs")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::COOKIE, cookie)
-        .body(Body::from(body))
-        .unwrap()
 }
 
 async fn error_code(response: http::Response<Body>) -> String {
@@ -459,7 +441,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     let expiring_store = MemoryStore::new();
     let mut expiring_config = JitConfig::new("https://app.example.test");
     expiring_config.session.login_ttl_secs = 0;
-    let expiring = app_from(&expiring_store, expiring_config, |p| p);
+    let expiring = app_from(expiring_store.clone(), expiring_config, |p| p);
     let idp_initiated_store = MemoryStore::new();
     let idp_initiated = app_with(&idp_initiated_store, |mut p| {
         p.saml.as_mut().unwrap().allow_idp_initiated = true;
@@ -677,4 +659,47 @@ async fn the_example_saml_config_logs_in() {
     assert_eq!(users[0].display_name, None, "no displayName attribute sent");
     let groups: Vec<&str> = users[0].groups.iter().map(String::as_str).collect();
     assert_eq!(groups, ["admins", "staff"]);
+}
+
+/// A rule of the application's store refuses the creation: the ACS answers its `409` and
+/// code, nothing is created, no session.
+#[tokio::test]
+async fn a_refusal_of_the_applications_store_is_its_answer_at_the_acs() {
+    let Some(node) = node("a_refusal_of_the_applications_store_is_its_answer_at_the_acs") else {
+        return;
+    };
+    let store = common::SwitchableStore::default();
+    store.refuse_create_when(|_, profile: &Profile| {
+        (profile.email.clone().flatten().as_deref() == Some("jane@example.com")).then(|| {
+            Refusal::conflict("email", "email_in_use", "this email has a password account")
+        })
+    });
+    let app = app_over(store.clone(), |p| p);
+    let metadata = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let metadata = metadata.into_body().collect().await.unwrap().to_bytes();
+    let (login, cookie) = start(&app).await;
+    let k = keys();
+    let out = run_idp(
+        &node,
+        idp_settings(&k.idp, &[&k.idp]),
+        std::str::from_utf8(&metadata).unwrap(),
+        vec![job(Some(&login), true, false)],
+    );
+    let saml = out.responses[0].clone().unwrap();
+    let response = app
+        .oneshot(acs(&saml, &relay_state(&login), &cookie))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(session_of(&response).is_none());
+    assert_eq!(error_code(response).await, "email_in_use");
+    assert_eq!(store.inner.user_count(), 0);
 }

@@ -3,18 +3,17 @@
 //! request reads no store on a hit.
 
 mod common;
+#[path = "common/local_bus.rs"]
+mod local_bus;
 
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
 use jit_provision::dev_idp::DevUser;
-use jit_provision::invalidation::{BusEvent, InvalidationBus, SignedInvalidation};
 use jit_provision::policy::Deprovision;
 use jit_provision::session::{MemorySessionStore, SessionKey};
-use jit_provision::store::{SqliteStore, StoreError};
+use jit_provision::store::SqliteStore;
+use local_bus::LocalBus;
 use reqwest::StatusCode;
 
 /// Not a performance bound: how long to wait for a bus message before calling the test hung.
@@ -100,36 +99,6 @@ async fn refused_soon(app: &TestApp, pair: &str) {
             "the session was never refused"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// An invalidation bus inside the process: what one instance publishes, every subscriber
-/// receives.
-#[derive(Clone)]
-struct LocalBus(tokio::sync::broadcast::Sender<SignedInvalidation>);
-
-impl LocalBus {
-    fn new() -> Self {
-        Self(tokio::sync::broadcast::channel(1024).0)
-    }
-}
-
-impl InvalidationBus for LocalBus {
-    fn publish(&self, message: SignedInvalidation) -> BoxFuture<'_, Result<(), StoreError>> {
-        let _ = self.0.send(message);
-        Box::pin(async { Ok(()) })
-    }
-    fn subscribe(&self) -> BoxStream<'static, BusEvent> {
-        use tokio::sync::broadcast::error::RecvError;
-        futures_util::stream::unfold(self.0.subscribe(), |mut rx| async move {
-            let event = match rx.recv().await {
-                Ok(message) => BusEvent::Message(message),
-                Err(RecvError::Lagged(_)) => BusEvent::Gap,
-                Err(RecvError::Closed) => return None,
-            };
-            Some((event, rx))
-        })
-        .boxed()
     }
 }
 

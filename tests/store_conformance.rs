@@ -1,66 +1,77 @@
-//! The same contract checked against every store: the in-memory one and sqlx SQLite
-//! (PostgreSQL runs it in tests/postgres.rs).
+//! The same contract (`jit_provision::testing::store_contract`, the test kit applications
+//! run against their own stores) checked against every store: in memory, sqlx SQLite, and
+//! PostgreSQL (with the `postgres` feature and a server, see tests/common/pg.rs).
 
 mod common;
 
-use common::store_contract::{
-    canonical_names, concurrent_creates, concurrent_links, contract, login_updates, role_provenance,
+use jit_provision::store::{
+    Identity, MemoryStore, Profile, Refusal, RefusalKind, SqliteStore, StoreError, UserStore,
 };
-use jit_provision::store::{Identity, MemoryStore, Profile, SqliteStore, StoreError, UserStore};
+use jit_provision::testing::{Capabilities, UsernameMatching, store_contract};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_keeps_the_contract() {
-    contract(MemoryStore::new()).await;
-    concurrent_creates(MemoryStore::new()).await;
+    store_contract(|| async { MemoryStore::new() }, Capabilities::default()).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_the_contract() {
-    contract(SqliteStore::connect("sqlite::memory:").await.unwrap()).await;
+    store_contract(sqlite, Capabilities::default()).await;
+}
+
+/// An application's store that requires an email (a `NOT NULL` column, here a rule of its
+/// own refusing creations without one).
+fn email_required_store() -> common::SwitchableStore {
+    let store = common::SwitchableStore::default();
+    store.refuse_create_when(|_, profile: &Profile| {
+        profile.email.clone().flatten().is_none().then(|| {
+            Refusal::new(
+                RefusalKind::Forbidden,
+                "email_required",
+                "an email is required",
+            )
+        })
+    });
+    store
+}
+
+/// The capabilities leave out only what such a store cannot do; a store that keeps the
+/// whole contract keeps the rest too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_runs_for_a_store_that_requires_emails_and_folds_case_only() {
+    let emails = Capabilities::default().email_required(true);
+    store_contract(|| async { email_required_store() }, emails.clone()).await;
+    let case_only = emails.usernames(UsernameMatching::CaseInsensitive);
+    store_contract(|| async { MemoryStore::new() }, case_only.clone()).await;
+    store_contract(sqlite, case_only).await;
+}
+
+/// Without the capability, the same store fails the contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "exactly one create wins")]
+async fn a_store_that_requires_emails_fails_the_default_contract() {
+    store_contract(|| async { email_required_store() }, Capabilities::default()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_the_contract() {
+    use jit_provision::store::PostgresStore;
+    let Some(url) = common::pg::fresh_database().await else {
+        return;
+    };
+    let make = || async {
+        let url = common::pg::fresh_database().await.unwrap();
+        PostgresStore::connect(&url).await.unwrap()
+    };
+    store_contract(make, Capabilities::default()).await;
+    // Migrating twice (a second instance starting) is a no-op.
+    PostgresStore::connect(&url).await.unwrap();
+    PostgresStore::connect(&url).await.unwrap();
 }
 
 async fn sqlite() -> SqliteStore {
     SqliteStore::connect("sqlite::memory:").await.unwrap()
-}
-
-#[tokio::test]
-async fn memory_login_update_keeps_a_concurrent_local_grant_and_drops_when_stale() {
-    login_updates(MemoryStore::new()).await;
-}
-
-#[tokio::test]
-async fn sqlite_login_update_keeps_a_concurrent_local_grant_and_drops_when_stale() {
-    login_updates(sqlite().await).await;
-}
-
-#[tokio::test]
-async fn memory_roles_are_kept_apart_from_groups_with_provenance() {
-    role_provenance(MemoryStore::new()).await;
-}
-
-#[tokio::test]
-async fn sqlite_roles_are_kept_apart_from_groups_with_provenance() {
-    role_provenance(sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_two_concurrent_links_at_one_provider_one_wins_one_conflicts() {
-    concurrent_links(MemoryStore::new()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_two_concurrent_links_at_one_provider_one_wins_one_conflicts() {
-    concurrent_links(sqlite().await).await;
-}
-
-#[tokio::test]
-async fn memory_usernames_and_emails_are_unique_and_found_in_canonical_form() {
-    canonical_names(MemoryStore::new()).await;
-}
-
-#[tokio::test]
-async fn sqlite_usernames_and_emails_are_unique_and_found_in_canonical_form() {
-    canonical_names(sqlite().await).await;
 }
 
 /// A SQLite file of its own for one test, removed with its directory at the end.

@@ -39,7 +39,9 @@ pub fn multi_thread() -> tokio::runtime::Runtime {
 }
 
 pub async fn start_idp() -> DevIdp {
+    // RS256: the benches measure (and compare with) RS256 signature checks.
     DevIdp::builder()
+        .key_type(jit_provision::dev_idp::DevKeyType::Rs256)
         .client(
             DevClient::new(CLIENT_ID, CLIENT_SECRET)
                 .redirect_uri(format!("{PUBLIC_URL}/auth/{PROVIDER}/callback")),

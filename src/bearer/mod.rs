@@ -102,7 +102,7 @@ impl BearerError {
     /// assert_eq!(BearerError::BadSignature.code(), "invalid_token");
     /// assert_eq!(BearerError::TokenType.status(), http::StatusCode::UNAUTHORIZED);
     /// ```
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             Self::KeysUnavailable => "idp_keys_unavailable",
             Self::TokenType => "invalid_token_type",

@@ -16,6 +16,7 @@ mod saml;
 pub(crate) use logout::{post_logout_redirect_uri, provider_endpoint};
 
 use crate::error::{CallbackError, Error};
+use crate::events::{LogoutReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
 use crate::layer::Shared;
 use crate::metrics::Protocol;
@@ -42,6 +43,8 @@ pub(crate) enum Route {
     Acs(String),
     #[cfg(feature = "saml")]
     Metadata(String),
+    #[cfg(feature = "saml")]
+    Slo(String),
     Logout,
     LogoutEverywhere,
     /// `GET {prefix}/logout/done`: the return from RP-initiated logout.
@@ -100,6 +103,10 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
             "login" | "metadata" => Some(Route::MethodNotAllowed("GET, HEAD")),
             "acs" if method == Method::POST => Some(Route::Acs(provider.to_owned())),
             "acs" => Some(Route::MethodNotAllowed("POST")),
+            "slo" if method == Method::GET || method == Method::POST => {
+                Some(Route::Slo(provider.to_owned()))
+            }
+            "slo" => Some(Route::MethodNotAllowed("GET, POST")),
             _ => None,
         };
     }
@@ -177,6 +184,12 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         }
         #[cfg(feature = "saml")]
         Route::Metadata(provider) => saml::metadata(&shared.saml[&provider]),
+        #[cfg(feature = "saml")]
+        Route::Slo(provider) => {
+            let sp = shared.saml[&provider].clone();
+            let span = tracing::info_span!("jit.slo", provider = %provider);
+            saml::slo(shared, &sp, req).instrument(span).await
+        }
         Route::Logout => {
             let (parts, _) = req.into_parts();
             logout(shared, &parts, false).await
@@ -731,6 +744,9 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     let sessions = &shared.sessions;
     // RP-initiated logout's `id_token_hint`, read before the session ends.
     let id_token = logout::id_token_hint(shared, &req.headers).await;
+    // A SAML session with single logout: what its LogoutRequest names, read before it ends.
+    #[cfg(feature = "saml")]
+    let single_logout = saml::logout_subject(shared, &req.headers).await;
     let ended = async {
         // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
         if everywhere
@@ -758,6 +774,15 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
                 .await;
             tracing::info!(user_id = %session.user_id, provider = %session.auth.provider, everywhere, "logged out");
             provider = Some(session.auth.provider.clone());
+            shared
+                .provisioner
+                .emit(ProvisioningEvent::LoggedOut {
+                    provider: session.auth.provider.clone(),
+                    domain: session.auth.domain.clone(),
+                    user_id: session.user_id,
+                    reason: LogoutReason::User,
+                })
+                .await;
         }
         Ok(None) => {}
         // The cookie goes anyway, but the session may still hold elsewhere: say so.
@@ -776,10 +801,18 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     let target = query_param(req.uri.query(), "return_to")
         .filter(|t| check_return_to(t).is_ok())
         .unwrap_or_else(|| "/".to_owned());
-    // Then at the provider too, when it is configured for RP-initiated logout.
-    let at_provider = match &provider {
-        Some(id) => logout::rp_initiated(shared, id, id_token.as_deref(), &target).await,
+    // Then at the provider too: SAML Single Logout, or OpenID Connect RP-initiated logout.
+    #[cfg(feature = "saml")]
+    let at_provider = match single_logout {
+        Some(subject) => Some(saml::start_logout(shared, subject, &target, &req.headers).await),
         None => None,
+    };
+    #[cfg(not(feature = "saml"))]
+    let at_provider = None;
+    let at_provider = match (at_provider, &provider) {
+        (Some(response), _) => Some(response),
+        (None, Some(id)) => logout::rp_initiated(shared, id, id_token.as_deref(), &target).await,
+        (None, None) => None,
     };
     let mut response = at_provider.unwrap_or_else(|| redirect(StatusCode::SEE_OTHER, &target));
     add_cookie(&mut response, sessions.clear_cookie());

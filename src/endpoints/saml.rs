@@ -1,5 +1,5 @@
-//! The SAML 2.0 endpoints: login (an AuthnRequest by HTTP-Redirect), the ACS (HTTP-POST) and
-//! the SP metadata. The assertion's identity goes through the same provisioning as an OIDC
+//! The SAML 2.0 endpoints: login (an AuthnRequest by HTTP-Redirect), the ACS (HTTP-POST),
+//! the SP metadata, and Single Logout (the `LogoutRequest` at logout, the SLO service). The assertion's identity goes through the same provisioning as an OIDC
 //! login.
 
 use std::collections::HashMap;
@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::{add_cookie, binder, fail, finish_login, pending_path, pending_same_site, redirect};
 use crate::error::{CallbackError, Error};
 use crate::layer::Shared;
-use crate::saml::{MAX_ACS_BODY, SamlError, SamlLogin, SamlServiceProvider};
+use crate::saml::{
+    Incoming, Kind, MAX_ACS_BODY, NameId, Outgoing, SamlError, SamlLogin, SamlServiceProvider,
+    SloError,
+};
 use crate::session::{check_return_to, cookies_named, random_token};
 use crate::store::now_unix;
 
@@ -38,6 +41,19 @@ fn cookie_name(shared: &Shared, relay_state: &str) -> Option<String> {
     super::pending_cookie_name(shared, relay_state)
 }
 
+/// The pending request of this provider the request's cookie `name` holds, if not expired.
+fn pending_of(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    name: &str,
+    provider: &str,
+) -> Option<PendingSaml> {
+    cookies_named(headers, name)
+        .find_map(|sealed| shared.codec.open(name, sealed))
+        .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
+        .filter(|p| p.provider == provider && p.expires_at > now_unix())
+}
+
 /// The provider's IdP parameters, loading its metadata URL at first use.
 async fn ready(sp: &SamlServiceProvider) -> Result<(), SamlError> {
     if sp.idp_entity_id().is_none() {
@@ -58,19 +74,52 @@ pub(crate) async fn login(
     ready(sp).await?;
     let relay_state = random_token(18);
     let (url, request_id) = sp.authn_request(&relay_state)?;
+    let sent = Sent {
+        url: &url,
+        request_id,
+        relay_state: &relay_state,
+    };
+    Ok(send_pending(
+        shared,
+        sp,
+        &req.headers,
+        sent,
+        return_to,
+        StatusCode::FOUND,
+    ))
+}
+
+/// A request sent to the IdP by HTTP-Redirect, whose answer comes back with `relay_state`.
+struct Sent<'a> {
+    url: &'a str,
+    request_id: String,
+    relay_state: &'a str,
+}
+
+/// The redirect to the IdP with `sent`, its request ID and `return_to` remembered in a
+/// sealed pending cookie named after the `RelayState` (one per request in progress), bound
+/// to this browser by its binder, and readable by the cross-site `POST` of the answer.
+fn send_pending(
+    shared: &Shared,
+    sp: &SamlServiceProvider,
+    headers: &http::HeaderMap,
+    sent: Sent<'_>,
+    return_to: String,
+    status: StatusCode,
+) -> Response<Body> {
     let ttl = shared.session.login_ttl_secs as i64;
-    let binder = binder::of_browser(shared, &req.headers);
+    let binder = binder::of_browser(shared, headers);
     let pending = PendingSaml {
         provider: sp.provider_id().to_owned(),
-        request_id,
+        request_id: sent.request_id,
         return_to,
         expires_at: now_unix() + ttl,
         binder: binder::hash(&binder),
     };
-    let name = cookie_name(shared, &relay_state).expect("our relay state is URL-safe");
+    let name = cookie_name(shared, sent.relay_state).expect("our relay state is URL-safe");
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
-    let mut response = redirect(StatusCode::FOUND, &url);
+    let mut response = redirect(status, sent.url);
     add_cookie(&mut response, binder::set_cookie(shared, &binder));
     // The cookie outlives the login it seals by as long again, so that an answer arriving
     // late is told `saml_login_expired` rather than "no login in progress".
@@ -84,7 +133,7 @@ pub(crate) async fn login(
             ttl.saturating_mul(2),
         ),
     );
-    Ok(response)
+    response
 }
 
 /// `GET {prefix}/{provider}/metadata`.
@@ -172,9 +221,18 @@ pub(crate) async fn acs(
             .provisioner
             .provision(policy, &login.identity, &login.claims, None)
             .await?;
+        // With single logout, the NameID as asserted goes into the (sealed) record: the
+        // LogoutRequest names it.
+        let tokens = sp
+            .single_logout()
+            .then(|| crate::session::SessionTokens {
+                saml_name_id: login.name_id.clone(),
+                ..Default::default()
+            })
+            .filter(|t| t.saml_name_id.is_some());
         let session = crate::session::LoginSession {
             idp_session: login.session_index.clone(),
-            tokens: None,
+            tokens,
         };
         Ok::<_, Error>(
             finish_login(shared, &login.identity, provisioned, session, &return_to).await,
@@ -245,7 +303,8 @@ async fn first_answer(
         .map_err(Error::Store)
 }
 
-/// The ACS form: `application/x-www-form-urlencoded`, at most [`MAX_ACS_BODY`] bytes.
+/// The ACS (and SLO) form: `application/x-www-form-urlencoded`, at most [`MAX_ACS_BODY`]
+/// bytes, each name at most once.
 async fn read_acs_form(req: Request<Body>) -> Result<HashMap<String, String>, Error> {
     if !super::is_form(req.headers()) {
         return Err(CallbackError::UnsupportedMediaType.into());
@@ -265,4 +324,235 @@ async fn read_acs_form(req: Request<Body>) -> Result<HashMap<String, String>, Er
         }
     }
     Ok(form)
+}
+
+/// What a logout sends to the IdP's Single Logout service: the provider, the NameID and the
+/// IdP session of the session that ends.
+pub(crate) struct LogoutSubject {
+    sp: std::sync::Arc<SamlServiceProvider>,
+    name_id: NameId,
+    session_index: Option<String>,
+}
+
+/// The [`LogoutSubject`] of the request's session, when it is a live session of a SAML
+/// provider with `single_logout` whose record kept the NameID. Read before the session
+/// ends; a store failure here only means a local logout.
+pub(crate) async fn logout_subject(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+) -> Option<LogoutSubject> {
+    let record = match shared.sessions.record_of(headers).await {
+        Ok(record) => record?,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the session for single logout");
+            return None;
+        }
+    };
+    let sp = shared.saml.get(&record.provider)?.clone();
+    if !sp.single_logout() || !record.is_live(now_unix()) {
+        return None;
+    }
+    let name_id = shared.sessions.tokens(&record)?.saml_name_id?;
+    Some(LogoutSubject {
+        sp,
+        name_id,
+        session_index: record.idp_session,
+    })
+}
+
+/// After the local session ended: `303` to the IdP's Single Logout service with a
+/// `LogoutRequest`, its ID remembered in a pending cookie bound to this browser (named
+/// after the random `RelayState`, single use), so the `LogoutResponse` lands on
+/// `return_to`. When the IdP has no HTTP-Redirect SingleLogoutService or the request
+/// cannot be made, `303` to `return_to` (the local logout holds).
+pub(crate) async fn start_logout(
+    shared: &Shared,
+    subject: LogoutSubject,
+    return_to: &str,
+    headers: &http::HeaderMap,
+) -> Response<Body> {
+    let sp = &subject.sp;
+    let relay_state = random_token(18);
+    let now = now_unix();
+    let started = async {
+        ready(sp).await?;
+        sp.logout_request(
+            &subject.name_id,
+            subject.session_index.as_deref(),
+            &relay_state,
+            now,
+        )
+    }
+    .await;
+    let (url, request_id) = match started {
+        Ok(Some(started)) => started,
+        Ok(None) => return redirect(StatusCode::SEE_OTHER, return_to),
+        Err(err) => {
+            tracing::warn!(provider = %sp.provider_id(), code = err.code(), error = %err, "single logout not started; logged out here only");
+            return redirect(StatusCode::SEE_OTHER, return_to);
+        }
+    };
+    let sent = Sent {
+        url: &url,
+        request_id,
+        relay_state: &relay_state,
+    };
+    let response = send_pending(
+        shared,
+        sp,
+        headers,
+        sent,
+        return_to.to_owned(),
+        StatusCode::SEE_OTHER,
+    );
+    tracing::info!(provider = %sp.provider_id(), "single logout sent to the identity provider");
+    response
+}
+
+const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+const STATUS_RESPONDER: &str = "urn:oasis:names:tc:SAML:2.0:status:Responder";
+const STATUS_PARTIAL: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
+
+/// `GET|POST {prefix}/{provider}/slo`: the IdP's `LogoutResponse` (to our logout) or its
+/// `LogoutRequest` (a logout started elsewhere), by HTTP-Redirect or HTTP-POST.
+pub(crate) async fn slo(
+    shared: &Shared,
+    sp: &SamlServiceProvider,
+    req: Request<Body>,
+) -> Response<Body> {
+    let headers = req.headers().clone();
+    let id = sp.provider_id().to_owned();
+    let mut clear_pending = None;
+    let result = async {
+        if !sp.single_logout() {
+            return Err(SloError::NotEnabled.into());
+        }
+        let form;
+        let query;
+        let incoming = if req.method() == http::Method::POST {
+            form = read_acs_form(req).await?;
+            Incoming::Post(&form)
+        } else {
+            query = req.uri().query().unwrap_or("").to_owned();
+            Incoming::Redirect(&query)
+        };
+        ready(sp).await?;
+        let decoded = sp.decode_logout(incoming)?;
+        match decoded.kind {
+            Kind::Response => {
+                let name = decoded
+                    .relay_state
+                    .as_deref()
+                    .and_then(|relay| cookie_name(shared, relay));
+                clear_pending.clone_from(&name);
+                let pending = name
+                    .and_then(|name| pending_of(shared, &headers, &name, &id))
+                    .ok_or(SloError::UnknownLogout)?;
+                binder::check(shared, &headers, &pending.binder)
+                    .map_err(|_| SloError::UnknownLogout)?;
+                sp.verify_logout_response(&decoded, Some(&pending.request_id), now_unix())?;
+                tracing::info!("the identity provider confirmed the single logout");
+                Ok(redirect(StatusCode::SEE_OTHER, &pending.return_to))
+            }
+            Kind::Request => idp_logout(shared, sp, &decoded).await,
+        }
+    }
+    .await;
+    let mut response = result.unwrap_or_else(|err: Error| {
+        let status = err.status();
+        if status.is_server_error() {
+            tracing::error!(provider = %id, code = err.code(), error = %err, "single logout failed");
+        } else {
+            tracing::warn!(provider = %id, code = err.code(), error = %err, "single logout refused");
+        }
+        err.to_response(&headers)
+    });
+    // A pending logout is single-use: whatever happened, it is over.
+    if let Some(name) = clear_pending {
+        let clear =
+            shared
+                .codec
+                .clear(&name, &pending_path(shared, &id), pending_same_site(shared));
+        add_cookie(&mut response, clear);
+    }
+    response
+}
+
+/// An IdP-initiated logout: the verified, first-seen `LogoutRequest` ends the sessions of
+/// its NameID (the subject, when the NameID is the identity) and `SessionIndex`es on every
+/// instance, and a signed `LogoutResponse` goes back: `Success` (also when no session
+/// matched: none is left), `Responder` + `PartialLogout` when the sessions could not be
+/// identified (an identity attribute and no `SessionIndex`), `Responder` when the session
+/// store failed.
+async fn idp_logout(
+    shared: &Shared,
+    sp: &SamlServiceProvider,
+    decoded: &crate::saml::Decoded,
+) -> Result<Response<Body>, Error> {
+    let now = now_unix();
+    let request = sp.verify_logout_request(decoded, now)?;
+    let ttl = Duration::from_secs(request.accepted_until.saturating_sub(now).max(1) as u64);
+    let first = shared
+        .replay
+        .first_use(
+            &format!("saml-slo:{}:{}", sp.provider_id(), request.id),
+            ttl,
+        )
+        .await
+        .map_err(Error::Store)?;
+    if !first {
+        return Err(SloError::Replayed.into());
+    }
+    let subject = sp.logout_subject(&request);
+    let mut status = (STATUS_SUCCESS, None);
+    let mut ended = 0;
+    let selections: Vec<Option<&str>> = if request.session_indexes.is_empty() {
+        vec![None]
+    } else {
+        request
+            .session_indexes
+            .iter()
+            .map(|s| Some(s.as_str()))
+            .collect()
+    };
+    if subject.is_none() && request.session_indexes.is_empty() {
+        status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));
+    } else {
+        for sid in selections {
+            match shared
+                .sessions
+                .end_by_idp_session(sp.provider_id(), sid, subject)
+                .await
+            {
+                Ok(n) => ended += n,
+                Err(err) => {
+                    tracing::error!(error = %err, "ending sessions for a SAML logout failed");
+                    status = (STATUS_RESPONDER, None);
+                }
+            }
+        }
+    }
+    tracing::info!(ended, status = status.0, "identity provider logout");
+    let outgoing = sp.logout_response(&request.id, status, decoded.relay_state.as_deref(), now)?;
+    Ok(match outgoing {
+        Outgoing::Redirect(url) => redirect(StatusCode::SEE_OTHER, &url),
+        Outgoing::Post {
+            url,
+            saml_response,
+            relay_state,
+        } => {
+            let mut response = Response::new(Body::from(crate::saml::post_form(
+                &url,
+                &saml_response,
+                &relay_state,
+            )));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+    })
 }

@@ -388,14 +388,19 @@ mod tests {
     use std::sync::OnceLock;
 
     use super::*;
-    use crate::dev_idp::SigningKey;
+    use crate::dev_idp::{DevKeyType, SigningKey};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
     /// The published test key (its JWK names it `test-key`) and an unpublished one.
     fn test_keys() -> &'static (SigningKey, SigningKey) {
         static KEYS: OnceLock<(SigningKey, SigningKey)> = OnceLock::new();
-        KEYS.get_or_init(|| (SigningKey::generate(), SigningKey::generate()))
+        KEYS.get_or_init(|| {
+            (
+                SigningKey::generate(DevKeyType::Rs256),
+                SigningKey::generate(DevKeyType::Rs256),
+            )
+        })
     }
 
     fn test_jwk() -> String {

@@ -5,6 +5,7 @@
 mod http;
 mod jwks;
 mod logout_token;
+mod refresh;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ pub enum IdTokenError {
     /// `nonce` is missing or differs from the one sent.
     #[error("the ID token's nonce does not match the login")]
     Nonce,
+    /// The ID token of a token refresh names another subject than the login's (OpenID
+    /// Connect Core §12.2).
+    #[error("the refreshed ID token names another subject")]
+    Subject,
     /// Any other claim check failed.
     #[error("the ID token is invalid: {0}")]
     Other(String),
@@ -633,28 +638,16 @@ impl OidcProvider {
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier))
             .request_async(&self.http)
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => match r.error() {
-                    CoreErrorResponseType::InvalidGrant
-                    | CoreErrorResponseType::InvalidClient
-                    | CoreErrorResponseType::UnauthorizedClient => {
-                        OidcError::TokenRejected(r.error().to_string())
-                    }
-                    other => OidcError::TokenEndpoint(other.to_string()),
-                },
-                RequestTokenError::Request(e) => OidcError::TokenEndpoint(e.to_string()),
-                RequestTokenError::Parse(e, _) => {
-                    OidcError::TokenEndpoint(format!("unparsable token response at {}", e.path()))
-                }
-                RequestTokenError::Other(e) => OidcError::TokenEndpoint(e),
-            })?;
+            .map_err(token_request_error)?;
         check_token_type(response.token_type())?;
         let raw = match &response.id_token {
             None | Some(Value::Null) => return Err(OidcError::NoIdToken),
             Some(Value::String(raw)) => raw,
             Some(_) => return Err(IdTokenError::Malformed.into()),
         };
-        let mut claims = self.verify_id_token(&d, raw, &nonce).await?;
+        let mut claims = self
+            .verify_id_token(&d, raw, ExpectedNonce::Exactly(&nonce))
+            .await?;
         // The IdP's session, from the verified ID token itself (never from userinfo).
         let idp_session = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
         let mut tokens = crate::session::SessionTokens {
@@ -662,12 +655,12 @@ impl OidcProvider {
             ..Default::default()
         };
         if self.config.store_tokens {
+            let now = crate::store::now_unix();
             tokens.access_token = Some(response.access_token().secret().clone());
             tokens.refresh_token = response.refresh_token().map(|t| t.secret().clone());
-            tokens.expires_at = response.expires_in().map(|e| {
-                crate::store::now_unix()
-                    .saturating_add(i64::try_from(e.as_secs()).unwrap_or(i64::MAX))
-            });
+            tokens.expires_at = response.expires_in.map(|e| expiry(now, e));
+            tokens.obtained_at = Some(now);
+            tokens.nonce = Some(nonce.clone());
         }
         let subject = claims
             .get("sub")
@@ -679,14 +672,8 @@ impl OidcProvider {
             .and_then(Value::as_str)
             .ok_or(IdTokenError::Malformed)?
             .to_owned();
-        if self.config.userinfo {
-            let extra = self
-                .userinfo(&d, response.access_token().clone(), &subject)
-                .await?;
-            for (name, value) in extra {
-                claims.entry(name).or_insert(value);
-            }
-        }
+        self.add_userinfo(&d, &mut claims, response.access_token(), &subject)
+            .await?;
         Ok(VerifiedLogin {
             identity: Identity::new(self.id.clone(), issuer, subject),
             claims: Claims(claims),
@@ -780,22 +767,39 @@ impl OidcProvider {
         format!("logout-jti:{}:{}", self.id, request.jti)
     }
 
+    /// With `userinfo` configured, adds the userinfo claims (its `sub` must be `subject`)
+    /// that `claims` lack.
+    async fn add_userinfo(
+        &self,
+        d: &Discovered,
+        claims: &mut Map<String, Value>,
+        access_token: &openidconnect::AccessToken,
+        subject: &str,
+    ) -> Result<(), OidcError> {
+        if self.config.userinfo {
+            let extra = self.userinfo(d, access_token.clone(), subject).await?;
+            for (name, value) in extra {
+                claims.entry(name).or_insert(value);
+            }
+        }
+        Ok(())
+    }
+
     /// Validates an ID token; on an unknown key, refetches the issuer's keys once (rate
     /// limited) and tries again.
     async fn verify_id_token(
         &self,
         d: &Discovered,
         raw: &str,
-        nonce: &str,
+        nonce: ExpectedNonce<'_>,
     ) -> Result<Map<String, Value>, OidcError> {
         let token = FullIdToken::from_str(raw).map_err(|_| IdTokenError::Malformed)?;
-        let nonce = Nonce::new(nonce.to_owned());
         let keys = d.jwks.current(&self.http).await;
-        match self.validator.check(&token, &keys, &nonce) {
+        match self.validator.check(&token, &keys, nonce) {
             Err(IdTokenError::UnknownKey) => match d.jwks.refetch(&self.http, &keys).await {
                 Refetch::Fetched => {
                     let keys = d.jwks.current(&self.http).await;
-                    Ok(self.validator.check(&token, &keys, &nonce)?)
+                    Ok(self.validator.check(&token, &keys, nonce)?)
                 }
                 Refetch::TooSoon => Err(IdTokenError::UnknownKey.into()),
                 // The token may be genuine, signed with a key we cannot fetch: the IdP's
@@ -897,14 +901,14 @@ impl IdTokenValidator {
         nonce: &str,
     ) -> Result<Map<String, Value>, IdTokenError> {
         let token = FullIdToken::from_str(raw).map_err(|_| IdTokenError::Malformed)?;
-        self.check(&token, &keys.0, &Nonce::new(nonce.to_owned()))
+        self.check(&token, &keys.0, ExpectedNonce::Exactly(nonce))
     }
 
     fn check(
         &self,
         token: &FullIdToken,
         keys: &CoreJsonWebKeySet,
-        nonce: &Nonce,
+        nonce: ExpectedNonce<'_>,
     ) -> Result<Map<String, Value>, IdTokenError> {
         let skew = self.skew;
         let trusted = self.trusted.clone();
@@ -938,6 +942,60 @@ impl IdTokenValidator {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(IdTokenError::Malformed),
         }
+    }
+}
+
+/// The nonce an ID token must carry.
+#[derive(Debug, Clone, Copy)]
+enum ExpectedNonce<'a> {
+    /// The one the login sent.
+    Exactly(&'a str),
+    /// A token refresh's: none, or the login's (`None`: the login's is not known, so none).
+    AbsentOr(Option<&'a str>),
+}
+
+impl openidconnect::NonceVerifier for ExpectedNonce<'_> {
+    fn verify(self, nonce: Option<&Nonce>) -> Result<(), String> {
+        use sha2::{Digest, Sha256};
+        // Compared by digest, as openidconnect does: no timing side channel.
+        let same = |sent: &str, got: &Nonce| {
+            Sha256::digest(sent.as_bytes()) == Sha256::digest(got.secret().as_bytes())
+        };
+        match (self, nonce) {
+            (Self::Exactly(sent), Some(got)) if same(sent, got) => Ok(()),
+            (Self::Exactly(_), Some(_)) => Err("nonce mismatch".into()),
+            (Self::Exactly(_), None) => Err("missing nonce claim".into()),
+            (Self::AbsentOr(_), None) => Ok(()),
+            (Self::AbsentOr(Some(sent)), Some(got)) if same(sent, got) => Ok(()),
+            (Self::AbsentOr(_), Some(_)) => Err("nonce mismatch".into()),
+        }
+    }
+}
+
+/// The Unix time `expires_in` seconds after `now`.
+fn expiry(now: i64, expires_in: u64) -> i64 {
+    now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX))
+}
+
+/// A failed request to the token endpoint: a refusal of the grant or the client (`401`
+/// [`OidcError::TokenRejected`], with the `error` code), else the endpoint's failure (`502`).
+fn token_request_error<RE: std::error::Error + 'static>(
+    err: RequestTokenError<RE, StandardErrorResponse<CoreErrorResponseType>>,
+) -> OidcError {
+    match err {
+        RequestTokenError::ServerResponse(r) => match r.error() {
+            CoreErrorResponseType::InvalidGrant
+            | CoreErrorResponseType::InvalidClient
+            | CoreErrorResponseType::UnauthorizedClient => {
+                OidcError::TokenRejected(r.error().to_string())
+            }
+            other => OidcError::TokenEndpoint(other.to_string()),
+        },
+        RequestTokenError::Request(e) => OidcError::TokenEndpoint(e.to_string()),
+        RequestTokenError::Parse(e, _) => {
+            OidcError::TokenEndpoint(format!("unparsable token response at {}", e.path()))
+        }
+        RequestTokenError::Other(e) => OidcError::TokenEndpoint(e),
     }
 }
 

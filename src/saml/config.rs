@@ -19,7 +19,7 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 ///     "idp_metadata_url": "https://idp.example.com/metadata",
 ///     "identity_attribute": "urn:oid:0.9.2342.19200300.100.1.1"
 /// })).unwrap();
-/// assert!(!config.allow_idp_initiated);
+/// assert!(!config.allow_idp_initiated && !config.single_logout);
 /// assert_eq!(config.clock_skew_secs, 60);
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,15 @@ pub struct SamlConfig {
     /// when it is built (or when its metadata URL is loaded). Default: false.
     #[serde(default)]
     pub sign_requests: bool,
+    /// SAML Single Logout: `POST {prefix}/logout` of a session of this provider sends the
+    /// browser on to the IdP's HTTP-Redirect `SingleLogoutService` (from its metadata) with a
+    /// `LogoutRequest` (NameID and SessionIndex of the login; signed like `AuthnRequest`s, or
+    /// with the SP key when one is configured), and `{prefix}/{provider}/slo` (HTTP-Redirect
+    /// and HTTP-POST, advertised in the SP metadata) takes the IdP's `LogoutResponse` and
+    /// its signed `LogoutRequest`s, which end the sessions they name on every instance.
+    /// Default: false.
+    #[serde(default)]
+    pub single_logout: bool,
     /// Time limit for fetching `idp_metadata_url`, in seconds. Default: 10.
     #[serde(default = "default_metadata_timeout")]
     pub metadata_timeout_secs: u64,
@@ -128,6 +137,7 @@ impl Default for SamlConfig {
             want_assertions_signed: false,
             require_encrypted_assertions: false,
             sign_requests: false,
+            single_logout: false,
             metadata_timeout_secs: default_metadata_timeout(),
         }
     }
@@ -157,6 +167,7 @@ impl std::fmt::Debug for SamlConfig {
                 &self.require_encrypted_assertions,
             )
             .field("sign_requests", &self.sign_requests)
+            .field("single_logout", &self.single_logout)
             .field("metadata_timeout_secs", &self.metadata_timeout_secs)
             .finish()
     }

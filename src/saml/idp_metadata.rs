@@ -10,6 +10,8 @@ use super::xml::{self, NS_DSIG, NS_METADATA, NS_PROTOCOL, children, descendants,
 
 /// The HTTP-Redirect binding.
 pub(crate) const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+/// The HTTP-POST binding.
+pub(crate) const BINDING_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 
 /// Largest metadata document accepted (a file or a download).
 pub(crate) const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -26,6 +28,10 @@ pub(crate) struct IdpMetadata {
     /// `WantAuthnRequestsSigned="true"` on its `IDPSSODescriptor`: requests to it are
     /// signed with the SP key.
     pub want_authn_requests_signed: bool,
+    /// Its SingleLogoutService for the HTTP-Redirect binding: `(Location, ResponseLocation)`.
+    pub slo_redirect: Option<(String, Option<String>)>,
+    /// Its SingleLogoutService for the HTTP-POST binding: `(Location, ResponseLocation)`.
+    pub slo_post: Option<(String, Option<String>)>,
 }
 
 impl std::fmt::Debug for IdpMetadata {
@@ -38,6 +44,8 @@ impl std::fmt::Debug for IdpMetadata {
                 "want_authn_requests_signed",
                 &self.want_authn_requests_signed,
             )
+            .field("slo_redirect", &self.slo_redirect)
+            .field("slo_post", &self.slo_post)
             .finish()
     }
 }
@@ -128,11 +136,22 @@ pub(crate) fn parse_metadata(
         idp.attribute("WantAuthnRequestsSigned").map(str::trim),
         Some("true" | "1")
     );
+    let slo = |binding: &str| {
+        children(idp, NS_METADATA, "SingleLogoutService")
+            .find(|s| s.attribute("Binding") == Some(binding))
+            .and_then(|s| {
+                let location = s.attribute("Location").filter(|l| !l.is_empty())?;
+                let response = s.attribute("ResponseLocation").filter(|l| !l.is_empty());
+                Some((location.to_owned(), response.map(str::to_owned)))
+            })
+    };
     Ok(IdpMetadata {
         entity_id,
         sso_url,
         certificates,
         want_authn_requests_signed,
+        slo_redirect: slo(BINDING_REDIRECT),
+        slo_post: slo(BINDING_POST),
     })
 }
 

@@ -39,6 +39,7 @@ mod config;
 mod decrypt;
 mod error;
 mod idp_metadata;
+mod logout;
 mod request;
 mod signature;
 mod sp_metadata;
@@ -58,6 +59,8 @@ pub use self::config::{MAX_CLOCK_SKEW_SECS, SamlConfig};
 use self::decrypt::Integrity;
 pub use self::error::SamlError;
 use self::idp_metadata::{IdpMetadata, MAX_METADATA_BYTES};
+pub(crate) use self::logout::{Decoded, Incoming, Kind, Outgoing, post_form};
+pub use self::logout::{NameId, SloError};
 pub use self::request::MAX_RELAY_STATE;
 use self::validate::{Answering, Expected};
 use crate::mapping::Claims;
@@ -100,6 +103,9 @@ pub struct SamlLogin {
     /// The `SessionIndex` of the assertion's `AuthnStatement`: the IdP's session, which its
     /// Single Logout names.
     pub session_index: Option<String>,
+    /// The subject's plain `NameID` with its qualifiers, as asserted: what a Single Logout's
+    /// `LogoutRequest` names.
+    pub name_id: Option<NameId>,
 }
 
 /// The claim holding the subject (the persistent NameID, or the identity attribute's value)
@@ -128,6 +134,8 @@ pub struct SamlServiceProvider {
     provider_id: String,
     config: SamlConfig,
     acs_url: String,
+    /// `.../{provider}/slo`, beside the ACS (`None` when the ACS URL does not end in `/acs`).
+    slo_url: Option<String>,
     metadata_url: String,
     sp_entity_id: String,
     sp_key: Option<PKey<Private>>,
@@ -254,6 +262,8 @@ impl SamlServiceProvider {
                 sso_url: Some(sso_url),
                 certificates,
                 want_authn_requests_signed: false,
+                slo_redirect: None,
+                slo_post: None,
             }))
         } else if let Some(path) = &config.idp_metadata_file {
             let text = std::fs::read(path)
@@ -267,9 +277,16 @@ impl SamlServiceProvider {
         if let Some(url) = &config.idp_sso_url {
             url::Url::parse(url).map_err(|_| bad("idp_sso_url is not a URL"))?;
         }
+        let slo_url = acs_url
+            .strip_suffix("/acs")
+            .map(|base| format!("{base}/slo"));
+        if config.single_logout && slo_url.is_none() {
+            return Err(bad("single_logout needs an ACS URL ending in /acs"));
+        }
         Ok(Self {
             provider_id: provider_id.into(),
             config,
+            slo_url,
             acs_url,
             metadata_url,
             sp_entity_id,
@@ -454,8 +471,10 @@ impl SamlServiceProvider {
 
     /// This service provider's metadata XML: entity ID, the ACS (HTTP-POST), NameIDFormat
     /// persistent (when the identity is the NameID), `WantAssertionsSigned`,
-    /// `AuthnRequestsSigned` ([`signs_requests`](Self::signs_requests)), and the SP
-    /// certificate for signing and encryption when configured.
+    /// `AuthnRequestsSigned` ([`signs_requests`](Self::signs_requests)), the SP
+    /// certificate for signing and encryption when configured, and the
+    /// `SingleLogoutService` (HTTP-Redirect and HTTP-POST at [`slo_url`](Self::slo_url))
+    /// when `single_logout` is on.
     pub fn metadata_xml(&self) -> String {
         sp_metadata::metadata_xml(&sp_metadata::SpMetadata {
             entity_id: &self.sp_entity_id,
@@ -464,6 +483,10 @@ impl SamlServiceProvider {
             want_assertions_signed: self.config.want_assertions_signed,
             authn_requests_signed: self.signs_requests() && self.sp_certificate.is_some(),
             persistent: self.config.identity_attribute.is_none(),
+            slo_url: self
+                .slo_url
+                .as_deref()
+                .filter(|_| self.config.single_logout),
         })
     }
 
@@ -705,6 +728,7 @@ impl SamlServiceProvider {
             not_on_or_after: checked.not_on_or_after,
             in_response_to: checked.in_response_to,
             session_index: checked.session_index,
+            name_id: checked.name_id,
         }
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn verified_bytes(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use openssl::asn1::Asn1Time;
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
@@ -71,7 +71,7 @@ mod tests {
 
     use super::*;
 
-    fn key_and_cert() -> (Vec<u8>, Vec<u8>) {
+    pub(in crate::saml) fn key_and_cert() -> (Vec<u8>, Vec<u8>) {
         let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
         let mut name = X509NameBuilder::new().unwrap();
         name.append_entry_by_text("CN", "idp").unwrap();

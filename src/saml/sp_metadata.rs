@@ -15,6 +15,8 @@ pub(crate) struct SpMetadata<'a> {
     pub authn_requests_signed: bool,
     /// Ask for a persistent NameID.
     pub persistent: bool,
+    /// The Single Logout service (HTTP-Redirect and HTTP-POST), when single logout is on.
+    pub slo_url: Option<&'a str>,
 }
 
 /// The metadata XML.
@@ -48,6 +50,21 @@ pub(crate) fn metadata_xml(m: &SpMetadata<'_>) -> String {
     } else {
         ""
     };
+    // SAML metadata's order: KeyDescriptor, SingleLogoutService, NameIDFormat, ACS.
+    let slo = m
+        .slo_url
+        .map(|url| {
+            ["HTTP-Redirect", "HTTP-POST"]
+                .iter()
+                .map(|binding| {
+                    format!(
+                        r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:{binding}" Location="{}"/>"#,
+                        escape(url)
+                    )
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_default();
     format!(
         concat!(
             r#"<?xml version="1.0" encoding="UTF-8"?>"#,
@@ -55,7 +72,7 @@ pub(crate) fn metadata_xml(m: &SpMetadata<'_>) -> String {
             r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity}">"#,
             r#"<md:SPSSODescriptor AuthnRequestsSigned="{signed}" WantAssertionsSigned="{want}" "#,
             r#"protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
-            "{keys}{format}",
+            "{keys}{slo}{format}",
             r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" "#,
             r#"Location="{acs}" index="0" isDefault="true"/>"#,
             "</md:SPSSODescriptor></md:EntityDescriptor>"
@@ -64,6 +81,7 @@ pub(crate) fn metadata_xml(m: &SpMetadata<'_>) -> String {
         signed = m.authn_requests_signed,
         want = m.want_assertions_signed,
         keys = keys,
+        slo = slo,
         format = name_id_format,
         acs = escape(m.acs_url),
     )
@@ -82,6 +100,7 @@ mod tests {
             want_assertions_signed: true,
             authn_requests_signed: true,
             persistent: true,
+            slo_url: None,
         });
         let descriptor = doc_descriptor(&xml);
         assert_eq!(descriptor.0.as_deref(), Some("true"));
@@ -120,6 +139,7 @@ mod tests {
             want_assertions_signed: false,
             authn_requests_signed: false,
             persistent: false,
+            slo_url: None,
         });
         assert_eq!(doc_descriptor(&xml), (Some("false".into()), false));
     }

@@ -150,6 +150,32 @@ pub(crate) fn check_assertion<'a, 'input>(
     Ok((assertion, signed))
 }
 
+/// Checks a lone Single Logout message, `samlp:{name}` as the root of `doc`: no duplicate
+/// `ID`, a signature only as its direct child, referencing it, with allowed algorithms.
+/// Returns it and whether it is signed (XML-DSig, as the HTTP-POST binding carries it).
+pub(crate) fn check_logout_message<'a, 'input>(
+    doc: &'a Document<'input>,
+    name: &str,
+    allow_sha1: bool,
+) -> Result<(Node<'a, 'input>, bool), SamlError> {
+    let root = doc.root_element();
+    if !is(root, NS_PROTOCOL, name) {
+        return Err(SamlError::Malformed(format!(
+            "the root element is not a samlp:{name}"
+        )));
+    }
+    unique_ids(root)?;
+    for signature in descendants(root, NS_DSIG, "Signature") {
+        if signature.parent() != Some(root) {
+            return Err(SamlError::SignatureWrapping(
+                "a Signature in an unexpected place",
+            ));
+        }
+    }
+    let signed = enveloped_signature(root, allow_sha1)?;
+    Ok((root, signed))
+}
+
 /// `samlp:Status/samlp:StatusCode/@Value` must be Success.
 fn check_status(response: Node<'_, '_>) -> Result<(), SamlError> {
     const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";

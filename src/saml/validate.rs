@@ -55,6 +55,8 @@ pub(crate) struct Checked {
     pub in_response_to: Option<String>,
     /// The `SessionIndex` of the (first) `AuthnStatement`, if any.
     pub session_index: Option<String>,
+    /// The subject's plain `NameID` as asserted (for a Single Logout), if any.
+    pub name_id: Option<super::NameId>,
 }
 
 /// Checks the `Response` element itself. `signed`: the response is the verified element,
@@ -120,6 +122,7 @@ pub(crate) fn check_assertion(
     let session_index = check_authn_statement(assertion, expected)?;
 
     let claims = attributes(assertion);
+    let name_id = super::logout::name_id_of(subject);
     let subject = match expected.identity_attribute {
         None => persistent_name_id(subject, expected)?,
         Some(name) => identity_attribute(assertion, name)?,
@@ -131,6 +134,7 @@ pub(crate) fn check_assertion(
         not_on_or_after: not_on_or_after.saturating_add(expected.skew),
         in_response_to,
         session_index,
+        name_id,
     })
 }
 

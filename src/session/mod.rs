@@ -17,7 +17,7 @@ pub use sessions::SessionError;
 pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};
 pub use store::{
     EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
-    SessionStoreHandle,
+    SessionStoreHandle, TokensUpdate,
 };
 
 use serde::{Deserialize, Serialize};

@@ -105,6 +105,16 @@ pub(crate) struct SessionTokens {
     /// When the access token expires, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The SAML NameID as asserted at login, for a Single Logout's `LogoutRequest`.
+    #[cfg(feature = "saml")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml_name_id: Option<crate::saml::NameId>,
+    /// When the access token was received, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obtained_at: Option<i64>,
+    /// The login's nonce: an ID token of a refresh may carry it again, and no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl std::fmt::Debug for SessionTokens {
@@ -114,7 +124,8 @@ impl std::fmt::Debug for SessionTokens {
             .field("access_token", &self.access_token.is_some())
             .field("refresh_token", &self.refresh_token.is_some())
             .field("expires_at", &self.expires_at)
-            .finish()
+            .field("obtained_at", &self.obtained_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -303,8 +314,7 @@ impl Sessions {
     }
 
     /// The tokens of a record, opened with any key of the ring (for RP-initiated logout's
-    /// `id_token_hint` and API calls).
-    #[allow(dead_code)]
+    /// `id_token_hint`, SAML Single Logout and API calls).
     pub(crate) fn tokens(&self, record: &SessionRecord) -> Option<SessionTokens> {
         let sealed = record.tokens.as_ref()?;
         let json = self
@@ -312,6 +322,77 @@ impl Sessions {
             .codec
             .open_blob(&tokens_aad(&record.id), sealed.as_str())?;
         serde_json::from_str(&json).ok()
+    }
+
+    /// The tokens of a session, from its cached record (the store's when not cached).
+    pub(crate) async fn session_tokens(
+        &self,
+        session: &OpenedSession,
+    ) -> Result<Option<SessionTokens>, SessionError> {
+        Ok(self
+            .record(session)
+            .await?
+            .and_then(|live| self.tokens(&live.record)))
+    }
+
+    /// Runs `update` under the store's lock of session `id`
+    /// ([`SessionStore::update_tokens`](super::SessionStore::update_tokens)): it gets the
+    /// record as stored and its tokens opened, and answers the tokens to seal and store
+    /// instead (`None`: leave them) and what it found. Afterwards this instance caches the
+    /// record as it is in the store, and, when tokens were written, every other instance
+    /// drops its copy. `None` when there is no record of that id.
+    pub(crate) async fn update_tokens<F, Fut, T>(
+        &self,
+        id: &str,
+        update: F,
+    ) -> Result<Option<T>, SessionError>
+    where
+        F: FnOnce(SessionRecord, Option<SessionTokens>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (Option<SessionTokens>, T)> + Send + 'static,
+        T: Send + 'static,
+    {
+        let this = self.clone();
+        let found = Arc::new(std::sync::Mutex::new(None));
+        let slot = found.clone();
+        let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = wrote.clone();
+        let record = self
+            .inner
+            .store
+            .0
+            .update_tokens(
+                id,
+                Box::new(move |record| {
+                    Box::pin(async move {
+                        let tokens = this.tokens(&record);
+                        let (new, outcome) = update(record.clone(), tokens).await;
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                        let new = new?;
+                        written.store(true, Ordering::Release);
+                        Some(this.seal_tokens(&record.id, &new))
+                    })
+                }),
+            )
+            .await?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let records = &self.inner.cache.records;
+        let key: Arc<str> = Arc::from(record.id.as_str());
+        let cached = records.get(&key).await;
+        if wrote.load(Ordering::Acquire) {
+            self.forget(std::iter::once(record.id.clone())).await;
+        }
+        let fresh = LiveSession::new(record);
+        if let Some(cached) = cached {
+            let seen = cached.last_seen.load(Ordering::Acquire);
+            fresh.last_seen.fetch_max(seen, Ordering::AcqRel);
+            let stored = cached.stored_seen.load(Ordering::Acquire);
+            fresh.stored_seen.fetch_max(stored, Ordering::AcqRel);
+        }
+        records.insert(key, fresh).await;
+        let outcome = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(outcome)
     }
 
     /// Decrypts and parses one session cookie value (no check of its record).
@@ -581,6 +662,7 @@ impl Sessions {
     /// of that provider; only `subject`: every session of provider and subject; both: both
     /// must match; neither: none), in the store and on every instance; how many. For the
     /// IdP-initiated logouts (back-channel, front-channel, SAML SLO).
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))] // SAML Single Logout.
     pub(crate) async fn end_by_idp_session(
         &self,
         provider: &str,
@@ -666,6 +748,7 @@ mod tests {
             access_token: Some("at".into()),
             refresh_token: None,
             expires_at: Some(42),
+            ..Default::default()
         }
     }
 

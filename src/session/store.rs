@@ -40,6 +40,12 @@ pub enum EndReason {
     IdpLogout,
     /// Idle for longer than its idle timeout.
     Idle,
+    /// The identity provider refused to refresh the session's tokens (`invalid_grant`), or
+    /// its refresh answered an ID token that does not validate.
+    RefreshRefused,
+    /// The claims re-read at a token refresh (`resync_on_refresh`) were refused by the
+    /// provisioning policy (an admission rule, a locked user).
+    ResyncRefused,
     /// A reason written by another version of the crate.
     Other,
 }
@@ -53,6 +59,8 @@ impl EndReason {
             Self::UserLocked => "user_locked",
             Self::IdpLogout => "idp_logout",
             Self::Idle => "idle",
+            Self::RefreshRefused => "refresh_refused",
+            Self::ResyncRefused => "resync_refused",
             Self::Other => "other",
         }
     }
@@ -71,6 +79,8 @@ impl EndReason {
             Self::UserLocked,
             Self::IdpLogout,
             Self::Idle,
+            Self::RefreshRefused,
+            Self::ResyncRefused,
         ]
         .into_iter()
         .find(|r| r.as_str() == name)
@@ -354,7 +364,43 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<SessionRecord>, StoreError>> + Send;
     /// Deletes the records whose absolute end is before `before`; how many.
     fn purge_sessions(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Runs `update` on the record of `id` as stored now, holding it locked against every
+    /// other `update_tokens` of it, in this process and in every other one sharing the store
+    /// (PostgreSQL: `SELECT ... FOR UPDATE` in a transaction; SQLite: `BEGIN IMMEDIATE`, the
+    /// database's write lock); writes the tokens `update` answers (`None`: none written).
+    /// Answers the record as it is afterwards; `None` (and `update` not run) when there is no
+    /// record of that id.
+    ///
+    /// The layer refreshes a session's tokens at the identity provider inside `update`, so
+    /// two instances never spend one refresh token twice: the second re-reads the record the
+    /// first wrote.
+    ///
+    /// ```
+    /// use jit_provision::session::{MemorySessionStore, SealedTokens, SessionRecord, SessionStore};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = MemorySessionStore::new();
+    /// store.create_session(&SessionRecord::new("h1", "PRIMARY", "7", "corp", "sub", 100, 10_000)).await?;
+    /// let after = store
+    ///     .update_tokens("h1", Box::new(|record| Box::pin(async move {
+    ///         assert!(record.tokens.is_none());
+    ///         Some(SealedTokens::from_stored("sealed"))
+    ///     })))
+    ///     .await?;
+    /// assert_eq!(after.unwrap().tokens.unwrap().as_str(), "sealed");
+    /// # Ok::<_, jit_provision::store::StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    fn update_tokens<'a>(
+        &'a self,
+        id: &'a str,
+        update: TokensUpdate<'a>,
+    ) -> impl Future<Output = Result<Option<SessionRecord>, StoreError>> + Send + 'a;
 }
+
+/// The work [`SessionStore::update_tokens`] runs under a session's lock: given the record as
+/// stored, the tokens to store instead (`None`: leave them).
+pub type TokensUpdate<'a> =
+    Box<dyn FnOnce(SessionRecord) -> BoxFuture<'a, Option<SealedTokens>> + Send + 'a>;
 
 /// Sessions in memory: right for tests and one process; they end when it does.
 ///
@@ -375,6 +421,8 @@ pub struct MemorySessionStore {
     records: Arc<Mutex<HashMap<String, SessionRecord>>>,
     /// (domain, user id) → the last end of all its sessions.
     ended_for_user: Arc<Mutex<HashMap<(String, String), i64>>>,
+    /// Held by [`SessionStore::update_tokens`].
+    token_lock: Arc<tokio::sync::Mutex<()>>,
     reads: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
 }
@@ -526,6 +574,27 @@ impl SessionStore for MemorySessionStore {
         records.retain(|_, r| r.expires_at >= before);
         Ok((len - records.len()) as u64)
     }
+
+    async fn update_tokens<'a>(
+        &'a self,
+        id: &'a str,
+        update: TokensUpdate<'a>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let _locked = self.token_lock.lock().await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let Some(record) = self.lock().get(id).cloned() else {
+            return Ok(None);
+        };
+        let Some(tokens) = update(record).await else {
+            return Ok(self.lock().get(id).cloned());
+        };
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut records = self.lock();
+        Ok(records.get_mut(id).map(|record| {
+            record.tokens = Some(tokens);
+            record.clone()
+        }))
+    }
 }
 
 type StoreResult<T> = Result<T, StoreError>;
@@ -566,6 +635,11 @@ pub(crate) trait ErasedSessionStore: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>>;
     fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>>;
+    fn update_tokens<'a>(
+        &'a self,
+        id: &'a str,
+        update: TokensUpdate<'a>,
+    ) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>>;
 }
 
 impl<S: SessionStore> ErasedSessionStore for S {
@@ -629,6 +703,13 @@ impl<S: SessionStore> ErasedSessionStore for S {
     fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>> {
         Box::pin(contained(SessionStore::purge_sessions(self, before)))
     }
+    fn update_tokens<'a>(
+        &'a self,
+        id: &'a str,
+        update: TokensUpdate<'a>,
+    ) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
+        Box::pin(contained(SessionStore::update_tokens(self, id, update)))
+    }
 }
 
 /// A [`SessionStore`], type-erased: what
@@ -649,9 +730,15 @@ impl SessionStoreHandle {
         Self(Arc::new(store))
     }
 
-    /// This store with every call bounded by `limit` (and timed in the store-call histogram).
-    pub(crate) fn time_limited(self, limit: Duration) -> Self {
-        Self(Arc::new(TimeLimited { inner: self, limit }))
+    /// This store with every call bounded by `limit` (and timed in the store-call histogram);
+    /// [`update_tokens`](SessionStore::update_tokens), which waits for the lock and runs a
+    /// request to the identity provider under it, by `locked_limit`.
+    pub(crate) fn time_limited(self, limit: Duration, locked_limit: Duration) -> Self {
+        Self(Arc::new(TimeLimited {
+            inner: self,
+            limit,
+            locked_limit,
+        }))
     }
 }
 
@@ -664,6 +751,7 @@ impl fmt::Debug for SessionStoreHandle {
 struct TimeLimited {
     inner: SessionStoreHandle,
     limit: Duration,
+    locked_limit: Duration,
 }
 
 impl ErasedSessionStore for TimeLimited {
@@ -753,6 +841,17 @@ impl ErasedSessionStore for TimeLimited {
             self.limit,
             "purge_sessions",
             self.inner.0.purge_sessions(before),
+        )
+    }
+    fn update_tokens<'a>(
+        &'a self,
+        id: &'a str,
+        update: TokensUpdate<'a>,
+    ) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
+        bounded(
+            self.locked_limit,
+            "update_tokens",
+            self.inner.0.update_tokens(id, update),
         )
     }
 }

@@ -15,6 +15,7 @@ mod canonical;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod refusal;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_sessions;
 #[cfg(feature = "sqlite")]
@@ -32,6 +33,7 @@ pub use memory::{MemoryStore, StoreCounters};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresStore;
+pub use refusal::{Refusal, RefusalKind};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
@@ -50,8 +52,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// concurrency: a store must report a duplicate identity as [`StoreError::IdentityExists`]
 /// (the provisioner then reads the winner's row), a duplicate username as
 /// [`StoreError::UsernameTaken`] and a second link of one user at one provider as
-/// [`StoreError::LinkConflict`]. Everything else is an outage or a bug of the backend.
+/// [`StoreError::LinkConflict`]. A constraint of the application's own answers
+/// [`StoreError::Refused`] (`409` or `403` with the application's code). Everything else is an
+/// outage or a bug of the backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// `create` was called for an identity that is already linked to a user (a concurrent
     /// first login won the race). Nothing was written.
@@ -68,6 +73,11 @@ pub enum StoreError {
     /// The user to update does not exist (any more).
     #[error("no such user")]
     NotFound,
+    /// The application's store refused the write by a rule of its own (an email held by a
+    /// password account, say): the login is answered `409` or `403` with the refusal's code,
+    /// never `503`. Nothing was written.
+    #[error("the user store refused: {0}")]
+    Refused(Refusal),
     /// The backend could not be reached or timed out: the request gets a 503.
     #[error("the user store is unavailable")]
     Unavailable(#[source] BoxError),
@@ -93,6 +103,7 @@ impl StoreError {
             Self::UsernameTaken(n) => Self::UsernameTaken(n.clone()),
             Self::LinkConflict => Self::LinkConflict,
             Self::NotFound => Self::NotFound,
+            Self::Refused(r) => Self::Refused(r.clone()),
             Self::Unavailable(e) => Self::unavailable(e.to_string()),
             Self::Backend(e) => Self::backend(e.to_string()),
             Self::Panicked => Self::Panicked,
@@ -119,8 +130,8 @@ impl StoreError {
 /// That uniqueness is the final guard behind the layer's in-process coalescing of concurrent
 /// first logins and links. [`update_from_login`](UserStore::update_from_login) applies a
 /// login's changes to the row as it is inside the store's transaction and drops an update
-/// older than one already applied for that identity. `tests/common/store_contract.rs` is the
-/// executable contract.
+/// older than one already applied for that identity. `jit_provision::testing::store_contract`
+/// (feature `test-util`) is the executable contract: run it against your store.
 ///
 /// See the [module documentation](self) on object safety.
 ///
@@ -165,7 +176,10 @@ pub trait UserStore: Send + Sync + 'static {
         email: &str,
     ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
 
-    /// Creates a user from `profile` and links `identity` to it, atomically.
+    /// Creates a user from `profile` and links `identity` to it, atomically. A rule of the
+    /// application's own (an email that belongs to a password account) refuses with
+    /// [`StoreError::Refused`], writing nothing: the login gets the [`Refusal`]'s `409` or
+    /// `403` and code.
     fn create(
         &self,
         identity: &Identity,

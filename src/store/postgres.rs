@@ -656,9 +656,21 @@ fn identity_from_row(row: &PgRow) -> Result<LinkedIdentity, StoreError> {
 impl PostgresStore {
     /// PostgreSQL takes concurrent writers: nothing to hold.
     async fn session_write_lock(&self) {}
+
+    /// `update_tokens`' transaction; its `SELECT ... FOR UPDATE` locks the session's row.
+    async fn begin_token_update(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.pool.begin().await.map_err(classify)
+    }
 }
 
-super::sql_sessions::sql_session_store!(PostgresStore, sqlx::Postgres, |sql: &str| sql.to_owned());
+super::sql_sessions::sql_session_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    |sql: &str| sql.to_owned(),
+    " FOR UPDATE"
+);
 
 impl ReplayGuard for PostgresStore {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -54,10 +54,12 @@ pub(super) fn record(row: SessionRow) -> SessionRecord {
 }
 
 /// Implements `SessionStore` for `$store`, whose `pool` is a pool of `$db`, with `$sql`
-/// turning a statement written with `$N` placeholders into the database's, and
-/// `session_write_lock` (an async method of the store) held around every write.
+/// turning a statement written with `$N` placeholders into the database's,
+/// `session_write_lock` (an async method of the store) held around every write, and
+/// `begin_token_update` (another) starting the transaction of `update_tokens`, whose `SELECT`
+/// ends with `$lock` (PostgreSQL's row lock; SQLite's `BEGIN IMMEDIATE` locks the database).
 macro_rules! sql_session_store {
-    ($store:ty, $db:ty, $sql:expr) => {
+    ($store:ty, $db:ty, $sql:expr, $lock:literal) => {
         impl $crate::session::SessionStore for $store {
             async fn create_session(
                 &self,
@@ -261,6 +263,41 @@ macro_rules! sql_session_store {
                     .await
                     .map_err(classify)?;
                 Ok(done.rows_affected())
+            }
+
+            async fn update_tokens<'a>(
+                &'a self,
+                id: &'a str,
+                update: $crate::session::TokensUpdate<'a>,
+            ) -> Result<Option<$crate::session::SessionRecord>, StoreError> {
+                let select = $sql(&format!(
+                    "SELECT {} FROM jit_sessions WHERE id_hash = $1{}",
+                    super::sql_sessions::COLUMNS,
+                    $lock
+                ));
+                let _write = self.session_write_lock().await;
+                let mut tx = self.begin_token_update().await?;
+                let row: Option<super::sql_sessions::SessionRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(select))
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                let Some(mut record) = row.map(super::sql_sessions::record) else {
+                    return Ok(None);
+                };
+                if let Some(tokens) = update(record.clone()).await {
+                    let sql = $sql("UPDATE jit_sessions SET tokens = $1 WHERE id_hash = $2");
+                    sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                        .bind(tokens.as_str())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    record.tokens = Some(tokens);
+                }
+                tx.commit().await.map_err(classify)?;
+                Ok(Some(record))
             }
         }
     };

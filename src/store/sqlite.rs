@@ -321,10 +321,22 @@ impl SqliteStore {
     async fn session_write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
     }
+
+    /// `update_tokens`' transaction: `BEGIN IMMEDIATE`, SQLite's write lock, which another
+    /// process on the same file waits for (busy_timeout) before it reads the record.
+    async fn begin_token_update(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.begin_write().await
+    }
 }
 
-super::sql_sessions::sql_session_store!(SqliteStore, sqlx::Sqlite, |sql: &str| sql
-    .replace('$', "?"));
+super::sql_sessions::sql_session_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    |sql: &str| sql.replace('$', "?"),
+    ""
+);
 
 /// One-time values in the database, so that several processes on one SQLite file share them.
 impl crate::replay::ReplayGuard for SqliteStore {

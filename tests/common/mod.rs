@@ -6,7 +6,6 @@ pub mod bearer;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod session_contract;
-pub mod store_contract;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
-use jit_provision::dev_idp::{DevClient, DevIdp, DevUser};
+use jit_provision::dev_idp::{DevClient, DevIdp, DevKeyType, DevUser};
 use jit_provision::store::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, MemoryStore, Profile, ProfileChanges,
-    StoreError, User, UserId, UserStore,
+    Refusal, StoreError, User, UserId, UserStore,
 };
 use jit_provision::{CurrentUser, JitLayer, JitLayerBuilder, MappingConfig, ProviderConfig};
 use reqwest::StatusCode;
@@ -34,14 +33,19 @@ pub enum Fault {
     Hang,
 }
 
-/// A MemoryStore that can be switched into an outage (of everything, or of updates only), or
-/// made to panic or hang in one operation.
+/// An application's own rule checked before a `create`: a refusal, or `None` to go on.
+pub type CreateRule = Arc<dyn Fn(&MemoryStore, &Profile) -> Option<Refusal> + Send + Sync>;
+
+/// A MemoryStore that can be switched into an outage (of everything, or of updates only),
+/// made to panic or hang in one operation, or given a rule of the application's own that
+/// refuses some creations.
 #[derive(Clone, Default)]
 pub struct SwitchableStore {
     pub inner: MemoryStore,
     pub down: Arc<AtomicBool>,
     pub updates_down: Arc<AtomicBool>,
     fault: Arc<Mutex<Option<(Fault, &'static str)>>>,
+    create_rule: Arc<Mutex<Option<CreateRule>>>,
 }
 
 impl SwitchableStore {
@@ -52,6 +56,15 @@ impl SwitchableStore {
     /// Makes the operation named (`"*"`: every one) panic or hang; `None` heals it.
     pub fn set_fault(&self, fault: Option<(Fault, &'static str)>) {
         *self.fault.lock().unwrap() = fault;
+    }
+
+    /// Refuses every `create` `rule` answers a [`Refusal`] for (writing nothing), as an
+    /// application's store enforcing a constraint of its own would.
+    pub fn refuse_create_when(
+        &self,
+        rule: impl Fn(&MemoryStore, &Profile) -> Option<Refusal> + Send + Sync + 'static,
+    ) {
+        *self.create_rule.lock().unwrap() = Some(Arc::new(rule));
     }
 
     async fn enter(&self, op: &'static str) -> Result<(), StoreError> {
@@ -82,6 +95,10 @@ impl UserStore for SwitchableStore {
     }
     async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
         self.enter("create").await?;
+        let rule = self.create_rule.lock().unwrap().clone();
+        if let Some(refusal) = rule.and_then(|rule| rule(&self.inner, profile)) {
+            return Err(refusal.into());
+        }
         self.inner.create(identity, profile).await
     }
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
@@ -209,7 +226,10 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
+        // RS256, what most IdPs sign with, and bearer's default algorithm (the tests that
+        // start their own IdP get its ES256 default).
         let idp = DevIdp::builder()
+            .key_type(DevKeyType::Rs256)
             .client(
                 DevClient::new(CLIENT_ID, CLIENT_SECRET)
                     .redirect_uri(format!("{base}/auth/dev/callback"))
@@ -393,6 +413,17 @@ pub fn now() -> i64 {
 
 /// Every [`ProvisioningEvent`](jit_provision::events::ProvisioningEvent) a layer delivered.
 pub type Events = Arc<Mutex<Vec<jit_provision::events::ProvisioningEvent>>>;
+
+/// The recorded events of one kind (`"locked"`, `"logged_out"`, ...), as JSON.
+pub fn events_of(events: &Events, kind: &str) -> Vec<serde_json::Value> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|e| e["event"] == kind)
+        .collect()
+}
 
 /// A builder step that records every event into `events`.
 pub fn recording(

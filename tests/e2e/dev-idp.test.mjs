@@ -145,6 +145,8 @@ test('dev IdP: the first login provisions alice and shows her profile', { timeou
     assert.equal(rows.Credential, 'session cookie (interactive login)');
     assert.match(rows['Logged in'], /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/);
     assert.ok(rows.Expires > rows['Logged in'], `expires after login: ${JSON.stringify(rows)}`);
+    // store_tokens: the session holds the IdP's access token (IdpAccessToken), never shown.
+    assert.match(rows['IdP access token'], /^held, valid until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/);
     await sessionCookie();
     firstLogin = rows;
     // The session store lists this browser's session, with the button ending them all.

@@ -138,6 +138,19 @@ const configuration = {
   cookies: { keys: [randomBytes(32).toString('base64url')] },
 };
 
+// Refresh tokens, when OP_ACCESS_TOKEN_TTL (seconds) is set: the client may use the
+// refresh_token grant, every code exchange issues a refresh token, refresh tokens rotate (a
+// used one is refused, and using it again revokes the grant), and access tokens live that
+// many seconds. Every refresh request is printed on stdout (`REFRESH ok` / `REFRESH error`)
+// so a test can count the refreshes the provider saw.
+const accessTokenTtl = Number.parseInt(process.env.OP_ACCESS_TOKEN_TTL ?? '', 10);
+if (Number.isInteger(accessTokenTtl) && accessTokenTtl > 0) {
+  configuration.clients[0].grant_types.push('refresh_token');
+  configuration.issueRefreshToken = async (_ctx, client) => client.grantTypeAllowed('refresh_token');
+  configuration.rotateRefreshToken = true;
+  configuration.ttl = { AccessToken: accessTokenTtl };
+}
+
 // Listen first (so port 0 can be used), then make the provider with the real issuer.
 const server = createServer();
 server.on('error', (err) => {
@@ -164,4 +177,10 @@ server.listen(port, HOST, () => {
   });
   server.on('request', provider.callback());
   console.log(`READY ${actual}`);
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc.params?.grant_type === 'refresh_token') console.log('REFRESH ok');
+  });
+  provider.on('grant.error', (ctx) => {
+    if (ctx.oidc?.params?.grant_type === 'refresh_token') console.log('REFRESH error');
+  });
 });

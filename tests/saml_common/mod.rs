@@ -14,7 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::body::Body;
 use base64::Engine as _;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
 use jit_provision::saml::{SamlConfig, SamlServiceProvider};
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
@@ -25,6 +29,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::{X509, X509NameBuilder};
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 pub const PROVIDER_ID: &str = "corp";
 pub const IDP_ENTITY_ID: &str = "https://idp.example.test/saml/metadata";
@@ -286,30 +291,12 @@ impl Drop for Reaped {
     }
 }
 
-/// Runs samlify once over `jobs` (each a JSON object, see idp.mjs), with `sp_metadata` as
-/// the service provider's metadata. Bounded by `IDP_TIMEOUT`.
-pub fn run_idp(node: &Path, idp: Value, sp_metadata: &str, jobs: Vec<Value>) -> IdpOutput {
-    run_idp_with(node, idp, sp_metadata, jobs, false)
-}
-
-/// [`run_idp`], with samlify validating each AuthnRequest against the SAML XSDs (xmllint)
-/// when `schema_validation` (slow to start: seconds).
-pub fn run_idp_with(
-    node: &Path,
-    idp: Value,
-    sp_metadata: &str,
-    jobs: Vec<Value>,
-    schema_validation: bool,
-) -> IdpOutput {
-    let input = json!({
-        "idp": idp,
-        "sp_metadata": sp_metadata,
-        "jobs": jobs,
-        "schema_validation": schema_validation,
-    });
+/// Runs `script` of tests/saml-idp with `input` as JSON on stdin; its JSON output. Bounded
+/// by `IDP_TIMEOUT`.
+pub fn run_script(node: &Path, script: &str, input: &Value) -> Value {
     let mut child = Reaped(
         Command::new(node)
-            .arg(idp_dir().join("idp.mjs"))
+            .arg(idp_dir().join(script))
             .current_dir(idp_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -318,7 +305,7 @@ pub fn run_idp_with(
             .unwrap_or_else(|e| panic!("spawning {} failed: {e}", node.display())),
     );
     let mut stdin = child.0.stdin.take().unwrap();
-    let payload = serde_json::to_vec(&input).unwrap();
+    let payload = serde_json::to_vec(input).unwrap();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&payload);
     });
@@ -351,8 +338,32 @@ pub fn run_idp_with(
         status.success(),
         "the samlify IdP failed ({status}):\n{stderr}"
     );
-    let output: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("the samlify IdP printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the samlify IdP printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// Runs samlify once over `jobs` (each a JSON object, see idp.mjs), with `sp_metadata` as
+/// the service provider's metadata. Bounded by `IDP_TIMEOUT`.
+pub fn run_idp(node: &Path, idp: Value, sp_metadata: &str, jobs: Vec<Value>) -> IdpOutput {
+    run_idp_with(node, idp, sp_metadata, jobs, false)
+}
+
+/// [`run_idp`], with samlify validating each AuthnRequest against the SAML XSDs (xmllint)
+/// when `schema_validation` (slow to start: seconds).
+pub fn run_idp_with(
+    node: &Path,
+    idp: Value,
+    sp_metadata: &str,
+    jobs: Vec<Value>,
+    schema_validation: bool,
+) -> IdpOutput {
+    let input = json!({
+        "idp": idp,
+        "sp_metadata": sp_metadata,
+        "jobs": jobs,
+        "schema_validation": schema_validation,
+    });
+    let output = run_script(node, "idp.mjs", &input);
     let responses = output["results"]
         .as_array()
         .unwrap()
@@ -572,4 +583,98 @@ pub fn response_around(assertion: &str, signer: Option<&KeyPair>) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving the layer as a browser would
+// ---------------------------------------------------------------------------------------------
+
+pub fn set_cookies(response: &http::Response<Body>) -> Vec<String> {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn session_of(response: &http::Response<Body>) -> Option<String> {
+    set_cookies(response)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-jit_session=") && !c.starts_with("__Host-jit_session=;"))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+}
+
+pub fn relay_state(location: &str) -> String {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "RelayState")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+pub fn acs(saml_response: &str, relay: &str, cookie: &str) -> Request<Body> {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("SAMLResponse", saml_response)
+        .append_pair("RelayState", relay)
+        .finish();
+    Request::post("/auth/corp/acs")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, cookie)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+pub async fn error_code(response: http::Response<Body>) -> String {
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    json["error"].as_str().unwrap().to_owned()
+}
+
+/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder).
+pub async fn start(app: &Router) -> (String, String) {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/login?return_to=/me")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
+    let cookies = set_cookies(&response);
+    let cookie = cookies.last().unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    // The browser sends back the pending login and its binder.
+    let pairs: Vec<&str> = cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap())
+        .collect();
+    (location, pairs.join("; "))
+}
+
+/// `GET /auth/corp/metadata`: the SP metadata XML.
+pub async fn sp_metadata_of(app: &Router) -> String {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/auth/corp/metadata")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
 }

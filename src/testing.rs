@@ -1,11 +1,108 @@
-//! The contract every `UserStore` keeps, run against each implementation.
+//! A test kit for applications: the contract every [`UserStore`] keeps, as one async
+//! function to run against your own store (behind the `test-util` feature; add it to your
+//! dev-dependency: `jit-provision = { version = "…", features = ["test-util"] }`).
+//!
+//! [`store_contract`] creates a fresh store for each of its checks (round trips, identity and
+//! username uniqueness, updates, links, login-ordered updates, role provenance, concurrent
+//! creates and links, canonical names) and panics with the failed assertion. Tell it what
+//! your store does differently with [`Capabilities`]: an email it requires, usernames it
+//! compares by case only.
+//!
+//! ```
+//! use jit_provision::store::MemoryStore;
+//! use jit_provision::testing::{Capabilities, store_contract};
+//!
+//! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
+//! // In your tests: #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! store_contract(|| async { MemoryStore::new() }, Capabilities::default()).await;
+//! # });
+//! ```
+//!
+//! A store over an existing users table whose `email` column is `NOT NULL` and whose
+//! usernames are unique by `lower(username)`:
+//!
+//! ```no_run
+//! # use jit_provision::testing::{Capabilities, UsernameMatching, store_contract};
+//! # async fn app_store() -> jit_provision::store::MemoryStore { unimplemented!() }
+//! # async fn run() {
+//! let capabilities = Capabilities::default()
+//!     .email_required(true)
+//!     .usernames(UsernameMatching::CaseInsensitive);
+//! store_contract(app_store, capabilities).await;
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 
-use jit_provision::store::{
-    Identity, LoginStamp, Profile, ProfileChanges, StoreError, UserId, UserStore,
-};
+use crate::store::{Identity, LoginStamp, Profile, ProfileChanges, StoreError, UserId, UserStore};
+
+/// How a store compares usernames (and emails) for uniqueness and lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UsernameMatching {
+    /// In their [`canonical`](crate::store::canonical) form (NFKC and full case folding:
+    /// `ａｄｍｉｎ`, `ADMIN` and `admin` are one name; `STRASSE` is `Straße`): the crate's
+    /// stores, and what the layer's look-alike protection relies on.
+    #[default]
+    Canonical,
+    /// Up to case only (`lower(username)`, `citext`): `Admin` is `admin`, but fullwidth or
+    /// compatibility look-alikes are not checked.
+    CaseInsensitive,
+}
+
+/// What the store under test does differently from the crate's own stores. `Default` is
+/// the crate's stores: an optional email, canonical usernames.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    email_required: bool,
+    usernames: UsernameMatching,
+}
+
+impl Capabilities {
+    /// The store refuses a user without an email (a `NOT NULL` column): every user the
+    /// contract creates has one, and no update clears it.
+    pub fn email_required(mut self, required: bool) -> Self {
+        self.email_required = required;
+        self
+    }
+
+    /// How the store compares usernames and emails (default [`UsernameMatching::Canonical`]).
+    pub fn usernames(mut self, matching: UsernameMatching) -> Self {
+        self.usernames = matching;
+        self
+    }
+
+    /// A profile to create with just a username (and an email when one is required).
+    fn new_profile(&self, username: &str) -> Profile {
+        let mut profile = Profile::new(username);
+        if self.email_required {
+            profile.email = Some(Some(format!("{username}@example.com")));
+        }
+        profile
+    }
+}
+
+/// Runs the whole [`UserStore`] contract, each check on a new store from `make_store`
+/// (an empty store each time: a fresh database, or a cleared one). Panics at the first
+/// assertion the store fails. Some checks race tasks: run it on a multi-threaded runtime
+/// (`#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`) so they race for real.
+pub async fn store_contract<S, F, Fut>(mut make_store: F, capabilities: Capabilities)
+where
+    S: UserStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let caps = &capabilities;
+    contract(make_store().await, caps).await;
+    concurrent_creates(make_store().await, caps).await;
+    login_updates(make_store().await).await;
+    role_provenance(make_store().await).await;
+    concurrent_links(make_store().await, caps).await;
+    names(make_store().await, caps).await;
+}
 
 fn profile(username: &str) -> Profile {
     Profile {
@@ -19,7 +116,8 @@ fn profile(username: &str) -> Profile {
     }
 }
 
-pub async fn contract<S: UserStore>(store: S) {
+/// Round trips, uniqueness, updates, links, listings, lock and delete.
+async fn contract<S: UserStore>(store: S, caps: &Capabilities) {
     let alice = Identity::new("corp", "https://idp.example", "sub-1");
     let created = store.create(&alice, &profile("alice")).await.unwrap();
     assert_eq!(created.username, "alice");
@@ -60,8 +158,12 @@ pub async fn contract<S: UserStore>(store: S) {
     assert!(store.create(&bob, &profile("bob")).await.is_ok());
 
     // Updates change what they name and nothing else.
+    // An email is cleared, or (when the store requires one) changed.
+    let new_email = caps
+        .email_required
+        .then(|| "alice.a@example.com".to_owned());
     let changes = ProfileChanges {
-        email: Some(None),
+        email: Some(new_email.clone()),
         display_name: Some(Some("Alice A.".into())),
         groups: Some(BTreeSet::from(["staff".to_owned()])),
         attributes: BTreeMap::from([("title".to_owned(), "Engineer".to_owned())]),
@@ -74,7 +176,7 @@ pub async fn contract<S: UserStore>(store: S) {
         ..ProfileChanges::default()
     };
     let updated = store.update(created.id, &changes).await.unwrap();
-    assert_eq!(updated.email, None);
+    assert_eq!(updated.email, new_email);
     assert_eq!(updated.display_name.as_deref(), Some("Alice A."));
     assert_eq!(updated.groups, BTreeSet::from(["staff".to_owned()]));
     assert_eq!(updated.attributes.len(), 2);
@@ -158,13 +260,15 @@ pub async fn contract<S: UserStore>(store: S) {
     ));
 }
 
-pub async fn concurrent_creates<S: UserStore>(store: S) {
+/// Fifty concurrent creates of one identity: one wins, every other reports the conflict.
+async fn concurrent_creates<S: UserStore>(store: S, caps: &Capabilities) {
     let store = Arc::new(store);
     let identity = Identity::new("corp", "https://idp.example", "racer");
     let tasks = (0..50).map(|_| {
         let store = store.clone();
         let identity = identity.clone();
-        tokio::spawn(async move { store.create(&identity, &Profile::new("racer")).await })
+        let racer = caps.new_profile("racer");
+        tokio::spawn(async move { store.create(&identity, &racer).await })
     });
     let results = futures_util::future::join_all(tasks).await;
     let ok = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
@@ -192,7 +296,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 /// A login's update is applied to the row as stored (group grants as deltas), and an update
 /// older than one already applied for the identity is dropped.
-pub async fn login_updates<S: UserStore>(store: S) {
+async fn login_updates<S: UserStore>(store: S) {
     let alice = Identity::new("corp", "https://idp.example", "sync-1");
     let created = store.create(&alice, &profile("alice")).await.unwrap();
     assert_eq!(created.groups, set(&["ops", "staff"]));
@@ -292,7 +396,7 @@ pub async fn login_updates<S: UserStore>(store: S) {
 /// Roles are stored apart from groups with per-provider provenance: granted at creation as
 /// the provider's own, synced as deltas inside the transaction, so a role removed at the IdP
 /// goes while a local role (granted meanwhile) and another provider's role stay.
-pub async fn role_provenance<S: UserStore>(store: S) {
+async fn role_provenance<S: UserStore>(store: S) {
     let alice = Identity::new("corp", "https://idp.example", "roles-1");
     let mut asserted = profile("alice");
     asserted.roles = Some(set(&["editor", "viewer"]));
@@ -367,12 +471,12 @@ pub async fn role_provenance<S: UserStore>(store: S) {
 
 /// Two concurrent links of two subjects of one provider to one user: exactly one wins, the
 /// other is a `LinkConflict`; a linked identity stays `IdentityExists`.
-pub async fn concurrent_links<S: UserStore>(store: S) {
+async fn concurrent_links<S: UserStore>(store: S, caps: &Capabilities) {
     let store = Arc::new(store);
     for round in 0..10 {
         let local = Identity::new("local", "https://local.example", format!("l-{round}"));
         let user = store
-            .create(&local, &Profile::new(format!("target{round}")))
+            .create(&local, &caps.new_profile(&format!("target{round}")))
             .await
             .unwrap();
         let tasks = ["a", "b"].map(|who| {
@@ -404,7 +508,7 @@ pub async fn concurrent_links<S: UserStore>(store: S) {
     let other = store
         .create(
             &Identity::new("local", "https://local.example", "other"),
-            &Profile::new("other"),
+            &caps.new_profile("other"),
         )
         .await
         .unwrap();
@@ -421,21 +525,27 @@ pub async fn concurrent_links<S: UserStore>(store: S) {
     );
 }
 
-/// Usernames are unique in their canonical form (NFKC + case folding), and lookups by
-/// username and email compare that form, in every store alike.
-pub async fn canonical_names<S: UserStore>(store: S) {
+/// Usernames are unique in their compared form (canonical: NFKC + case folding; or case
+/// only), and lookups by username and email compare that form.
+async fn names<S: UserStore>(store: S, caps: &Capabilities) {
+    let canonical = caps.usernames == UsernameMatching::Canonical;
     let corp = |sub: &str| Identity::new("corp", "https://idp.example", sub);
     let admin = store.create(&corp("n-1"), &profile("admin")).await.unwrap();
     let kate = store.create(&corp("n-2"), &profile("kate")).await.unwrap();
     // Look-alikes of a taken name are the taken name: nothing written.
-    for look_alike in [
-        "ａｄｍｉｎ",
-        "ADMIN",
-        "Admin",
-        "ＡＤＭＩＮ",
-        "\u{212A}ATE",
-        "\u{212A}ate",
-    ] {
+    let look_alikes: &[&str] = if canonical {
+        &[
+            "ａｄｍｉｎ",
+            "ADMIN",
+            "Admin",
+            "ＡＤＭＩＮ",
+            "\u{212A}ATE",
+            "\u{212A}ate",
+        ]
+    } else {
+        &["ADMIN", "Admin", "KATE", "Kate"]
+    };
+    for look_alike in look_alikes {
         let taken = store.create(&corp(look_alike), &profile(look_alike)).await;
         assert!(
             matches!(taken, Err(StoreError::UsernameTaken(ref n)) if n == look_alike),
@@ -450,15 +560,15 @@ pub async fn canonical_names<S: UserStore>(store: S) {
         );
     }
     // The stored username is kept as given; lookups fold.
-    let found = store.find_by_username("ＡＤＭＩＮ").await.unwrap().unwrap();
+    let (shouted, kelvin) = if canonical {
+        ("ＡＤＭＩＮ", "\u{212A}ate")
+    } else {
+        ("ADMIN", "KaTe")
+    };
+    let found = store.find_by_username(shouted).await.unwrap().unwrap();
     assert_eq!((found.id, found.username.as_str()), (admin.id, "admin"));
     assert_eq!(
-        store
-            .find_by_username("\u{212A}ate")
-            .await
-            .unwrap()
-            .unwrap()
-            .id,
+        store.find_by_username(kelvin).await.unwrap().unwrap().id,
         kate.id
     );
     // A name that does not fold to a taken one is free.
@@ -467,15 +577,22 @@ pub async fn canonical_names<S: UserStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(mixed.username, "Straße");
-    let taken = store.create(&corp("n-4"), &profile("STRASSE")).await;
-    assert!(
-        matches!(taken, Err(StoreError::UsernameTaken(_))),
-        "{taken:?}"
-    );
+    if canonical {
+        let taken = store.create(&corp("n-4"), &profile("STRASSE")).await;
+        assert!(
+            matches!(taken, Err(StoreError::UsernameTaken(_))),
+            "{taken:?}"
+        );
+    }
     assert!(store.create(&corp("n-5"), &profile("admin2")).await.is_ok());
 
     // Emails compare folded too, and follow updates.
-    let by_email = store.find_by_email("ＡＤＭＩＮ@EXAMPLE.com").await.unwrap();
+    let shouted = if canonical {
+        "ＡＤＭＩＮ@EXAMPLE.com"
+    } else {
+        "ADMIN@EXAMPLE.com"
+    };
+    let by_email = store.find_by_email(shouted).await.unwrap();
     assert_eq!(
         by_email.iter().map(|u| u.id).collect::<Vec<_>>(),
         [admin.id]
@@ -497,10 +614,5 @@ pub async fn canonical_names<S: UserStore>(store: S) {
     assert_eq!(root[0].email.as_deref(), Some("Root@Example.COM"));
     // A deleted user's name is free again.
     store.delete(kate.id).await.unwrap();
-    assert!(
-        store
-            .create(&corp("n-6"), &profile("\u{212A}ate"))
-            .await
-            .is_ok()
-    );
+    assert!(store.create(&corp("n-6"), &profile(kelvin)).await.is_ok());
 }
