@@ -327,13 +327,13 @@ pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
         }
         // The URIs to register at the IdP for the logouts it initiates or takes part in.
         if let Some(uri) = jit.backchannel_logout_uri(id) {
-            lines.push(format!("                  back-channel logout  {uri}"));
+            lines.push(format!("                  back-channel logout URI {uri}"));
         }
         if let Some(uri) = jit.frontchannel_logout_uri(id) {
-            lines.push(format!("                  front-channel logout {uri}"));
+            lines.push(format!("                  front-channel logout URI {uri}"));
         }
         if let Some(uri) = jit.post_logout_redirect_uri(id) {
-            lines.push(format!("                  post-logout redirect {uri}"));
+            lines.push(format!("                  post-logout redirect URI {uri}"));
         }
     }
     lines
