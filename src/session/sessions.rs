@@ -743,7 +743,7 @@ mod tests {
     use crate::config::CacheConfig;
     use crate::session::{MemorySessionStore, SessionKey, SessionStore};
 
-    fn sessions(codec: CookieCodec, store: &MemorySessionStore) -> Sessions {
+    fn sessions<S: SessionStore + Clone>(codec: CookieCodec, store: &S) -> Sessions {
         let cache = UserCache::new(&CacheConfig::default(), None);
         Sessions::new(
             SessionStoreHandle::new(store.clone()),
@@ -931,17 +931,8 @@ mod tests {
     /// A live session in a [`Racing`] store: its layer and the request headers of its cookie.
     async fn racing() -> (Racing, Sessions, HeaderMap) {
         let store = Racing::default();
-        let cache = UserCache::new(&CacheConfig::default(), None);
         let codec = CookieCodec::new(&SessionKey::generate(), &[], true);
-        let sessions = Sessions::new(
-            SessionStoreHandle::new(store.clone()),
-            codec,
-            "jit_session".into(),
-            3600,
-            0,
-            cache,
-            None,
-        );
+        let sessions = sessions(codec, &store);
         store.ender.set(sessions.clone()).ok().unwrap();
         let identity = Identity::new("corp", "https://idp", "sub");
         let login = LoginSession {
