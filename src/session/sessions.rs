@@ -147,12 +147,17 @@ pub(crate) struct LiveSession {
     last_seen: AtomicI64,
     /// The `last_seen` the store holds (written or read), Unix seconds.
     stored_seen: AtomicI64,
+    /// The record invalidations this instance had applied before the record was read (or
+    /// written): when more were applied by the time it is cached, an end may have overtaken
+    /// the read ([`UserCache::record_invalidations`]).
+    read_after: u64,
 }
 
 impl LiveSession {
-    fn new(record: SessionRecord) -> Arc<Self> {
+    fn new(record: SessionRecord, read_after: u64) -> Arc<Self> {
         let seen = record.last_seen;
         Arc::new(Self {
+            read_after,
             user_id: record.user_id.parse().ok().map(UserId),
             record,
             last_seen: AtomicI64::new(seen),
@@ -240,6 +245,7 @@ impl Sessions {
         let secret = random_token(32);
         let id = record_id(&secret);
         let tokens = login.tokens.map(|tokens| self.seal_tokens(&id, &tokens));
+        let invalidations = inner.cache.record_invalidations();
         let record = SessionRecord::new(
             id.clone(),
             domain,
@@ -259,7 +265,10 @@ impl Sessions {
         inner
             .cache
             .records
-            .insert(Arc::from(id.as_str()), LiveSession::new(record))
+            .insert(
+                Arc::from(id.as_str()),
+                LiveSession::new(record, invalidations),
+            )
             .await;
         self.purge_now_and_then(now);
         let cookie = SessionCookie {
@@ -536,24 +545,25 @@ impl Sessions {
         if let Some(live) = records.get(&session.id).await {
             return Ok(Some(live));
         }
-        let invalidations = self.inner.cache.record_invalidations();
         let store = &self.inner.store;
         let loaded = records
             .try_get_with(session.id.clone(), async {
+                let invalidations = self.inner.cache.record_invalidations();
                 let found = store.0.get_session(&session.id).await?;
                 let record = match found {
                     Some(record) => record,
                     None if session.legacy => self.adopt(session).await?,
                     None => return Err(None),
                 };
-                Ok(LiveSession::new(record))
+                Ok(LiveSession::new(record, invalidations))
             })
             .await;
         match loaded {
-            Ok(_) if self.inner.cache.record_invalidations() != invalidations => {
+            Ok(live) if self.inner.cache.record_invalidations() != live.read_after => {
                 records.invalidate(&session.id).await;
+                let invalidations = self.inner.cache.record_invalidations();
                 let found = store.0.get_session(&session.id).await?;
-                Ok(found.map(LiveSession::new))
+                Ok(found.map(|record| LiveSession::new(record, invalidations)))
             }
             Ok(live) => Ok(Some(live)),
             Err(shared) => match &*shared {
