@@ -2,6 +2,7 @@
 //! session cookies by sealed value; session records by id.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -28,6 +29,10 @@ pub(crate) struct UserCache {
     /// Session records by id (`session.record_cache_ttl_secs`): dropped when a session ends
     /// here or, through the bus, anywhere.
     pub(crate) records: Cache<Arc<str>, Arc<LiveSession>>,
+    /// Counts the record invalidations, raised before each drops its entry: a record read
+    /// from the store while it moved may have been read before an end that the invalidation
+    /// could not drop yet ([`record_invalidations`](Self::record_invalidations)).
+    record_invalidations: Arc<AtomicU64>,
 }
 
 /// A decrypted session cookie.
@@ -63,6 +68,7 @@ impl UserCache {
                 .max_capacity(config.max_users)
                 .time_to_live(record_ttl)
                 .build(),
+            record_invalidations: Arc::default(),
         }
     }
 
@@ -81,13 +87,23 @@ impl UserCache {
     pub(crate) async fn apply(&self, event: &Invalidation) {
         match event {
             Invalidation::User { domain, id } => self.forget(domain, *id).await,
-            Invalidation::Session { id } => self.records.invalidate(id.as_str()).await,
+            Invalidation::Session { id } => {
+                self.record_invalidations.fetch_add(1, Ordering::SeqCst);
+                self.records.invalidate(id.as_str()).await;
+            }
             Invalidation::All => {
+                self.record_invalidations.fetch_add(1, Ordering::SeqCst);
                 self.by_id.invalidate_all();
                 self.by_identity.invalidate_all();
                 self.records.invalidate_all();
             }
         }
+    }
+
+    /// How many record invalidations this instance applied so far: unchanged across a store
+    /// read and the caching of what it read, no end was missed in between.
+    pub(crate) fn record_invalidations(&self) -> u64 {
+        self.record_invalidations.load(Ordering::SeqCst)
     }
 
     /// Replaces the cached copies of a user after a write.

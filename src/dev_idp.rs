@@ -11,7 +11,7 @@
 //! exercise each validation failure, can leave out the RFC 9207 `iss` parameter it advertises
 //! ([`DevIdp::send_iss_parameter`]), and can make its discovery document, token endpoint or key
 //! set slow or failing ([`DevIdp::set_discovery_fault`], [`DevIdp::set_token_fault`],
-//! [`DevIdp::set_jwks_fault`]). It keeps no state per login beyond the authorization codes
+//! [`DevIdp::set_jwks_fault`]), and its userinfo endpoint too ([`DevIdp::set_userinfo_fault`]). It keeps no state per login beyond the authorization codes
 //! waiting for their exchange (60 s at most) and the IdP sessions (`sid`) of the ID tokens it
 //! issued; access tokens are self-contained. Every login is a new IdP session with a random
 //! `sid`, unless the user's claims carry one (a string: that `sid`; `null`: none at all).
@@ -287,7 +287,8 @@ const MAX_PENDING: u64 = 1_000_000;
 const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 
 /// A way to make the discovery document ([`DevIdp::set_discovery_fault`]), the token endpoint
-/// ([`DevIdp::set_token_fault`]) or the JWKS ([`DevIdp::set_jwks_fault`]) misbehave, to see
+/// ([`DevIdp::set_token_fault`]), the JWKS ([`DevIdp::set_jwks_fault`]) or userinfo
+/// ([`DevIdp::set_userinfo_fault`]) misbehave, to see
 /// how an application copes with a slow or failing identity provider.
 ///
 /// ```
@@ -342,6 +343,7 @@ struct Inner {
     discovery_fault: RwLock<Option<EndpointFault>>,
     token_fault: RwLock<Option<EndpointFault>>,
     jwks_fault: RwLock<Option<EndpointFault>>,
+    userinfo_fault: RwLock<Option<EndpointFault>>,
     /// Discovery says `authorization_response_iss_parameter_supported: true` (RFC 9207).
     advertise_iss: AtomicBool,
     /// Authorization responses carry `iss`.
@@ -446,6 +448,7 @@ impl DevIdpBuilder {
             discovery_fault: RwLock::new(None),
             token_fault: RwLock::new(None),
             jwks_fault: RwLock::new(None),
+            userinfo_fault: RwLock::new(None),
             advertise_iss: AtomicBool::new(true),
             send_iss: AtomicBool::new(true),
             discovery_fetches: AtomicU64::new(0),
@@ -761,6 +764,24 @@ impl DevIdp {
         *self
             .inner
             .jwks_fault
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// Makes the userinfo endpoint misbehave from now on (`None`: behave again).
+    ///
+    /// ```no_run
+    /// # async fn run(idp: jit_provision::dev_idp::DevIdp) {
+    /// use jit_provision::dev_idp::EndpointFault;
+    /// idp.set_userinfo_fault(Some(EndpointFault::Unavailable));
+    /// // ... a login or refresh that reads userinfo now fails with a 502 ...
+    /// idp.set_userinfo_fault(None);
+    /// # }
+    /// ```
+    pub fn set_userinfo_fault(&self, fault: Option<EndpointFault>) {
+        *self
+            .inner
+            .userinfo_fault
             .write()
             .unwrap_or_else(|e| e.into_inner()) = fault;
     }
@@ -1234,6 +1255,9 @@ fn sign_id_token(
 
 async fn userinfo(State(idp): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     idp.userinfo_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(failed) = misbehave(&idp.userinfo_fault).await {
+        return failed;
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

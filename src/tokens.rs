@@ -17,7 +17,9 @@
 //! A rotated refresh token replaces the old one; without one the old one is kept. When the
 //! provider refuses the refresh token (`invalid_grant`) the session ends, on every instance.
 //! With `resync_on_refresh = true` the claims are read again at each refresh and go through
-//! the same provisioning update as a login.
+//! the same provisioning update as a login; when reading them fails (userinfo down) after the
+//! token endpoint answered, the new tokens are stored all the same (the provider rotated the
+//! refresh token already) and the request fails with `idp_refresh_failed`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -370,8 +372,9 @@ enum Found {
     Fresh(SessionTokens),
     /// Its token expired and it has no refresh token.
     NoRefreshToken,
-    /// The provider refreshed it; the claims read again, when asked for.
-    Refreshed(SessionTokens, Option<Claims>),
+    /// The provider refreshed it (the new tokens are stored); the claims read again, when
+    /// asked for, or why reading them failed.
+    Refreshed(SessionTokens, Option<Result<Claims, OidcError>>),
     /// The provider failed or refused.
     Failed(OidcError),
 }
@@ -399,8 +402,14 @@ async fn refresh_session(
         Found::Fresh(tokens) => Ok(tokens),
         Found::Refreshed(tokens, claims) => {
             tracing::debug!(provider = %provider.id, "refreshed a session's tokens");
-            if let Some(claims) = claims {
-                resync(&shared, &session, &provider, &claims).await?;
+            match claims {
+                None => {}
+                Some(Ok(claims)) => resync(&shared, &session, &provider, &claims).await?,
+                // The rotated tokens are stored: the session holds, this request fails.
+                Some(Err(err)) => {
+                    tracing::warn!(provider = %provider.id, error = %err, "reading the claims again after a refresh failed; the new tokens are kept");
+                    return Err(IdpTokenError::Idp(err));
+                }
             }
             Ok(tokens)
         }
@@ -449,7 +458,10 @@ async fn refresh_locked(
     {
         Ok(refreshed) => (
             Some(refreshed.tokens.clone()),
-            Found::Refreshed(refreshed.tokens, refreshed.claims.map(Claims)),
+            Found::Refreshed(
+                refreshed.tokens,
+                refreshed.claims.map(|claims| claims.map(Claims)),
+            ),
         ),
         Err(err) => (None, Found::Failed(err)),
     }

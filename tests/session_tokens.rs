@@ -277,3 +277,42 @@ async fn store_tokens_hands_out_refreshes_and_refuses_tokens() {
         reqwest::StatusCode::UNAUTHORIZED
     );
 }
+
+/// With `resync_on_refresh` and `userinfo`, a userinfo failure after the token endpoint
+/// rotated the refresh token: 502 for that request, and the rotated tokens are kept, so the
+/// next refresh spends the new refresh token (the dev IdP's are single use).
+#[tokio::test]
+async fn a_userinfo_failure_after_a_refresh_keeps_the_rotated_tokens() {
+    let app = TestApp::start_with(
+        |mut provider| {
+            provider.store_tokens = true;
+            provider.userinfo = true;
+            provider.resync_on_refresh = true;
+            provider
+        },
+        |builder| builder,
+    )
+    .await;
+    let tokens = token_route(&app).await;
+    app.idp.on_token_response(|response| {
+        response.insert("expires_in".into(), 0.into());
+    });
+    app.login(&alice()).await;
+    app.idp
+        .set_userinfo_fault(Some(jit_provision::dev_idp::EndpointFault::Unavailable));
+    let before = app.idp.token_requests();
+    assert_eq!(
+        token_with(&app.client, &tokens).await,
+        (
+            reqwest::StatusCode::BAD_GATEWAY,
+            "idp_refresh_failed".into()
+        )
+    );
+    assert_eq!(app.idp.token_requests(), before + 1, "the IdP refreshed");
+    assert_eq!(app.me().await.status(), reqwest::StatusCode::OK);
+    app.idp.set_userinfo_fault(None);
+    let (status, token) = token_with(&app.client, &tokens).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{token}");
+    assert_eq!(app.idp.token_requests(), before + 2, "refreshed again");
+    assert_eq!(app.me().await.status(), reqwest::StatusCode::OK);
+}

@@ -19,14 +19,17 @@ pub(crate) struct Refreshed {
     /// came).
     pub tokens: SessionTokens,
     /// The claims read again, when asked for: the refresh's ID token's (with userinfo's when
-    /// the provider has `userinfo`), else userinfo's.
-    pub claims: Option<Map<String, Value>>,
+    /// the provider has `userinfo`), else userinfo's. A userinfo failure is an `Err` here,
+    /// not of the refresh: the provider has rotated the tokens already, so they are kept.
+    pub claims: Option<Result<Map<String, Value>, OidcError>>,
 }
 
 impl OidcProvider {
     /// Spends `refresh_token` (of `tokens`, the session of `subject`) at the token
     /// endpoint. An ID token in the answer is validated as at login (signature, `iss`,
     /// `aud`, `azp`, times), must name `subject`, and carries no nonce or the login's.
+    /// Once it holds, the refresh succeeded: reading the claims again afterwards (userinfo)
+    /// is a separate step whose failure is in [`Refreshed::claims`].
     pub(crate) async fn refresh(
         &self,
         tokens: &SessionTokens,
@@ -60,12 +63,12 @@ impl OidcProvider {
         let access_token = response.access_token();
         let claims = match (read_claims, claims) {
             (false, _) => None,
-            (true, Some(mut claims)) => {
+            (true, Some(mut claims)) => Some(
                 self.add_userinfo(&d, &mut claims, access_token, subject)
-                    .await?;
-                Some(claims)
-            }
-            (true, None) => Some(self.userinfo(&d, access_token.clone(), subject).await?),
+                    .await
+                    .map(|()| claims),
+            ),
+            (true, None) => Some(self.userinfo(&d, access_token.clone(), subject).await),
         };
         let now = crate::store::now_unix();
         let tokens = SessionTokens {

@@ -147,12 +147,17 @@ pub(crate) struct LiveSession {
     last_seen: AtomicI64,
     /// The `last_seen` the store holds (written or read), Unix seconds.
     stored_seen: AtomicI64,
+    /// The record invalidations this instance had applied before the record was read (or
+    /// written): when more were applied by the time it is cached, an end may have overtaken
+    /// the read ([`UserCache::record_invalidations`]).
+    read_after: u64,
 }
 
 impl LiveSession {
-    fn new(record: SessionRecord) -> Arc<Self> {
+    fn new(record: SessionRecord, read_after: u64) -> Arc<Self> {
         let seen = record.last_seen;
         Arc::new(Self {
+            read_after,
             user_id: record.user_id.parse().ok().map(UserId),
             record,
             last_seen: AtomicI64::new(seen),
@@ -240,6 +245,7 @@ impl Sessions {
         let secret = random_token(32);
         let id = record_id(&secret);
         let tokens = login.tokens.map(|tokens| self.seal_tokens(&id, &tokens));
+        let invalidations = inner.cache.record_invalidations();
         let record = SessionRecord::new(
             id.clone(),
             domain,
@@ -259,7 +265,10 @@ impl Sessions {
         inner
             .cache
             .records
-            .insert(Arc::from(id.as_str()), LiveSession::new(record))
+            .insert(
+                Arc::from(id.as_str()),
+                LiveSession::new(record, invalidations),
+            )
             .await;
         self.purge_now_and_then(now);
         let cookie = SessionCookie {
@@ -338,9 +347,9 @@ impl Sessions {
     /// Runs `update` under the store's lock of session `id`
     /// ([`SessionStore::update_tokens`](super::SessionStore::update_tokens)): it gets the
     /// record as stored and its tokens opened, and answers the tokens to seal and store
-    /// instead (`None`: leave them) and what it found. Afterwards this instance caches the
-    /// record as it is in the store, and, when tokens were written, every other instance
-    /// drops its copy. `None` when there is no record of that id.
+    /// instead (`None`: leave them) and what it found. Afterwards this instance drops its
+    /// copy of the record (the next request reads the store), and, when tokens were written,
+    /// every other instance does too. `None` when there is no record of that id.
     pub(crate) async fn update_tokens<F, Fut, T>(
         &self,
         id: &str,
@@ -377,20 +386,26 @@ impl Sessions {
         let Some(record) = record else {
             return Ok(None);
         };
-        let records = &self.inner.cache.records;
-        let key: Arc<str> = Arc::from(record.id.as_str());
-        let cached = records.get(&key).await;
+        // Dropped, not replaced: the record was read under the lock, and an end waiting on
+        // it may have ended it and dropped our copy since; the next request reads the store.
+        // A last request the copy saw and the store did not is written first.
+        if let Some(cached) = self.inner.cache.records.get(record.id.as_str()).await {
+            let seen = cached.last_seen.load(Ordering::Acquire);
+            if seen > record.last_seen
+                && let Err(err) = self.inner.store.0.touch_session(&record.id, seen).await
+            {
+                tracing::warn!(error = %err, "could not record a session's last request");
+            }
+        }
         if wrote.load(Ordering::Acquire) {
             self.forget(std::iter::once(record.id.clone())).await;
+        } else {
+            self.inner
+                .cache
+                .records
+                .invalidate(record.id.as_str())
+                .await;
         }
-        let fresh = LiveSession::new(record);
-        if let Some(cached) = cached {
-            let seen = cached.last_seen.load(Ordering::Acquire);
-            fresh.last_seen.fetch_max(seen, Ordering::AcqRel);
-            let stored = cached.stored_seen.load(Ordering::Acquire);
-            fresh.stored_seen.fetch_max(stored, Ordering::AcqRel);
-        }
-        records.insert(key, fresh).await;
         let outcome = found.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(outcome)
     }
@@ -519,7 +534,9 @@ impl Sessions {
 
     /// The cached record of a session, or the store's (adopting a cookie of an earlier
     /// release that has none: its secret is as good as a new one's; see
-    /// [`adopt`](Self::adopt)). Concurrent misses share one store read.
+    /// [`adopt`](Self::adopt)). Concurrent misses share one store read. A record that an
+    /// invalidation (an end, here or elsewhere) may have overtaken between its store read
+    /// and its caching is dropped and read again.
     async fn record(
         &self,
         session: &OpenedSession,
@@ -531,16 +548,23 @@ impl Sessions {
         let store = &self.inner.store;
         let loaded = records
             .try_get_with(session.id.clone(), async {
+                let invalidations = self.inner.cache.record_invalidations();
                 let found = store.0.get_session(&session.id).await?;
                 let record = match found {
                     Some(record) => record,
                     None if session.legacy => self.adopt(session).await?,
                     None => return Err(None),
                 };
-                Ok(LiveSession::new(record))
+                Ok(LiveSession::new(record, invalidations))
             })
             .await;
         match loaded {
+            Ok(live) if self.inner.cache.record_invalidations() != live.read_after => {
+                records.invalidate(&session.id).await;
+                let invalidations = self.inner.cache.record_invalidations();
+                let found = store.0.get_session(&session.id).await?;
+                Ok(found.map(|record| LiveSession::new(record, invalidations)))
+            }
             Ok(live) => Ok(Some(live)),
             Err(shared) => match &*shared {
                 None => Ok(None),
@@ -729,7 +753,7 @@ mod tests {
     use crate::config::CacheConfig;
     use crate::session::{MemorySessionStore, SessionKey, SessionStore};
 
-    fn sessions(codec: CookieCodec, store: &MemorySessionStore) -> Sessions {
+    fn sessions<S: SessionStore + Clone>(codec: CookieCodec, store: &S) -> Sessions {
         let cache = UserCache::new(&CacheConfig::default(), None);
         Sessions::new(
             SessionStoreHandle::new(store.clone()),
@@ -816,5 +840,165 @@ mod tests {
         let record = store.get_session(&id).await.unwrap().unwrap();
         assert_eq!(record.user_id, "7");
         assert!(store.get_session(&cookie.secret).await.unwrap().is_none());
+    }
+
+    /// A memory store that, once armed, ends the session through `ender` right after a
+    /// store read answered it live: an end that overtakes the read before its caching.
+    #[derive(Clone, Default)]
+    struct Racing {
+        inner: MemorySessionStore,
+        ender: Arc<std::sync::OnceLock<Sessions>>,
+        after_get: Arc<std::sync::atomic::AtomicBool>,
+        after_update: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Racing {
+        async fn race(&self, armed: &std::sync::atomic::AtomicBool, id: &str) {
+            if armed.swap(false, Ordering::SeqCst) {
+                let sessions = self.ender.get().unwrap();
+                assert!(sessions.end(id, EndReason::Logout).await.unwrap());
+            }
+        }
+    }
+
+    impl SessionStore for Racing {
+        async fn create_session(&self, record: &SessionRecord) -> Result<bool, StoreError> {
+            self.inner.create_session(record).await
+        }
+        async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+            let found = self.inner.get_session(id).await;
+            self.race(&self.after_get, id).await;
+            found
+        }
+        async fn touch_session(&self, id: &str, at: i64) -> Result<(), StoreError> {
+            self.inner.touch_session(id, at).await
+        }
+        async fn end_session(
+            &self,
+            id: &str,
+            at: i64,
+            reason: EndReason,
+        ) -> Result<bool, StoreError> {
+            self.inner.end_session(id, at, reason).await
+        }
+        async fn end_sessions_for_user(
+            &self,
+            domain: &str,
+            user_id: &str,
+            at: i64,
+            reason: EndReason,
+        ) -> Result<Vec<String>, StoreError> {
+            self.inner
+                .end_sessions_for_user(domain, user_id, at, reason)
+                .await
+        }
+        async fn sessions_ended_for_user_at(
+            &self,
+            domain: &str,
+            user_id: &str,
+        ) -> Result<Option<i64>, StoreError> {
+            self.inner.sessions_ended_for_user_at(domain, user_id).await
+        }
+        async fn end_sessions_by_idp_session(
+            &self,
+            selection: IdpSession<'_>,
+            at: i64,
+            reason: EndReason,
+        ) -> Result<Vec<String>, StoreError> {
+            self.inner
+                .end_sessions_by_idp_session(selection, at, reason)
+                .await
+        }
+        async fn list_sessions_for_user(
+            &self,
+            domain: &str,
+            user_id: &str,
+            now: i64,
+        ) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner
+                .list_sessions_for_user(domain, user_id, now)
+                .await
+        }
+        async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
+            self.inner.purge_sessions(before).await
+        }
+        async fn update_tokens<'a>(
+            &'a self,
+            id: &'a str,
+            update: super::super::TokensUpdate<'a>,
+        ) -> Result<Option<SessionRecord>, StoreError> {
+            // The record as read under the lock, as a SQL store answers it.
+            let before = self.inner.get_session(id).await?;
+            let written = self.inner.update_tokens(id, update).await?;
+            self.race(&self.after_update, id).await;
+            Ok(written.map(|written| SessionRecord {
+                ended_at: before.and_then(|b| b.ended_at),
+                ..written
+            }))
+        }
+    }
+
+    /// A live session in a [`Racing`] store: its layer and the request headers of its cookie.
+    async fn racing() -> (Racing, Sessions, HeaderMap) {
+        let store = Racing::default();
+        let codec = CookieCodec::new(&SessionKey::generate(), &[], true);
+        let sessions = sessions(codec, &store);
+        store.ender.set(sessions.clone()).ok().unwrap();
+        let identity = Identity::new("corp", "https://idp", "sub");
+        let login = LoginSession {
+            idp_session: None,
+            tokens: Some(tokens()),
+        };
+        let set_cookie = sessions
+            .issue("PRIMARY", UserId(7), &identity, login)
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        let pair = set_cookie.split(';').next().unwrap();
+        headers.insert(http::header::COOKIE, pair.parse().unwrap());
+        (store, sessions, headers)
+    }
+
+    fn id_of(opened: Opened) -> Arc<str> {
+        match opened {
+            Opened::Live(session) => session.id.clone(),
+            _ => panic!("the session is not live"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_end_during_a_token_update_is_not_undone_by_the_cache() {
+        let (store, sessions, headers) = racing().await;
+        let metrics = Metrics::default();
+        let id = id_of(sessions.open(&headers, &metrics).await.unwrap());
+        // The end waits on the lock of the update, then ends the record and drops the
+        // cached copy before the update's caller caches what it read under the lock.
+        store.after_update.store(true, Ordering::SeqCst);
+        let outcome = sessions
+            .update_tokens(&id, |_, _| async { (Some(tokens()), ()) })
+            .await
+            .unwrap();
+        assert_eq!(outcome, Some(()));
+        assert!(matches!(
+            sessions.open(&headers, &metrics).await.unwrap(),
+            Opened::Stale
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_end_overtaking_a_record_read_is_not_undone_by_the_cache() {
+        let (store, sessions, headers) = racing().await;
+        let metrics = Metrics::default();
+        let id = id_of(sessions.open(&headers, &metrics).await.unwrap());
+        // Not cached (as on another instance, or after its TTL): the request reads the
+        // store, and an end lands between that read and its caching.
+        sessions.inner.cache.records.invalidate(&id).await;
+        store.after_get.store(true, Ordering::SeqCst);
+        let first = sessions.open(&headers, &metrics).await.unwrap();
+        assert!(matches!(first, Opened::Stale));
+        assert!(matches!(
+            sessions.open(&headers, &metrics).await.unwrap(),
+            Opened::Stale
+        ));
     }
 }
