@@ -338,6 +338,46 @@ async fn the_admin_router_lists_and_ends_a_users_sessions() {
 }
 
 #[tokio::test]
+async fn the_admin_router_refuses_a_cross_site_end_of_sessions() {
+    let app = TestApp::start().await;
+    let admin = DevUser::new("sub-root", "root", "root@example.com", "Root", &["admins"]);
+    let (_, admin_pair) = login_as(&app, &admin).await;
+    let (_, alice_pair) = login_as(&app, &alice()).await;
+    let id = user_id(&app, &alice_pair).await;
+    let path = format!("/admin/jit-users/{}/sessions/end", id.0);
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let refused = plain()
+            .post(app.url(&path))
+            .header("cookie", &admin_pair)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{name}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "cross_site_request", "{name}");
+        assert_open(&app, &alice_pair).await;
+    }
+    // From the application's own pages, it ends them.
+    let origin = app.url("");
+    let ended: serde_json::Value = plain()
+        .post(app.url(&path))
+        .header("cookie", &admin_pair)
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ended["ended"], 1);
+    assert_refused_now(&app, &alice_pair).await;
+}
+
+#[tokio::test]
 async fn a_deprovisioned_users_sessions_end_in_the_store() {
     let (_dir, url) = sqlite_file().await;
     let key = SessionKey::generate();

@@ -643,8 +643,9 @@ pub(crate) async fn first_use(shared: &Shared, key: &str) -> Result<bool, Error>
 
 /// Refuses a cross-site request to a state-changing endpoint: `Sec-Fetch-Site` must be
 /// `same-origin` or `none` (typed or bookmarked); without it, an `Origin` must be the
-/// `public_url` origin. A request with neither (not a browser) passes.
-fn check_same_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Error> {
+/// `public_url` origin. A request with neither (not a browser) passes. The admin router's
+/// write routes use it too.
+pub(crate) fn check_same_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Error> {
     let allowed = match headers.get("sec-fetch-site") {
         Some(site) => {
             site.as_bytes().eq_ignore_ascii_case(b"same-origin")
