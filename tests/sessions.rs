@@ -293,6 +293,43 @@ async fn logout_everywhere_ends_every_session_of_the_user_only() {
 }
 
 #[tokio::test]
+async fn logout_everywhere_from_a_dead_cookie_asks_to_log_in_again() {
+    let app = TestApp::start().await;
+    let (_, dead) = login_as(&app, &alice()).await;
+    let (_, kept) = login_as(&app, &alice()).await;
+    let out = post_logout(&app, &dead, "/auth/logout").await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_refused_now(&app, &dead).await;
+    // From the ended cookie: an explicit refusal, the cookie deleted, the other session kept.
+    let out = post_logout(&app, &dead, "/auth/logout/everywhere").await;
+    assert_eq!(out.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        set_cookies(&out)
+            .iter()
+            .any(|c| c.starts_with("jit_session=;"))
+    );
+    let body: serde_json::Value = out.json().await.unwrap();
+    assert_eq!(body["error"], "login_required");
+    assert_eq!(body["message"], "log in again to end all your sessions");
+    assert_open(&app, &kept).await;
+    // Without any cookie, and for a browser: the same, as a page.
+    let page = plain()
+        .post(app.url("/auth/logout/everywhere"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("log in again to end all your sessions")
+    );
+    assert_open(&app, &kept).await;
+}
+
+#[tokio::test]
 async fn the_admin_router_lists_and_ends_a_users_sessions() {
     let app = TestApp::start().await;
     let admin = DevUser::new("sub-root", "root", "root@example.com", "Root", &["admins"]);

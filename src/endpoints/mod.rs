@@ -749,18 +749,22 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     #[cfg(feature = "saml")]
     let single_logout = saml::logout_subject(shared, &req.headers).await;
     let ended = async {
-        // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
-        if everywhere
-            && let Opened::Live(session) = sessions
+        if everywhere {
+            // Everywhere only from a live session. A cookie that no longer holds (or none) is
+            // answered so, not taken for success: the user's other sessions may still be live.
+            let Opened::Live(session) = sessions
                 .open(&req.headers, shared.provisioner.metrics())
                 .await?
-        {
+            else {
+                sessions.end_cookie(&req.headers, EndReason::Logout).await?;
+                return Err(Error::EverywhereNeedsLogin);
+            };
             sessions
                 .end_for_user(&session.auth.domain, session.user_id, EndReason::Everywhere)
                 .await?;
             return Ok(Some(session));
         }
-        sessions.end_cookie(&req.headers, EndReason::Logout).await
+        Ok::<_, Error>(sessions.end_cookie(&req.headers, EndReason::Logout).await?)
     }
     .await;
     let mut provider = None;
@@ -788,7 +792,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         Ok(None) => {}
         // The cookie goes anyway, but the session may still hold elsewhere: say so.
         Err(err) => {
-            let mut response = fail("-", &Error::Session(err), &req.headers);
+            let mut response = fail("-", &err, &req.headers);
             add_cookie(&mut response, sessions.clear_cookie());
             return response;
         }
