@@ -483,7 +483,9 @@ pub(crate) async fn slo(
 /// instance, and a signed `LogoutResponse` goes back: `Success` (also when no session
 /// matched: none is left), `Responder` + `PartialLogout` when the sessions could not be
 /// identified (an identity attribute and no `SessionIndex`), `Responder` when the session
-/// store failed.
+/// store failed. The request's ID is checked against the replay guard first but recorded
+/// only once its sessions have ended: after a `Responder` for a store outage the IdP may
+/// send the same request again.
 async fn idp_logout(
     shared: &Shared,
     sp: &SamlServiceProvider,
@@ -492,19 +494,20 @@ async fn idp_logout(
     let now = now_unix();
     let request = sp.verify_logout_request(decoded, now)?;
     let ttl = Duration::from_secs(request.accepted_until.saturating_sub(now).max(1) as u64);
-    let first = shared
+    // The request's ID is recorded only once its sessions have ended (as a back-channel
+    // logout token's `jti`): the IdP's retry after a session store outage must work.
+    let replay_key = format!("saml-slo:{}:{}", sp.provider_id(), request.id);
+    if shared
         .replay
-        .first_use(
-            &format!("saml-slo:{}:{}", sp.provider_id(), request.id),
-            ttl,
-        )
+        .was_used(&replay_key)
         .await
-        .map_err(Error::Store)?;
-    if !first {
+        .map_err(Error::Store)?
+    {
         return Err(SloError::Replayed.into());
     }
     let subject = sp.logout_subject(&request);
     let mut status = (STATUS_SUCCESS, None);
+    let mut store_failed = false;
     let mut ended = 0;
     let selections: Vec<Option<&str>> = if request.session_indexes.is_empty() {
         vec![None]
@@ -528,8 +531,20 @@ async fn idp_logout(
                 Err(err) => {
                     tracing::error!(error = %err, "ending sessions for a SAML logout failed");
                     status = (STATUS_RESPONDER, None);
+                    store_failed = true;
                 }
             }
+        }
+    }
+    // Not recorded when the store failed, so that the IdP may send it again.
+    if !store_failed {
+        let first = shared
+            .replay
+            .first_use(&replay_key, ttl)
+            .await
+            .map_err(Error::Store)?;
+        if !first {
+            return Err(SloError::Replayed.into());
         }
     }
     tracing::info!(ended, status = status.0, "identity provider logout");
