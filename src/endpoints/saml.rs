@@ -482,8 +482,8 @@ pub(crate) async fn slo(
 /// its NameID (the subject, when the NameID is the identity) and `SessionIndex`es on every
 /// instance, and a signed `LogoutResponse` goes back: `Success` (also when no session
 /// matched: none is left), `Responder` + `PartialLogout` when the sessions could not be
-/// identified (an identity attribute and no `SessionIndex`), `Responder` when the session
-/// store failed. The request's ID is checked against the replay guard first but recorded
+/// identified (an identity attribute and no `SessionIndex`) or when it names more than
+/// 16 of them (only the first 16 end), `Responder` when the session store failed. The request's ID is checked against the replay guard first but recorded
 /// only once its sessions have ended: after a `Responder` for a store outage the IdP may
 /// send the same request again.
 async fn idp_logout(
@@ -521,6 +521,10 @@ async fn idp_logout(
     if subject.is_none() && request.session_indexes.is_empty() {
         status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));
     } else {
+        // Only the first SessionIndex values end sessions: the IdP is told it was partial.
+        if request.session_indexes_truncated {
+            status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));
+        }
         for sid in selections {
             match shared
                 .sessions
