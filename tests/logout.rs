@@ -314,6 +314,33 @@ fn query(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The redirect to the end-session endpoint carries the ID token: its `Location` is marked
+/// sensitive (left out of header logs).
+#[tokio::test]
+async fn the_rp_initiated_logout_redirect_is_marked_sensitive() {
+    use tower::ServiceExt as _;
+    let app = TestApp::start_with(with_rp_initiated(), |b| b).await;
+    let login = app.login_with(&browser(), &alice()).await;
+    let pair = common::session_pair(&login);
+    let service = tower::Layer::layer(
+        &app.layer,
+        axum::Router::new().route("/", axum::routing::get(|| async { "app" })),
+    );
+    let response = service
+        .oneshot(
+            http::Request::post("/auth/logout")
+                .header(http::header::COOKIE, pair)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let to = &response.headers()[http::header::LOCATION];
+    assert!(to.to_str().unwrap().contains("id_token_hint="), "{to:?}");
+    assert!(to.is_sensitive());
+}
+
 #[tokio::test]
 async fn rp_initiated_logout_goes_through_the_idp_and_back_to_return_to() {
     let app = TestApp::start_with(with_rp_initiated(), |b| b).await;

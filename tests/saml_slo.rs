@@ -223,6 +223,8 @@ async fn logout(f: &Fixture, session: &str) -> (String, String) {
     }
     let to = location(&response);
     assert!(to.starts_with(IDP_SLO_URL), "{to}");
+    // It carries the NameID: kept out of header logs.
+    assert!(response.headers()[header::LOCATION].is_sensitive());
     for parameter in ["SAMLRequest=", "RelayState=", "SigAlg=", "Signature="] {
         assert!(to.contains(parameter), "{to} lacks {parameter}");
     }

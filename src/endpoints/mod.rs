@@ -327,6 +327,17 @@ pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     response
 }
 
+/// [`redirect`] to a `Location` carrying a credential or a personal identifier (an
+/// `id_token_hint`, a SAML NameID): the header is marked sensitive, so that header logging
+/// that honours it (tower-http's `SetSensitiveResponseHeaders`, `trace`) leaves it out.
+pub(crate) fn sensitive_redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = redirect(status, location);
+    if let Some(value) = response.headers_mut().get_mut(header::LOCATION) {
+        value.set_sensitive(true);
+    }
+    response
+}
+
 pub(crate) fn add_cookie(response: &mut Response<Body>, set_cookie: String) {
     if let Ok(value) = HeaderValue::from_str(&set_cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);

@@ -119,7 +119,8 @@ fn send_pending(
     let name = cookie_name(shared, sent.relay_state).expect("our relay state is URL-safe");
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
-    let mut response = redirect(status, sent.url);
+    // A LogoutRequest carries the NameID (an AuthnRequest nothing secret, marked alike).
+    let mut response = super::sensitive_redirect(status, sent.url);
     add_cookie(&mut response, binder::set_cookie(shared, &binder));
     // The cookie outlives the login it seals by as long again, so that an answer arriving
     // late is told `saml_login_expired` rather than "no login in progress".
