@@ -576,6 +576,57 @@ async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token(
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// An identity provider whose discovery cannot be loaded: `502 idp_keys_unavailable` with a
+/// fixed description; the transport error (the provider's URL, the socket error) only in the
+/// log.
+#[tokio::test]
+async fn an_unreachable_provider_is_a_502_that_tells_no_internals() {
+    use tower::ServiceExt as _;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut provider =
+        jit_provision::ProviderConfig::new(format!("http://127.0.0.1:{port}"), "app")
+            .client_secret("secret");
+    provider.backchannel_logout = true;
+    let layer = jit_provision::JitLayer::builder()
+        .public_url("https://app.example.com")
+        .provider("dev", provider)
+        .store(jit_provision::store::MemoryStore::new())
+        .build()
+        .unwrap();
+    let service = tower::Layer::layer(
+        &layer,
+        axum::Router::new().route("/", axum::routing::get(|| async { "app" })),
+    );
+    let response = service
+        .oneshot(
+            http::Request::post("/auth/dev/backchannel-logout")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(axum::body::Body::from("logout_token=a.b.c"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "idp_keys_unavailable", "{body}");
+    assert_eq!(
+        body["error_description"],
+        "the identity provider's keys could not be loaded: the provider's discovery document could not be loaded"
+    );
+}
+
 #[tokio::test]
 async fn logout_settings_are_checked_at_build() {
     let build = |provider: jit_provision::ProviderConfig| {
