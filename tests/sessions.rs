@@ -44,6 +44,52 @@ async fn the_postgres_store_keeps_the_session_contract() {
     session_contract::contract(store).await;
 }
 
+/// A logout by subject (no IdP session) is served by the `(provider, subject)` index.
+#[tokio::test]
+async fn a_logout_by_subject_uses_the_subject_index() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN UPDATE jit_sessions SET ended_at = $1, end_reason = $2 \
+         WHERE provider = $3 AND ended_at IS NULL AND $4 IS NULL AND subject = $5 \
+         AND ($6 IS NULL OR created_at <= $6) RETURNING id_hash",
+    )
+    .bind(1_i64)
+    .bind("idp")
+    .bind("corp")
+    .bind(None::<String>)
+    .bind("sub-alice")
+    .bind(None::<i64>)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        plan.iter()
+            .any(|row| row.3.contains("jit_sessions_subject")),
+        "{plan:?}"
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_postgres_store_has_the_subject_index() {
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let store = jit_provision::store::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    let definition: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'jit_sessions_subject'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        definition.contains("jit_sessions") && definition.contains("(provider, subject)"),
+        "{definition}"
+    );
+}
+
 // ---- helpers ----
 
 /// An app on the SQLite file at `url`, sealing with `key`; `more` adjusts the builder.
