@@ -1303,11 +1303,6 @@ async fn backchannel_logout_from_the_provider_ends_the_session_on_both_instances
 // Tokens for calling APIs on the user's behalf
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh PostgreSQL database for two instances sharing it.
-#[cfg(feature = "postgres")]
-#[path = "common/pg.rs"]
-mod token_pg;
-
 /// How long access tokens live at the provider in the refresh tests, in seconds.
 const ACCESS_TOKEN_TTL: &str = "4";
 /// Past the point where the layer refreshes such a token: half its lifetime (the margin, 60 s
@@ -1467,7 +1462,7 @@ async fn stored_tokens_refresh_once_across_two_instances_on_postgres() {
     else {
         return;
     };
-    let Some(url) = token_pg::fresh_database().await else {
+    let Some(url) = pg::fresh_database().await else {
         return;
     };
     init_tracing();
