@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use crate::CurrentUser;
@@ -382,7 +382,12 @@ async fn end_user_sessions(
     user: Option<CurrentUser>,
     Path(id): Path<i64>,
     Query(query): Query<DomainQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    // A state-changing route a browser could be led to post to from another site.
+    if let Err(err) = crate::endpoints::check_same_origin(state.layer.shared(), &headers) {
+        return denied(err.status(), err.code());
+    }
     if let Some(response) = refusal(&state, user.as_ref()) {
         return response;
     }

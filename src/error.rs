@@ -151,6 +151,11 @@ pub enum Error {
     /// the `public_url` origin): `403`, no cookie touched.
     #[error("cross-site requests to this endpoint are refused")]
     CrossSite,
+    /// `POST {prefix}/logout/everywhere` from a request without a live session (no cookie, or
+    /// one that expired or was ended): `401 login_required`, the cookie deleted. Which user's
+    /// sessions to end is known only from a live session, so the user logs in again first.
+    #[error("log in again to end all your sessions")]
+    EverywhereNeedsLogin,
     /// The session store failed while opening, issuing or ending a session: `503` when it
     /// is unavailable, else `500`. No session is issued.
     #[error(transparent)]
@@ -180,6 +185,7 @@ impl Error {
             Self::Store(StoreError::Refused(r)) => r.status(),
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::EverywhereNeedsLogin => StatusCode::UNAUTHORIZED,
             Self::Session(e) => e.status(),
         }
     }
@@ -202,6 +208,7 @@ impl Error {
             Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
             Self::Store(_) => "store_unavailable",
             Self::CrossSite => "cross_site_request",
+            Self::EverywhereNeedsLogin => "login_required",
             Self::Session(e) => e.code(),
         }
     }

@@ -67,6 +67,14 @@ pub enum ConfigError {
     /// A user-store domain is misconfigured.
     #[error("{0}")]
     Domain(String),
+    /// An invalidation bus (several instances) with no session store: the user store keeps
+    /// no sessions ([`UserStore::session_store`](crate::store::UserStore::session_store) is
+    /// `None`) and none was given, so each instance would keep its own in memory and a user
+    /// would be logged out whenever the load balancer picks another instance.
+    #[error(
+        "an invalidation bus is configured (several instances) but the user store keeps no sessions: pass a shared one with `.session_store(...)`"
+    )]
+    BusWithoutSessionStore,
     /// An invalidation bus needs a tokio runtime: build the layer inside one.
     #[error("an invalidation bus needs a running tokio runtime: build the layer inside it")]
     NoRuntime,
@@ -542,7 +550,9 @@ impl JitLayerBuilder {
     /// Carries cache invalidations (user changed, session ended) between instances; the layer
     /// follows it from a background task. Default: none (one instance). The layer signs what
     /// it sends with a key derived from its session key and drops what does not verify, so
-    /// every instance must share the session keys.
+    /// every instance must share the session keys. The instances must share a session store
+    /// too (the user store's, or [`session_store`](Self::session_store)): without one,
+    /// [`build`](Self::build) fails with [`ConfigError::BusWithoutSessionStore`].
     pub fn invalidation_bus(mut self, bus: impl InvalidationBus) -> Self {
         self.bus = Some(Arc::new(bus));
         self
@@ -880,6 +890,8 @@ impl JitLayerBuilder {
         let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let session_store = match self.session_store.or(self.store_sessions) {
             Some(store) => store,
+            // Sessions in one instance's memory would not hold on the others.
+            None if bus.is_some() => return Err(ConfigError::BusWithoutSessionStore),
             None => {
                 tracing::warn!(
                     "no session store: sessions are kept in memory, so they end when the process does and are not seen by other instances"

@@ -4,8 +4,11 @@
 //! and its `state`, and front-channel logout.
 
 mod common;
+#[path = "support/flaky_sessions.rs"]
+mod flaky_sessions;
 
 use common::{TestApp, alice, bob, browser, location};
+use flaky_sessions::FlakySessions;
 use jit_provision::dev_idp::DevIdp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
@@ -311,6 +314,33 @@ fn query(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The redirect to the end-session endpoint carries the ID token: its `Location` is marked
+/// sensitive (left out of header logs).
+#[tokio::test]
+async fn the_rp_initiated_logout_redirect_is_marked_sensitive() {
+    use tower::ServiceExt as _;
+    let app = TestApp::start_with(with_rp_initiated(), |b| b).await;
+    let login = app.login_with(&browser(), &alice()).await;
+    let pair = common::session_pair(&login);
+    let service = tower::Layer::layer(
+        &app.layer,
+        axum::Router::new().route("/", axum::routing::get(|| async { "app" })),
+    );
+    let response = service
+        .oneshot(
+            http::Request::post("/auth/logout")
+                .header(http::header::COOKIE, pair)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let to = &response.headers()[http::header::LOCATION];
+    assert!(to.to_str().unwrap().contains("id_token_hint="), "{to:?}");
+    assert!(to.is_sensitive());
+}
+
 #[tokio::test]
 async fn rp_initiated_logout_goes_through_the_idp_and_back_to_return_to() {
     let app = TestApp::start_with(with_rp_initiated(), |b| b).await;
@@ -523,95 +553,6 @@ async fn front_channel_logout_ends_the_named_session_in_a_page_only_the_idp_may_
     );
 }
 
-/// A memory session store whose IdP-initiated ends fail while `down` is set.
-#[derive(Clone, Default)]
-struct FlakySessions {
-    inner: jit_provision::session::MemorySessionStore,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-mod flaky {
-    use std::sync::atomic::Ordering;
-
-    use jit_provision::session::{
-        EndReason, IdpSession, SessionRecord, SessionStore, TokensUpdate,
-    };
-    use jit_provision::store::StoreError;
-
-    use super::FlakySessions;
-
-    impl SessionStore for FlakySessions {
-        async fn create_session(&self, record: &SessionRecord) -> Result<bool, StoreError> {
-            self.inner.create_session(record).await
-        }
-        async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-            self.inner.get_session(id).await
-        }
-        async fn touch_session(&self, id: &str, at: i64) -> Result<(), StoreError> {
-            self.inner.touch_session(id, at).await
-        }
-        async fn end_session(
-            &self,
-            id: &str,
-            at: i64,
-            reason: EndReason,
-        ) -> Result<bool, StoreError> {
-            self.inner.end_session(id, at, reason).await
-        }
-        async fn end_sessions_for_user(
-            &self,
-            domain: &str,
-            user_id: &str,
-            at: i64,
-            reason: EndReason,
-        ) -> Result<Vec<String>, StoreError> {
-            self.inner
-                .end_sessions_for_user(domain, user_id, at, reason)
-                .await
-        }
-        async fn sessions_ended_for_user_at(
-            &self,
-            domain: &str,
-            user_id: &str,
-        ) -> Result<Option<i64>, StoreError> {
-            self.inner.sessions_ended_for_user_at(domain, user_id).await
-        }
-        async fn end_sessions_by_idp_session(
-            &self,
-            selection: IdpSession<'_>,
-            at: i64,
-            reason: EndReason,
-        ) -> Result<Vec<String>, StoreError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(StoreError::unavailable("simulated session store outage"));
-            }
-            self.inner
-                .end_sessions_by_idp_session(selection, at, reason)
-                .await
-        }
-        async fn list_sessions_for_user(
-            &self,
-            domain: &str,
-            user_id: &str,
-            now: i64,
-        ) -> Result<Vec<SessionRecord>, StoreError> {
-            self.inner
-                .list_sessions_for_user(domain, user_id, now)
-                .await
-        }
-        async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
-            self.inner.purge_sessions(before).await
-        }
-        async fn update_tokens<'a>(
-            &'a self,
-            id: &'a str,
-            update: TokensUpdate<'a>,
-        ) -> Result<Option<SessionRecord>, StoreError> {
-            self.inner.update_tokens(id, update).await
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token() {
     let sessions = FlakySessions::default();
@@ -633,6 +574,57 @@ async fn a_session_store_outage_is_a_503_and_the_idp_may_retry_with_a_new_token(
     let (status, body) = send_logout(&app, Some("sub-alice"), None).await;
     assert_eq!((status, body["ended"].clone()), (StatusCode::OK, json!(1)));
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// An identity provider whose discovery cannot be loaded: `502 idp_keys_unavailable` with a
+/// fixed description; the transport error (the provider's URL, the socket error) only in the
+/// log.
+#[tokio::test]
+async fn an_unreachable_provider_is_a_502_that_tells_no_internals() {
+    use tower::ServiceExt as _;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut provider =
+        jit_provision::ProviderConfig::new(format!("http://127.0.0.1:{port}"), "app")
+            .client_secret("secret");
+    provider.backchannel_logout = true;
+    let layer = jit_provision::JitLayer::builder()
+        .public_url("https://app.example.com")
+        .provider("dev", provider)
+        .store(jit_provision::store::MemoryStore::new())
+        .build()
+        .unwrap();
+    let service = tower::Layer::layer(
+        &layer,
+        axum::Router::new().route("/", axum::routing::get(|| async { "app" })),
+    );
+    let response = service
+        .oneshot(
+            http::Request::post("/auth/dev/backchannel-logout")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(axum::body::Body::from("logout_token=a.b.c"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "idp_keys_unavailable", "{body}");
+    assert_eq!(
+        body["error_description"],
+        "the identity provider's keys could not be loaded: the provider's discovery document could not be loaded"
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! HTTP-POST (the session ends, samlify verifies our signed LogoutResponse), and the refused
 //! LogoutRequests, which leave the session working.
 
+#[path = "support/flaky_sessions.rs"]
+mod flaky_sessions;
 #[path = "common/local_bus.rs"]
 mod local_bus;
 mod saml_common;
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use axum::Router;
 use axum::body::Body;
 use axum::routing;
+use flaky_sessions::FlakySessions;
 use http::{Request, StatusCode, header};
 use jit_provision::saml::SamlConfig;
 use jit_provision::session::SessionKey;
@@ -109,6 +112,8 @@ async fn fixture_with(test: &str, more: impl FnOnce(&mut SamlConfig)) -> Option<
 #[derive(Clone, Default)]
 struct Instance {
     shared: Option<(MemoryStore, SessionKey, LocalBus)>,
+    /// A session store of its own instead of the user store's.
+    sessions: Option<FlakySessions>,
 }
 
 /// The app (`/me` behind the layer) with the SAML provider `config`.
@@ -130,6 +135,10 @@ fn app(config: SamlConfig, instance: &Instance) -> Router {
             .session_key(key.clone())
             .invalidation_bus(bus.clone())
             .session_record_cache_ttl(std::time::Duration::from_secs(3600)),
+    };
+    let builder = match &instance.sessions {
+        Some(sessions) => builder.session_store(sessions.clone()),
+        None => builder,
     };
     Router::new()
         .route(
@@ -214,6 +223,8 @@ async fn logout(f: &Fixture, session: &str) -> (String, String) {
     }
     let to = location(&response);
     assert!(to.starts_with(IDP_SLO_URL), "{to}");
+    // It carries the NameID: kept out of header logs.
+    assert!(response.headers()[header::LOCATION].is_sensitive());
     for parameter in ["SAMLRequest=", "RelayState=", "SigAlg=", "Signature="] {
         assert!(to.contains(parameter), "{to} lacks {parameter}");
     }
@@ -475,6 +486,7 @@ async fn idp_initiated_logout_ends_the_session_on_every_instance() {
     };
     let instance = Instance {
         shared: Some((MemoryStore::new(), SessionKey::generate(), LocalBus::new())),
+        ..Instance::default()
     };
     let a = app(f.config.clone(), &instance);
     let b = app(f.config.clone(), &instance);
@@ -510,6 +522,66 @@ async fn idp_initiated_logout_ends_the_session_on_every_instance() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A session store outage answers `Responder` and leaves the request's ID unused: the IdP's
+/// retry of the same LogoutRequest ends the session (and only then is it a replay).
+#[tokio::test]
+async fn idp_initiated_logout_after_a_store_outage_may_be_retried() {
+    let Some(mut f) = fixture("idp_initiated_logout_after_a_store_outage_may_be_retried").await
+    else {
+        return;
+    };
+    let sessions = FlakySessions::default();
+    let instance = Instance {
+        sessions: Some(sessions.clone()),
+        ..Instance::default()
+    };
+    f.app = app(f.config.clone(), &instance);
+    let (session, session_index) = login(&f).await;
+    let created = one(
+        &f.node,
+        &f.sp_metadata,
+        json!({ "kind": "create_logout_request", "binding": "redirect", "name_id": NAME_ID,
+                "session_index": session_index }),
+    );
+    let url = created["url"].as_str().unwrap();
+    // samlify reports a status other than Success as an error naming it.
+    let status_of = |response: &http::Response<Body>| {
+        let input = json!({ "idp": slo_idp(), "sp_metadata": f.sp_metadata, "jobs": [
+            { "kind": "parse_logout_response", "response_url": location(response) }
+        ] });
+        let parsed = run_script(&f.node, "slo.mjs", &input);
+        let result = &parsed["results"][0];
+        match result["error"].as_str() {
+            Some(error) => error.to_owned(),
+            None => result["status"].as_str().unwrap().to_owned(),
+        }
+    };
+    sessions
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let response = get(&f, url, None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let status = status_of(&response);
+    assert!(
+        status.contains("ERR_FAILED_STATUS") && status.contains("status:Responder"),
+        "{status}"
+    );
+    assert_eq!(me(&f, &session).await, StatusCode::OK, "nothing ended");
+    sessions
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let response = get(&f, url, None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        status_of(&response),
+        "urn:oasis:names:tc:SAML:2.0:status:Success"
+    );
+    assert_eq!(me(&f, &session).await, StatusCode::UNAUTHORIZED);
+    let response = get(&f, url, None).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(response).await, "saml_logout_replayed");
 }
 
 /// With an identity attribute the NameID is not the subject: the SessionIndex decides, and a

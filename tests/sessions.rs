@@ -44,6 +44,52 @@ async fn the_postgres_store_keeps_the_session_contract() {
     session_contract::contract(store).await;
 }
 
+/// A logout by subject (no IdP session) is served by the `(provider, subject)` index.
+#[tokio::test]
+async fn a_logout_by_subject_uses_the_subject_index() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN UPDATE jit_sessions SET ended_at = $1, end_reason = $2 \
+         WHERE provider = $3 AND ended_at IS NULL AND $4 IS NULL AND subject = $5 \
+         AND ($6 IS NULL OR created_at <= $6) RETURNING id_hash",
+    )
+    .bind(1_i64)
+    .bind("idp")
+    .bind("corp")
+    .bind(None::<String>)
+    .bind("sub-alice")
+    .bind(None::<i64>)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        plan.iter()
+            .any(|row| row.3.contains("jit_sessions_subject")),
+        "{plan:?}"
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_postgres_store_has_the_subject_index() {
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let store = jit_provision::store::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    let definition: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'jit_sessions_subject'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        definition.contains("jit_sessions") && definition.contains("(provider, subject)"),
+        "{definition}"
+    );
+}
+
 // ---- helpers ----
 
 /// An app on the SQLite file at `url`, sealing with `key`; `more` adjusts the builder.
@@ -293,6 +339,43 @@ async fn logout_everywhere_ends_every_session_of_the_user_only() {
 }
 
 #[tokio::test]
+async fn logout_everywhere_from_a_dead_cookie_asks_to_log_in_again() {
+    let app = TestApp::start().await;
+    let (_, dead) = login_as(&app, &alice()).await;
+    let (_, kept) = login_as(&app, &alice()).await;
+    let out = post_logout(&app, &dead, "/auth/logout").await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_refused_now(&app, &dead).await;
+    // From the ended cookie: an explicit refusal, the cookie deleted, the other session kept.
+    let out = post_logout(&app, &dead, "/auth/logout/everywhere").await;
+    assert_eq!(out.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        set_cookies(&out)
+            .iter()
+            .any(|c| c.starts_with("jit_session=;"))
+    );
+    let body: serde_json::Value = out.json().await.unwrap();
+    assert_eq!(body["error"], "login_required");
+    assert_eq!(body["message"], "log in again to end all your sessions");
+    assert_open(&app, &kept).await;
+    // Without any cookie, and for a browser: the same, as a page.
+    let page = plain()
+        .post(app.url("/auth/logout/everywhere"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("log in again to end all your sessions")
+    );
+    assert_open(&app, &kept).await;
+}
+
+#[tokio::test]
 async fn the_admin_router_lists_and_ends_a_users_sessions() {
     let app = TestApp::start().await;
     let admin = DevUser::new("sub-root", "root", "root@example.com", "Root", &["admins"]);
@@ -335,6 +418,46 @@ async fn the_admin_router_lists_and_ends_a_users_sessions() {
     assert_refused_now(&app, &alice_pair).await;
     assert_refused_now(&app, &alice_again).await;
     assert_open(&app, &admin_pair).await;
+}
+
+#[tokio::test]
+async fn the_admin_router_refuses_a_cross_site_end_of_sessions() {
+    let app = TestApp::start().await;
+    let admin = DevUser::new("sub-root", "root", "root@example.com", "Root", &["admins"]);
+    let (_, admin_pair) = login_as(&app, &admin).await;
+    let (_, alice_pair) = login_as(&app, &alice()).await;
+    let id = user_id(&app, &alice_pair).await;
+    let path = format!("/admin/jit-users/{}/sessions/end", id.0);
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let refused = plain()
+            .post(app.url(&path))
+            .header("cookie", &admin_pair)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{name}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "cross_site_request", "{name}");
+        assert_open(&app, &alice_pair).await;
+    }
+    // From the application's own pages, it ends them.
+    let origin = app.url("");
+    let ended: serde_json::Value = plain()
+        .post(app.url(&path))
+        .header("cookie", &admin_pair)
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ended["ended"], 1);
+    assert_refused_now(&app, &alice_pair).await;
 }
 
 #[tokio::test]

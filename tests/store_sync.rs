@@ -5,6 +5,8 @@
 //! it (item 13).
 
 mod common;
+#[path = "common/local_bus.rs"]
+mod local_bus;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -348,4 +350,36 @@ async fn linking_by_email_needs_the_same_address_up_to_ascii_case() {
         StatusCode::SEE_OTHER
     );
     assert_eq!(store.inner.identities_of(kate.id).await.unwrap().len(), 1);
+}
+
+/// Several instances (a bus) and a user store that keeps no sessions: each instance would
+/// keep its own in memory, and a user would be logged out at every switch of instance. The
+/// build refuses, naming the fix; with a session store given, it builds.
+#[tokio::test]
+async fn a_bus_without_a_session_store_is_refused_at_build() {
+    let builder = || {
+        jit_provision::JitLayer::builder()
+            .public_url("https://app.example.com")
+            .session_key(jit_provision::session::SessionKey::generate())
+            .store(RacingStore::default())
+            .invalidation_bus(local_bus::LocalBus::new())
+    };
+    let err = builder().build().unwrap_err();
+    assert!(
+        matches!(err, jit_provision::ConfigError::BusWithoutSessionStore),
+        "{err}"
+    );
+    assert!(err.to_string().contains(".session_store(...)"), "{err}");
+    builder()
+        .session_store(jit_provision::session::MemorySessionStore::new())
+        .build()
+        .unwrap();
+    // The user store's own session store is shared: no refusal.
+    jit_provision::JitLayer::builder()
+        .public_url("https://app.example.com")
+        .session_key(jit_provision::session::SessionKey::generate())
+        .store(MemoryStore::new())
+        .invalidation_bus(local_bus::LocalBus::new())
+        .build()
+        .unwrap();
 }

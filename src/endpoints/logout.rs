@@ -239,7 +239,8 @@ pub(crate) async fn rp_initiated(
     let name = logout_cookie(shared);
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
-    let mut response = redirect(StatusCode::SEE_OTHER, url.as_str());
+    // The URL carries the ID token.
+    let mut response = super::sensitive_redirect(StatusCode::SEE_OTHER, url.as_str());
     add_cookie(
         &mut response,
         shared.codec.set(&name, sealed, "/", SameSite::Lax, ttl),

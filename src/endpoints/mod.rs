@@ -327,6 +327,17 @@ pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     response
 }
 
+/// [`redirect`] to a `Location` carrying a credential or a personal identifier (an
+/// `id_token_hint`, a SAML NameID): the header is marked sensitive, so that header logging
+/// that honours it (tower-http's `SetSensitiveResponseHeaders`, `trace`) leaves it out.
+pub(crate) fn sensitive_redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = redirect(status, location);
+    if let Some(value) = response.headers_mut().get_mut(header::LOCATION) {
+        value.set_sensitive(true);
+    }
+    response
+}
+
 pub(crate) fn add_cookie(response: &mut Response<Body>, set_cookie: String) {
     if let Ok(value) = HeaderValue::from_str(&set_cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -643,8 +654,9 @@ pub(crate) async fn first_use(shared: &Shared, key: &str) -> Result<bool, Error>
 
 /// Refuses a cross-site request to a state-changing endpoint: `Sec-Fetch-Site` must be
 /// `same-origin` or `none` (typed or bookmarked); without it, an `Origin` must be the
-/// `public_url` origin. A request with neither (not a browser) passes.
-fn check_same_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Error> {
+/// `public_url` origin. A request with neither (not a browser) passes. The admin router's
+/// write routes use it too.
+pub(crate) fn check_same_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Error> {
     let allowed = match headers.get("sec-fetch-site") {
         Some(site) => {
             site.as_bytes().eq_ignore_ascii_case(b"same-origin")
@@ -748,18 +760,22 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     #[cfg(feature = "saml")]
     let single_logout = saml::logout_subject(shared, &req.headers).await;
     let ended = async {
-        // Everywhere only from a live session: a cookie that no longer holds ends nothing more.
-        if everywhere
-            && let Opened::Live(session) = sessions
+        if everywhere {
+            // Everywhere only from a live session. A cookie that no longer holds (or none) is
+            // answered so, not taken for success: the user's other sessions may still be live.
+            let Opened::Live(session) = sessions
                 .open(&req.headers, shared.provisioner.metrics())
                 .await?
-        {
+            else {
+                sessions.end_cookie(&req.headers, EndReason::Logout).await?;
+                return Err(Error::EverywhereNeedsLogin);
+            };
             sessions
                 .end_for_user(&session.auth.domain, session.user_id, EndReason::Everywhere)
                 .await?;
             return Ok(Some(session));
         }
-        sessions.end_cookie(&req.headers, EndReason::Logout).await
+        Ok::<_, Error>(sessions.end_cookie(&req.headers, EndReason::Logout).await?)
     }
     .await;
     let mut provider = None;
@@ -787,7 +803,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         Ok(None) => {}
         // The cookie goes anyway, but the session may still hold elsewhere: say so.
         Err(err) => {
-            let mut response = fail("-", &Error::Session(err), &req.headers);
+            let mut response = fail("-", &err, &req.headers);
             add_cookie(&mut response, sessions.clear_cookie());
             return response;
         }

@@ -119,7 +119,8 @@ fn send_pending(
     let name = cookie_name(shared, sent.relay_state).expect("our relay state is URL-safe");
     let json = serde_json::to_string(&pending).expect("plain struct serializes");
     let sealed = shared.codec.seal(&name, &json);
-    let mut response = redirect(status, sent.url);
+    // A LogoutRequest carries the NameID (an AuthnRequest nothing secret, marked alike).
+    let mut response = super::sensitive_redirect(status, sent.url);
     add_cookie(&mut response, binder::set_cookie(shared, &binder));
     // The cookie outlives the login it seals by as long again, so that an answer arriving
     // late is told `saml_login_expired` rather than "no login in progress".
@@ -482,8 +483,10 @@ pub(crate) async fn slo(
 /// its NameID (the subject, when the NameID is the identity) and `SessionIndex`es on every
 /// instance, and a signed `LogoutResponse` goes back: `Success` (also when no session
 /// matched: none is left), `Responder` + `PartialLogout` when the sessions could not be
-/// identified (an identity attribute and no `SessionIndex`), `Responder` when the session
-/// store failed.
+/// identified (an identity attribute and no `SessionIndex`) or when it names more than
+/// 16 of them (only the first 16 end), `Responder` when the session store failed. The request's ID is checked against the replay guard first but recorded
+/// only once its sessions have ended: after a `Responder` for a store outage the IdP may
+/// send the same request again.
 async fn idp_logout(
     shared: &Shared,
     sp: &SamlServiceProvider,
@@ -492,19 +495,20 @@ async fn idp_logout(
     let now = now_unix();
     let request = sp.verify_logout_request(decoded, now)?;
     let ttl = Duration::from_secs(request.accepted_until.saturating_sub(now).max(1) as u64);
-    let first = shared
+    // The request's ID is recorded only once its sessions have ended (as a back-channel
+    // logout token's `jti`): the IdP's retry after a session store outage must work.
+    let replay_key = format!("saml-slo:{}:{}", sp.provider_id(), request.id);
+    if shared
         .replay
-        .first_use(
-            &format!("saml-slo:{}:{}", sp.provider_id(), request.id),
-            ttl,
-        )
+        .was_used(&replay_key)
         .await
-        .map_err(Error::Store)?;
-    if !first {
+        .map_err(Error::Store)?
+    {
         return Err(SloError::Replayed.into());
     }
     let subject = sp.logout_subject(&request);
     let mut status = (STATUS_SUCCESS, None);
+    let mut store_failed = false;
     let mut ended = 0;
     let selections: Vec<Option<&str>> = if request.session_indexes.is_empty() {
         vec![None]
@@ -518,6 +522,10 @@ async fn idp_logout(
     if subject.is_none() && request.session_indexes.is_empty() {
         status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));
     } else {
+        // Only the first SessionIndex values end sessions: the IdP is told it was partial.
+        if request.session_indexes_truncated {
+            status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));
+        }
         for sid in selections {
             match shared
                 .sessions
@@ -528,8 +536,20 @@ async fn idp_logout(
                 Err(err) => {
                     tracing::error!(error = %err, "ending sessions for a SAML logout failed");
                     status = (STATUS_RESPONDER, None);
+                    store_failed = true;
                 }
             }
+        }
+    }
+    // Not recorded when the store failed, so that the IdP may send it again.
+    if !store_failed {
+        let first = shared
+            .replay
+            .first_use(&replay_key, ttl)
+            .await
+            .map_err(Error::Store)?;
+        if !first {
+            return Err(SloError::Replayed.into());
         }
     }
     tracing::info!(ended, status = status.0, "identity provider logout");

@@ -714,7 +714,14 @@ impl OidcProvider {
         let d = self
             .discovered()
             .await
-            .map_err(|e| LogoutTokenError::KeysUnavailable(e.to_string()))?;
+            .map_err(|err| {
+                // The detail (URLs, transport errors) is for the log, not for the caller, who
+                // is not authenticated yet.
+                tracing::error!(provider = %self.id, error = %err, "back-channel logout: the provider's discovery failed");
+                LogoutTokenError::KeysUnavailable(
+                    "the provider's discovery document could not be loaded".into(),
+                )
+            })?;
         let now = crate::store::now_unix();
         let keys = d.jwks.current(&self.http).await;
         let request = match self.logout_tokens.check(raw, &keys, now) {

@@ -239,8 +239,24 @@ pub(crate) struct LogoutRequestReceived {
     pub name_id: NameId,
     /// Its `SessionIndex` values (none: every session of the subject).
     pub session_indexes: Vec<String>,
+    /// It named more than [`MAX_SESSION_INDEXES`]: only the first ones end, and the answer
+    /// is `Responder` + `PartialLogout`.
+    pub session_indexes_truncated: bool,
     /// Unix seconds until which it is accepted (skew included): its ID is remembered so long.
     pub accepted_until: i64,
+}
+
+/// How many `SessionIndex` values of one `LogoutRequest` end sessions (each is a store call).
+pub(crate) const MAX_SESSION_INDEXES: usize = 16;
+
+/// The non-empty `SessionIndex` values of a `LogoutRequest`, at most
+/// [`MAX_SESSION_INDEXES`], and whether it named more.
+fn session_indexes_of(root: roxmltree::Node<'_, '_>) -> (Vec<String>, bool) {
+    let mut all = children(root, NS_PROTOCOL, "SessionIndex")
+        .filter_map(xml::trimmed_text)
+        .filter(|s| !s.is_empty());
+    let kept = all.by_ref().take(MAX_SESSION_INDEXES).collect();
+    (kept, all.next().is_some())
 }
 
 impl std::fmt::Debug for LogoutRequestReceived {
@@ -635,15 +651,12 @@ impl SamlServiceProvider {
         }
         let name_id =
             name_id_of(root).ok_or_else(|| SloError::Malformed("no single plain NameID".into()))?;
-        let session_indexes = children(root, NS_PROTOCOL, "SessionIndex")
-            .filter_map(xml::trimmed_text)
-            .filter(|s| !s.is_empty())
-            .take(16)
-            .collect();
+        let (session_indexes, session_indexes_truncated) = session_indexes_of(root);
         Ok(LogoutRequestReceived {
             id,
             name_id,
             session_indexes,
+            session_indexes_truncated,
             accepted_until,
         })
     }
@@ -915,6 +928,32 @@ mod tests {
         assert!(url.contains("&Signature=") && !url.contains("RelayState"));
         let xml = inflated(&url, "SAMLResponse");
         assert!(xml.contains("status:Responder\"><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:PartialLogout\"/>"), "{xml}");
+    }
+
+    /// More than [`MAX_SESSION_INDEXES`] values: the first ones are kept and the cut is said.
+    #[test]
+    fn session_indexes_beyond_the_limit_are_cut_and_flagged() {
+        let request = |n: usize| {
+            let indexes: String = (0..n)
+                .map(|i| format!("<samlp:SessionIndex> s-{i} </samlp:SessionIndex>"))
+                .collect();
+            format!(
+                r#"<samlp:LogoutRequest xmlns:samlp="{NS_PROTOCOL}"><samlp:SessionIndex></samlp:SessionIndex>{indexes}</samlp:LogoutRequest>"#
+            )
+        };
+        for (n, kept, truncated) in [
+            (0, 0, false),
+            (MAX_SESSION_INDEXES, MAX_SESSION_INDEXES, false),
+            (MAX_SESSION_INDEXES + 1, MAX_SESSION_INDEXES, true),
+        ] {
+            let xml = request(n);
+            let doc = xml::parse(&xml).unwrap();
+            let (indexes, cut) = session_indexes_of(doc.root_element());
+            assert_eq!((indexes.len(), cut), (kept, truncated), "{n}");
+            if n > 0 {
+                assert_eq!(indexes[0], "s-0");
+            }
+        }
     }
 
     /// What the SLO service refuses before reading anything: a second message parameter,

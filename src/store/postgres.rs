@@ -262,6 +262,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0008_session_ends.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            9,
+            "sessions_subject".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0009_sessions_subject.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator

@@ -1,6 +1,8 @@
 //! [`SessionStore`](crate::session::SessionStore) on the SQL stores' pools: table
 //! `jit_sessions` (migrations `sqlite/0008_sessions.sql`, `postgres/0007_sessions.sql`) and
-//! `jit_session_ends` (`sqlite/0009_session_ends.sql`, `postgres/0008_session_ends.sql`).
+//! `jit_session_ends` (`sqlite/0009_session_ends.sql`, `postgres/0008_session_ends.sql`); the index
+//! on `(provider, subject)` for logouts by subject (`sqlite/0010_sessions_subject.sql`,
+//! `postgres/0009_sessions_subject.sql`).
 //! One implementation for both, written once as a macro: the statements are the same but for
 //! the placeholders (`$1` for PostgreSQL, `?1` for SQLite).
 
@@ -211,12 +213,18 @@ macro_rules! sql_session_store {
                 if selection.sid.is_none() && selection.subject.is_none() {
                     return Ok(Vec::new());
                 }
-                let sql = $sql(
+                // A plain equality on the column that selects, so that its index serves:
+                // `jit_sessions_idp` for a session, `jit_sessions_subject` for a subject.
+                let selector = if selection.sid.is_some() {
+                    "idp_session = $4 AND ($5 IS NULL OR subject = $5)"
+                } else {
+                    "$4 IS NULL AND subject = $5"
+                };
+                let sql = $sql(&format!(
                     "UPDATE jit_sessions SET ended_at = $1, end_reason = $2 \
-                     WHERE provider = $3 AND ended_at IS NULL \
-                     AND ($4 IS NULL OR idp_session = $4) AND ($5 IS NULL OR subject = $5) \
+                     WHERE provider = $3 AND ended_at IS NULL AND {selector} \
                      AND ($6 IS NULL OR created_at <= $6) RETURNING id_hash",
-                );
+                ));
                 let _write = self.session_write_lock().await;
                 let mut ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(at)

@@ -231,6 +231,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0009_session_ends.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            10,
+            "sessions_subject".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0010_sessions_subject.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
