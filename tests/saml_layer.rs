@@ -86,46 +86,6 @@ fn session_of(response: &http::Response<Body>) -> Option<String> {
         .map(|c| c.split(';').next().unwrap().to_owned())
 }
 
-/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder),
-/// checked as a `Secure` layer sets them.
-async fn start(app: &Router) -> (String, String) {
-    let (location, cookies) = start_unchecked(app).await;
-    let cookie = cookies.last().unwrap();
-    for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
-        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
-    }
-    (location, cookie_header(&cookies))
-}
-
-/// The `Cookie` header a browser sends back for these `Set-Cookie`s.
-fn cookie_header(set_cookies: &[String]) -> String {
-    let pairs: Vec<&str> = set_cookies
-        .iter()
-        .map(|c| c.split(';').next().unwrap())
-        .collect();
-    pairs.join("; ")
-}
-
-/// [`start`] without the cookie checks: the redirect and every `Set-Cookie`.
-async fn start_unchecked(app: &Router) -> (String, Vec<String>) {
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get("/auth/corp/login?return_to=/me")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
-    (location, set_cookies(&response))
-}
-
 async fn error_code(response: http::Response<Body>) -> String {
     error_of(response).await.0
 }

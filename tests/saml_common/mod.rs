@@ -633,8 +633,29 @@ pub async fn error_code(response: http::Response<Body>) -> String {
     json["error"].as_str().unwrap().to_owned()
 }
 
-/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder).
+/// Starts a login: the redirect to the IdP and the cookies it sets (pending login, binder),
+/// checked as a `Secure` layer sets them.
 pub async fn start(app: &Router) -> (String, String) {
+    let (location, cookies) = start_unchecked(app).await;
+    let cookie = cookies.last().unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    // The browser sends back the pending login and its binder.
+    (location, cookie_header(&cookies))
+}
+
+/// The `Cookie` header a browser sends back for these `Set-Cookie`s.
+pub fn cookie_header(set_cookies: &[String]) -> String {
+    let pairs: Vec<&str> = set_cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap())
+        .collect();
+    pairs.join("; ")
+}
+
+/// [`start`] without the cookie checks: the redirect and every `Set-Cookie`.
+pub async fn start_unchecked(app: &Router) -> (String, Vec<String>) {
     let response = app
         .clone()
         .oneshot(
@@ -650,17 +671,7 @@ pub async fn start(app: &Router) -> (String, String) {
         .unwrap()
         .to_owned();
     assert!(location.starts_with(IDP_SSO_URL) && location.contains("SAMLRequest="));
-    let cookies = set_cookies(&response);
-    let cookie = cookies.last().unwrap();
-    for attr in ["HttpOnly", "Secure", "SameSite=None", "Path=/auth/corp/"] {
-        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
-    }
-    // The browser sends back the pending login and its binder.
-    let pairs: Vec<&str> = cookies
-        .iter()
-        .map(|c| c.split(';').next().unwrap())
-        .collect();
-    (location, pairs.join("; "))
+    (location, set_cookies(&response))
 }
 
 /// `GET /auth/corp/metadata`: the SP metadata XML.
