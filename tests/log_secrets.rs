@@ -9,27 +9,14 @@
 //! #3611); that made this test flaky while it shared a binary with the other bearer tests.
 
 mod common;
-
-use std::sync::{Arc, Mutex};
+#[path = "support/log_capture.rs"]
+mod log_capture;
 
 use common::bearer::{api, call, claims};
 use common::*;
+use log_capture::Logs;
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn query_param(url: &str, name: &str) -> String {
     url::Url::parse(url)
@@ -43,15 +30,7 @@ fn query_param(url: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
+    let buffer = Logs::capture();
 
     let app = api().await;
     let mut secrets = vec![CLIENT_SECRET.to_owned()];
@@ -126,7 +105,7 @@ async fn secrets_never_reach_the_logs() {
     }
     assert_eq!(logouts.me().await.status(), StatusCode::UNAUTHORIZED);
 
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     // The capture works: the refusals are there.
     assert!(logs.contains("back-channel logout token refused"), "{logs}");
     assert!(logs.contains("back-channel logout"), "{logs}");

@@ -4,27 +4,16 @@
 //! subscriber: see tests/log_secrets.rs.)
 
 mod common;
+#[path = "support/log_capture.rs"]
+mod log_capture;
 #[path = "common/tokens.rs"]
 mod tokens;
 
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use log_capture::Logs;
 use reqwest::StatusCode;
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn idp_token(token: jit_provision::IdpAccessToken) -> String {
     format!("{token:?}")
@@ -32,15 +21,7 @@ async fn idp_token(token: jit_provision::IdpAccessToken) -> String {
 
 #[tokio::test]
 async fn session_tokens_never_reach_the_logs() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
+    let buffer = Logs::capture();
 
     let app = tokens::store_tokens_app().await;
     let routes = axum::Router::new().route("/token", axum::routing::get(idp_token));
@@ -84,7 +65,7 @@ async fn session_tokens_never_reach_the_logs() {
         "three answers of three tokens: {secrets:?}"
     );
     secrets.push("an-unknown-refresh-token".to_owned());
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     assert!(
         logs.contains("refreshed a session's tokens"),
         "the refreshes were logged at all:\n{logs}"

@@ -3,29 +3,17 @@
 //! `tests/log_secrets.rs` for why a thread-local one is flaky).
 
 mod common;
-
-use std::sync::{Arc, Mutex};
+#[path = "support/log_capture.rs"]
+mod log_capture;
 
 use common::*;
 use futures_util::future::BoxFuture;
 use jit_provision::Claims;
 use jit_provision::config::{GroupsConfig, MappingConfig};
 use jit_provision::mapping::{GroupResolver, GroupResolverError};
+use log_capture::Logs;
 use reqwest::StatusCode;
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 struct Down;
 
@@ -41,15 +29,7 @@ impl GroupResolver for Down {
 
 #[tokio::test]
 async fn a_failing_resolver_is_logged_and_the_grants_kept() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
+    let buffer = Logs::capture();
     let mut groups = GroupsConfig::from_claim("groups");
     groups.when_absent = jit_provision::config::AbsentGroups::Clear;
     let app = TestApp::start_with(
@@ -77,7 +57,7 @@ async fn a_failing_resolver_is_logged_and_the_grants_kept() {
         ["staff".to_owned()].into(),
         "kept"
     );
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     let line = logs
         .lines()
         .find(|l| l.contains("group overage: the resolver failed"))
