@@ -97,19 +97,21 @@ async fn serve<I>(
 where
     I: Service<Request<Body>, Response = Response<Body>>,
 {
+    // The cold paths' futures are boxed: held inline, their (large) states would make this
+    // future, and the copies of it on every request, as large as theirs.
     if let Some(route) = endpoints::route(shared, &req) {
-        return Ok(endpoints::handle(shared, route, req).await);
+        return Ok(Box::pin(endpoints::handle(shared, route, req)).await);
     }
     let mut req = req;
     req.extensions_mut().insert(shared.context.clone());
     if let Some(pending) = endpoints::pending_prompt(shared, req.headers()) {
         req.extensions_mut().insert(pending);
     }
-    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     if let Some(bearer) = &shared.bearer
-        && let Some(token) = authorization.as_ref().and_then(Bearer::token_of)
+        && let Some(authorization) = req.headers().get(header::AUTHORIZATION).cloned()
+        && let Some(token) = Bearer::token_of(&authorization)
     {
-        return match attach_bearer(shared, bearer, token, &mut req).await {
+        return match Box::pin(attach_bearer(shared, bearer, token, &mut req)).await {
             Ok(()) => inner.call(req).await,
             Err(err) => {
                 shared.provisioner.metrics().bearer_refused(err.code());
@@ -158,15 +160,14 @@ async fn load_user(
         return Ok(Some(user));
     }
     let store = &domain.store;
-    let loaded = cache
-        .try_get_with(key, async {
-            match store.find_by_id(id).await {
-                Ok(Some(user)) => Ok(Arc::new(user)),
-                Ok(None) => Err(None),
-                Err(e) => Err(Some(e)),
-            }
-        })
-        .await;
+    let loaded = Box::pin(cache.try_get_with(key, async {
+        match store.find_by_id(id).await {
+            Ok(Some(user)) => Ok(Arc::new(user)),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e)),
+        }
+    }))
+    .await;
     match loaded {
         Ok(user) => Ok(Some(user)),
         Err(shared_err) => match &*shared_err {

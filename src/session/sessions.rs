@@ -9,7 +9,7 @@
 //! this instance has not seen yet is checked at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use base64::Engine;
 use http::HeaderMap;
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::store::{EndReason, IdpSession, SealedTokens, SessionRecord, SessionStoreHandle};
 use super::{CookieCodec, SameSite, cookies_named, random_token};
-use crate::cache::{OpenedSession, UserCache};
+use crate::cache::{OpenedSession, ReadMark, SealedKey, SealedRef, UserCache};
 use crate::extract::{AuthInfo, AuthMethod};
 use crate::invalidation::{Invalidation, SignedBus};
 use crate::metrics::Metrics;
@@ -147,14 +147,18 @@ pub(crate) struct LiveSession {
     last_seen: AtomicI64,
     /// The `last_seen` the store holds (written or read), Unix seconds.
     stored_seen: AtomicI64,
-    /// The record invalidations this instance had applied before the record was read (or
-    /// written): when more were applied by the time it is cached, an end may have overtaken
-    /// the read ([`UserCache::record_invalidations`]).
-    read_after: u64,
+    /// What this instance had applied before the record was read (or written): when more
+    /// record invalidations were applied by the time it is cached, an end may have
+    /// overtaken the read ([`UserCache::record_invalidations`]).
+    read_after: ReadMark,
+    /// Set when this copy left the record cache (an end here or through the bus, a token
+    /// write, eviction, expiry), or was never in it: an opened cookie holding it reads the
+    /// cache (or the store) again.
+    dropped: AtomicBool,
 }
 
 impl LiveSession {
-    fn new(record: SessionRecord, read_after: u64) -> Arc<Self> {
+    fn new(record: SessionRecord, read_after: ReadMark) -> Arc<Self> {
         let seen = record.last_seen;
         Arc::new(Self {
             read_after,
@@ -162,8 +166,31 @@ impl LiveSession {
             record,
             last_seen: AtomicI64::new(seen),
             stored_seen: AtomicI64::new(seen),
+            dropped: AtomicBool::new(false),
         })
     }
+
+    /// Marks this copy as no longer the cached one (see [`is_current`](Self::is_current)).
+    pub(crate) fn mark_dropped(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an opened cookie holding this copy may use it without looking the record up:
+    /// it is still the cached one, read after the last [`Invalidation::All`] (`epoch`), and
+    /// within the record TTL of its read.
+    fn is_current(&self, now: i64, epoch: u64) -> bool {
+        !self.dropped.load(Ordering::SeqCst)
+            && self.read_after.epoch == epoch
+            && now < self.read_after.fresh_until
+    }
+}
+
+/// The record an opened cookie holds, when it is current.
+fn held(session: &OpenedSession, now: i64, epoch: u64) -> Option<Arc<LiveSession>> {
+    let held = session.record.lock().unwrap_or_else(|e| e.into_inner());
+    held.as_ref()
+        .filter(|live| live.is_current(now, epoch))
+        .cloned()
 }
 
 /// What [`Sessions::open`] found.
@@ -245,7 +272,7 @@ impl Sessions {
         let secret = random_token(32);
         let id = record_id(&secret);
         let tokens = login.tokens.map(|tokens| self.seal_tokens(&id, &tokens));
-        let invalidations = inner.cache.record_invalidations();
+        let invalidations = inner.cache.read_mark(now);
         let record = SessionRecord::new(
             id.clone(),
             domain,
@@ -400,11 +427,7 @@ impl Sessions {
         if wrote.load(Ordering::Acquire) {
             self.forget(std::iter::once(record.id.clone())).await;
         } else {
-            self.inner
-                .cache
-                .records
-                .invalidate(record.id.as_str())
-                .await;
+            self.inner.cache.drop_record(&record.id).await;
         }
         let outcome = found.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(outcome)
@@ -426,6 +449,7 @@ impl Sessions {
                 expires_at: cookie.expires_at,
                 method: AuthMethod::Session,
             }),
+            record: std::sync::Mutex::new(None),
         }))
     }
 
@@ -441,7 +465,7 @@ impl Sessions {
         let mut values = cookies_named(headers, &self.inner.cookie_name).peekable();
         values.peek()?;
         for sealed in values {
-            let cached = cache.get(sealed).await;
+            let cached = cache.get(&SealedRef(sealed)).await;
             if let Some(metrics) = metrics {
                 metrics.session_cache(cached.is_some());
             }
@@ -449,15 +473,16 @@ impl Sessions {
                 return Some(Some(session));
             }
             if let Some(session) = self.unseal(sealed) {
-                cache.insert(sealed.to_owned(), session.clone()).await;
+                Box::pin(cache.insert(SealedKey(sealed.to_owned()), session.clone())).await;
                 return Some(Some(session));
             }
         }
         Some(None)
     }
 
-    /// The request's session, checked against its record: a cached record on a hit (no
-    /// store read), else the store's.
+    /// The request's session, checked against its record: on a hit, the record the opened
+    /// cookie holds (one cache lookup in all, no store read), else the cached record, else
+    /// the store's.
     pub(crate) async fn open(
         &self,
         headers: &HeaderMap,
@@ -472,26 +497,43 @@ impl Sessions {
         if session.auth.expires_at <= now {
             return Ok(Opened::Stale);
         }
-        let Some(live) = self.record(&session).await? else {
-            return Ok(Opened::Stale);
+        let live = match held(&session, now, self.inner.cache.record_epoch()) {
+            Some(live) => live,
+            None => {
+                // Boxed, as the idle end below: a hit's future stays small.
+                let Some(live) = Box::pin(self.record(&session)).await? else {
+                    return Ok(Opened::Stale);
+                };
+                let record = &live.record;
+                if record.domain != session.auth.domain
+                    || live.user_id != Some(session.user_id)
+                    || record.provider != session.auth.provider
+                    || record.ended_at.is_some()
+                {
+                    return Ok(Opened::Stale);
+                }
+                // Held only while current: an invalidation marks it dropped, whenever it lands.
+                *session.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+                live
+            }
         };
         let record = &live.record;
-        if record.domain != session.auth.domain
-            || live.user_id != Some(session.user_id)
-            || record.provider != session.auth.provider
-            || record.ended_at.is_some()
-            || record.expires_at <= now
-        {
+        if record.expires_at <= now {
             return Ok(Opened::Stale);
         }
         if let Some(idle) = record.idle_timeout_secs {
             let seen = live.last_seen.load(Ordering::Acquire);
-            if now >= seen.saturating_add(idle as i64) && !self.seen_elsewhere(&live, now).await? {
-                self.end(&record.id, EndReason::Idle).await?;
+            if now >= seen.saturating_add(idle as i64)
+                && !Box::pin(self.seen_elsewhere(&live, now)).await?
+            {
+                Box::pin(self.end(&record.id, EndReason::Idle)).await?;
                 return Ok(Opened::Stale);
             }
         }
-        live.last_seen.fetch_max(now, Ordering::AcqRel);
+        // Written once a second at most (a read otherwise).
+        if live.last_seen.load(Ordering::Acquire) < now {
+            live.last_seen.fetch_max(now, Ordering::AcqRel);
+        }
         self.touch(&live, now);
         Ok(Opened::Live(session))
     }
@@ -548,7 +590,7 @@ impl Sessions {
         let store = &self.inner.store;
         let loaded = records
             .try_get_with(session.id.clone(), async {
-                let invalidations = self.inner.cache.record_invalidations();
+                let invalidations = self.inner.cache.read_mark(now_unix());
                 let found = store.0.get_session(&session.id).await?;
                 let record = match found {
                     Some(record) => record,
@@ -559,11 +601,18 @@ impl Sessions {
             })
             .await;
         match loaded {
-            Ok(live) if self.inner.cache.record_invalidations() != live.read_after => {
-                records.invalidate(&session.id).await;
-                let invalidations = self.inner.cache.record_invalidations();
+            Ok(live)
+                if self.inner.cache.record_invalidations() != live.read_after.invalidations =>
+            {
+                self.inner.cache.drop_record(&session.id).await;
+                let invalidations = self.inner.cache.read_mark(now_unix());
                 let found = store.0.get_session(&session.id).await?;
-                Ok(found.map(|record| LiveSession::new(record, invalidations)))
+                // Not cached, so no invalidation would reach it: held, it is not used.
+                Ok(found.map(|record| {
+                    let live = LiveSession::new(record, invalidations);
+                    live.mark_dropped();
+                    live
+                }))
             }
             Ok(live) => Ok(Some(live)),
             Err(shared) => match &*shared {
@@ -964,6 +1013,147 @@ mod tests {
             Opened::Live(session) => session.id.clone(),
             _ => panic!("the session is not live"),
         }
+    }
+
+    /// An invalidation bus inside the process (as `tests/common/local_bus.rs`).
+    struct LocalBus(tokio::sync::broadcast::Sender<crate::invalidation::SignedInvalidation>);
+
+    impl crate::invalidation::InvalidationBus for LocalBus {
+        fn publish(
+            &self,
+            message: crate::invalidation::SignedInvalidation,
+        ) -> futures_util::future::BoxFuture<'_, Result<(), StoreError>> {
+            let _ = self.0.send(message);
+            Box::pin(async { Ok(()) })
+        }
+        fn subscribe(
+            &self,
+        ) -> futures_util::stream::BoxStream<'static, crate::invalidation::BusEvent> {
+            use futures_util::StreamExt;
+            futures_util::stream::unfold(self.0.subscribe(), |mut rx| async move {
+                let message = rx.recv().await.ok()?;
+                Some((crate::invalidation::BusEvent::Message(message), rx))
+            })
+            .boxed()
+        }
+    }
+
+    /// The record the opened cookie of `headers` holds, if it is current.
+    async fn held_by(sessions: &Sessions, headers: &HeaderMap) -> Option<Arc<LiveSession>> {
+        let opened = sessions.cookie(headers, None).await??;
+        held(&opened, now_unix(), sessions.inner.cache.record_epoch())
+    }
+
+    /// Two instances on one store and one bus (each its own caches), the headers of a
+    /// session's cookie issued on the first, and the bus's verified events from now on.
+    async fn two_instances() -> (
+        Sessions,
+        Sessions,
+        HeaderMap,
+        futures_util::stream::BoxStream<'static, Invalidation>,
+    ) {
+        let key = SessionKey::generate();
+        let store = MemorySessionStore::new();
+        let bus = SignedBus::new(
+            Arc::new(LocalBus(tokio::sync::broadcast::channel(16).0)),
+            crate::invalidation::InvalidationSigner::new(&key, &[]),
+        );
+        let events = bus.subscribe();
+        let instance = || {
+            Sessions::new(
+                SessionStoreHandle::new(store.clone()),
+                CookieCodec::new(&key, &[], true),
+                "jit_session".into(),
+                3600,
+                0,
+                UserCache::new(&CacheConfig::default(), None),
+                Some(bus.clone()),
+            )
+        };
+        let (here, there) = (instance(), instance());
+        let identity = Identity::new("corp", "https://idp", "sub");
+        let set_cookie = here
+            .issue("PRIMARY", UserId(7), &identity, LoginSession::default())
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        let pair = set_cookie.split(';').next().unwrap();
+        headers.insert(http::header::COOKIE, pair.parse().unwrap());
+        (here, there, headers, events)
+    }
+
+    #[tokio::test]
+    async fn a_hit_uses_the_record_its_opened_cookie_holds_until_the_bus_brings_an_end() {
+        use futures_util::StreamExt;
+        let (here, there, headers, mut events) = two_instances().await;
+        let metrics = Metrics::default();
+        // The first request on `there` reads the record from the store; its opened cookie
+        // holds that very copy (the one in the record cache) from then on.
+        let id = id_of(there.open(&headers, &metrics).await.unwrap());
+        let held = held_by(&there, &headers).await.expect("a held record");
+        let cached = there.inner.cache.records.get(&id).await.unwrap();
+        assert!(Arc::ptr_eq(&held, &cached));
+        assert!(matches!(
+            there.open(&headers, &metrics).await.unwrap(),
+            Opened::Live(_)
+        ));
+        // Ended on `here` (log out everywhere): the store knows, `there` not yet.
+        assert_eq!(
+            here.end_for_user("PRIMARY", UserId(7), EndReason::Everywhere)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            there.open(&headers, &metrics).await.unwrap(),
+            Opened::Live(_)
+        ));
+        // The bus brings the end (the message carries the record id) and `there` applies it,
+        // as the layer's subscriber does: the held copy is stale at once.
+        let event = events.next().await.unwrap();
+        assert!(matches!(&event, Invalidation::Session { id: ended } if **ended == *id));
+        there.inner.cache.apply(&event).await;
+        assert!(held_by(&there, &headers).await.is_none());
+        assert!(matches!(
+            there.open(&headers, &metrics).await.unwrap(),
+            Opened::Stale
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_end_here_makes_the_held_record_stale_and_an_all_invalidation_too() {
+        let (here, _, headers, _) = two_instances().await;
+        let metrics = Metrics::default();
+        let id = id_of(here.open(&headers, &metrics).await.unwrap());
+        let first = held_by(&here, &headers).await.expect("a held record");
+        // A gap on the bus (everything may have changed): the held copy is not used, the
+        // record is read again and held anew.
+        here.inner.cache.apply(&Invalidation::All).await;
+        assert!(held_by(&here, &headers).await.is_none());
+        assert!(matches!(
+            here.open(&headers, &metrics).await.unwrap(),
+            Opened::Live(_)
+        ));
+        let second = held_by(&here, &headers).await.expect("held again");
+        assert!(!Arc::ptr_eq(&first, &second));
+        // Ended here through end_for_user: not served from the held copy.
+        assert_eq!(
+            here.end_for_user("PRIMARY", UserId(7), EndReason::Everywhere)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(held_by(&here, &headers).await.is_none());
+        assert!(matches!(
+            here.open(&headers, &metrics).await.unwrap(),
+            Opened::Stale
+        ));
+        // And a record that left the cache otherwise (eviction, expiry) is not used either.
+        let (other, _, headers, _) = two_instances().await;
+        let id2 = id_of(other.open(&headers, &metrics).await.unwrap());
+        assert_ne!(id, id2);
+        other.inner.cache.records.invalidate(&id2).await;
+        assert!(held_by(&other, &headers).await.is_none());
     }
 
     #[tokio::test]
