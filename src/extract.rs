@@ -32,7 +32,7 @@ use crate::store::{AnyUser, AppUserLoader, StoreError, User, UserId};
 /// drops it whenever the layer drops that user (a lock, a logout, a change, an invalidation
 /// from another instance). An application user that is gone answers `401` like an anonymous
 /// request; a type the store does not load answers `500` (`app_user_type`, see
-/// [`LoginRequired::app_error`]); a failing store `503` or `500`. `CurrentUser` alone is
+/// [`LoginRequired::app_error`]); a failing store `503` (`500` for a panic). `CurrentUser` alone is
 /// `CurrentUser<User>`, the crate's user.
 ///
 /// ```
@@ -126,16 +126,19 @@ pub enum AppUserError {
         /// The type the store's application part loads.
         loads: &'static str,
     },
-    /// Loading the application's user failed (`503` when the store is unavailable, else
-    /// `500`).
+    /// Loading the application's user failed, timed out (the layer's
+    /// [`store_timeout`](crate::JitLayerBuilder::store_timeout)) or panicked: `503`, or `500`
+    /// for a panic (`store_unavailable`).
     #[error("loading the application's user failed")]
     Store(#[source] StoreError),
 }
 
 impl AppUserError {
+    /// Like the layer's other store failures: `500` for a panic, `503` otherwise.
     fn status(&self) -> StatusCode {
         match self {
-            Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -143,18 +146,19 @@ impl AppUserError {
     fn code(&self) -> &'static str {
         match self {
             Self::NoAppUsers { .. } | Self::TypeMismatch { .. } => "app_user_type",
-            Self::Store(StoreError::Unavailable(_)) => "store_unavailable",
-            Self::Store(_) => "store_error",
+            Self::Store(_) => "store_unavailable",
         }
     }
 }
 
 /// The loaders of the applications' users by user-store domain, and their cache (the
 /// [`UserCache`](crate::cache::UserCache)'s, dropped with the crate's user).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct AppUsersContext {
     pub(crate) loaders: HashMap<String, AppUserLoader>,
     pub(crate) cache: Option<moka::future::Cache<crate::cache::UserKey, AnyUser>>,
+    /// The bound of every load, the layer's store timeout.
+    pub(crate) timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppUsersContext {
@@ -187,8 +191,10 @@ async fn app_user<U: Send + Sync + 'static>(
         return Err(mismatch());
     }
     let id: UserId = current.user.id;
+    let limit = apps.map_or(std::time::Duration::from_secs(10), |a| a.timeout);
     let load = async {
-        match loader.inner.load(id).await {
+        let work = Box::pin(crate::store::contained(loader.inner.load(id)));
+        match crate::store::bounded(limit, "find_app_user", work).await {
             Ok(Some(user)) => Ok(user),
             Ok(None) => Err(None),
             Err(e) => Err(Some(e)),
@@ -274,7 +280,7 @@ impl IntoResponse for LoginRequired {
             }
             tracing::error!(error = %failure, "CurrentUser refused a logged-in request");
             let message = match failure {
-                AppUserError::Store(StoreError::Unavailable(_)) => "the user store is unavailable",
+                AppUserError::Store(_) => "the user store is unavailable",
                 _ => "the application's user could not be loaded",
             };
             return crate::error::render(failure.status(), failure.code(), message, &headers);

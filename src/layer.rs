@@ -901,6 +901,7 @@ impl JitLayerBuilder {
             app_users: crate::extract::AppUsersContext {
                 loaders: self.app_loaders,
                 cache: Some(cache.app_users.clone()),
+                timeout: self.store_timeout,
             },
         });
         let session_store = match self.session_store.or(self.store_sessions) {

@@ -257,6 +257,22 @@ async fn a_login_gives_handlers_the_applications_own_user() {
     let wrong = app.get(&client, "/wrong").await;
     assert_eq!(wrong.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(code_of(wrong).await, "app_user_type");
+    // The app's pool fails, or its `find` panics: the request fails closed (503, 500),
+    // and nothing of it is cached.
+    for (fault, status) in [
+        (Fault::FindFails, StatusCode::SERVICE_UNAVAILABLE),
+        (Fault::FindPanics, StatusCode::INTERNAL_SERVER_ERROR),
+    ] {
+        *app.faults.lock().unwrap() = Some(fault);
+        app.layer.forget_user(crate_id).await;
+        let failed = app.get(&client, "/me").await;
+        assert_eq!(failed.status(), status, "{fault:?}");
+        assert_eq!(code_of(failed).await, "store_unavailable");
+        let failed = app.get(&client, "/maybe").await;
+        assert_eq!(failed.status(), status, "{fault:?}");
+    }
+    *app.faults.lock().unwrap() = None;
+    assert_eq!(app.get(&client, "/me").await.status(), StatusCode::OK);
     // The application's user is gone: the request is anonymous (401), once the layer drops
     // its cached copy.
     sqlx::query("DELETE FROM app_users WHERE id = ?")

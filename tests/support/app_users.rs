@@ -62,6 +62,9 @@ pub enum Fault {
     Fail,
     /// Panics.
     Panic,
+    /// `find` fails (an outage of the app's own pool), or panics.
+    FindFails,
+    FindPanics,
 }
 
 pub struct TestAppUsers<P, I> {
@@ -132,6 +135,14 @@ macro_rules! test_app_users {
             }
 
             async fn find(&self, id: &I) -> Result<Option<AppUser<I>>, StoreError> {
+                let fault = *self.fault.lock().unwrap();
+                match fault {
+                    Some(Fault::FindFails) => {
+                        return Err(StoreError::unavailable("injected outage"));
+                    }
+                    Some(Fault::FindPanics) => panic!("injected panic in find"),
+                    _ => {}
+                }
                 let sql =
                     $sql("SELECT id, email, username, display_name FROM app_users WHERE id = $1");
                 let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -190,7 +201,7 @@ macro_rules! test_app_users {
                         Err(StoreError::backend("injected fault after the app's insert"))
                     }
                     Some(Fault::Panic) => panic!("injected panic after the app's insert"),
-                    None => Ok(user),
+                    _ => Ok(user),
                 }
             }
 
