@@ -156,7 +156,7 @@ impl AppUserError {
 #[derive(Clone)]
 pub(crate) struct AppUsersContext {
     pub(crate) loaders: HashMap<String, AppUserLoader>,
-    pub(crate) cache: Option<moka::future::Cache<crate::cache::UserKey, AnyUser>>,
+    pub(crate) cache: Option<moka::future::Cache<(Arc<str>, UserId), AnyUser>>,
     /// The bound of every load, the layer's store timeout.
     pub(crate) timeout: std::time::Duration,
 }
