@@ -1,91 +1,4 @@
-//! The small core an application with its own users table implements: [`AppUsers`].
-//!
-//! The application keeps its own user type and id (a `Uuid`, an `i64`, a `String`, ...) in its
-//! own table; the crate keeps everything else in **its own `jit_`-prefixed tables** on the
-//! application's pool: identity links, the groups and roles each provider granted, the
-//! provider-managed attributes, lock state, login times and order, sessions. Each crate row
-//! (`jit_users`) names the application's user in its `app_id` column.
-//!
-//! The application implements only what only it can do:
-//!
-//! - [`id`](AppUsers::id) and [`username`](AppUsers::username) of one of its users;
-//! - [`find`](AppUsers::find) a user by id (on its own pool: what
-//!   [`CurrentUser<AppUser>`](crate::CurrentUser) loads);
-//! - [`create`](AppUsers::create) a user from the mapped [`Profile`] and
-//!   [`apply`](AppUsers::apply) mapped [`ProfileChanges`] to one, both **inside the crate's
-//!   transaction**: `conn` is the connection of that transaction, so the application's insert
-//!   and the crate's identity link commit together or not at all (a joined transaction: a
-//!   crash, an error or a panic anywhere before the commit leaves neither row);
-//! - for linking, [`find_by_username`](AppUsers::find_by_username) and
-//!   [`find_by_verified_email`](AppUsers::find_by_verified_email) (default: nothing found).
-//!
-//! A rule of the application's own refuses with [`StoreError::Refused`] (an email held by a
-//! password account): the login is answered `409` or `403` with the application's code.
-//!
-//! Plug it into the ready-made SQL stores:
-//! [`SqliteStore::with_app`](crate::store::SqliteStore::with_app) (and
-//! `PostgresStore::with_app` with the `postgres` feature).
-//!
-//! # Example
-//!
-//! ```
-//! use jit_provision::store::{AppUsers, Identity, Profile, ProfileChanges, SqliteStore,
-//!     StoreError, UserStore};
-//! use sqlx::{SqliteConnection, SqlitePool};
-//!
-//! #[derive(Clone, Debug)]
-//! struct Account { id: i64, email: String, username: String }
-//!
-//! /// The application's users, in its own table `accounts`.
-//! struct Accounts(SqlitePool);
-//!
-//! impl AppUsers<SqliteConnection> for Accounts {
-//!     type User = Account;
-//!     type Id = i64;
-//!     fn id(user: &Account) -> i64 { user.id }
-//!     fn username(user: &Account) -> String { user.username.clone() }
-//!     async fn find(&self, id: &i64) -> Result<Option<Account>, StoreError> {
-//!         sqlx::query_as::<_, (i64, String, String)>(
-//!             "SELECT id, email, username FROM accounts WHERE id = ?")
-//!             .bind(id).fetch_optional(&self.0).await
-//!             .map(|row| row.map(|(id, email, username)| Account { id, email, username }))
-//!             .map_err(StoreError::backend)
-//!     }
-//!     async fn create(&self, conn: &mut SqliteConnection, profile: &Profile)
-//!         -> Result<Account, StoreError> {
-//!         let email = profile.email.clone().flatten().unwrap_or_default();
-//!         let id: i64 = sqlx::query_scalar(
-//!             "INSERT INTO accounts (email, username) VALUES (?, ?) RETURNING id")
-//!             .bind(&email).bind(&profile.username)
-//!             .fetch_one(conn).await.map_err(StoreError::backend)?;
-//!         Ok(Account { id, email, username: profile.username.clone() })
-//!     }
-//!     async fn apply(&self, conn: &mut SqliteConnection, id: &i64, changes: &ProfileChanges)
-//!         -> Result<(), StoreError> {
-//!         if let Some(Some(email)) = &changes.email {
-//!             sqlx::query("UPDATE accounts SET email = ? WHERE id = ?")
-//!                 .bind(email).bind(id).execute(conn).await.map_err(StoreError::backend)?;
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
-//! sqlx::query("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT NOT NULL, \
-//!     username TEXT NOT NULL UNIQUE)").execute(&pool).await.unwrap();
-//! let store = SqliteStore::with_app(pool.clone(), Accounts(pool.clone())).await?;
-//! let mut profile = Profile::new("jane");
-//! profile.email = Some(Some("jane@example.com".into()));
-//! let user = store.create(&Identity::new("corp", "https://idp", "1"), &profile).await?;
-//! // The application's row and the crate's bookkeeping row were committed together.
-//! assert_eq!(store.app_id_of(user.id).await?, Some(1));
-//! let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
-//!     .fetch_one(&pool).await.unwrap();
-//! assert_eq!(count, 1);
-//! # Ok::<_, StoreError>(())
-//! # }).unwrap();
-//! ```
+//! [`AppUsers`]: the small core of an application with its own users table.
 
 use std::any::Any;
 use std::fmt::Display;
@@ -98,11 +11,38 @@ use futures_util::future::BoxFuture;
 
 use super::{Profile, ProfileChanges, StoreError, UserId};
 
-/// The application's own users, as the crate's SQL stores use them: see the
-/// [module documentation](self).
+/// The application's own users: the small core an application with its own users table
+/// implements.
+///
+/// The application keeps its own user type and id (a `Uuid`, an `i64`, a `String`, ...) in its
+/// own table; the crate keeps everything else in **its own `jit_`-prefixed tables** on the
+/// application's pool: identity links, the groups and roles each provider granted, the
+/// provider-managed attributes, lock state, login times and order, sessions. Each crate row
+/// (`jit_users`) names the application's user in its `app_id` column.
+///
+/// The application implements only what only it can do:
+///
+/// - [`id`](AppUsers::id) and [`username`](AppUsers::username) of one of its users;
+/// - [`find`](AppUsers::find) a user by id (on its own pool: what
+///   [`CurrentUser<AppUser>`](crate::CurrentUser) loads);
+/// - [`create`](AppUsers::create) a user from the mapped [`Profile`] and
+///   [`apply`](AppUsers::apply) mapped [`ProfileChanges`] to one, both **inside the crate's
+///   transaction**: `conn` is the connection of that transaction, so the application's insert
+///   and the crate's identity link commit together or not at all (a joined transaction: a
+///   crash, an error or a panic anywhere before the commit leaves neither row);
+/// - for linking, [`find_by_username`](AppUsers::find_by_username) and
+///   [`find_by_verified_email`](AppUsers::find_by_verified_email) (default: nothing found).
+///
+/// A rule of the application's own refuses with [`StoreError::Refused`] (an email held by a
+/// password account): the login is answered `409` or `403` with the application's code.
+///
+/// Plug it into the ready-made SQL stores:
+/// [`SqliteStore::with_app`](crate::store::SqliteStore::with_app) (and
+/// `PostgresStore::with_app` with the `postgres` feature).
 ///
 /// `Conn` is the connection type of the store's transactions: `sqlx::SqliteConnection` for
 /// [`SqliteStore`](crate::store::SqliteStore), `sqlx::PgConnection` for `PostgresStore`.
+#[cfg_attr(feature = "sqlite", doc = include_str!("app_example.md"))]
 pub trait AppUsers<Conn>: Send + Sync + 'static {
     /// The application's user.
     type User: Clone + Send + Sync + 'static;
