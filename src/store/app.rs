@@ -110,6 +110,7 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub enum NoApp {}
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_macros))]
 macro_rules! no_app {
     ($conn:ty) => {
         impl AppUsers<$conn> for NoApp {
@@ -165,6 +166,7 @@ impl std::fmt::Debug for AppUserLoader {
 }
 
 impl AppUserLoader {
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn new(inner: impl LoadAppUser) -> Self {
         Self {
             inner: Arc::new(inner),
@@ -186,6 +188,7 @@ pub(crate) trait LoadAppUser: Send + Sync + 'static {
 }
 
 /// Parses an `app_id` column back into the application's id.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn parse_app_id<I: FromStr>(text: &str) -> Result<I, StoreError> {
     text.parse().map_err(|_| {
         StoreError::backend(format!(
