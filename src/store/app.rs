@@ -110,7 +110,10 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub enum NoApp {}
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_macros))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_macros)
+)]
 macro_rules! no_app {
     ($conn:ty) => {
         impl AppUsers<$conn> for NoApp {

@@ -121,6 +121,12 @@ impl<A: AppUsers<sqlx::PgConnection>> PostgresStore<A> {
     /// Creation is one transaction the application's code joins: `BEGIN`, the application's
     /// insert ([`AppUsers::create`] on this transaction's connection), the crate's row and
     /// the identity link, `COMMIT`; an error or a panic before the commit leaves neither.
+    ///
+    /// Linking (`find_by_username`, `find_by_email`) also finds the application's users that
+    /// have no crate row yet ([`AppUsers::find_by_username`],
+    /// [`AppUsers::find_by_verified_email`]) and gives them one (idempotent, keyed on
+    /// `app_id`), so that they can be linked. [`delete`](UserStore::delete) removes the
+    /// crate's row and its links, not the application's user.
     pub async fn with_app(pool: PgPool, app: A) -> Result<Self, StoreError> {
         Self::open(pool, Some(std::sync::Arc::new(app))).await
     }
