@@ -23,6 +23,9 @@ pub(crate) type UserKey = (Arc<str>, UserId);
 pub(crate) struct UserCache {
     pub(crate) by_identity: Cache<(Arc<str>, IdentityKey), Arc<User>>,
     pub(crate) by_id: Cache<UserKey, Arc<User>>,
+    /// The applications' own users (`CurrentUser<AppUser>`), by the crate's user: dropped
+    /// with it.
+    pub(crate) app_users: Cache<UserKey, crate::store::AnyUser>,
     /// Session cookies already decrypted, by their exact sealed value (equality with a value
     /// we decrypted is as good as decrypting it again). Each holds its session's record once
     /// a request checked it ([`OpenedSession::record`]), so a hit is one lookup; the record's
@@ -123,6 +126,10 @@ impl UserCache {
                 .max_capacity(config.max_users)
                 .time_to_live(ttl)
                 .build(),
+            app_users: Cache::builder()
+                .max_capacity(config.max_users)
+                .time_to_live(ttl)
+                .build(),
             sessions: Cache::builder()
                 .max_capacity(config.max_users)
                 .time_to_live(ttl)
@@ -161,6 +168,7 @@ impl UserCache {
                 self.record_invalidations.fetch_add(1, Ordering::SeqCst);
                 self.record_epoch.fetch_add(1, Ordering::SeqCst);
                 self.by_id.invalidate_all();
+                self.app_users.invalidate_all();
                 self.by_identity.invalidate_all();
                 self.records.invalidate_all();
             }
@@ -207,6 +215,7 @@ impl UserCache {
     pub(crate) async fn forget(&self, domain: &str, id: UserId) {
         let domain: Arc<str> = Arc::from(domain);
         self.by_id.invalidate(&(domain.clone(), id)).await;
+        self.app_users.invalidate(&(domain.clone(), id)).await;
         // Identity entries of this user are few and short-lived; scan them out.
         if let Err(err) = self
             .by_identity

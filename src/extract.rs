@@ -1,6 +1,9 @@
-//! The [`CurrentUser`] extractor.
+//! The [`CurrentUser`] extractor: the crate's [`User`], or (`CurrentUser<AppUser>`) the
+//! application's own user of a store with an application part
+//! ([`AppUsers`](crate::store::AppUsers)).
 
-use std::convert::Infallible;
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -10,7 +13,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::config::Unauthenticated;
-use crate::store::User;
+use crate::store::{AnyUser, AppUserLoader, StoreError, User, UserId};
 
 /// The logged-in local user, attached to the request extensions by the
 /// [`JitLayer`](crate::JitLayer).
@@ -18,6 +21,19 @@ use crate::store::User;
 /// As an axum extractor it rejects anonymous requests with `401` (or a redirect to the
 /// login page, see [`Unauthenticated`]); take `Option<CurrentUser>` for pages that serve
 /// both. Without axum, read it with `request.extensions().get::<CurrentUser>()`.
+///
+/// # The application's own user
+///
+/// With a store that has an application part
+/// ([`SqliteStore::with_app`](crate::store::SqliteStore::with_app), `PostgresStore::with_app`),
+/// take `CurrentUser<AppUser>` (`AppUser` being [`AppUsers::User`](crate::store::AppUsers::User)):
+/// the layer loads the application's user of the logged-in crate user
+/// ([`AppUsers::find`](crate::store::AppUsers::find)), caches it by the crate's user id and
+/// drops it whenever the layer drops that user (a lock, a logout, a change, an invalidation
+/// from another instance). An application user that is gone answers `401` like an anonymous
+/// request; a type the store does not load answers `500` (`app_user_type`, see
+/// [`LoginRequired::app_error`]); a failing store `503` (`500` for a panic). `CurrentUser` alone is
+/// `CurrentUser<User>`, the crate's user.
 ///
 /// ```
 /// use jit_provision::CurrentUser;
@@ -34,12 +50,21 @@ use crate::store::User;
 /// }
 /// # let _ = (profile, home);
 /// ```
-#[derive(Debug, Clone)]
-pub struct CurrentUser {
-    /// The local user.
-    pub user: Arc<User>,
+#[derive(Debug)]
+pub struct CurrentUser<U = User> {
+    /// The local user: the crate's [`User`], or the application's own.
+    pub user: Arc<U>,
     /// How this request was authenticated: provider, subject, times, session or bearer.
     pub auth: Arc<AuthInfo>,
+}
+
+impl<U> Clone for CurrentUser<U> {
+    fn clone(&self) -> Self {
+        Self {
+            user: self.user.clone(),
+            auth: self.auth.clone(),
+        }
+    }
 }
 
 /// How a request was authenticated.
@@ -75,10 +100,120 @@ pub enum AuthMethod {
     },
 }
 
-impl Deref for CurrentUser {
-    type Target = User;
-    fn deref(&self) -> &User {
+impl<U> Deref for CurrentUser<U> {
+    type Target = U;
+    fn deref(&self) -> &U {
         &self.user
+    }
+}
+
+/// Why `CurrentUser<AppUser>` could not give the application's user of a logged-in request
+/// (see [`LoginRequired::app_error`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppUserError {
+    /// The user's store has no application part: `500`.
+    #[error("CurrentUser<{wanted}>: the user store of this user has no application users")]
+    NoAppUsers {
+        /// The type the handler asked for.
+        wanted: &'static str,
+    },
+    /// The store loads another type than the handler asked for: `500`.
+    #[error("CurrentUser<{wanted}>: the user store loads `{loads}`, not `{wanted}`")]
+    TypeMismatch {
+        /// The type the handler asked for.
+        wanted: &'static str,
+        /// The type the store's application part loads.
+        loads: &'static str,
+    },
+    /// Loading the application's user failed, timed out (the layer's
+    /// [`store_timeout`](crate::JitLayerBuilder::store_timeout)) or panicked: `503`, or `500`
+    /// for a panic (`store_unavailable`).
+    #[error("loading the application's user failed")]
+    Store(#[source] StoreError),
+}
+
+impl AppUserError {
+    /// Like the layer's other store failures: `500` for a panic, `503` otherwise.
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NoAppUsers { .. } | Self::TypeMismatch { .. } => "app_user_type",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// The loaders of the applications' users by user-store domain, and their cache (the
+/// [`UserCache`](crate::cache::UserCache)'s, dropped with the crate's user).
+#[derive(Clone)]
+pub(crate) struct AppUsersContext {
+    pub(crate) loaders: HashMap<String, AppUserLoader>,
+    pub(crate) cache: Option<moka::future::Cache<(Arc<str>, UserId), AnyUser>>,
+    /// The bound of every load, the layer's store timeout.
+    pub(crate) timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for AppUsersContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.loaders.iter()).finish()
+    }
+}
+
+/// The application's user `U` of the logged-in crate user `current`: `Ok(None)` when it is
+/// gone.
+async fn app_user<U: Send + Sync + 'static>(
+    context: Option<&AuthContext>,
+    current: &CurrentUser,
+) -> Result<Option<Arc<U>>, AppUserError> {
+    let wanted = std::any::type_name::<U>();
+    let any: AnyUser = current.user.clone();
+    if let Ok(user) = any.downcast::<U>() {
+        return Ok(Some(user));
+    }
+    let domain = current.auth.domain.as_str();
+    let apps = context.map(|c| &c.app_users);
+    let Some(loader) = apps.and_then(|a| a.loaders.get(domain)) else {
+        return Err(AppUserError::NoAppUsers { wanted });
+    };
+    let mismatch = || AppUserError::TypeMismatch {
+        wanted,
+        loads: loader.user_type(),
+    };
+    if loader.inner.user_type_id() != TypeId::of::<U>() {
+        return Err(mismatch());
+    }
+    let id: UserId = current.user.id;
+    let limit = apps.map_or(std::time::Duration::from_secs(10), |a| a.timeout);
+    let load = async {
+        let work = Box::pin(crate::store::contained(loader.inner.load(id)));
+        match crate::store::bounded(limit, "find_app_user", work).await {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e)),
+        }
+    };
+    let loaded = match apps.and_then(|a| a.cache.as_ref()) {
+        Some(cache) => cache
+            .try_get_with((Arc::from(domain), id), load)
+            .await
+            .map_err(|e| e.as_ref().as_ref().map(StoreError::duplicate)),
+        None => load.await,
+    };
+    match loaded {
+        Ok(user) => user.downcast::<U>().map(Some).map_err(|_| mismatch()),
+        Err(None) => Ok(None),
+        Err(Some(e)) => {
+            tracing::error!(error = %e, "loading the application's user failed");
+            Err(AppUserError::Store(e))
+        }
     }
 }
 
@@ -89,30 +224,67 @@ pub(crate) struct AuthContext {
     pub(crate) unauthenticated: Unauthenticated,
     /// Bearer tokens are accepted: anonymous API requests get a `WWW-Authenticate: Bearer`.
     pub(crate) bearer: bool,
+    /// The applications' own users, for `CurrentUser<AppUser>`.
+    pub(crate) app_users: AppUsersContext,
 }
 
 /// The rejection of [`CurrentUser`]: `401`, or a `303` to the login page for a browser
 /// navigation when so configured.
+///
+/// For `CurrentUser<AppUser>` of a logged-in request whose application user cannot be
+/// loaded, it carries an [`AppUserError`] ([`app_error`](Self::app_error)) and answers `500`
+/// or `503` instead.
 #[derive(Debug)]
 pub struct LoginRequired {
     login: Option<String>,
     html: bool,
     bearer: bool,
+    failure: Option<AppUserError>,
 }
 
 impl LoginRequired {
-    /// The status it answers with: `303` to the login page, else `401`.
+    /// The status it answers with: `303` to the login page, else `401` (or the status of its
+    /// [`app_error`](Self::app_error)).
     pub fn status(&self) -> StatusCode {
-        if self.login.is_some() {
+        if let Some(failure) = &self.failure {
+            failure.status()
+        } else if self.login.is_some() {
             StatusCode::SEE_OTHER
         } else {
             StatusCode::UNAUTHORIZED
+        }
+    }
+
+    /// Why the application's user of a logged-in request could not be given, when that is
+    /// why it was refused.
+    pub fn app_error(&self) -> Option<&AppUserError> {
+        self.failure.as_ref()
+    }
+
+    fn failed(parts: &Parts, failure: AppUserError) -> Self {
+        Self {
+            login: None,
+            html: crate::error::wants_html(&parts.headers),
+            bearer: false,
+            failure: Some(failure),
         }
     }
 }
 
 impl IntoResponse for LoginRequired {
     fn into_response(self) -> Response {
+        if let Some(failure) = &self.failure {
+            let mut headers = http::HeaderMap::new();
+            if self.html {
+                headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+            }
+            tracing::error!(error = %failure, "CurrentUser refused a logged-in request");
+            let message = match failure {
+                AppUserError::Store(_) => "the user store is unavailable",
+                _ => "the application's user could not be loaded",
+            };
+            return crate::error::render(failure.status(), failure.code(), message, &headers);
+        }
         if let Some(location) = self.login {
             let mut response = StatusCode::SEE_OTHER.into_response();
             if let Ok(value) = HeaderValue::from_str(&location) {
@@ -139,13 +311,31 @@ impl IntoResponse for LoginRequired {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+impl<S: Send + Sync, U: Send + Sync + 'static> FromRequestParts<S> for CurrentUser<U> {
     type Rejection = LoginRequired;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(user) = parts.extensions.get::<CurrentUser>() {
-            return Ok(user.clone());
+        if let Some(current) = parts.extensions.get::<CurrentUser>().cloned() {
+            let context = parts.extensions.get::<Arc<AuthContext>>().map(|c| &**c);
+            match app_user::<U>(context, &current).await {
+                Ok(Some(user)) => {
+                    return Ok(CurrentUser {
+                        user,
+                        auth: current.auth,
+                    });
+                }
+                // The application's user is gone: as if anonymous.
+                Ok(None) => {}
+                Err(failure) => return Err(LoginRequired::failed(parts, failure)),
+            }
         }
+        Err(login_required(parts))
+    }
+}
+
+/// The rejection of an anonymous request.
+fn login_required(parts: &Parts) -> LoginRequired {
+    {
         let html = crate::error::wants_html(&parts.headers);
         let context = parts.extensions.get::<Arc<AuthContext>>();
         let bearer = context.is_some_and(|c| c.bearer);
@@ -173,21 +363,34 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
                 None
             }
         };
-        Err(LoginRequired {
+        LoginRequired {
             login,
             html,
             bearer,
-        })
+            failure: None,
+        }
     }
 }
 
-impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
-    type Rejection = Infallible;
+/// `None` for an anonymous request (or one whose application user is gone); refuses only
+/// when the application's user cannot be loaded ([`LoginRequired::app_error`]).
+impl<S: Send + Sync, U: Send + Sync + 'static> OptionalFromRequestParts<S> for CurrentUser<U> {
+    type Rejection = LoginRequired;
 
     async fn from_request_parts(
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<CurrentUser>().cloned())
+        let Some(current) = parts.extensions.get::<CurrentUser>().cloned() else {
+            return Ok(None);
+        };
+        let context = parts.extensions.get::<Arc<AuthContext>>().map(|c| &**c);
+        match app_user::<U>(context, &current).await {
+            Ok(user) => Ok(user.map(|user| CurrentUser {
+                user,
+                auth: current.auth,
+            })),
+            Err(failure) => Err(LoginRequired::failed(parts, failure)),
+        }
     }
 }

@@ -423,6 +423,8 @@ pub struct JitLayerBuilder {
     store_sessions: Option<SessionStoreHandle>,
     session_store: Option<SessionStoreHandle>,
     domain_stores: Vec<(String, SharedStore)>,
+    /// The application users' loaders of the stores, by domain (`CurrentUser<AppUser>`).
+    app_loaders: HashMap<String, crate::store::AppUserLoader>,
     sinks: Vec<Arc<dyn EventSink>>,
     prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
     resolvers: HashMap<String, Arc<dyn GroupResolver>>,
@@ -451,6 +453,7 @@ impl Default for JitLayerBuilder {
             store_sessions: None,
             session_store: None,
             domain_stores: Vec::new(),
+            app_loaders: HashMap::new(),
             sinks: Vec::new(),
             prompts: HashMap::new(),
             resolvers: HashMap::new(),
@@ -492,6 +495,10 @@ impl JitLayerBuilder {
     /// The user store.
     pub fn store(mut self, store: impl UserStore) -> Self {
         self.store_sessions = store.session_store();
+        self.app_loaders.remove(PRIMARY_DOMAIN);
+        if let Some(loader) = store.app_users() {
+            self.app_loaders.insert(PRIMARY_DOMAIN.to_owned(), loader);
+        }
         self.store = Some(Arc::new(store));
         self
     }
@@ -499,7 +506,11 @@ impl JitLayerBuilder {
     /// Registers another user-store domain (WSO2's secondary user stores): providers whose
     /// [`DomainRule`](crate::config::DomainRule) names `name` provision into `store`.
     pub fn domain_store(mut self, name: impl Into<String>, store: impl UserStore) -> Self {
-        self.domain_stores.push((name.into(), Arc::new(store)));
+        let name = name.into();
+        if let Some(loader) = store.app_users() {
+            self.app_loaders.insert(name.clone(), loader);
+        }
+        self.domain_stores.push((name, Arc::new(store)));
         self
     }
 
@@ -882,12 +893,17 @@ impl JitLayerBuilder {
             config.cache.max_users,
         )
         .map_err(ConfigError::Bearer)?;
+        let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let context = Arc::new(crate::extract::AuthContext {
             prefix: prefix.clone(),
             unauthenticated: config.session.unauthenticated.clone(),
             bearer: bearer.is_some(),
+            app_users: crate::extract::AppUsersContext {
+                loaders: self.app_loaders,
+                cache: Some(cache.app_users.clone()),
+                timeout: self.store_timeout,
+            },
         });
-        let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let session_store = match self.session_store.or(self.store_sessions) {
             Some(store) => store,
             // Sessions in one instance's memory would not hold on the others.

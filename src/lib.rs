@@ -41,7 +41,7 @@ mod service;
 pub use config::{JitConfig, MappingConfig, ProviderConfig, Unauthenticated};
 pub use endpoints::MAX_CALLBACK_BODY;
 pub use error::{CallbackError, Error, LogoutError, escape_html};
-pub use extract::{AuthInfo, AuthMethod, CurrentUser, LoginRequired};
+pub use extract::{AppUserError, AuthInfo, AuthMethod, CurrentUser, LoginRequired};
 pub use layer::{ConfigError, JitLayer, JitLayerBuilder};
 pub use mapping::{Claims, MappingError};
 pub use metrics::MetricsSnapshot;

@@ -230,7 +230,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdpAccessToken {
         let html = crate::error::wants_html(&parts.headers);
         let Some(source) = parts.extensions.get::<TokenSource>().cloned() else {
             // The layer attaches a source to the sessions of providers that keep tokens.
-            let err = match CurrentUser::from_request_parts(parts, state).await {
+            let err = match <CurrentUser>::from_request_parts(parts, state).await {
                 Err(login) => {
                     return Err(IdpTokenRejection {
                         kind: Rejection::Login(login),

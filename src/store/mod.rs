@@ -11,6 +11,7 @@
 //! plain, non-generic type. The stores shipped here are cheap handles (`Clone` shares the
 //! same pool or map), so keep a clone for your own use; make yours the same way.
 
+mod app;
 mod canonical;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+pub(crate) use app::AnyUser;
+pub use app::{AppUserLoader, AppUsers, NoApp};
 pub use canonical::canonical;
 pub use memory::{MemoryStore, StoreCounters};
 #[cfg(feature = "postgres")]
@@ -251,6 +254,14 @@ pub trait UserStore: Send + Sync + 'static {
     /// in memory (they end when the process does). A store wrapping one of this crate's
     /// should forward it.
     fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
+        None
+    }
+
+    /// The loader of the application's own users, when this store has an application part
+    /// ([`AppUsers`], e.g. [`SqliteStore::with_app`](crate::store::SqliteStore::with_app)):
+    /// the layer registers it, and handlers then take `CurrentUser<AppUser>`. Default
+    /// `None`. A store wrapping one of this crate's should forward it.
+    fn app_users(&self) -> Option<AppUserLoader> {
         None
     }
 }

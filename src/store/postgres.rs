@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
+use super::app::{AnyUser, AppUserLoader, AppUsers, LoadAppUser, NoApp, parse_app_id};
 use super::types::now_unix;
 use super::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
@@ -48,14 +49,42 @@ const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups,
 /// Concurrent first logins of one identity at several instances are serialized by a
 /// transaction-level advisory lock on the identity key; the loser sees `IdentityExists` and
 /// reads the winner's user.
-#[derive(Clone, Debug)]
-pub struct PostgresStore {
+///
+/// With an application's own users table, [`PostgresStore::with_app`] adds the application's
+/// part ([`AppUsers`]), created and updated inside this store's transactions.
+pub struct PostgresStore<A = NoApp> {
     pool: PgPool,
+    /// The application's own users, if any (`jit_users.app_id` names them).
+    app: Option<std::sync::Arc<A>>,
     /// The user-store domain this store serves, named in its invalidations.
     domain: std::sync::Arc<str>,
     /// Signs the invalidations the store sends itself (`set_locked`, `delete`); shared by
     /// the clones, set by the layer ([`InvalidationBus::use_signer`]).
     signer: std::sync::Arc<std::sync::RwLock<Option<InvalidationSigner>>>,
+}
+
+impl<A> Clone for PostgresStore<A> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            app: self.app.clone(),
+            domain: self.domain.clone(),
+            signer: self.signer.clone(),
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for PostgresStore<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool)
+            .field("domain", &self.domain)
+            .field(
+                "app",
+                &self.app.as_ref().map(|_| std::any::type_name::<A>()),
+            )
+            .finish()
+    }
 }
 
 impl PostgresStore {
@@ -80,8 +109,34 @@ impl PostgresStore {
     /// the rows; an administrator decides which to keep, since either may be the legitimate
     /// one.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        Self::open(pool, None).await
+    }
+}
+
+impl<A: AppUsers<sqlx::PgConnection>> PostgresStore<A> {
+    /// The store on the application's `pool` with the application's own users (`app`): see
+    /// [`AppUsers`]. Migrates the crate's tables (`jit_*`, never the application's) like
+    /// [`from_pool`](PostgresStore::from_pool).
+    ///
+    /// Creation is one transaction the application's code joins: `BEGIN`, the application's
+    /// insert ([`AppUsers::create`] on this transaction's connection), the crate's row and
+    /// the identity link, `COMMIT`; an error or a panic before the commit leaves neither.
+    ///
+    /// Linking (`find_by_username`, `find_by_email`) also finds the application's users that
+    /// have no crate row yet ([`AppUsers::find_by_username`],
+    /// [`AppUsers::find_by_verified_email`]) and gives them one (idempotent, keyed on
+    /// `app_id`), so that they can be linked. [`delete`](UserStore::delete) removes the
+    /// crate's row and its links, not the application's user.
+    pub async fn with_app(pool: PgPool, app: A) -> Result<Self, StoreError> {
+        Self::open(pool, Some(std::sync::Arc::new(app))).await
+    }
+}
+
+impl<A> PostgresStore<A> {
+    async fn open(pool: PgPool, app: Option<std::sync::Arc<A>>) -> Result<Self, StoreError> {
         let store = Self {
             pool,
+            app,
             domain: std::sync::Arc::from(crate::config::PRIMARY_DOMAIN),
             signer: std::sync::Arc::default(),
         };
@@ -269,6 +324,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0009_sessions_subject.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            10,
+            "app users".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0010_app_users.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -336,7 +398,7 @@ where
     Ok(())
 }
 
-impl UserStore for PostgresStore {
+impl<A: AppUsers<sqlx::PgConnection>> UserStore for PostgresStore<A> {
     async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM jit_identities i JOIN jit_users u ON u.id = i.user_id \
@@ -387,13 +449,22 @@ impl UserStore for PostgresStore {
         if exists.is_some() {
             return Err(StoreError::IdentityExists);
         }
+        // The application's user first, on this transaction: it commits with the link.
+        let (app_id, username) = match &self.app {
+            Some(app) => {
+                let user = app.create(&mut tx, profile).await?;
+                (Some(A::id(&user).to_string()), A::username(&user))
+            }
+            None => (None, profile.username.clone()),
+        };
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO jit_users (username, email, display_name, groups, attributes, idp_groups, \
              idp_attributes, locked, created_at, updated_at, username_key, email_key, roles, \
-             idp_roles) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12) \
+             idp_roles, app_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $8, $9, $10, $11, $12, $13) \
              RETURNING id",
         )
-        .bind(&profile.username)
+        .bind(&username)
         .bind(profile.email.clone().flatten())
         .bind(profile.display_name.clone().flatten())
         .bind(Json(&groups))
@@ -401,7 +472,7 @@ impl UserStore for PostgresStore {
         .bind(Json(&idp_groups))
         .bind(Json(&profile.idp_attributes))
         .bind(now)
-        .bind(canonical(&profile.username))
+        .bind(canonical(&username))
         .bind(
             profile
                 .email
@@ -411,12 +482,20 @@ impl UserStore for PostgresStore {
         )
         .bind(Json(&roles))
         .bind(Json(&idp_roles))
+        .bind(&app_id)
         .fetch_one(&mut *tx)
         .await;
         let id = match inserted {
             Ok(id) => id,
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.constraint() == Some("jit_users_app_id") =>
+            {
+                return Err(StoreError::backend(
+                    "the application's new user id is already linked to another jit_users row",
+                ));
+            }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return Err(StoreError::UsernameTaken(profile.username.clone()));
+                return Err(StoreError::UsernameTaken(username));
             }
             Err(e) => return Err(classify(e)),
         };
@@ -439,7 +518,7 @@ impl UserStore for PostgresStore {
         tx.commit().await.map_err(classify)?;
         Ok(User {
             id: UserId(id),
-            username: profile.username.clone(),
+            username,
             email: profile.email.clone().flatten(),
             display_name: profile.display_name.clone().flatten(),
             groups,
@@ -457,6 +536,7 @@ impl UserStore for PostgresStore {
     async fn update(&self, id: UserId, changes: &ProfileChanges) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let user = write_changes(&mut tx, id, changes).await?;
+        self.apply_app(&mut tx, id, changes).await?;
         tx.commit().await.map_err(classify)?;
         Ok(user)
     }
@@ -484,6 +564,7 @@ impl UserStore for PostgresStore {
             return Ok(None);
         }
         let user = write_changes(&mut tx, UserId(id), changes).await?;
+        self.apply_app(&mut tx, UserId(id), changes).await?;
         sqlx::query(
             "UPDATE jit_identities SET synced_at = $1 WHERE provider = $2 AND subject = $3",
         )
@@ -504,7 +585,16 @@ impl UserStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        if let Some(row) = row {
+            return user_from_row(&row).map(Some);
+        }
+        let Some(app) = &self.app else {
+            return Ok(None);
+        };
+        match app.find_by_username(username).await? {
+            Some(found) => self.adopt(&found, None).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
@@ -515,7 +605,17 @@ impl UserStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        rows.iter().map(user_from_row).collect()
+        let mut users: Vec<User> = rows.iter().map(user_from_row).collect::<Result<_, _>>()?;
+        if let Some(app) = &self.app {
+            for found in app.find_by_verified_email(email).await? {
+                let user = self.adopt(&found, Some(email)).await?;
+                if !users.iter().any(|u| u.id == user.id) {
+                    users.push(user);
+                }
+            }
+            users.sort_by_key(|u| u.id);
+        }
+        Ok(users)
     }
 
     async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
@@ -608,6 +708,108 @@ impl UserStore for PostgresStore {
     fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
         Some(crate::session::SessionStoreHandle::new(self.clone()))
     }
+
+    /// The application's users, for `CurrentUser<A::User>`, when there is an application
+    /// part.
+    fn app_users(&self) -> Option<AppUserLoader> {
+        self.app.as_ref().map(|_| AppUserLoader::new(self.clone()))
+    }
+}
+
+impl<A: AppUsers<sqlx::PgConnection>> PostgresStore<A> {
+    /// The application's id of the crate's user `id` (`None` when the user is gone or has
+    /// no application part).
+    pub async fn app_id_of(&self, id: UserId) -> Result<Option<A::Id>, StoreError> {
+        let text: Option<Option<String>> =
+            sqlx::query_scalar("SELECT app_id FROM jit_users WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        text.flatten().map(|t| parse_app_id(&t)).transpose()
+    }
+
+    /// Applies `changes` to the application's user of the crate's user `id`, inside `tx`.
+    async fn apply_app(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: UserId,
+        changes: &ProfileChanges,
+    ) -> Result<(), StoreError> {
+        let Some(app) = &self.app else {
+            return Ok(());
+        };
+        let text: Option<String> = sqlx::query_scalar("SELECT app_id FROM jit_users WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .flatten();
+        match text {
+            Some(text) => app.apply(tx, &parse_app_id(&text)?, changes).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The crate's row of an application user found for linking, inserted when it has none
+    /// (idempotent, keyed on `app_id`), so it can be linked by the crate's [`UserId`].
+    async fn adopt(&self, found: &A::User, email: Option<&str>) -> Result<User, StoreError> {
+        let app_id = A::id(found).to_string();
+        let username = A::username(found);
+        let now = now_unix();
+        let inserted = sqlx::query(
+            "INSERT INTO jit_users (username, email, display_name, groups, attributes, \
+             idp_groups, idp_attributes, roles, idp_roles, locked, created_at, updated_at, \
+             username_key, email_key, app_id) \
+             VALUES ($1, $2, NULL, '[]', '{}', '{}', '[]', '[]', '{}', FALSE, $3, $3, $4, $5, $6) \
+             ON CONFLICT (app_id) DO NOTHING",
+        )
+        .bind(&username)
+        .bind(email)
+        .bind(now)
+        .bind(canonical(&username))
+        .bind(email.map(canonical))
+        .bind(&app_id)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(StoreError::UsernameTaken(username));
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.app_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&app_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        user_from_row(&row)
+    }
+}
+
+impl<A: AppUsers<sqlx::PgConnection>> LoadAppUser for PostgresStore<A> {
+    fn load(&self, id: UserId) -> BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
+        Box::pin(async move {
+            let Some(app) = &self.app else {
+                return Ok(None);
+            };
+            let Some(app_id) = self.app_id_of(id).await? else {
+                return Ok(None);
+            };
+            Ok(app
+                .find(&app_id)
+                .await?
+                .map(|user| std::sync::Arc::new(user) as AnyUser))
+        })
+    }
+    fn user_type_id(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<A::User>()
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<A::User>()
+    }
 }
 
 /// Reads user `id` inside `tx` (locking the row), applies `changes` to it as stored and
@@ -660,7 +862,7 @@ fn identity_from_row(row: &PgRow) -> Result<LinkedIdentity, StoreError> {
     })
 }
 
-impl PostgresStore {
+impl<A> PostgresStore<A> {
     /// PostgreSQL takes concurrent writers: nothing to hold.
     async fn session_write_lock(&self) {}
 
@@ -673,13 +875,13 @@ impl PostgresStore {
 }
 
 super::sql_sessions::sql_session_store!(
-    PostgresStore,
+    [A: Send + Sync + 'static] PostgresStore<A>,
     sqlx::Postgres,
     |sql: &str| sql.to_owned(),
     " FOR UPDATE"
 );
 
-impl ReplayGuard for PostgresStore {
+impl<A: Send + Sync + 'static> ReplayGuard for PostgresStore<A> {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = now_unix();
         let expires = now + ttl.as_secs().max(1) as i64;
@@ -720,7 +922,7 @@ impl ReplayGuard for PostgresStore {
     }
 }
 
-impl PostgresStore {
+impl<A> PostgresStore<A> {
     /// `event` signed, when a signer was handed over.
     fn signed(&self, event: &Invalidation) -> Option<SignedInvalidation> {
         let signer = self.signer.read().unwrap_or_else(|e| e.into_inner());
@@ -730,7 +932,7 @@ impl PostgresStore {
 
 /// Messages travel as the `NOTIFY` payload, as signed; anyone who can `NOTIFY` on the
 /// database can send one, and the layer drops those that do not verify.
-impl InvalidationBus for PostgresStore {
+impl<A: Send + Sync + 'static> InvalidationBus for PostgresStore<A> {
     fn publish(&self, message: SignedInvalidation) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { notify(&self.pool, &message).await })
     }

@@ -61,8 +61,8 @@ pub(super) fn record(row: SessionRow) -> SessionRecord {
 /// `begin_token_update` (another) starting the transaction of `update_tokens`, whose `SELECT`
 /// ends with `$lock` (PostgreSQL's row lock; SQLite's `BEGIN IMMEDIATE` locks the database).
 macro_rules! sql_session_store {
-    ($store:ty, $db:ty, $sql:expr, $lock:literal) => {
-        impl $crate::session::SessionStore for $store {
+    ([$($generics:tt)*] $store:ty, $db:ty, $sql:expr, $lock:literal) => {
+        impl<$($generics)*> $crate::session::SessionStore for $store {
             async fn create_session(
                 &self,
                 record: &$crate::session::SessionRecord,

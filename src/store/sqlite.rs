@@ -5,6 +5,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqlSafeStr};
 
+use super::app::{AnyUser, AppUserLoader, AppUsers, LoadAppUser, NoApp, parse_app_id};
 use super::types::now_unix;
 use super::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
@@ -29,13 +30,40 @@ const USER_COLUMNS: &str = "u.id, u.username, u.email, u.display_name, u.groups_
 /// # Ok::<_, jit_provision::store::StoreError>(())
 /// # }).unwrap();
 /// ```
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
+///
+/// With an application's own users table, [`SqliteStore::with_app`] adds the application's
+/// part ([`AppUsers`]): the application's user is created and updated inside this store's
+/// transactions, and the crate's bookkeeping stays in its own tables.
+pub struct SqliteStore<A = NoApp> {
     pool: SqlitePool,
+    /// The application's own users, if any (`jit_users.app_id` names them).
+    app: Option<std::sync::Arc<A>>,
     /// SQLite has one writer at a time; writers queue here, in the process, rather than in
     /// SQLite's busy handler, whose sleeps (1, 2, 5, 10 ms ...) made concurrent first logins
     /// 14 times slower than sequential ones.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<A> Clone for SqliteStore<A> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            app: self.app.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for SqliteStore<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("pool", &self.pool)
+            .field(
+                "app",
+                &self.app.as_ref().map(|_| std::any::type_name::<A>()),
+            )
+            .finish()
+    }
 }
 
 impl SqliteStore {
@@ -82,8 +110,34 @@ impl SqliteStore {
     /// the rows; an administrator decides which to keep, since either may be the legitimate
     /// one.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        Self::open(pool, None).await
+    }
+}
+
+impl<A: AppUsers<sqlx::SqliteConnection>> SqliteStore<A> {
+    /// The store on the application's `pool` with the application's own users (`app`): see
+    /// [`AppUsers`]. Migrates the crate's tables (`jit_*`, never the application's) like
+    /// [`from_pool`](SqliteStore::from_pool).
+    ///
+    /// Creation is one transaction the application's code joins: `BEGIN`, the application's
+    /// insert ([`AppUsers::create`] on this transaction's connection), the crate's row and
+    /// the identity link, `COMMIT`; an error or a panic before the commit leaves neither.
+    ///
+    /// Linking (`find_by_username`, `find_by_email`) also finds the application's users that
+    /// have no crate row yet ([`AppUsers::find_by_username`],
+    /// [`AppUsers::find_by_verified_email`]) and gives them one (idempotent, keyed on
+    /// `app_id`), so that they can be linked. [`delete`](UserStore::delete) removes the
+    /// crate's row and its links, not the application's user.
+    pub async fn with_app(pool: SqlitePool, app: A) -> Result<Self, StoreError> {
+        Self::open(pool, Some(std::sync::Arc::new(app))).await
+    }
+}
+
+impl<A> SqliteStore<A> {
+    async fn open(pool: SqlitePool, app: Option<std::sync::Arc<A>>) -> Result<Self, StoreError> {
         let store = Self {
             pool,
+            app,
             writer: Default::default(),
         };
         if let Err(err) = migrator().run(&store.pool).await {
@@ -238,6 +292,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0010_sessions_subject.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            11,
+            "app users".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0011_app_users.sql").into_sql_str(),
+            false,
+        ),
     ]);
     migrator.dangerous_set_table_name("_jit_provision_migrations");
     migrator
@@ -287,7 +348,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(StoreError::backend)
 }
 
-impl SqliteStore {
+impl<A> SqliteStore<A> {
     /// A write transaction. IMMEDIATE takes the write lock up front (waiting up to
     /// busy_timeout): a deferred transaction that reads and then writes fails at once with
     /// SQLITE_BUSY when another writer got in between.
@@ -323,7 +384,7 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
+impl<A> SqliteStore<A> {
     /// Session writes queue behind the one writer, like the user writes.
     async fn session_write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
@@ -339,14 +400,14 @@ impl SqliteStore {
 }
 
 super::sql_sessions::sql_session_store!(
-    SqliteStore,
+    [A: Send + Sync + 'static] SqliteStore<A>,
     sqlx::Sqlite,
     |sql: &str| sql.replace('$', "?"),
     ""
 );
 
 /// One-time values in the database, so that several processes on one SQLite file share them.
-impl crate::replay::ReplayGuard for SqliteStore {
+impl<A: Send + Sync + 'static> crate::replay::ReplayGuard for SqliteStore<A> {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let _one_writer = self.writer.lock().await;
         let now = now_unix();
@@ -387,7 +448,7 @@ impl crate::replay::ReplayGuard for SqliteStore {
     }
 }
 
-impl UserStore for SqliteStore {
+impl<A: AppUsers<sqlx::SqliteConnection>> UserStore for SqliteStore<A> {
     async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM jit_identities i JOIN jit_users u ON u.id = i.user_id \
@@ -426,12 +487,21 @@ impl UserStore for SqliteStore {
         if exists.is_some() {
             return Err(StoreError::IdentityExists);
         }
+        // The application's user first, on this transaction: it commits with the link.
+        let (app_id, username) = match &self.app {
+            Some(app) => {
+                let user = app.create(&mut tx, profile).await?;
+                (Some(A::id(&user).to_string()), A::username(&user))
+            }
+            None => (None, profile.username.clone()),
+        };
         let inserted = sqlx::query(
             "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
              idp_groups_json, idp_attrs_json, roles_json, idp_roles_json, locked, created_at, \
-             updated_at, username_key, email_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+             updated_at, username_key, email_key, app_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
         )
-        .bind(&profile.username)
+        .bind(&username)
         .bind(profile.email.clone().flatten())
         .bind(profile.display_name.clone().flatten())
         .bind(to_json(&groups)?)
@@ -442,7 +512,7 @@ impl UserStore for SqliteStore {
         .bind(to_json(&idp_roles)?)
         .bind(now)
         .bind(now)
-        .bind(canonical(&profile.username))
+        .bind(canonical(&username))
         .bind(
             profile
                 .email
@@ -450,12 +520,20 @@ impl UserStore for SqliteStore {
                 .and_then(|e| e.as_deref())
                 .map(canonical),
         )
+        .bind(&app_id)
         .execute(&mut *tx)
         .await;
         let id = match inserted {
             Ok(done) => done.last_insert_rowid(),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.message().contains("app_id") =>
+            {
+                return Err(StoreError::backend(
+                    "the application's new user id is already linked to another jit_users row",
+                ));
+            }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return Err(StoreError::UsernameTaken(profile.username.clone()));
+                return Err(StoreError::UsernameTaken(username));
             }
             Err(e) => return Err(classify(e)),
         };
@@ -480,7 +558,7 @@ impl UserStore for SqliteStore {
         tx.commit().await.map_err(classify)?;
         Ok(User {
             id: UserId(id),
-            username: profile.username.clone(),
+            username,
             email: profile.email.clone().flatten(),
             display_name: profile.display_name.clone().flatten(),
             groups,
@@ -499,6 +577,7 @@ impl UserStore for SqliteStore {
         let _one_writer = self.writer.lock().await;
         let mut tx = self.begin_write().await?;
         let user = write_changes(&mut tx, id, changes).await?;
+        self.apply_app(&mut tx, id, changes).await?;
         tx.commit().await.map_err(classify)?;
         Ok(user)
     }
@@ -525,6 +604,7 @@ impl UserStore for SqliteStore {
             return Ok(None);
         }
         let user = write_changes(&mut tx, UserId(id), changes).await?;
+        self.apply_app(&mut tx, UserId(id), changes).await?;
         sqlx::query("UPDATE jit_identities SET synced_at = ? WHERE provider = ? AND subject = ?")
             .bind(at.0)
             .bind(&key.provider)
@@ -543,7 +623,16 @@ impl UserStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        if let Some(row) = row {
+            return user_from_row(&row).map(Some);
+        }
+        let Some(app) = &self.app else {
+            return Ok(None);
+        };
+        match app.find_by_username(username).await? {
+            Some(found) => self.adopt(&found, None).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
@@ -554,7 +643,17 @@ impl UserStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        rows.iter().map(user_from_row).collect()
+        let mut users: Vec<User> = rows.iter().map(user_from_row).collect::<Result<_, _>>()?;
+        if let Some(app) = &self.app {
+            for found in app.find_by_verified_email(email).await? {
+                let user = self.adopt(&found, Some(email)).await?;
+                if !users.iter().any(|u| u.id == user.id) {
+                    users.push(user);
+                }
+            }
+            users.sort_by_key(|u| u.id);
+        }
+        Ok(users)
     }
 
     async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
@@ -647,6 +746,115 @@ impl UserStore for SqliteStore {
     /// Sessions live in this database too (table `jit_sessions`).
     fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
         Some(crate::session::SessionStoreHandle::new(self.clone()))
+    }
+
+    /// The application's users, for `CurrentUser<A::User>`, when there is an application
+    /// part.
+    fn app_users(&self) -> Option<AppUserLoader> {
+        self.app.as_ref().map(|_| AppUserLoader::new(self.clone()))
+    }
+}
+
+impl<A: AppUsers<sqlx::SqliteConnection>> SqliteStore<A> {
+    /// The application's id of the crate's user `id` (`None` when the user is gone or has
+    /// no application part).
+    pub async fn app_id_of(&self, id: UserId) -> Result<Option<A::Id>, StoreError> {
+        let text: Option<Option<String>> =
+            sqlx::query_scalar("SELECT app_id FROM jit_users WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        text.flatten().map(|t| parse_app_id(&t)).transpose()
+    }
+
+    /// Applies `changes` to the application's user of the crate's user `id`, inside `tx`.
+    async fn apply_app(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        id: UserId,
+        changes: &ProfileChanges,
+    ) -> Result<(), StoreError> {
+        let Some(app) = &self.app else {
+            return Ok(());
+        };
+        let text: Option<String> = sqlx::query_scalar("SELECT app_id FROM jit_users WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .flatten();
+        match text {
+            Some(text) => app.apply(tx, &parse_app_id(&text)?, changes).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The crate's row of an application user found for linking, inserted when it has none
+    /// (idempotent, keyed on `app_id`), so it can be linked by the crate's [`UserId`].
+    async fn adopt(&self, found: &A::User, email: Option<&str>) -> Result<User, StoreError> {
+        let app_id = A::id(found).to_string();
+        let username = A::username(found);
+        {
+            let _one_writer = self.writer.lock().await;
+            let now = now_unix();
+            let inserted = sqlx::query(
+                "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
+                 idp_groups_json, idp_attrs_json, roles_json, idp_roles_json, locked, \
+                 created_at, updated_at, username_key, email_key, app_id) \
+                 VALUES (?, ?, NULL, '[]', '{}', '{}', '[]', '[]', '{}', 0, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (app_id) DO NOTHING",
+            )
+            .bind(&username)
+            .bind(email)
+            .bind(now)
+            .bind(now)
+            .bind(canonical(&username))
+            .bind(email.map(canonical))
+            .bind(&app_id)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    return Err(StoreError::UsernameTaken(username));
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.app_id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&app_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        user_from_row(&row)
+    }
+}
+
+impl<A: AppUsers<sqlx::SqliteConnection>> LoadAppUser for SqliteStore<A> {
+    fn load(
+        &self,
+        id: UserId,
+    ) -> futures_util::future::BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
+        Box::pin(async move {
+            let Some(app) = &self.app else {
+                return Ok(None);
+            };
+            let Some(app_id) = self.app_id_of(id).await? else {
+                return Ok(None);
+            };
+            Ok(app
+                .find(&app_id)
+                .await?
+                .map(|user| std::sync::Arc::new(user) as AnyUser))
+        })
+    }
+    fn user_type_id(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<A::User>()
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<A::User>()
     }
 }
 
