@@ -319,7 +319,7 @@ pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
             ));
             continue;
         }
-        lines.push(format!("  provider      {id}: issuer {}", provider.issuer));
+        lines.push(format!("  provider      {id}: issuer {}", provider.issuer()));
         if let Some(redirect_uri) = jit.redirect_uri(id) {
             lines.push(format!(
                 "                  redirect URI         {redirect_uri}"
@@ -428,18 +428,17 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
     .expect("the demo's role rules parse");
     // Logout both ways: the app's logout ends the IdP session too (RP-initiated), and the
     // IdP's logout of a user ends its sessions here (back-channel).
-    ProviderConfig {
-        display_name: Some("the development IdP".into()),
-        backchannel_logout: true,
-        rp_initiated_logout: true,
-        // Access and refresh tokens kept (sealed) for `IdpAccessToken` on the profile page.
-        store_tokens: true,
-        ..ProviderConfig::new(issuer, "demo")
-            .client_secret("demo-secret")
-            .mapping(mapping)
-            .admission(admission)
-            .roles(roles)
-    }
+    let mut provider = ProviderConfig::new(issuer, "demo")
+        .client_secret("demo-secret")
+        .display_name("the development IdP")
+        .mapping(mapping)
+        .admission(admission)
+        .roles(roles);
+    provider.backchannel_logout = true;
+    provider.rp_initiated_logout = true;
+    // Access and refresh tokens kept (sealed) for `IdpAccessToken` on the profile page.
+    provider.store_tokens = true;
+    provider
 }
 
 /// What the pages need besides the user: the login links, the store for a user count, and

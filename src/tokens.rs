@@ -480,7 +480,7 @@ async fn resync(
     };
     let identity = Identity::new(
         provider.id.clone(),
-        provider.config.issuer.clone(),
+        provider.config.issuer().to_owned(),
         session.auth.subject.clone(),
     );
     let refusal = match shared

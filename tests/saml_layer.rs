@@ -404,7 +404,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     let expiring = app_from(expiring_store.clone(), expiring_config, |p| p);
     let idp_initiated_store = MemoryStore::new();
     let idp_initiated = app_with(&idp_initiated_store, |mut p| {
-        p.saml.as_mut().unwrap().allow_idp_initiated = true;
+        p.saml_config_mut().unwrap().allow_idp_initiated = true;
         p
     });
 
@@ -554,7 +554,7 @@ async fn an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name
     };
     let store = MemoryStore::new();
     let app = app_with(&store, |mut p| {
-        p.saml.as_mut().unwrap().identity_attribute = Some("mail".into());
+        p.saml_config_mut().unwrap().identity_attribute = Some("mail".into());
         p
     });
     let (login, cookie) = start(&app).await;
@@ -593,8 +593,7 @@ async fn the_example_saml_config_logs_in() {
         .providers
         .get_mut(PROVIDER_ID)
         .unwrap()
-        .saml
-        .as_mut()
+        .saml_config_mut()
         .unwrap();
     saml.idp_entity_id = Some(IDP_ENTITY_ID.into());
     saml.idp_sso_url = Some(IDP_SSO_URL.into());

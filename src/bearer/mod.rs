@@ -265,7 +265,7 @@ impl Bearer {
                 .ok_or_else(|| format!("provider `{id}`: bearer.algorithms must not be empty"))?;
             let mut validation = Validation::new(first);
             validation.algorithms = algorithms;
-            validation.set_issuer(&[&provider.issuer]);
+            validation.set_issuer(&[provider.issuer()]);
             validation.set_audience(&config.audiences);
             validation.leeway = provider.clock_skew_secs;
             validation.validate_nbf = true;
@@ -273,26 +273,26 @@ impl Bearer {
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             let verifier = Verifier {
                 provider: id.clone(),
-                issuer: provider.issuer.clone(),
+                issuer: provider.issuer().to_owned(),
                 config: config.clone(),
                 token_types: token_types(id, config)?,
                 policy: Arc::new(bearer_policy(id, provider, config)?),
                 leeway: provider.clock_skew_secs,
                 validation,
                 keys: KeySource::new(
-                    provider.issuer.clone(),
+                    provider.issuer().to_owned(),
                     config.jwks_uri.clone(),
                     Duration::from_secs(config.jwks_ttl_secs.max(1)),
                     Duration::from_secs(provider.jwks_min_refetch_secs),
                 ),
             };
             if by_issuer
-                .insert(provider.issuer.clone(), Arc::new(verifier))
+                .insert(provider.issuer().to_owned(), Arc::new(verifier))
                 .is_some()
             {
                 return Err(format!(
                     "two providers accept bearer tokens from the issuer `{}`",
-                    provider.issuer
+                    provider.issuer()
                 ));
             }
         }

@@ -425,7 +425,7 @@ impl std::fmt::Debug for OidcProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OidcProvider")
             .field("id", &self.id)
-            .field("issuer", &self.config.issuer)
+            .field("issuer", &self.config.issuer())
             .finish_non_exhaustive()
     }
 }
@@ -439,10 +439,10 @@ impl OidcProvider {
     ) -> Result<Self, String> {
         let redirect_uri =
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
-        let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
+        let issuer = IssuerUrl::new(config.issuer().to_owned()).map_err(|e| format!("issuer: {e}"))?;
         let validator = IdTokenValidator::new(&config)?;
         let logout_tokens =
-            LogoutTokenValidator::new(issuer.as_str(), &config.client_id, config.clock_skew_secs);
+            LogoutTokenValidator::new(issuer.as_str(), config.client_id(), config.clock_skew_secs);
         Ok(Self {
             id,
             config,
@@ -549,7 +549,7 @@ impl OidcProvider {
         let initial = metadata.jwks().clone();
         let mut client = DiscoveredClient::from_provider_metadata(
             metadata,
-            ClientId::new(self.config.client_id.clone()),
+            ClientId::new(self.config.client_id().to_owned()),
             self.config
                 .client_secret
                 .as_ref()
@@ -893,8 +893,8 @@ impl IdTokenValidator {
     /// A validator for tokens issued to `config.client_id` by `config.issuer`.
     pub fn new(config: &ProviderConfig) -> Result<Self, String> {
         Ok(Self {
-            client_id: ClientId::new(config.client_id.clone()),
-            issuer: IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?,
+            client_id: ClientId::new(config.client_id().to_owned()),
+            issuer: IssuerUrl::new(config.issuer().to_owned()).map_err(|e| format!("issuer: {e}"))?,
             skew: chrono::Duration::seconds(config.clock_skew_secs as i64),
             trusted: Arc::new(config.trusted_audiences.clone()),
         })
