@@ -319,7 +319,10 @@ pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
             ));
             continue;
         }
-        lines.push(format!("  provider      {id}: issuer {}", provider.issuer()));
+        lines.push(format!(
+            "  provider      {id}: issuer {}",
+            provider.issuer()
+        ));
         if let Some(redirect_uri) = jit.redirect_uri(id) {
             lines.push(format!(
                 "                  redirect URI         {redirect_uri}"

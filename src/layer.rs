@@ -1021,10 +1021,7 @@ impl JitLayerBuilder {
         let sessions = Sessions::new(
             // A token refresh waits for the session's lock (another refresh of it, up to a
             // request to the provider), then runs one request to the provider under it.
-            session_store.time_limited(
-                timeouts.store,
-                (timeouts.store + timeouts.idp) * 2,
-            ),
+            session_store.time_limited(timeouts.store, (timeouts.store + timeouts.idp) * 2),
             codec.clone(),
             session_cookie,
             config.session.ttl_secs,
@@ -1133,13 +1130,19 @@ mod tests {
             assert_eq!(config.session.cookie_name, "from_setter");
             assert_eq!(config.cache.max_users, 9);
             assert_eq!(timeouts.idp, Duration::from_millis(1500));
-            assert_eq!(config.providers["corp"].issuer(), "https://setter-idp.example.com");
+            assert_eq!(
+                config.providers["corp"].issuer(),
+                "https://setter-idp.example.com"
+            );
             // Not set by a setter: the configuration's.
             assert_eq!(config.path_prefix, "/config");
             assert_eq!(config.session.login_ttl_secs, 222);
             assert_eq!(config.cache.ttl_secs, 333);
             assert_eq!(timeouts.store, Duration::from_secs(6));
-            assert_eq!(config.providers["other"].issuer(), "https://other.example.com");
+            assert_eq!(
+                config.providers["other"].issuer(),
+                "https://other.example.com"
+            );
         }
     }
 
@@ -1175,7 +1178,10 @@ mod tests {
         assert_eq!(timeouts.store, Duration::from_secs(6));
         let builder = JitLayer::builder();
         let (_, timeouts) = builder.set.apply(JitConfig::new(""));
-        assert_eq!((timeouts.idp, timeouts.store), (Duration::from_secs(10), Duration::from_secs(10)));
+        assert_eq!(
+            (timeouts.idp, timeouts.store),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
+use jit_provision::config::Protocol;
 use jit_provision::dev_idp::{DevIdp, IdTokenDraft, Signer};
 use jit_provision::store::{IdentityKey, UserStore};
-use jit_provision::config::Protocol;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

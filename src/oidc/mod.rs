@@ -139,6 +139,17 @@ pub enum OidcError {
 impl OidcError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> ::http::StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for OidcError {
+    fn status(&self) -> ::http::StatusCode {
         use ::http::StatusCode;
         match self {
             Self::Discovery(_)
@@ -155,8 +166,7 @@ impl OidcError {
         }
     }
 
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             Self::Discovery(_) => "idp_discovery_failed",
             Self::Authorization { .. } => "idp_refused_login",
@@ -172,7 +182,6 @@ impl OidcError {
         }
     }
 }
-
 /// All claims of a token: the standard ones parsed by `openidconnect`, the rest kept here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct ExtraClaims {
@@ -439,7 +448,8 @@ impl OidcProvider {
     ) -> Result<Self, String> {
         let redirect_uri =
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
-        let issuer = IssuerUrl::new(config.issuer().to_owned()).map_err(|e| format!("issuer: {e}"))?;
+        let issuer =
+            IssuerUrl::new(config.issuer().to_owned()).map_err(|e| format!("issuer: {e}"))?;
         let validator = IdTokenValidator::new(&config)?;
         let logout_tokens =
             LogoutTokenValidator::new(issuer.as_str(), config.client_id(), config.clock_skew_secs);
@@ -894,7 +904,8 @@ impl IdTokenValidator {
     pub fn new(config: &ProviderConfig) -> Result<Self, String> {
         Ok(Self {
             client_id: ClientId::new(config.client_id().to_owned()),
-            issuer: IssuerUrl::new(config.issuer().to_owned()).map_err(|e| format!("issuer: {e}"))?,
+            issuer: IssuerUrl::new(config.issuer().to_owned())
+                .map_err(|e| format!("issuer: {e}"))?,
             skew: chrono::Duration::seconds(config.clock_skew_secs as i64),
             trusted: Arc::new(config.trusted_audiences.clone()),
         })
