@@ -305,3 +305,105 @@ fn store_message(err: &StoreError) -> String {
 
 pub use crate::failure::escape_html;
 pub(crate) use crate::failure::{render, wants_html};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::ReplayGuardFull;
+    use crate::store::Refusal;
+
+    /// One variant per failure at the layer's level: provisioning's unknown provider and
+    /// store failure become `Error`'s own, with the same status, code and message.
+    #[test]
+    fn provisioning_failures_become_errors_own_variants() {
+        let err = Error::from(ProvisionError::UnknownProvider("corp".into()));
+        assert!(
+            matches!(&err, Error::UnknownProvider(id) if id == "corp"),
+            "{err:?}"
+        );
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::NOT_FOUND, "unknown_provider")
+        );
+        assert_eq!(err.to_string(), "no identity provider `corp` is configured");
+
+        let err = Error::from(ProvisionError::Store(StoreError::unavailable(
+            ReplayGuardFull,
+        )));
+        assert!(matches!(err, Error::Store(_)), "{err:?}");
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "replay_guard_full")
+        );
+        let err = Error::from(ProvisionError::Store(StoreError::Panicked));
+        assert!(matches!(err, Error::Store(_)), "{err:?}");
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Everything else stays a provisioning failure.
+        assert!(matches!(
+            Error::from(ProvisionError::Locked),
+            Error::Provision(ProvisionError::Locked)
+        ));
+    }
+
+    /// A store failure answers the same as `Error::Store` and as `ProvisionError::Store`.
+    #[test]
+    fn a_store_failure_renders_the_same_on_both_paths() {
+        let failures = || {
+            [
+                StoreError::Panicked,
+                StoreError::unavailable(ReplayGuardFull),
+                StoreError::Refused(Refusal::conflict("email", "email_in_use", "taken")),
+                StoreError::NotFound,
+            ]
+        };
+        for (a, b) in failures().into_iter().zip(failures()) {
+            let (layer, provision) = (Error::Store(a), ProvisionError::Store(b));
+            assert_eq!(
+                (layer.status(), layer.code()),
+                (provision.status(), provision.code()),
+                "{layer:?}"
+            );
+        }
+        let refused = ProvisionError::Store(StoreError::Refused(Refusal::conflict(
+            "email",
+            "email_in_use",
+            "taken",
+        )));
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (StatusCode::CONFLICT, "email_in_use")
+        );
+    }
+
+    /// A resumed prompt whose provider has no hook is a stale login (`400`), not an unknown
+    /// provider (`404`).
+    #[test]
+    fn a_missing_prompt_hook_is_not_an_unknown_provider() {
+        let err = Error::from(ProvisionError::PromptNotConfigured("corp".into()));
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::BAD_REQUEST, "prompt_not_configured")
+        );
+        assert!(err.to_string().contains("log in again"), "{err}");
+    }
+
+    /// The one renderer: JSON `{error, message}` by default, HTML for browsers, never cached.
+    #[test]
+    fn one_renderer_for_json_and_html() {
+        let err = Error::from(CallbackError::Replayed);
+        let json = err.to_response(&HeaderMap::new());
+        assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert_eq!(json.headers()[http::header::CACHE_CONTROL], "no-store");
+        let mut browser = HeaderMap::new();
+        browser.insert(http::header::ACCEPT, "text/html".parse().unwrap());
+        let html = err.to_response(&browser);
+        assert_eq!(
+            html.headers()[http::header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
+}

@@ -345,6 +345,26 @@ async fn locked_api_user_is_403() {
     assert_eq!(error_code(response).await, "user_locked");
 }
 
+/// A verified token whose user was deleted since is `401 unknown_user`, not an unknown key:
+/// the token and its issuer's keys are fine.
+#[tokio::test]
+async fn a_deleted_api_user_is_401_unknown_user() {
+    let app = api().await;
+    let token = app.idp.sign_access_token(claims(&app, "svc"));
+    assert_eq!(call(&app, "/me", &token).await.status(), StatusCode::OK);
+    let id = app.store.inner.users()[0].id;
+    app.store.inner.delete(id).await.unwrap();
+    app.layer.forget_user(id).await;
+    let response = call(&app, "/me", &token).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("no longer exists"), "{challenge}");
+    assert_eq!(error_code(response).await, "unknown_user");
+}
+
 #[tokio::test]
 async fn an_id_token_sent_as_a_bearer_token_is_refused() {
     // The API accepts the login client's audience too, so only the type tells the ID token
