@@ -399,10 +399,11 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
     // linking defaults (create and update; never link to an existing account).
     let mut groups = jit_provision::config::GroupsConfig::from_claim("groups");
     groups.allow = vec!["staff".into(), "admins".into(), "eng-*".into()];
-    let mapping = MappingConfig {
-        groups: Some(groups),
-        constants: [("source".to_owned(), "dev-idp".to_owned())].into(),
-        ..MappingConfig::default()
+    let mapping = {
+        let mut built = MappingConfig::default();
+        built.groups = Some(groups);
+        built.constants = [("source".to_owned(), "dev-idp".to_owned())].into();
+        built
     };
     // Only verified `example.com` and `example.org` addresses of members of `staff` or an
     // `eng-*` group are provisioned: type a user of another domain, or in `finance` only, on

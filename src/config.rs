@@ -47,6 +47,7 @@ pub use crate::mapping::{AbsentGroups, GroupsConfig, MappingConfig};
 /// The whole configuration of a [`JitLayer`](crate::JitLayer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct JitConfig {
     /// The application's external base URL (scheme, host, port), e.g. `https://app.example.com`.
     /// Redirect URIs are `{public_url}{path_prefix}/{provider}/callback`.
@@ -160,6 +161,7 @@ pub enum Unauthenticated {
 /// Session cookie settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Base64 (standard or URL-safe) of at least 64 random bytes: the key that encrypts and
     /// authenticates the session and pending-login cookies. Every app instance must share it.
@@ -220,6 +222,7 @@ impl Default for SessionConfig {
 /// User cache settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// How long a loaded user is served from memory before it is read again, in seconds.
     /// This bounds how long a change made directly in the store (a lock, say) takes to be
@@ -765,10 +768,9 @@ impl ProviderConfig {
     ///
     /// ```
     /// use jit_provision::{ProviderConfig, config::AdmissionConfig};
-    /// let p = ProviderConfig::new("https://login.example.com", "app").admission(AdmissionConfig {
-    ///     email_domains: Some(vec!["example.com".into()]),
-    ///     ..AdmissionConfig::default()
-    /// });
+    /// let mut admission = AdmissionConfig::default();
+    /// admission.email_domains = Some(vec!["example.com".into()]);
+    /// let p = ProviderConfig::new("https://login.example.com", "app").admission(admission);
     /// assert!(p.admission.email_domains.is_some());
     /// ```
     pub fn admission(mut self, admission: AdmissionConfig) -> Self {
@@ -813,6 +815,7 @@ impl ProviderConfig {
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BearerConfig {
     /// Accepted `aud` values; at least one must appear in the token. Required.
     pub audiences: Vec<String>,
@@ -931,6 +934,7 @@ impl ProvisioningMode {
 /// account. Enable it only for providers you trust to assert these values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct LinkingConfig {
     /// What to match on. Default `none`.
     pub by: LinkBy,
@@ -938,6 +942,28 @@ pub struct LinkingConfig {
     /// corporate IdP that owns the mail domain). Default `false`: linking by email then needs
     /// `email_verified` to be the boolean `true`.
     pub trust_email: bool,
+}
+
+impl LinkingConfig {
+    /// Linking by `by`, trusting emails only with `email_verified: true`.
+    ///
+    /// ```
+    /// use jit_provision::config::{LinkBy, LinkingConfig};
+    /// let linking = LinkingConfig::new(LinkBy::Email).trust_email(true);
+    /// assert!(linking.trust_email);
+    /// ```
+    pub fn new(by: LinkBy) -> Self {
+        Self {
+            by,
+            trust_email: false,
+        }
+    }
+
+    /// Sets [`trust_email`](Self::trust_email).
+    pub fn trust_email(mut self, trust: bool) -> Self {
+        self.trust_email = trust;
+        self
+    }
 }
 
 /// What account linking matches on.
@@ -981,6 +1007,7 @@ pub const PRIMARY_DOMAIN: &str = "PRIMARY";
 /// `403` and nothing is written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct DomainPolicy {
     /// Characters allowed in a username. Default: letters, digits and `._@+-`.
     pub allowed_chars: String,

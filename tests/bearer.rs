@@ -259,10 +259,9 @@ async fn issuer_down_with_no_cached_keys_is_503() {
         .unwrap();
     let app = TestApp::start_with(
         move |mut p| {
-            p.bearer = Some(BearerConfig {
-                jwks_uri: Some(format!("http://{closed}/jwks")),
-                ..BearerConfig::new(["api"])
-            });
+            let mut bearer = BearerConfig::new(["api"]);
+            bearer.jwks_uri = Some(format!("http://{closed}/jwks"));
+            p.bearer = Some(bearer);
             p
         },
         |b| b,
@@ -460,11 +459,8 @@ async fn an_empty_token_type_list_is_refused_at_build() {
 async fn linking_api(bearer: impl FnOnce(BearerConfig) -> BearerConfig) -> TestApp {
     TestApp::start_with(
         |p| {
-            p.linking(LinkingConfig {
-                by: LinkBy::Username,
-                trust_email: false,
-            })
-            .bearer(bearer(BearerConfig::new(["api"])))
+            p.linking(LinkingConfig::new(LinkBy::Username))
+                .bearer(bearer(BearerConfig::new(["api"])))
         },
         |b| b,
     )

@@ -48,12 +48,13 @@ fn app_from(
     config: JitConfig,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
-    let provider = provider(ProviderConfig::saml(sp_config()).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        groups: Some(GroupsConfig::from_claim("isMemberOf")),
-        ..MappingConfig::default()
+    let provider = provider(ProviderConfig::saml(sp_config()).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = String::new();
+        built.groups = Some(GroupsConfig::from_claim("isMemberOf"));
+        built
     }));
     let layer = JitLayer::builder()
         .config(config)
@@ -313,17 +314,15 @@ async fn saml_logins_are_admitted_by_the_same_rules() {
     let Some(node) = node("saml_logins_are_admitted_by_the_same_rules") else {
         return;
     };
-    let admission = |email_domains: &[&str], groups: &[&str]| AdmissionConfig {
-        email_domains: Some(email_domains.iter().map(|d| d.to_string()).collect()),
+    let admission = |email_domains: &[&str], groups: &[&str]| {
+        let mut built = AdmissionConfig::default();
+        built.email_domains = Some(email_domains.iter().map(|d| d.to_string()).collect());
         // SAML attribute names: the email is `mail` here, not OIDC's `email`.
-        email_claim: Some("mail".into()),
-        require_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
-        ..AdmissionConfig::default()
+        built.email_claim = Some("mail".into());
+        built.require_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        built
     };
-    let trusted = LinkingConfig {
-        trust_email: true,
-        ..LinkingConfig::default()
-    };
+    let trusted = LinkingConfig::default().trust_email(true);
     // SAML sends no `email_verified`: without `trust_email` the email rule refuses.
     let (unverified_store, refusing_store, admitting_store) =
         (MemoryStore::new(), MemoryStore::new(), MemoryStore::new());

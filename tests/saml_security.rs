@@ -1273,11 +1273,12 @@ impl std::io::Write for LogBuffer {
 /// The layer with the SAML provider of these tests (its ACS is `ACS_URL`).
 fn layer_app() -> axum::Router {
     use jit_provision::{JitLayer, MappingConfig, ProviderConfig};
-    let provider = ProviderConfig::saml(sp_config()).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        ..MappingConfig::default()
+    let provider = ProviderConfig::saml(sp_config()).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = String::new();
+        built
     });
     let layer = JitLayer::builder()
         .public_url("https://app.example.test")
