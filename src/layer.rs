@@ -426,6 +426,7 @@ impl<S> Layer<S> for JitLayer {
 /// assert_eq!(layer.redirect_uri("dev").unwrap(), "http://127.0.0.1:3000/auth/dev/callback");
 /// ```
 #[must_use]
+#[derive(Default)]
 pub struct JitLayerBuilder {
     /// The configuration given to [`config`](Self::config), if any.
     config: Option<JitConfig>,
@@ -518,26 +519,6 @@ impl std::fmt::Debug for JitLayerBuilder {
             .field("set", &self.set)
             .field("has_store", &self.store.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for JitLayerBuilder {
-    fn default() -> Self {
-        Self {
-            config: None,
-            set: Explicit::default(),
-            store: None,
-            store_sessions: None,
-            session_store: None,
-            domain_stores: Vec::new(),
-            sinks: Vec::new(),
-            prompts: HashMap::new(),
-            resolvers: HashMap::new(),
-            replay: None,
-            bus: None,
-            session_key: None,
-            previous_session_keys: Vec::new(),
-        }
     }
 }
 
