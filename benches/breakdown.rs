@@ -208,20 +208,12 @@ fn session_steps(c: &mut Criterion) {
         Some(&*json)
     );
 
-    let user = Arc::new(User {
-        id: UserId(42),
-        username: "user42".into(),
-        email: Some("user42@example.com".into()),
-        display_name: Some("User 42".into()),
-        groups: ["staff".to_owned()].into(),
-        attributes: Default::default(),
-        idp_groups: Default::default(),
-        roles: Default::default(),
-        idp_roles: Default::default(),
-        idp_attributes: Default::default(),
-        locked: false,
-        created_at: 0,
-        updated_at: 0,
+    let user = Arc::new({
+        let mut user = User::new(UserId(42), "user42");
+        user.email = Some("user42@example.com".into());
+        user.display_name = Some("User 42".into());
+        user.groups = ["staff".to_owned()].into();
+        user
     });
     // The caches as src/cache.rs and src/layer.rs build them.
     let by_id: moka::future::Cache<UserId, Arc<User>> = moka::future::Cache::builder()

@@ -104,21 +104,22 @@ fn config() -> MappingConfig {
         ("ops-1".to_owned(), "oncall".to_owned()),
     ]);
     groups.namespace = Some("corp".into());
-    MappingConfig {
-        username: "{email | localpart | lowercase}".into(),
-        required: vec!["realm_access.roles".into()],
-        attributes: attributes
+    {
+        let mut built = MappingConfig::default();
+        built.username = "{email | localpart | lowercase}".into();
+        built.required = vec!["realm_access.roles".into()];
+        built.attributes = attributes
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        defaults: BTreeMap::from([("office".to_owned(), "remote".to_owned())]),
-        constants: BTreeMap::from([("source".to_owned(), "corp-sso".to_owned())]),
-        ownership: BTreeMap::from([
+            .collect();
+        built.defaults = BTreeMap::from([("office".to_owned(), "remote".to_owned())]);
+        built.constants = BTreeMap::from([("source".to_owned(), "corp-sso".to_owned())]);
+        built.ownership = BTreeMap::from([
             ("office".to_owned(), Ownership::OnCreate),
             ("title".to_owned(), Ownership::Never),
-        ]),
-        groups: Some(groups),
-        ..MappingConfig::default()
+        ]);
+        built.groups = Some(groups);
+        built
     }
 }
 

@@ -319,7 +319,10 @@ pub fn provider_lines(config: &JitConfig, jit: &JitLayer) -> Vec<String> {
             ));
             continue;
         }
-        lines.push(format!("  provider      {id}: issuer {}", provider.issuer));
+        lines.push(format!(
+            "  provider      {id}: issuer {}",
+            provider.issuer()
+        ));
         if let Some(redirect_uri) = jit.redirect_uri(id) {
             lines.push(format!(
                 "                  redirect URI         {redirect_uri}"
@@ -396,10 +399,11 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
     // linking defaults (create and update; never link to an existing account).
     let mut groups = jit_provision::config::GroupsConfig::from_claim("groups");
     groups.allow = vec!["staff".into(), "admins".into(), "eng-*".into()];
-    let mapping = MappingConfig {
-        groups: Some(groups),
-        constants: [("source".to_owned(), "dev-idp".to_owned())].into(),
-        ..MappingConfig::default()
+    let mapping = {
+        let mut built = MappingConfig::default();
+        built.groups = Some(groups);
+        built.constants = [("source".to_owned(), "dev-idp".to_owned())].into();
+        built
     };
     // Only verified `example.com` and `example.org` addresses of members of `staff` or an
     // `eng-*` group are provisioned: type a user of another domain, or in `finance` only, on
@@ -428,18 +432,17 @@ fn dev_provider(issuer: &str) -> ProviderConfig {
     .expect("the demo's role rules parse");
     // Logout both ways: the app's logout ends the IdP session too (RP-initiated), and the
     // IdP's logout of a user ends its sessions here (back-channel).
-    ProviderConfig {
-        display_name: Some("the development IdP".into()),
-        backchannel_logout: true,
-        rp_initiated_logout: true,
-        // Access and refresh tokens kept (sealed) for `IdpAccessToken` on the profile page.
-        store_tokens: true,
-        ..ProviderConfig::new(issuer, "demo")
-            .client_secret("demo-secret")
-            .mapping(mapping)
-            .admission(admission)
-            .roles(roles)
-    }
+    let mut provider = ProviderConfig::new(issuer, "demo")
+        .client_secret("demo-secret")
+        .display_name("the development IdP")
+        .mapping(mapping)
+        .admission(admission)
+        .roles(roles);
+    provider.backchannel_logout = true;
+    provider.rp_initiated_logout = true;
+    // Access and refresh tokens kept (sealed) for `IdpAccessToken` on the profile page.
+    provider.store_tokens = true;
+    provider
 }
 
 /// What the pages need besides the user: the login links, the store for a user count, and

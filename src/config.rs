@@ -18,6 +18,22 @@
 //! assert_eq!(config.providers["corp"].mode, jit_provision::config::ProvisioningMode::CreateAndUpdate);
 //! # }
 //! ```
+//!
+//! # Durations
+//!
+//! Every duration of the configuration is a whole number of seconds, in a key ending in
+//! `_secs` (`session.ttl_secs`, `idp_timeout_secs`, ...). The builder's setters for the same
+//! settings take a [`Duration`](std::time::Duration): the two time limits
+//! ([`idp_timeout`](crate::JitLayerBuilder::idp_timeout),
+//! [`store_timeout`](crate::JitLayerBuilder::store_timeout)) keep it exactly, the others are
+//! rounded down to whole seconds.
+//!
+//! # Configuration and builder
+//!
+//! Every setting is a key of [`JitConfig`]; the [builder](crate::JitLayerBuilder) has a
+//! setter for each as well, plus what a file cannot hold (stores, hooks, keys as values).
+//! A setter called on the builder wins over [`JitLayerBuilder::config`](crate::JitLayerBuilder::config)
+//! whichever is called first; see there.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +47,7 @@ pub use crate::mapping::{AbsentGroups, GroupsConfig, MappingConfig};
 /// The whole configuration of a [`JitLayer`](crate::JitLayer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct JitConfig {
     /// The application's external base URL (scheme, host, port), e.g. `https://app.example.com`.
     /// Redirect URIs are `{public_url}{path_prefix}/{provider}/callback`.
@@ -52,10 +69,25 @@ pub struct JitConfig {
     /// without an entry gets [`DomainPolicy::default`].
     #[serde(default)]
     pub domains: BTreeMap<String, DomainPolicy>,
+    /// Time limit of every request to an identity provider (discovery, keys, tokens,
+    /// userinfo, SAML metadata), in seconds. Default 10.
+    #[serde(default = "default_idp_timeout")]
+    pub idp_timeout_secs: u64,
+    /// Time limit of every call to a user store, in seconds. Default 10 (above the SQL stores'
+    /// own 5 s pool and lock waits). See
+    /// [`JitLayerBuilder::store_timeout`](crate::JitLayerBuilder::store_timeout).
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout_secs: u64,
 }
 
 fn default_prefix() -> String {
     "/auth".to_owned()
+}
+fn default_idp_timeout() -> u64 {
+    10
+}
+fn default_store_timeout() -> u64 {
+    10
 }
 
 impl JitConfig {
@@ -73,6 +105,8 @@ impl JitConfig {
             cache: CacheConfig::default(),
             providers: BTreeMap::new(),
             domains: BTreeMap::new(),
+            idp_timeout_secs: default_idp_timeout(),
+            store_timeout_secs: default_store_timeout(),
         }
     }
 }
@@ -127,6 +161,7 @@ pub enum Unauthenticated {
 /// Session cookie settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Base64 (standard or URL-safe) of at least 64 random bytes: the key that encrypts and
     /// authenticates the session and pending-login cookies. Every app instance must share it.
@@ -187,6 +222,7 @@ impl Default for SessionConfig {
 /// User cache settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// How long a loaded user is served from memory before it is read again, in seconds.
     /// This bounds how long a change made directly in the store (a lock, say) takes to be
@@ -227,23 +263,16 @@ pub enum TokenAuth {
     Post,
 }
 
-/// One trusted identity provider: OpenID Connect (`issuer` and `client_id`), or SAML 2.0
-/// (a `saml` section, feature `saml`). The provisioning policy is the same for both.
+/// One trusted identity provider: OpenID Connect or SAML 2.0 (feature `saml`), by its
+/// [`protocol`](Self::protocol). The provisioning policy is the same for both.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ProviderWire", into = "ProviderWire")]
+#[non_exhaustive]
 pub struct ProviderConfig {
-    /// The issuer identifier; discovery is fetched from `{issuer}/.well-known/openid-configuration`
-    /// and the ID token's `iss` must equal it exactly. Required for OpenID Connect.
-    #[serde(default)]
-    pub issuer: String,
-    /// The client id registered at the provider. Required for OpenID Connect.
-    #[serde(default)]
-    pub client_id: String,
-    /// Makes this a SAML 2.0 provider (then `issuer` and `client_id` stay empty). Default: none.
-    #[cfg(feature = "saml")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
-    #[serde(default)]
-    pub saml: Option<crate::saml::SamlConfig>,
+    /// The protocol and what identifies the provider in it: OpenID Connect's issuer and
+    /// client id, or a SAML section. In a file: `issuer` and `client_id` keys, or a `saml`
+    /// table (never both).
+    pub protocol: Protocol,
     /// The client secret (absent for a public client using PKCE alone).
     #[serde(default)]
     pub client_secret: Option<Secret>,
@@ -373,6 +402,205 @@ pub struct ProviderConfig {
     pub frontchannel_logout: bool,
 }
 
+/// [`ProviderConfig`] as configuration files spell it: `issuer` and `client_id` for OpenID
+/// Connect, a `saml` section for SAML (the format before [`Protocol`] existed, still the
+/// format of files).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderWire {
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    client_id: String,
+    #[cfg(feature = "saml")]
+    #[serde(default)]
+    saml: Option<crate::saml::SamlConfig>,
+    #[serde(default)]
+    client_secret: Option<Secret>,
+    #[serde(default = "default_scopes")]
+    scopes: Vec<String>,
+    #[serde(default)]
+    mode: ProvisioningMode,
+    #[serde(default = "yes")]
+    blocking: bool,
+    #[serde(default)]
+    linking: LinkingConfig,
+    #[serde(default)]
+    domain: DomainRule,
+    #[serde(default)]
+    response_mode: ResponseMode,
+    #[serde(default)]
+    token_auth: TokenAuth,
+    #[serde(default)]
+    userinfo: bool,
+    #[serde(default)]
+    store_tokens: bool,
+    #[serde(default = "default_refresh_margin")]
+    token_refresh_margin_secs: u64,
+    #[serde(default)]
+    resync_on_refresh: bool,
+    #[serde(default = "default_skew")]
+    clock_skew_secs: u64,
+    #[serde(default)]
+    trusted_audiences: Vec<String>,
+    #[serde(default = "default_refetch")]
+    jwks_min_refetch_secs: u64,
+    #[serde(default = "default_discovery_ttl")]
+    discovery_ttl_secs: u64,
+    #[serde(default = "default_jwks_ttl")]
+    jwks_ttl_secs: u64,
+    #[serde(default = "default_discovery_retry")]
+    discovery_retry_secs: u64,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    mapping: MappingConfig,
+    #[serde(default)]
+    admission: AdmissionConfig,
+    #[serde(default)]
+    roles: Option<RolesConfig>,
+    #[serde(default)]
+    bearer: Option<BearerConfig>,
+    #[serde(default)]
+    backchannel_logout: bool,
+    #[serde(default)]
+    rp_initiated_logout: bool,
+    #[serde(default)]
+    post_logout_redirect_path: Option<String>,
+    #[serde(default)]
+    frontchannel_logout: bool,
+}
+
+impl TryFrom<ProviderWire> for ProviderConfig {
+    type Error = String;
+    fn try_from(w: ProviderWire) -> Result<Self, String> {
+        #[cfg(feature = "saml")]
+        let protocol = match w.saml {
+            Some(_) if !w.issuer.is_empty() || !w.client_id.is_empty() => {
+                return Err(
+                    "a provider is OpenID Connect (`issuer` and `client_id`) or SAML (a `saml` table), not both"
+                        .into(),
+                );
+            }
+            Some(saml) => Protocol::Saml(saml),
+            None => Protocol::Oidc {
+                issuer: w.issuer,
+                client_id: w.client_id,
+            },
+        };
+        #[cfg(not(feature = "saml"))]
+        let protocol = Protocol::Oidc {
+            issuer: w.issuer,
+            client_id: w.client_id,
+        };
+        Ok(Self {
+            protocol,
+            client_secret: w.client_secret,
+            scopes: w.scopes,
+            mode: w.mode,
+            blocking: w.blocking,
+            linking: w.linking,
+            domain: w.domain,
+            response_mode: w.response_mode,
+            token_auth: w.token_auth,
+            userinfo: w.userinfo,
+            store_tokens: w.store_tokens,
+            token_refresh_margin_secs: w.token_refresh_margin_secs,
+            resync_on_refresh: w.resync_on_refresh,
+            clock_skew_secs: w.clock_skew_secs,
+            trusted_audiences: w.trusted_audiences,
+            jwks_min_refetch_secs: w.jwks_min_refetch_secs,
+            discovery_ttl_secs: w.discovery_ttl_secs,
+            jwks_ttl_secs: w.jwks_ttl_secs,
+            discovery_retry_secs: w.discovery_retry_secs,
+            display_name: w.display_name,
+            mapping: w.mapping,
+            admission: w.admission,
+            roles: w.roles,
+            bearer: w.bearer,
+            backchannel_logout: w.backchannel_logout,
+            rp_initiated_logout: w.rp_initiated_logout,
+            post_logout_redirect_path: w.post_logout_redirect_path,
+            frontchannel_logout: w.frontchannel_logout,
+        })
+    }
+}
+
+impl From<ProviderConfig> for ProviderWire {
+    fn from(p: ProviderConfig) -> Self {
+        let (issuer, client_id) = match &p.protocol {
+            Protocol::Oidc { issuer, client_id } => (issuer.clone(), client_id.clone()),
+            #[cfg(feature = "saml")]
+            Protocol::Saml(_) => (String::new(), String::new()),
+        };
+        Self {
+            issuer,
+            client_id,
+            #[cfg(feature = "saml")]
+            saml: match p.protocol {
+                Protocol::Saml(saml) => Some(saml),
+                Protocol::Oidc { .. } => None,
+            },
+            client_secret: p.client_secret,
+            scopes: p.scopes,
+            mode: p.mode,
+            blocking: p.blocking,
+            linking: p.linking,
+            domain: p.domain,
+            response_mode: p.response_mode,
+            token_auth: p.token_auth,
+            userinfo: p.userinfo,
+            store_tokens: p.store_tokens,
+            token_refresh_margin_secs: p.token_refresh_margin_secs,
+            resync_on_refresh: p.resync_on_refresh,
+            clock_skew_secs: p.clock_skew_secs,
+            trusted_audiences: p.trusted_audiences,
+            jwks_min_refetch_secs: p.jwks_min_refetch_secs,
+            discovery_ttl_secs: p.discovery_ttl_secs,
+            jwks_ttl_secs: p.jwks_ttl_secs,
+            discovery_retry_secs: p.discovery_retry_secs,
+            display_name: p.display_name,
+            mapping: p.mapping,
+            admission: p.admission,
+            roles: p.roles,
+            bearer: p.bearer,
+            backchannel_logout: p.backchannel_logout,
+            rp_initiated_logout: p.rp_initiated_logout,
+            post_logout_redirect_path: p.post_logout_redirect_path,
+            frontchannel_logout: p.frontchannel_logout,
+        }
+    }
+}
+
+/// The protocol of a provider, with what identifies the provider in it.
+///
+/// ```
+/// use jit_provision::{ProviderConfig, config::Protocol};
+/// let p: ProviderConfig = toml::from_str(r#"
+///     issuer = "https://login.example.com"
+///     client_id = "app"
+/// "#).unwrap();
+/// assert!(matches!(&p.protocol, Protocol::Oidc { client_id, .. } if client_id == "app"));
+/// assert_eq!(p.issuer(), "https://login.example.com");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OpenID Connect (keys `issuer` and `client_id`).
+    Oidc {
+        /// The issuer identifier; discovery is fetched from
+        /// `{issuer}/.well-known/openid-configuration` and the ID token's `iss` must equal it
+        /// exactly. Required.
+        issuer: String,
+        /// The client id registered at the provider. Required.
+        client_id: String,
+    },
+    /// SAML 2.0 (a `saml` table).
+    #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
+    Saml(crate::saml::SamlConfig),
+}
+
 fn default_scopes() -> Vec<String> {
     vec!["openid".into(), "email".into(), "profile".into()]
 }
@@ -405,12 +633,12 @@ impl ProviderConfig {
     /// ```
     pub fn new(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self {
-            issuer: issuer.into(),
-            client_id: client_id.into(),
+            protocol: Protocol::Oidc {
+                issuer: issuer.into(),
+                client_id: client_id.into(),
+            },
             client_secret: None,
             scopes: default_scopes(),
-            #[cfg(feature = "saml")]
-            saml: None,
             mode: ProvisioningMode::CreateAndUpdate,
             blocking: true,
             linking: LinkingConfig::default(),
@@ -451,15 +679,53 @@ impl ProviderConfig {
     /// # #[cfg(feature = "saml")] {
     /// use jit_provision::{ProviderConfig, saml::SamlConfig};
     /// let p = ProviderConfig::saml(SamlConfig::from_metadata_file("idp-metadata.xml"));
-    /// assert!(p.issuer.is_empty());
+    /// assert!(p.issuer().is_empty() && p.saml_config().is_some());
     /// # }
     /// ```
     #[cfg(feature = "saml")]
     #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
     pub fn saml(config: crate::saml::SamlConfig) -> Self {
         let mut provider = Self::new("", "");
-        provider.saml = Some(config);
+        provider.protocol = Protocol::Saml(config);
         provider
+    }
+
+    /// The OpenID Connect issuer; `""` for a SAML provider.
+    pub fn issuer(&self) -> &str {
+        match &self.protocol {
+            Protocol::Oidc { issuer, .. } => issuer,
+            #[cfg(feature = "saml")]
+            Protocol::Saml(_) => "",
+        }
+    }
+
+    /// The OpenID Connect client id; `""` for a SAML provider.
+    pub fn client_id(&self) -> &str {
+        match &self.protocol {
+            Protocol::Oidc { client_id, .. } => client_id,
+            #[cfg(feature = "saml")]
+            Protocol::Saml(_) => "",
+        }
+    }
+
+    /// The SAML settings of a SAML provider.
+    #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
+    pub fn saml_config(&self) -> Option<&crate::saml::SamlConfig> {
+        match &self.protocol {
+            Protocol::Saml(saml) => Some(saml),
+            Protocol::Oidc { .. } => None,
+        }
+    }
+
+    /// The SAML settings of a SAML provider, to change them.
+    #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
+    pub fn saml_config_mut(&mut self) -> Option<&mut crate::saml::SamlConfig> {
+        match &mut self.protocol {
+            Protocol::Saml(saml) => Some(saml),
+            Protocol::Oidc { .. } => None,
+        }
     }
 
     /// Sets the client secret.
@@ -502,10 +768,9 @@ impl ProviderConfig {
     ///
     /// ```
     /// use jit_provision::{ProviderConfig, config::AdmissionConfig};
-    /// let p = ProviderConfig::new("https://login.example.com", "app").admission(AdmissionConfig {
-    ///     email_domains: Some(vec!["example.com".into()]),
-    ///     ..AdmissionConfig::default()
-    /// });
+    /// let mut admission = AdmissionConfig::default();
+    /// admission.email_domains = Some(vec!["example.com".into()]);
+    /// let p = ProviderConfig::new("https://login.example.com", "app").admission(admission);
     /// assert!(p.admission.email_domains.is_some());
     /// ```
     pub fn admission(mut self, admission: AdmissionConfig) -> Self {
@@ -550,6 +815,7 @@ impl ProviderConfig {
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BearerConfig {
     /// Accepted `aud` values; at least one must appear in the token. Required.
     pub audiences: Vec<String>,
@@ -668,6 +934,7 @@ impl ProvisioningMode {
 /// account. Enable it only for providers you trust to assert these values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct LinkingConfig {
     /// What to match on. Default `none`.
     pub by: LinkBy,
@@ -675,6 +942,28 @@ pub struct LinkingConfig {
     /// corporate IdP that owns the mail domain). Default `false`: linking by email then needs
     /// `email_verified` to be the boolean `true`.
     pub trust_email: bool,
+}
+
+impl LinkingConfig {
+    /// Linking by `by`, trusting emails only with `email_verified: true`.
+    ///
+    /// ```
+    /// use jit_provision::config::{LinkBy, LinkingConfig};
+    /// let linking = LinkingConfig::new(LinkBy::Email).trust_email(true);
+    /// assert!(linking.trust_email);
+    /// ```
+    pub fn new(by: LinkBy) -> Self {
+        Self {
+            by,
+            trust_email: false,
+        }
+    }
+
+    /// Sets [`trust_email`](Self::trust_email).
+    pub fn trust_email(mut self, trust: bool) -> Self {
+        self.trust_email = trust;
+        self
+    }
 }
 
 /// What account linking matches on.
@@ -718,6 +1007,7 @@ pub const PRIMARY_DOMAIN: &str = "PRIMARY";
 /// `403` and nothing is written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct DomainPolicy {
     /// Characters allowed in a username. Default: letters, digits and `._@+-`.
     pub allowed_chars: String,
@@ -770,5 +1060,52 @@ impl DomainPolicy {
             return Err(format!("may not contain `{}`", bad.escape_default()));
         }
         Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oidc_keys_make_an_oidc_provider_and_serialize_back_to_them() {
+        let p: ProviderConfig =
+            toml::from_str("issuer = \"https://i.example\"\nclient_id = \"app\"").unwrap();
+        assert_eq!(
+            p.protocol,
+            Protocol::Oidc {
+                issuer: "https://i.example".into(),
+                client_id: "app".into()
+            }
+        );
+        let back = toml::Value::try_from(&p).unwrap();
+        assert_eq!(back["issuer"].as_str(), Some("https://i.example"));
+        assert_eq!(back["client_id"].as_str(), Some("app"));
+        assert!(back.get("protocol").is_none() && back.get("saml").is_none());
+        let again: ProviderConfig = back.try_into().unwrap();
+        assert_eq!(again.protocol, p.protocol);
+    }
+
+    #[test]
+    fn unknown_provider_keys_are_still_refused() {
+        let err = toml::from_str::<ProviderConfig>("issuer = \"https://i\"\nscope = []")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scope"), "{err}");
+    }
+
+    #[cfg(feature = "saml")]
+    #[test]
+    fn a_saml_table_makes_a_saml_provider_and_not_with_an_issuer() {
+        let saml = "[saml]\nidp_metadata_url = \"https://idp.example/metadata\"";
+        let p: ProviderConfig = toml::from_str(saml).unwrap();
+        assert!(matches!(p.protocol, Protocol::Saml(_)));
+        assert_eq!((p.issuer(), p.client_id()), ("", ""));
+        let back: ProviderConfig = toml::Value::try_from(&p).unwrap().try_into().unwrap();
+        assert_eq!(back.protocol, p.protocol);
+        let err = toml::from_str::<ProviderConfig>(&format!("issuer = \"https://i\"\n{saml}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
 //! The layer's error type: one variant per concern, each with its HTTP status, rendered as a
 //! short JSON or HTML body by `Accept`. Bodies and logs never carry tokens or secrets.
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode};
+
+use crate::failure::Failure;
 
 use crate::oidc::OidcError;
 use crate::provision::ProvisionError;
@@ -51,6 +53,17 @@ pub enum CallbackError {
 impl CallbackError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for CallbackError {
+    fn status(&self) -> ::http::StatusCode {
         match self {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -58,8 +71,7 @@ impl CallbackError {
         }
     }
 
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             Self::MissingState => "missing_state",
             Self::MissingCode => "missing_code",
@@ -73,7 +85,6 @@ impl CallbackError {
         }
     }
 }
-
 /// Why a logout step with the identity provider was refused (RP-initiated logout's return,
 /// front-channel logout). Every variant is a `400`, and no redirect follows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,7 +109,17 @@ pub enum LogoutError {
 
 impl LogoutError {
     /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for LogoutError {
+    fn status(&self) -> ::http::StatusCode {
+        ::http::StatusCode::BAD_REQUEST
+    }
+
+    fn code(&self) -> &str {
         match self {
             Self::UnknownState => "unknown_logout_state",
             Self::Replayed => "replayed_logout_state",
@@ -107,7 +128,6 @@ impl LogoutError {
         }
     }
 }
-
 /// Everything the layer can answer with instead of passing a request on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -127,9 +147,10 @@ pub enum Error {
     /// A logout step with the identity provider was refused: `400`.
     #[error(transparent)]
     Logout(#[from] LogoutError),
-    /// Provisioning refused or failed.
+    /// Provisioning refused or failed. (A store failure of provisioning is [`Error::Store`],
+    /// an unknown provider [`Error::UnknownProvider`]: `From<ProvisionError>` maps them.)
     #[error(transparent)]
-    Provision(#[from] ProvisionError),
+    Provision(ProvisionError),
     /// A SAML login failed (see [`SamlError::status`](crate::saml::SamlError::status)).
     #[cfg(feature = "saml")]
     #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
@@ -140,7 +161,8 @@ pub enum Error {
     #[cfg(feature = "saml")]
     #[error(transparent)]
     Slo(#[from] crate::saml::SloError),
-    /// Loading the session's user failed, or a one-time value could not be recorded: `503`
+    /// A store failed: provisioning's user store, loading the session's user, or recording a
+    /// one-time value: `503`
     /// (a store's [`Refusal`](crate::store::Refusal): its `409` or `403`;
     /// `replay_guard_full` when the in-memory replay guard is full, see
     /// [`ReplayGuardFull`](crate::replay::ReplayGuardFull)).
@@ -170,6 +192,69 @@ impl Error {
     /// assert_eq!(Error::from(CallbackError::Replayed).status(), 400);
     /// ```
     pub fn status(&self) -> StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A short machine-readable code, the `error` field of JSON bodies (a store's
+    /// [`Refusal`](crate::store::Refusal) carries the application's own).
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+
+    /// Renders the error for a request with these headers: HTML for browsers (`Accept`
+    /// naming `text/html`), JSON otherwise.
+    pub fn to_response(&self, request_headers: &HeaderMap) -> http::Response<axum::body::Body> {
+        crate::failure::Failure::to_response(self, request_headers)
+    }
+}
+
+/// One place per failure: a provisioning failure that has its own variant here (the store's,
+/// an unknown provider) becomes that variant, so a failure renders the same whichever path
+/// it took.
+impl From<ProvisionError> for Error {
+    fn from(err: ProvisionError) -> Self {
+        match err {
+            ProvisionError::Store(e) => Self::Store(e),
+            ProvisionError::UnknownProvider(id) => Self::UnknownProvider(id),
+            other => Self::Provision(other),
+        }
+    }
+}
+
+/// A store failure answers the same wherever it happens (a login's provisioning, the replay
+/// guard, loading a session's user): `503 store_unavailable` (`replay_guard_full` for a full
+/// in-memory replay guard), `500` when the store panicked, a [`Refusal`](crate::store::Refusal)'s
+/// own status and code.
+impl Failure for StoreError {
+    fn status(&self) -> StatusCode {
+        match self {
+            StoreError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Refused(r) => r.status(),
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            StoreError::Refused(r) => r.code(),
+            e if ReplayGuardFull::is(e) => "replay_guard_full",
+            _ => "store_unavailable",
+        }
+    }
+}
+
+impl Failure for crate::session::SessionError {
+    fn status(&self) -> StatusCode {
+        crate::session::SessionError::status(self)
+    }
+
+    fn code(&self) -> &str {
+        crate::session::SessionError::code(self)
+    }
+}
+
+impl crate::failure::Failure for Error {
+    fn status(&self) -> ::http::StatusCode {
         match self {
             Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
             Self::ReturnTo(_) => StatusCode::BAD_REQUEST,
@@ -181,18 +266,14 @@ impl Error {
             Self::Saml(e) => e.status(),
             #[cfg(feature = "saml")]
             Self::Slo(e) => e.status(),
-            Self::Store(StoreError::Panicked) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Store(StoreError::Refused(r)) => r.status(),
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(e) => e.status(),
             Self::CrossSite => StatusCode::FORBIDDEN,
             Self::EverywhereNeedsLogin => StatusCode::UNAUTHORIZED,
             Self::Session(e) => e.status(),
         }
     }
 
-    /// A short machine-readable code, the `error` field of JSON bodies (a store's
-    /// [`Refusal`](crate::store::Refusal) carries the application's own).
-    pub fn code(&self) -> &str {
+    fn code(&self) -> &str {
         match self {
             Self::UnknownProvider(_) => "unknown_provider",
             Self::ReturnTo(_) => "invalid_return_to",
@@ -204,27 +285,13 @@ impl Error {
             Self::Saml(e) => e.code(),
             #[cfg(feature = "saml")]
             Self::Slo(e) => e.code(),
-            Self::Store(StoreError::Refused(r)) => r.code(),
-            Self::Store(e) if ReplayGuardFull::is(e) => "replay_guard_full",
-            Self::Store(_) => "store_unavailable",
+            Self::Store(e) => e.code(),
             Self::CrossSite => "cross_site_request",
             Self::EverywhereNeedsLogin => "login_required",
             Self::Session(e) => e.code(),
         }
     }
-
-    /// Renders the error for a request with these headers: HTML for browsers (`Accept`
-    /// naming `text/html`), JSON otherwise.
-    pub fn to_response(&self, request_headers: &HeaderMap) -> http::Response<axum::body::Body> {
-        render(
-            self.status(),
-            self.code(),
-            &self.to_string(),
-            request_headers,
-        )
-    }
 }
-
 /// The message of [`Error::Store`].
 fn store_message(err: &StoreError) -> String {
     if let StoreError::Refused(refusal) = err {
@@ -236,57 +303,107 @@ fn store_message(err: &StoreError) -> String {
     }
 }
 
-/// True when the client prefers HTML (a browser navigation).
-pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"))
-}
+pub use crate::failure::escape_html;
+pub(crate) use crate::failure::{render, wants_html};
 
-pub(crate) fn render(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    request_headers: &HeaderMap,
-) -> http::Response<axum::body::Body> {
-    let (content_type, body) = if wants_html(request_headers) {
-        let title = status.canonical_reason().unwrap_or("Error");
-        (
-            "text/html; charset=utf-8",
-            format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-                 <body><h1>{title}</h1><p>{}</p><p><code>{code}</code></p>\
-                 <p><a href=\"/\">Home</a></p></body></html>",
-                escape_html(message)
-            ),
-        )
-    } else {
-        (
-            "application/json",
-            serde_json::json!({ "error": code, "message": message }).to_string(),
-        )
-    };
-    let mut response = http::Response::new(axum::body::Body::from(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::ReplayGuardFull;
+    use crate::store::Refusal;
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+    /// One variant per failure at the layer's level: provisioning's unknown provider and
+    /// store failure become `Error`'s own, with the same status, code and message.
+    #[test]
+    fn provisioning_failures_become_errors_own_variants() {
+        let err = Error::from(ProvisionError::UnknownProvider("corp".into()));
+        assert!(
+            matches!(&err, Error::UnknownProvider(id) if id == "corp"),
+            "{err:?}"
+        );
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::NOT_FOUND, "unknown_provider")
+        );
+        assert_eq!(err.to_string(), "no identity provider `corp` is configured");
+
+        let err = Error::from(ProvisionError::Store(StoreError::unavailable(
+            ReplayGuardFull,
+        )));
+        assert!(matches!(err, Error::Store(_)), "{err:?}");
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "replay_guard_full")
+        );
+        let err = Error::from(ProvisionError::Store(StoreError::Panicked));
+        assert!(matches!(err, Error::Store(_)), "{err:?}");
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Everything else stays a provisioning failure.
+        assert!(matches!(
+            Error::from(ProvisionError::Locked),
+            Error::Provision(ProvisionError::Locked)
+        ));
     }
-    out
+
+    /// A store failure answers the same as `Error::Store` and as `ProvisionError::Store`.
+    #[test]
+    fn a_store_failure_renders_the_same_on_both_paths() {
+        let failures = || {
+            [
+                StoreError::Panicked,
+                StoreError::unavailable(ReplayGuardFull),
+                StoreError::Refused(Refusal::conflict("email", "email_in_use", "taken")),
+                StoreError::NotFound,
+            ]
+        };
+        for (a, b) in failures().into_iter().zip(failures()) {
+            let (layer, provision) = (Error::Store(a), ProvisionError::Store(b));
+            assert_eq!(
+                (layer.status(), layer.code()),
+                (provision.status(), provision.code()),
+                "{layer:?}"
+            );
+        }
+        let refused = ProvisionError::Store(StoreError::Refused(Refusal::conflict(
+            "email",
+            "email_in_use",
+            "taken",
+        )));
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (StatusCode::CONFLICT, "email_in_use")
+        );
+    }
+
+    /// A resumed prompt whose provider has no hook is a stale login (`400`), not an unknown
+    /// provider (`404`).
+    #[test]
+    fn a_missing_prompt_hook_is_not_an_unknown_provider() {
+        let err = Error::from(ProvisionError::PromptNotConfigured("corp".into()));
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::BAD_REQUEST, "prompt_not_configured")
+        );
+        assert!(err.to_string().contains("log in again"), "{err}");
+    }
+
+    /// The one renderer: JSON `{error, message}` by default, HTML for browsers, never cached.
+    #[test]
+    fn one_renderer_for_json_and_html() {
+        let err = Error::from(CallbackError::Replayed);
+        let json = err.to_response(&HeaderMap::new());
+        assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert_eq!(json.headers()[http::header::CACHE_CONTROL], "no-store");
+        let mut browser = HeaderMap::new();
+        browser.insert(http::header::ACCEPT, "text/html".parse().unwrap());
+        let html = err.to_response(&browser);
+        assert_eq!(
+            html.headers()[http::header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 
 use crate::cache::UserCache;
 use crate::config::PRIMARY_DOMAIN;
-use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
+use crate::config::{DomainPolicy, JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::events::EventSink;
 use crate::invalidation::{Invalidation, InvalidationBus, InvalidationSigner, SignedBus};
 use crate::mapping::GroupResolver;
@@ -22,9 +22,6 @@ use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
 use crate::session::{CookieCodec, SessionKey, SessionStore, SessionStoreHandle, Sessions};
 use crate::store::{SharedStore, UserStore};
-
-/// See [`JitLayerBuilder::store_timeout`].
-const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a layer could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -401,23 +398,40 @@ impl<S> Layer<S> for JitLayer {
     }
 }
 
-/// Builds a [`JitLayer`]: start from [`JitLayer::builder`], load a [`JitConfig`] or set fields
-/// one by one, give a store, then [`build`](JitLayerBuilder::build).
+/// Builds a [`JitLayer`]: start from [`JitLayer::builder`], load a [`JitConfig`] and/or set
+/// settings one by one, give a store and the other runtime objects, then
+/// [`build`](JitLayerBuilder::build).
+///
+/// # Precedence
+///
+/// The builder is a [`JitConfig`] plus runtime objects. A setting given by a
+/// setter (`.public_url(..)`, `.session_ttl(..)`, `.provider(id, ..)`, ...) wins over the
+/// same setting of [`config`](Self::config), whether it is called before or after it; what
+/// no setter sets comes from the configuration (or its default). A second `.config(..)`
+/// replaces the first one, not the setters.
 ///
 /// ```
-/// use jit_provision::{JitLayer, ProviderConfig, store::MemoryStore};
+/// use std::time::Duration;
+/// use jit_provision::{JitConfig, JitLayer, ProviderConfig, store::MemoryStore};
 /// let layer = JitLayer::builder()
 ///     .public_url("http://127.0.0.1:3000")
 ///     .insecure_cookies_for_localhost()
 ///     .provider("dev", ProviderConfig::new("http://127.0.0.1:9000", "demo"))
+///     .session_ttl(Duration::from_secs(3600))
+///     // Later, but the setters above still hold: public_url, cookies, provider and TTL.
+///     .config(JitConfig::new("https://ignored.example.com"))
 ///     .store(MemoryStore::new())
 ///     .build()
 ///     .unwrap();
-/// # let _ = layer;
+/// assert_eq!(layer.redirect_uri("dev").unwrap(), "http://127.0.0.1:3000/auth/dev/callback");
 /// ```
 #[must_use]
+#[derive(Default)]
 pub struct JitLayerBuilder {
-    config: JitConfig,
+    /// The configuration given to [`config`](Self::config), if any.
+    config: Option<JitConfig>,
+    /// What the setters set: it wins over `config`.
+    set: Explicit,
     store: Option<SharedStore>,
     /// The user store's session store, if it has one.
     store_sessions: Option<SessionStoreHandle>,
@@ -432,63 +446,125 @@ pub struct JitLayerBuilder {
     bus: Option<Arc<dyn InvalidationBus>>,
     session_key: Option<SessionKey>,
     previous_session_keys: Vec<SessionKey>,
-    http_timeout: Duration,
-    store_timeout: Duration,
+}
+
+/// The settings given to the builder's setters, applied over its [`JitConfig`] at build.
+#[derive(Debug, Default)]
+struct Explicit {
+    public_url: Option<String>,
+    path_prefix: Option<String>,
+    providers: std::collections::BTreeMap<String, ProviderConfig>,
+    domains: std::collections::BTreeMap<String, DomainPolicy>,
+    secure: Option<bool>,
+    session_ttl_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    record_cache_ttl_secs: Option<u64>,
+    login_ttl_secs: Option<u64>,
+    cookie_name: Option<String>,
+    max_revoked_sessions: Option<u64>,
+    cache_ttl_secs: Option<u64>,
+    max_users: Option<u64>,
+    unauthenticated: Option<Unauthenticated>,
+    idp_timeout: Option<Duration>,
+    store_timeout: Option<Duration>,
+}
+
+/// The time limits the layer runs with.
+struct Timeouts {
+    idp: Duration,
+    store: Duration,
+}
+
+impl Explicit {
+    /// The configuration with these settings over it.
+    fn apply(self, mut config: JitConfig) -> (JitConfig, Timeouts) {
+        fn put<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        put(&mut config.public_url, self.public_url);
+        put(&mut config.path_prefix, self.path_prefix);
+        config.providers.extend(self.providers);
+        config.domains.extend(self.domains);
+        let session = &mut config.session;
+        put(&mut session.secure, self.secure);
+        put(&mut session.ttl_secs, self.session_ttl_secs);
+        put(&mut session.idle_timeout_secs, self.idle_timeout_secs);
+        if self.record_cache_ttl_secs.is_some() {
+            session.record_cache_ttl_secs = self.record_cache_ttl_secs;
+        }
+        put(&mut session.login_ttl_secs, self.login_ttl_secs);
+        put(&mut session.cookie_name, self.cookie_name);
+        put(&mut session.max_revoked_sessions, self.max_revoked_sessions);
+        put(&mut session.unauthenticated, self.unauthenticated);
+        put(&mut config.cache.ttl_secs, self.cache_ttl_secs);
+        put(&mut config.cache.max_users, self.max_users);
+        let timeouts = Timeouts {
+            idp: self
+                .idp_timeout
+                .unwrap_or(Duration::from_secs(config.idp_timeout_secs)),
+            store: self
+                .store_timeout
+                .unwrap_or(Duration::from_secs(config.store_timeout_secs)),
+        };
+        config.idp_timeout_secs = timeouts.idp.as_secs();
+        config.store_timeout_secs = timeouts.store.as_secs();
+        (config, timeouts)
+    }
 }
 
 impl std::fmt::Debug for JitLayerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitLayerBuilder")
             .field("config", &self.config)
+            .field("set", &self.set)
             .field("has_store", &self.store.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for JitLayerBuilder {
-    fn default() -> Self {
-        Self {
-            config: JitConfig::new(""),
-            store: None,
-            store_sessions: None,
-            session_store: None,
-            domain_stores: Vec::new(),
-            app_loaders: HashMap::new(),
-            sinks: Vec::new(),
-            prompts: HashMap::new(),
-            resolvers: HashMap::new(),
-            replay: None,
-            bus: None,
-            session_key: None,
-            previous_session_keys: Vec::new(),
-            http_timeout: Duration::from_secs(10),
-            store_timeout: DEFAULT_STORE_TIMEOUT,
-        }
-    }
-}
-
 impl JitLayerBuilder {
-    /// Replaces the whole configuration.
+    /// The configuration: every setting no setter of this builder sets comes from it (see
+    /// [precedence](Self#precedence)); a later call replaces an earlier one.
     pub fn config(mut self, config: JitConfig) -> Self {
-        self.config = config;
+        self.config = Some(config);
         self
     }
 
-    /// The application's external base URL.
+    /// The application's external base URL (`public_url`).
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
-        self.config.public_url = url.into();
+        self.set.public_url = Some(url.into());
         self
     }
 
-    /// The path prefix of the layer's endpoints (default `/auth`).
+    /// The path prefix of the layer's endpoints (`path_prefix`, default `/auth`).
     pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.path_prefix = prefix.into();
+        self.set.path_prefix = Some(prefix.into());
         self
     }
 
-    /// Adds (or replaces) a provider.
+    /// Adds a provider, or replaces the configuration's provider of this id
+    /// (`providers.<id>`).
     pub fn provider(mut self, id: impl Into<String>, provider: ProviderConfig) -> Self {
-        self.config.providers.insert(id.into(), provider);
+        self.set.providers.insert(id.into(), provider);
+        self
+    }
+
+    /// The username policy of a user-store domain (`domains.<name>`), replacing the
+    /// configuration's one for that domain.
+    ///
+    /// ```
+    /// # use jit_provision::{JitLayer, config::DomainPolicy, store::MemoryStore};
+    /// let mut policy = DomainPolicy::default();
+    /// policy.lowercase = true;
+    /// let builder = JitLayer::builder()
+    ///     .store(MemoryStore::new())
+    ///     .domain_policy(jit_provision::config::PRIMARY_DOMAIN, policy);
+    /// # let _ = builder;
+    /// ```
+    pub fn domain_policy(mut self, domain: impl Into<String>, policy: DomainPolicy) -> Self {
+        self.set.domains.insert(domain.into(), policy);
         self
     }
 
@@ -600,13 +676,27 @@ impl JitLayerBuilder {
 
     /// Cookies without `Secure`, for plain-http development on a loopback `public_url` only.
     pub fn insecure_cookies_for_localhost(mut self) -> Self {
-        self.config.session.secure = false;
+        self.set.secure = Some(false);
         self
     }
 
-    /// Session lifetime (default 8 hours).
+    /// Session lifetime (`session.ttl_secs`, default 8 hours).
     pub fn session_ttl(mut self, ttl: Duration) -> Self {
-        self.config.session.ttl_secs = ttl.as_secs();
+        self.set.session_ttl_secs = Some(ttl.as_secs());
+        self
+    }
+
+    /// Lifetime of a pending login, from its start to the callback (`session.login_ttl_secs`,
+    /// default 10 minutes).
+    pub fn login_ttl(mut self, ttl: Duration) -> Self {
+        self.set.login_ttl_secs = Some(ttl.as_secs());
+        self
+    }
+
+    /// Session cookie name (`session.cookie_name`, default `jit_session`, with the `__Host-`
+    /// prefix when secure).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.set.cookie_name = Some(name.into());
         self
     }
 
@@ -623,7 +713,7 @@ impl JitLayerBuilder {
     /// # let _ = builder;
     /// ```
     pub fn session_idle_timeout(mut self, idle: Duration) -> Self {
-        self.config.session.idle_timeout_secs = idle.as_secs();
+        self.set.idle_timeout_secs = Some(idle.as_secs());
         self
     }
 
@@ -632,7 +722,7 @@ impl JitLayerBuilder {
     /// an invalidation bus, the longest another instance may still accept a session ended
     /// elsewhere.
     pub fn session_record_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.config.session.record_cache_ttl_secs = Some(ttl.as_secs());
+        self.set.record_cache_ttl_secs = Some(ttl.as_secs());
         self
     }
 
@@ -655,29 +745,36 @@ impl JitLayerBuilder {
     /// Deprecated, no effect (`session.max_revoked_sessions`): ended sessions are kept in
     /// the session store.
     pub fn max_revoked_sessions(mut self, max: u64) -> Self {
-        self.config.session.max_revoked_sessions = max;
+        self.set.max_revoked_sessions = Some(max);
         self
     }
 
-    /// How long a user stays in the in-memory cache (default 60 s).
+    /// How long a user stays in the in-memory cache (`cache.ttl_secs`, default 60 s).
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.config.cache.ttl_secs = ttl.as_secs();
+        self.set.cache_ttl_secs = Some(ttl.as_secs());
         self
     }
 
-    /// What the extractor answers when nobody is logged in.
+    /// Most users held in the in-memory cache (`cache.max_users`, default 100 000).
+    pub fn cache_max_users(mut self, max: u64) -> Self {
+        self.set.max_users = Some(max);
+        self
+    }
+
+    /// What the extractor answers when nobody is logged in (`session.unauthenticated`).
     pub fn unauthenticated(mut self, action: crate::config::Unauthenticated) -> Self {
-        self.config.session.unauthenticated = action;
+        self.set.unauthenticated = Some(action);
         self
     }
 
-    /// Time limit of every request to an identity provider (default 10 s).
+    /// Time limit of every request to an identity provider (`idp_timeout_secs`, default
+    /// 10 s).
     pub fn idp_timeout(mut self, timeout: Duration) -> Self {
-        self.http_timeout = timeout;
+        self.set.idp_timeout = Some(timeout);
         self
     }
 
-    /// Time limit of every call to a user store (default 10 s, above the SQL stores' own
+    /// Time limit of every call to a user store (`store_timeout_secs`, default 10 s, above the SQL stores' own
     /// 5 s pool and lock waits). A call still running then is dropped, and the request gets a
     /// `503` ([`StoreError::Unavailable`](crate::store::StoreError::Unavailable) with a
     /// [`StoreTimeout`](crate::store::StoreTimeout) source): no session, nothing cached. Your
@@ -693,7 +790,7 @@ impl JitLayerBuilder {
     /// # let _ = builder;
     /// ```
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
+        self.set.store_timeout = Some(timeout);
         self
     }
 
@@ -704,7 +801,9 @@ impl JitLayerBuilder {
         if !crate::install_jwt_backend() {
             return Err(ConfigError::NoJwtBackend);
         }
-        let config = self.config;
+        let (config, timeouts) = self
+            .set
+            .apply(self.config.unwrap_or_else(|| JitConfig::new("")));
         let store = self.store.ok_or(ConfigError::MissingStore)?;
         let public = url::Url::parse(&config.public_url)
             .ok()
@@ -795,7 +894,7 @@ impl JitLayerBuilder {
                 })?;
             policies.insert(id.clone(), Arc::new(policy));
             #[cfg(feature = "saml")]
-            if let Some(saml) = &provider.saml {
+            if let Some(saml) = provider.saml_config() {
                 let sp = crate::saml::SamlServiceProvider::new(
                     id.clone(),
                     saml.clone(),
@@ -818,7 +917,7 @@ impl JitLayerBuilder {
                 }
                 continue;
             }
-            if provider.issuer.is_empty() || provider.client_id.is_empty() {
+            if provider.issuer().is_empty() || provider.client_id().is_empty() {
                 return Err(ConfigError::Provider {
                     id: id.clone(),
                     reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
@@ -836,7 +935,7 @@ impl JitLayerBuilder {
                 });
             }
             let redirect = format!("{origin}{prefix}/{id}/callback");
-            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, self.http_timeout)
+            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, timeouts.idp)
                 .map_err(|reason| ConfigError::Provider {
                     id: id.clone(),
                     reason,
@@ -857,7 +956,7 @@ impl JitLayerBuilder {
             let policy = config.domains.get(&*name).cloned().unwrap_or_default();
             let domain = Domain {
                 name: name.clone(),
-                store: crate::store::time_limited(store, self.store_timeout),
+                store: crate::store::time_limited(store, timeouts.store),
                 policy,
             };
             if domains.insert(name.clone(), Arc::new(domain)).is_some() {
@@ -889,7 +988,7 @@ impl JitLayerBuilder {
         }
         let bearer = crate::bearer::Bearer::new(
             &config.providers,
-            crate::oidc::HttpClient::new(self.http_timeout),
+            crate::oidc::HttpClient::new(timeouts.idp),
             config.cache.max_users,
         )
         .map_err(ConfigError::Bearer)?;
@@ -901,7 +1000,7 @@ impl JitLayerBuilder {
             app_users: crate::extract::AppUsersContext {
                 loaders: self.app_loaders,
                 cache: Some(cache.app_users.clone()),
-                timeout: self.store_timeout,
+                timeout: timeouts.store,
             },
         });
         let session_store = match self.session_store.or(self.store_sessions) {
@@ -918,10 +1017,7 @@ impl JitLayerBuilder {
         let sessions = Sessions::new(
             // A token refresh waits for the session's lock (another refresh of it, up to a
             // request to the provider), then runs one request to the provider under it.
-            session_store.time_limited(
-                self.store_timeout,
-                (self.store_timeout + self.http_timeout) * 2,
-            ),
+            session_store.time_limited(timeouts.store, (timeouts.store + timeouts.idp) * 2),
             codec.clone(),
             session_cookie,
             config.session.ttl_secs,
@@ -984,6 +1080,105 @@ fn is_loopback_http(url: &url::Url) -> bool {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+
+    fn file_config() -> JitConfig {
+        let mut config = JitConfig::new("https://from-config.example.com");
+        config.path_prefix = "/config".into();
+        config.session.ttl_secs = 111;
+        config.session.login_ttl_secs = 222;
+        config.session.cookie_name = "from_config".into();
+        config.cache.ttl_secs = 333;
+        config.cache.max_users = 444;
+        config.idp_timeout_secs = 5;
+        config.store_timeout_secs = 6;
+        config.providers.insert(
+            "corp".into(),
+            ProviderConfig::new("https://config-idp.example.com", "config-client"),
+        );
+        config.providers.insert(
+            "other".into(),
+            ProviderConfig::new("https://other.example.com", "other"),
+        );
+        config
+    }
+
+    /// Setters called before `.config(..)` and after it both win over it; what they do not
+    /// set comes from the configuration.
+    #[test]
+    fn setters_win_over_the_config_in_either_order() {
+        let set = |b: JitLayerBuilder| {
+            b.public_url("https://from-setter.example.com")
+                .session_ttl(Duration::from_secs(7))
+                .cookie_name("from_setter")
+                .cache_max_users(9)
+                .idp_timeout(Duration::from_millis(1500))
+                .provider(
+                    "corp",
+                    ProviderConfig::new("https://setter-idp.example.com", "setter-client"),
+                )
+        };
+        let before = set(JitLayer::builder()).config(file_config());
+        let after = set(JitLayer::builder().config(file_config()));
+        for builder in [before, after] {
+            let (config, timeouts) = builder.set.apply(builder.config.unwrap());
+            assert_eq!(config.public_url, "https://from-setter.example.com");
+            assert_eq!(config.session.ttl_secs, 7);
+            assert_eq!(config.session.cookie_name, "from_setter");
+            assert_eq!(config.cache.max_users, 9);
+            assert_eq!(timeouts.idp, Duration::from_millis(1500));
+            assert_eq!(
+                config.providers["corp"].issuer(),
+                "https://setter-idp.example.com"
+            );
+            // Not set by a setter: the configuration's.
+            assert_eq!(config.path_prefix, "/config");
+            assert_eq!(config.session.login_ttl_secs, 222);
+            assert_eq!(config.cache.ttl_secs, 333);
+            assert_eq!(timeouts.store, Duration::from_secs(6));
+            assert_eq!(
+                config.providers["other"].issuer(),
+                "https://other.example.com"
+            );
+        }
+    }
+
+    /// The built layer runs with the merged settings (the setters' URL and provider, the
+    /// configuration's prefix), not with the last `.config(..)` alone.
+    #[test]
+    fn a_built_layer_keeps_setters_given_before_the_config() {
+        let layer = JitLayer::builder()
+            .public_url("https://from-setter.example.com")
+            .provider(
+                "corp",
+                ProviderConfig::new("https://setter-idp.example.com", "setter-client"),
+            )
+            .config(file_config())
+            .store(MemoryStore::new())
+            .build()
+            .unwrap();
+        assert_eq!(
+            layer.redirect_uri("corp").unwrap(),
+            "https://from-setter.example.com/config/corp/callback"
+        );
+        assert!(layer.redirect_uri("other").is_some());
+    }
+
+    /// Without setters the configuration is taken whole, timeouts from their keys.
+    #[test]
+    fn config_alone_gives_every_setting() {
+        let builder = JitLayer::builder().config(file_config());
+        let (config, timeouts) = builder.set.apply(builder.config.unwrap());
+        assert_eq!(config.public_url, "https://from-config.example.com");
+        assert_eq!(config.session.cookie_name, "from_config");
+        assert_eq!(timeouts.idp, Duration::from_secs(5));
+        assert_eq!(timeouts.store, Duration::from_secs(6));
+        let builder = JitLayer::builder();
+        let (_, timeouts) = builder.set.apply(JitConfig::new(""));
+        assert_eq!(
+            (timeouts.idp, timeouts.store),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
+    }
 
     #[test]
     fn insecure_cookies_refused_for_a_public_origin() {

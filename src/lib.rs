@@ -30,6 +30,7 @@ mod endpoints;
 mod error;
 mod expiring;
 mod extract;
+mod failure;
 #[cfg(feature = "__fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -25,11 +25,7 @@ pub struct ReadOnlyField(pub String);
 ///
 /// ```
 /// use jit_provision::policy::check_local_edit;
-/// # let mut user = jit_provision::store::User { id: jit_provision::store::UserId(1),
-/// #     username: "jane".into(), email: None, display_name: None, groups: Default::default(),
-/// #     attributes: Default::default(), idp_groups: Default::default(),
-/// #     roles: Default::default(), idp_roles: Default::default(),
-/// #     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
+/// # let mut user = jit_provision::store::User::new(jit_provision::store::UserId(1), "jane");
 /// user.idp_attributes.insert("email".into());
 /// assert!(check_local_edit(&user, "email").is_err());
 /// assert!(check_local_edit(&user, "nickname").is_ok());

@@ -97,55 +97,30 @@ pub enum ProvisionError {
     /// ([`StoreError::Refused`]): `409` or `403` with its code and message, nothing written.
     #[error("{0}")]
     Refused(Refusal),
-    /// The store failed: `503`.
+    /// The store failed: `503` (`500` when it panicked). Converted to an
+    /// [`Error`](crate::Error), this is [`Error::Store`](crate::Error::Store).
     #[error("the user store is unavailable")]
     Store(#[source] StoreError),
-    /// No provider with this id is configured: `404`.
+    /// No provider with this id is configured: `404`. Converted to an
+    /// [`Error`](crate::Error), this is [`Error::UnknownProvider`](crate::Error::UnknownProvider).
     #[error("no identity provider `{0}` is configured")]
     UnknownProvider(String),
+    /// A pending prompt was resumed, but its provider has no prompt hook (any more: the
+    /// application was restarted without it, or this instance has none): `400
+    /// prompt_not_configured`, nothing created; a new login provisions without the prompt.
+    #[error("provider `{0}` does not prompt before creating users (any more); please log in again")]
+    PromptNotConfigured(String),
 }
 
 impl ProvisionError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::JitDisabled
-            | Self::Locked
-            | Self::NotAdmitted { .. }
-            | Self::NoRole { .. }
-            | Self::Mapping(_)
-            | Self::UnknownDomain(_)
-            | Self::UsernamePolicy { .. }
-            | Self::PromptRefused(_) => StatusCode::FORBIDDEN,
-            Self::UsernameTaken(_) | Self::LinkConflict => StatusCode::CONFLICT,
-            Self::Refused(r) => r.status(),
-            Self::Store(StoreError::Panicked) | Self::PromptTooLarge { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
-        }
+        crate::failure::Failure::status(self)
     }
 
     /// A short machine-readable code (a [`Refusal`]'s is the application's).
     pub fn code(&self) -> &str {
-        match self {
-            Self::Refused(r) => r.code(),
-            Self::JitDisabled => "jit_disabled",
-            Self::Locked => "user_locked",
-            Self::NotAdmitted { .. } => "not_admitted",
-            Self::NoRole { .. } => "no_role",
-            Self::Mapping(MappingError::MissingClaim(_)) => "missing_attribute",
-            Self::Mapping(_) => "invalid_attribute",
-            Self::UsernameTaken(_) => "username_taken",
-            Self::LinkConflict => "link_conflict",
-            Self::UnknownDomain(_) => "unknown_domain",
-            Self::UsernamePolicy { .. } => "username_policy",
-            Self::PromptRefused(_) => "prompt_refused",
-            Self::PromptTooLarge { .. } => "prompt_state_too_large",
-            Self::Store(_) => "store_unavailable",
-            Self::UnknownProvider(_) => "unknown_provider",
-        }
+        crate::failure::Failure::code(self)
     }
 
     /// A copy for another waiter of a shared (moka-coalesced) failure. Store errors keep
@@ -174,10 +149,52 @@ impl ProvisionError {
             Self::Refused(r) => Self::Refused(r.clone()),
             Self::Store(e) => Self::Store(e.duplicate()),
             Self::UnknownProvider(id) => Self::UnknownProvider(id.clone()),
+            Self::PromptNotConfigured(id) => Self::PromptNotConfigured(id.clone()),
         }
     }
 }
 
+impl crate::failure::Failure for ProvisionError {
+    fn status(&self) -> ::http::StatusCode {
+        match self {
+            Self::JitDisabled
+            | Self::Locked
+            | Self::NotAdmitted { .. }
+            | Self::NoRole { .. }
+            | Self::Mapping(_)
+            | Self::UnknownDomain(_)
+            | Self::UsernamePolicy { .. }
+            | Self::PromptRefused(_) => StatusCode::FORBIDDEN,
+            Self::UsernameTaken(_) | Self::LinkConflict => StatusCode::CONFLICT,
+            Self::Refused(r) => r.status(),
+            Self::PromptTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(e) => crate::failure::Failure::status(e),
+            Self::UnknownProvider(_) => StatusCode::NOT_FOUND,
+            Self::PromptNotConfigured(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Self::Refused(r) => r.code(),
+            Self::JitDisabled => "jit_disabled",
+            Self::Locked => "user_locked",
+            Self::NotAdmitted { .. } => "not_admitted",
+            Self::NoRole { .. } => "no_role",
+            Self::Mapping(MappingError::MissingClaim(_)) => "missing_attribute",
+            Self::Mapping(_) => "invalid_attribute",
+            Self::UsernameTaken(_) => "username_taken",
+            Self::LinkConflict => "link_conflict",
+            Self::UnknownDomain(_) => "unknown_domain",
+            Self::UsernamePolicy { .. } => "username_policy",
+            Self::PromptRefused(_) => "prompt_refused",
+            Self::PromptTooLarge { .. } => "prompt_state_too_large",
+            Self::Store(e) => crate::failure::Failure::code(e),
+            Self::UnknownProvider(_) => "unknown_provider",
+            Self::PromptNotConfigured(_) => "prompt_not_configured",
+        }
+    }
+}
 impl From<StoreError> for ProvisionError {
     fn from(err: StoreError) -> Self {
         match err {

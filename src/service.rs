@@ -191,7 +191,7 @@ async fn attach_bearer(
     let user = load_user(shared, &verified.domain, verified.user_id)
         .await
         .map_err(|e| BearerError::Provision(ProvisionError::Store(e)))?
-        .ok_or(BearerError::UnknownKey)?;
+        .ok_or(BearerError::UnknownUser)?;
     if user.locked {
         return Err(BearerError::Provision(ProvisionError::Locked));
     }
@@ -204,8 +204,7 @@ async fn attach_bearer(
 
 fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Response<Body> {
     tracing::warn!(code = err.code(), error = %err, "bearer token refused");
-    let mut response =
-        crate::error::render(err.status(), err.code(), &err.to_string(), request_headers);
+    let mut response = crate::failure::Failure::to_response(err, request_headers);
     if let Some(challenge) = err.challenge() {
         response
             .headers_mut()

@@ -127,6 +127,17 @@ pub enum IdpTokenError {
 impl IdpTokenError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for IdpTokenError {
+    fn status(&self) -> ::http::StatusCode {
         match self {
             Self::NoSession
             | Self::NotStored
@@ -139,8 +150,7 @@ impl IdpTokenError {
         }
     }
 
-    /// A stable machine-readable code.
-    pub fn code(&self) -> &str {
+    fn code(&self) -> &str {
         match self {
             Self::NoSession => "no_idp_session",
             Self::NotStored => "no_idp_token",
@@ -153,7 +163,6 @@ impl IdpTokenError {
         }
     }
 }
-
 /// The rejection of [`IdpAccessToken`]: that of [`CurrentUser`] for an anonymous request,
 /// else an [`IdpTokenError`]'s status, code and message (JSON, or HTML for a browser).
 #[derive(Debug)]
@@ -480,7 +489,7 @@ async fn resync(
     };
     let identity = Identity::new(
         provider.id.clone(),
-        provider.config.issuer.clone(),
+        provider.config.issuer().to_owned(),
         session.auth.subject.clone(),
     );
     let refusal = match shared

@@ -27,17 +27,19 @@ fn rejections(events: &Events) -> Vec<Value> {
 }
 
 fn domains(list: &[&str]) -> AdmissionConfig {
-    AdmissionConfig {
-        email_domains: Some(list.iter().map(|d| d.to_string()).collect()),
-        ..AdmissionConfig::default()
+    {
+        let mut built = AdmissionConfig::default();
+        built.email_domains = Some(list.iter().map(|d| d.to_string()).collect());
+        built
     }
 }
 
 fn groups_required(list: &[&str], lock: bool) -> AdmissionConfig {
-    AdmissionConfig {
-        require_groups: Some(list.iter().map(|d| d.to_string()).collect()),
-        lock_on_refusal: lock,
-        ..AdmissionConfig::default()
+    {
+        let mut built = AdmissionConfig::default();
+        built.require_groups = Some(list.iter().map(|d| d.to_string()).collect());
+        built.lock_on_refusal = lock;
+        built
     }
 }
 
@@ -99,10 +101,7 @@ async fn an_unverified_email_is_not_admitted_unless_the_provider_is_trusted() {
     let trusted = TestApp::start_with(
         |p| {
             p.admission(domains(&["example.com"]))
-                .linking(LinkingConfig {
-                    trust_email: true,
-                    ..LinkingConfig::default()
-                })
+                .linking(LinkingConfig::default().trust_email(true))
         },
         |b| b,
     )
@@ -128,9 +127,10 @@ async fn required_groups_any_of_by_default_all_of_when_asked() {
 
     let all = TestApp::start_with(
         |p| {
-            p.admission(AdmissionConfig {
-                require_groups_mode: GroupsMode::All,
-                ..groups_required(&["staff", "eng-*"], false)
+            p.admission({
+                let mut built = groups_required(&["staff", "eng-*"], false);
+                built.require_groups_mode = GroupsMode::All;
+                built
             })
         },
         |b| b,
@@ -247,20 +247,23 @@ async fn lock_on_refusal_locks_a_returning_user_and_ends_its_session() {
 async fn claim_rules_read_nested_paths() {
     let app = TestApp::start_with(
         |p| {
-            p.admission(AdmissionConfig {
-                claims: vec![
-                    ClaimRuleConfig {
-                        path: r#"tenant."region-id""#.into(),
-                        one_of: Some(vec![json!("eu-1"), json!("eu-2")]),
-                        ..ClaimRuleConfig::default()
+            p.admission({
+                let mut built = AdmissionConfig::default();
+                built.claims = vec![
+                    {
+                        let mut built = ClaimRuleConfig::default();
+                        built.path = r#"tenant."region-id""#.into();
+                        built.one_of = Some(vec![json!("eu-1"), json!("eu-2")]);
+                        built
                     },
-                    ClaimRuleConfig {
-                        path: "amr".into(),
-                        regex: Some("mfa|hwk".into()),
-                        ..ClaimRuleConfig::default()
+                    {
+                        let mut built = ClaimRuleConfig::default();
+                        built.path = "amr".into();
+                        built.regex = Some("mfa|hwk".into());
+                        built
                     },
-                ],
-                ..AdmissionConfig::default()
+                ];
+                built
             })
         },
         |b| b,
@@ -317,24 +320,28 @@ async fn an_invalid_rule_is_a_config_error_naming_provider_and_rule() {
         (domains(&[]), "admission.email_domains"),
         (groups_required(&[], false), "admission.require_groups"),
         (
-            AdmissionConfig {
-                claims: vec![ClaimRuleConfig {
-                    path: "acr".into(),
-                    regex: Some("(".into()),
-                    ..ClaimRuleConfig::default()
-                }],
-                ..AdmissionConfig::default()
+            {
+                let mut built = AdmissionConfig::default();
+                built.claims = vec![{
+                    let mut built = ClaimRuleConfig::default();
+                    built.path = "acr".into();
+                    built.regex = Some("(".into());
+                    built
+                }];
+                built
             },
             "admission.claims[0]",
         ),
         (
-            AdmissionConfig {
-                claims: vec![ClaimRuleConfig {
-                    path: "a..b".into(),
-                    equals: Some(json!("x")),
-                    ..ClaimRuleConfig::default()
-                }],
-                ..AdmissionConfig::default()
+            {
+                let mut built = AdmissionConfig::default();
+                built.claims = vec![{
+                    let mut built = ClaimRuleConfig::default();
+                    built.path = "a..b".into();
+                    built.equals = Some(json!("x"));
+                    built
+                }];
+                built
             },
             "admission.claims[0]",
         ),

@@ -342,10 +342,7 @@ async fn an_email_of_a_password_account_is_refused_with_the_apps_code_or_linked(
     assert_eq!(count(&app.pool, "app_users").await, 1);
     assert_eq!(count(&app.pool, "jit_users").await, 0);
 
-    let linking = LinkingConfig {
-        by: LinkBy::Email,
-        trust_email: false,
-    };
+    let linking = LinkingConfig::new(LinkBy::Email);
     let app = Harness::start(linking).await;
     let account = app::password_account(&app.pool, "alice@example.com", "alice.pw", true).await;
     let client = browser();

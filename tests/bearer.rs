@@ -259,10 +259,9 @@ async fn issuer_down_with_no_cached_keys_is_503() {
         .unwrap();
     let app = TestApp::start_with(
         move |mut p| {
-            p.bearer = Some(BearerConfig {
-                jwks_uri: Some(format!("http://{closed}/jwks")),
-                ..BearerConfig::new(["api"])
-            });
+            let mut bearer = BearerConfig::new(["api"]);
+            bearer.jwks_uri = Some(format!("http://{closed}/jwks"));
+            p.bearer = Some(bearer);
             p
         },
         |b| b,
@@ -343,6 +342,26 @@ async fn locked_api_user_is_403() {
     let response = call(&app, "/me", &token).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(response).await, "user_locked");
+}
+
+/// A verified token whose user was deleted since is `401 unknown_user`, not an unknown key:
+/// the token and its issuer's keys are fine.
+#[tokio::test]
+async fn a_deleted_api_user_is_401_unknown_user() {
+    let app = api().await;
+    let token = app.idp.sign_access_token(claims(&app, "svc"));
+    assert_eq!(call(&app, "/me", &token).await.status(), StatusCode::OK);
+    let id = app.store.inner.users()[0].id;
+    app.store.inner.delete(id).await.unwrap();
+    app.layer.forget_user(id).await;
+    let response = call(&app, "/me", &token).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("no longer exists"), "{challenge}");
+    assert_eq!(error_code(response).await, "unknown_user");
 }
 
 #[tokio::test]
@@ -440,11 +459,8 @@ async fn an_empty_token_type_list_is_refused_at_build() {
 async fn linking_api(bearer: impl FnOnce(BearerConfig) -> BearerConfig) -> TestApp {
     TestApp::start_with(
         |p| {
-            p.linking(LinkingConfig {
-                by: LinkBy::Username,
-                trust_email: false,
-            })
-            .bearer(bearer(BearerConfig::new(["api"])))
+            p.linking(LinkingConfig::new(LinkBy::Username))
+                .bearer(bearer(BearerConfig::new(["api"])))
         },
         |b| b,
     )

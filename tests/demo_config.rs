@@ -180,7 +180,7 @@ fn sample_values_are_the_defaults_but_where_it_says_otherwise() {
     let mut defaults = JitConfig::new(&sample.public_url);
     defaults.providers.insert(
         "keycloak".into(),
-        ProviderConfig::new(&keycloak.issuer, &keycloak.client_id),
+        ProviderConfig::new(keycloak.issuer(), keycloak.client_id()),
     );
     let (sample, defaults) = (flat(&sample), flat(&defaults));
     let differing: Vec<&str> = (sample.keys().chain(defaults.keys()))

@@ -360,9 +360,10 @@ fn provider_config(issuer: &str, mode: ResponseMode) -> ProviderConfig {
     let mut provider = ProviderConfig::new(issuer, CLIENT_ID)
         .client_secret(CLIENT_SECRET)
         .response_mode(mode)
-        .mapping(MappingConfig {
-            groups: Some(jit_provision::config::GroupsConfig::from_claim("groups")),
-            ..Default::default()
+        .mapping({
+            let mut built = MappingConfig::default();
+            built.groups = Some(jit_provision::config::GroupsConfig::from_claim("groups"));
+            built
         });
     provider.scopes.push("groups".into());
     provider

@@ -61,12 +61,7 @@ impl ProvisionPrompt for CopiesTheForm {
 /// An app whose `dev` provider links by `by` and runs `hook` before creating a user.
 async fn prompting(by: LinkBy, hook: impl ProvisionPrompt) -> TestApp {
     TestApp::start_with(
-        move |p| {
-            p.linking(LinkingConfig {
-                by,
-                trust_email: true,
-            })
-        },
+        move |p| p.linking(LinkingConfig::new(by).trust_email(true)),
         move |b| b.prompt("dev", hook),
     )
     .await
@@ -233,12 +228,7 @@ async fn a_resume_links_by_the_sealed_assertion() {
     // A local account with the IdP's verified email appears while the user is on the prompt
     // page: the resume links it, by the email and `email_verified` the IdP asserted.
     let app = TestApp::start_with(
-        |p| {
-            p.linking(LinkingConfig {
-                by: LinkBy::Email,
-                trust_email: false,
-            })
-        },
+        |p| p.linking(LinkingConfig::new(LinkBy::Email)),
         |b| b.prompt("dev", ChooseUsername),
     )
     .await;
@@ -520,11 +510,12 @@ async fn a_tossed_saml_pending_cookie_cannot_log_another_browser_in() {
         return;
     };
     let store = MemoryStore::new();
-    let provider = ProviderConfig::saml(sp_config()).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        ..MappingConfig::default()
+    let provider = ProviderConfig::saml(sp_config()).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = String::new();
+        built
     });
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "home" }))

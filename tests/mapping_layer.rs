@@ -33,12 +33,14 @@ fn claims(v: Value) -> Claims {
 fn keycloak() -> MappingConfig {
     let mut groups = GroupsConfig::from_claim(r#"resource_access."my-app".roles"#);
     groups.rename = BTreeMap::from([("app-admin".to_owned(), "admins".to_owned())]);
-    MappingConfig {
-        display_name: "{name} ({org.unit | uppercase})".into(),
-        required: vec!["realm_access.roles".into()],
-        attributes: BTreeMap::from([("realm_role".to_owned(), "{realm_access.roles}".to_owned())]),
-        groups: Some(groups),
-        ..MappingConfig::default()
+    {
+        let mut built = MappingConfig::default();
+        built.display_name = "{name} ({org.unit | uppercase})".into();
+        built.required = vec!["realm_access.roles".into()];
+        built.attributes =
+            BTreeMap::from([("realm_role".to_owned(), "{realm_access.roles}".to_owned())]);
+        built.groups = Some(groups);
+        built
     }
 }
 
@@ -78,17 +80,20 @@ async fn nested_claims_map_through_claim_paths() {
 #[tokio::test]
 async fn a_bad_claim_path_is_refused_at_build() {
     for config in [
-        MappingConfig {
-            required: vec!["realm_access..roles".into()],
-            ..MappingConfig::default()
+        {
+            let mut built = MappingConfig::default();
+            built.required = vec!["realm_access..roles".into()];
+            built
         },
-        MappingConfig {
-            groups: Some(GroupsConfig::from_claim(r#"resource_access."my-app"#)),
-            ..MappingConfig::default()
+        {
+            let mut built = MappingConfig::default();
+            built.groups = Some(GroupsConfig::from_claim(r#"resource_access."my-app"#));
+            built
         },
-        MappingConfig {
-            username: "{resource_access.}".into(),
-            ..MappingConfig::default()
+        {
+            let mut built = MappingConfig::default();
+            built.username = "{resource_access.}".into();
+            built
         },
     ] {
         let err = JitLayerBuilder::default()
@@ -112,18 +117,19 @@ async fn a_bad_claim_path_is_refused_at_build() {
 /// Attributes `dept` (on_create), `title` (always, the default), `badge` (never), and the
 /// email owned by the application after creation.
 fn owned() -> MappingConfig {
-    MappingConfig {
-        attributes: BTreeMap::from([
+    {
+        let mut built = MappingConfig::default();
+        built.attributes = BTreeMap::from([
             ("dept".to_owned(), "{department}".to_owned()),
             ("title".to_owned(), "{title}".to_owned()),
             ("badge".to_owned(), "{badge}".to_owned()),
-        ]),
-        ownership: BTreeMap::from([
+        ]);
+        built.ownership = BTreeMap::from([
             ("dept".to_owned(), Ownership::OnCreate),
             ("badge".to_owned(), Ownership::Never),
             ("email".to_owned(), Ownership::OnCreate),
-        ]),
-        ..MappingConfig::default()
+        ]);
+        built
     }
 }
 
@@ -284,9 +290,10 @@ async fn overage_app(resolver: Option<Arc<dyn GroupResolver>>, events: &Events) 
     let record = recording(events);
     TestApp::start_with(
         move |p| {
-            p.mapping(MappingConfig {
-                groups: Some(groups),
-                ..MappingConfig::default()
+            p.mapping({
+                let mut built = MappingConfig::default();
+                built.groups = Some(groups);
+                built
             })
         },
         move |b| {

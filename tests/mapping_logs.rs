@@ -34,9 +34,10 @@ async fn a_failing_resolver_is_logged_and_the_grants_kept() {
     groups.when_absent = jit_provision::config::AbsentGroups::Clear;
     let app = TestApp::start_with(
         move |p| {
-            p.mapping(MappingConfig {
-                groups: Some(groups),
-                ..MappingConfig::default()
+            p.mapping({
+                let mut built = MappingConfig::default();
+                built.groups = Some(groups);
+                built
             })
         },
         |b| b.group_resolver("dev", Down),

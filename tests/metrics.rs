@@ -259,11 +259,12 @@ mod saml {
     use super::*;
 
     fn layer(store: &MemoryStore) -> JitLayer {
-        let provider = ProviderConfig::saml(sp_config()).mapping(MappingConfig {
-            username: "{mail | localpart}".into(),
-            email: "{mail}".into(),
-            display_name: String::new(),
-            ..MappingConfig::default()
+        let provider = ProviderConfig::saml(sp_config()).mapping({
+            let mut built = MappingConfig::default();
+            built.username = "{mail | localpart}".into();
+            built.email = "{mail}".into();
+            built.display_name = String::new();
+            built
         });
         JitLayer::builder()
             .public_url("https://app.example.test")

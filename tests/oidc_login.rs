@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use jit_provision::config::Protocol;
 use jit_provision::dev_idp::{DevIdp, IdTokenDraft, Signer};
 use jit_provision::store::{IdentityKey, UserStore};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -582,7 +583,9 @@ async fn idp_down_at_login_start_is_502() {
         .unwrap();
     let app = TestApp::start_with(
         move |mut p| {
-            p.issuer = format!("http://{closed}");
+            if let Protocol::Oidc { issuer, .. } = &mut p.protocol {
+                *issuer = format!("http://{closed}");
+            }
             p
         },
         |b| b,

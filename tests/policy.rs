@@ -168,17 +168,18 @@ async fn the_domain_named_in_the_username_is_used_and_checked() {
 async fn mapping_templates_constants_defaults_and_required_attributes() {
     let app = TestApp::start_with(
         |p| {
-            p.mapping(MappingConfig {
-                username: "{email | localpart | lowercase}".into(),
-                display_name: "{name} ({department})".into(),
-                required: vec!["employee_id".into()],
-                attributes: BTreeMap::from([
+            p.mapping({
+                let mut built = MappingConfig::default();
+                built.username = "{email | localpart | lowercase}".into();
+                built.display_name = "{name} ({department})".into();
+                built.required = vec!["employee_id".into()];
+                built.attributes = BTreeMap::from([
                     ("department".to_owned(), "{department}".to_owned()),
                     ("level".to_owned(), "{level}".to_owned()),
-                ]),
-                defaults: BTreeMap::from([("level".to_owned(), "L1".to_owned())]),
-                constants: BTreeMap::from([("source".to_owned(), "dev-sso".to_owned())]),
-                ..MappingConfig::default()
+                ]);
+                built.defaults = BTreeMap::from([("level".to_owned(), "L1".to_owned())]);
+                built.constants = BTreeMap::from([("source".to_owned(), "dev-sso".to_owned())]);
+                built
             })
         },
         |b| b,
@@ -214,9 +215,10 @@ async fn groups_sync_adds_and_removes_only_what_this_provider_granted() {
     groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
     let app = TestApp::start_with(
         move |p| {
-            p.mapping(MappingConfig {
-                groups: Some(groups.clone()),
-                ..MappingConfig::default()
+            p.mapping({
+                let mut built = MappingConfig::default();
+                built.groups = Some(groups.clone());
+                built
             })
         },
         |b| b,
@@ -265,9 +267,10 @@ async fn groups_sync_adds_and_removes_only_what_this_provider_granted() {
 async fn with_groups(groups: GroupsConfig) -> TestApp {
     TestApp::start_with(
         move |p| {
-            p.mapping(MappingConfig {
-                groups: Some(groups),
-                ..MappingConfig::default()
+            p.mapping({
+                let mut built = MappingConfig::default();
+                built.groups = Some(groups);
+                built
             })
         },
         |b| b,
@@ -350,9 +353,10 @@ async fn the_allow_list_is_applied_to_the_idps_names_before_renaming() {
     let mut groups = GroupsConfig::from_claim("groups");
     groups.allow = vec!["admins".into()];
     groups.rename = BTreeMap::from([("idp-admins".to_owned(), "admins".to_owned())]);
-    let provider = default_provider(idp.issuer()).mapping(MappingConfig {
-        groups: Some(groups),
-        ..MappingConfig::default()
+    let provider = default_provider(idp.issuer()).mapping({
+        let mut built = MappingConfig::default();
+        built.groups = Some(groups);
+        built
     });
     let built = jit_provision::JitLayer::builder()
         .public_url("http://127.0.0.1:1")
@@ -413,12 +417,7 @@ async fn linking_is_off_by_default_and_a_taken_username_is_refused() {
 async fn linking_by_username_links_the_existing_account() {
     let events = Events::default();
     let app = TestApp::start_with(
-        |p| {
-            p.linking(LinkingConfig {
-                by: LinkBy::Username,
-                trust_email: false,
-            })
-        },
+        |p| p.linking(LinkingConfig::new(LinkBy::Username)),
         recording(&events),
     )
     .await;
@@ -449,10 +448,7 @@ async fn linking_by_username_links_the_existing_account() {
 async fn linking_by_email_needs_a_verified_email_held_by_one_user() {
     let by_email = |trust: bool| {
         move |p: jit_provision::ProviderConfig| {
-            p.linking(LinkingConfig {
-                by: LinkBy::Email,
-                trust_email: trust,
-            })
+            p.linking(LinkingConfig::new(LinkBy::Email).trust_email(trust))
         }
     };
     let local_with_email = |app: &TestApp, name: &str, email: &str| {
@@ -530,16 +526,7 @@ async fn linking_by_email_needs_a_verified_email_held_by_one_user() {
 
 #[tokio::test]
 async fn an_account_linked_to_another_subject_of_the_provider_is_not_linked_again() {
-    let app = TestApp::start_with(
-        |p| {
-            p.linking(LinkingConfig {
-                by: LinkBy::Username,
-                trust_email: false,
-            })
-        },
-        |b| b,
-    )
-    .await;
+    let app = TestApp::start_with(|p| p.linking(LinkingConfig::new(LinkBy::Username)), |b| b).await;
     prelinked(&app, &alice()).await;
     // Another person at the same IdP calls themselves alice.
     let impostor = DevUser::new("sub-other", "alice", "x@example.com", "X", &[]);

@@ -48,12 +48,13 @@ fn app_from(
     config: JitConfig,
     provider: impl FnOnce(ProviderConfig) -> ProviderConfig,
 ) -> Router {
-    let provider = provider(ProviderConfig::saml(sp_config()).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        groups: Some(GroupsConfig::from_claim("isMemberOf")),
-        ..MappingConfig::default()
+    let provider = provider(ProviderConfig::saml(sp_config()).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = String::new();
+        built.groups = Some(GroupsConfig::from_claim("isMemberOf"));
+        built
     }));
     let layer = JitLayer::builder()
         .config(config)
@@ -313,17 +314,15 @@ async fn saml_logins_are_admitted_by_the_same_rules() {
     let Some(node) = node("saml_logins_are_admitted_by_the_same_rules") else {
         return;
     };
-    let admission = |email_domains: &[&str], groups: &[&str]| AdmissionConfig {
-        email_domains: Some(email_domains.iter().map(|d| d.to_string()).collect()),
+    let admission = |email_domains: &[&str], groups: &[&str]| {
+        let mut built = AdmissionConfig::default();
+        built.email_domains = Some(email_domains.iter().map(|d| d.to_string()).collect());
         // SAML attribute names: the email is `mail` here, not OIDC's `email`.
-        email_claim: Some("mail".into()),
-        require_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
-        ..AdmissionConfig::default()
+        built.email_claim = Some("mail".into());
+        built.require_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        built
     };
-    let trusted = LinkingConfig {
-        trust_email: true,
-        ..LinkingConfig::default()
-    };
+    let trusted = LinkingConfig::default().trust_email(true);
     // SAML sends no `email_verified`: without `trust_email` the email rule refuses.
     let (unverified_store, refusing_store, admitting_store) =
         (MemoryStore::new(), MemoryStore::new(), MemoryStore::new());
@@ -404,7 +403,7 @@ async fn an_acs_post_without_a_login_in_progress_says_what_happened() {
     let expiring = app_from(expiring_store.clone(), expiring_config, |p| p);
     let idp_initiated_store = MemoryStore::new();
     let idp_initiated = app_with(&idp_initiated_store, |mut p| {
-        p.saml.as_mut().unwrap().allow_idp_initiated = true;
+        p.saml_config_mut().unwrap().allow_idp_initiated = true;
         p
     });
 
@@ -554,7 +553,7 @@ async fn an_identity_attribute_named_by_friendly_name_is_refused_naming_the_name
     };
     let store = MemoryStore::new();
     let app = app_with(&store, |mut p| {
-        p.saml.as_mut().unwrap().identity_attribute = Some("mail".into());
+        p.saml_config_mut().unwrap().identity_attribute = Some("mail".into());
         p
     });
     let (login, cookie) = start(&app).await;
@@ -593,8 +592,7 @@ async fn the_example_saml_config_logs_in() {
         .providers
         .get_mut(PROVIDER_ID)
         .unwrap()
-        .saml
-        .as_mut()
+        .saml_config_mut()
         .unwrap();
     saml.idp_entity_id = Some(IDP_ENTITY_ID.into());
     saml.idp_sso_url = Some(IDP_SSO_URL.into());

@@ -216,11 +216,12 @@ fn saml_config(idp_base: &str) -> SamlConfig {
 }
 
 fn provider(config: SamlConfig) -> ProviderConfig {
-    ProviderConfig::saml(config).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: "{displayName}".into(),
-        ..MappingConfig::default()
+    ProviderConfig::saml(config).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = "{displayName}".into();
+        built
     })
 }
 

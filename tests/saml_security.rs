@@ -1235,7 +1235,7 @@ fn every_failure_after_decryption_is_one_error() {
         for sp in &sps {
             let err = verify_xml(sp, xml, request_id).expect_err(what);
             assert_eq!(err, SamlError::Decryption, "{what}: {err:?}");
-            answers.insert((err.status(), err.code(), err.to_string()));
+            answers.insert((err.status(), err.code().to_owned(), err.to_string()));
         }
     }
     // An unsigned assertion inside the signed Response: accepted by default, and the same
@@ -1245,12 +1245,12 @@ fn every_failure_after_decryption_is_one_error() {
     let xml = response_around(&cbc(&xmlenc_pad(unsigned.as_bytes())), Some(&keys().idp));
     verify_xml(&sps[0], &xml, request_id).expect("vouched for by the signed Response");
     let err = verify_xml(&sps[1], &xml, request_id).unwrap_err();
-    answers.insert((err.status(), err.code(), err.to_string()));
+    answers.insert((err.status(), err.code().to_owned(), err.to_string()));
     assert_eq!(
         answers.into_iter().collect::<Vec<_>>(),
         [(
             http::StatusCode::UNAUTHORIZED,
-            "saml_decryption_failed",
+            "saml_decryption_failed".to_owned(),
             "the encrypted assertion could not be decrypted and verified".to_owned()
         )]
     );
@@ -1273,11 +1273,12 @@ impl std::io::Write for LogBuffer {
 /// The layer with the SAML provider of these tests (its ACS is `ACS_URL`).
 fn layer_app() -> axum::Router {
     use jit_provision::{JitLayer, MappingConfig, ProviderConfig};
-    let provider = ProviderConfig::saml(sp_config()).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        ..MappingConfig::default()
+    let provider = ProviderConfig::saml(sp_config()).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = String::new();
+        built
     });
     let layer = JitLayer::builder()
         .public_url("https://app.example.test")

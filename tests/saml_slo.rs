@@ -118,11 +118,12 @@ struct Instance {
 
 /// The app (`/me` behind the layer) with the SAML provider `config`.
 fn app(config: SamlConfig, instance: &Instance) -> Router {
-    let provider = ProviderConfig::saml(config).mapping(MappingConfig {
-        username: "{mail | localpart}".into(),
-        email: "{mail}".into(),
-        display_name: String::new(),
-        ..MappingConfig::default()
+    let provider = ProviderConfig::saml(config).mapping({
+        let mut built = MappingConfig::default();
+        built.username = "{mail | localpart}".into();
+        built.email = "{mail}".into();
+        built.display_name = String::new();
+        built
     });
     let builder = JitLayer::builder()
         .public_url("https://app.example.test")

@@ -117,12 +117,7 @@ async fn app_with(
 fn linking(
     by: LinkBy,
 ) -> impl FnOnce(jit_provision::ProviderConfig) -> jit_provision::ProviderConfig {
-    move |p| {
-        p.linking(LinkingConfig {
-            by,
-            trust_email: false,
-        })
-    }
+    move |p| p.linking(LinkingConfig::new(by))
 }
 
 fn only_user(store: &RacingStore) -> User {

@@ -55,9 +55,10 @@ pub async fn start_idp() -> DevIdp {
 pub fn provider(issuer: &str) -> ProviderConfig {
     ProviderConfig::new(issuer, CLIENT_ID)
         .client_secret(CLIENT_SECRET)
-        .mapping(MappingConfig {
-            groups: Some(jit_provision::config::GroupsConfig::from_claim("groups")),
-            ..MappingConfig::default()
+        .mapping({
+            let mut built = MappingConfig::default();
+            built.groups = Some(jit_provision::config::GroupsConfig::from_claim("groups"));
+            built
         })
 }
 

@@ -79,6 +79,11 @@ pub enum BearerError {
     /// The issuer's keys cannot be fetched and none are cached: `503`.
     #[error("the issuer's signing keys are unavailable")]
     KeysUnavailable,
+    /// The token is valid, but its user no longer exists (deleted since the token was
+    /// first seen): `401` with code `unknown_user`; the next call with a new token provisions
+    /// again.
+    #[error("the token's user no longer exists")]
+    UnknownUser,
     /// The token is valid but the user could not be provisioned.
     #[error(transparent)]
     Provision(#[from] ProvisionError),
@@ -87,11 +92,7 @@ pub enum BearerError {
 impl BearerError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Provision(e) => e.status(),
-            _ => StatusCode::UNAUTHORIZED,
-        }
+        crate::failure::Failure::status(self)
     }
 
     /// A short machine-readable code.
@@ -103,12 +104,7 @@ impl BearerError {
     /// assert_eq!(BearerError::TokenType.status(), http::StatusCode::UNAUTHORIZED);
     /// ```
     pub fn code(&self) -> &str {
-        match self {
-            Self::KeysUnavailable => "idp_keys_unavailable",
-            Self::TokenType => "invalid_token_type",
-            Self::Provision(e) => e.code(),
-            _ => "invalid_token",
-        }
+        crate::failure::Failure::code(self)
     }
 
     /// The RFC 6750 `WWW-Authenticate` challenge for this failure, when it has one.
@@ -124,6 +120,25 @@ impl BearerError {
     }
 }
 
+impl crate::failure::Failure for BearerError {
+    fn status(&self) -> ::http::StatusCode {
+        match self {
+            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Provision(e) => e.status(),
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Self::KeysUnavailable => "idp_keys_unavailable",
+            Self::TokenType => "invalid_token_type",
+            Self::UnknownUser => "unknown_user",
+            Self::Provision(e) => e.code(),
+            _ => "invalid_token",
+        }
+    }
+}
 /// What the verified-token cache remembers: who the token is, not the token.
 #[derive(Debug)]
 pub(crate) struct VerifiedToken {
@@ -265,7 +280,7 @@ impl Bearer {
                 .ok_or_else(|| format!("provider `{id}`: bearer.algorithms must not be empty"))?;
             let mut validation = Validation::new(first);
             validation.algorithms = algorithms;
-            validation.set_issuer(&[&provider.issuer]);
+            validation.set_issuer(&[provider.issuer()]);
             validation.set_audience(&config.audiences);
             validation.leeway = provider.clock_skew_secs;
             validation.validate_nbf = true;
@@ -273,26 +288,26 @@ impl Bearer {
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             let verifier = Verifier {
                 provider: id.clone(),
-                issuer: provider.issuer.clone(),
+                issuer: provider.issuer().to_owned(),
                 config: config.clone(),
                 token_types: token_types(id, config)?,
                 policy: Arc::new(bearer_policy(id, provider, config)?),
                 leeway: provider.clock_skew_secs,
                 validation,
                 keys: KeySource::new(
-                    provider.issuer.clone(),
+                    provider.issuer().to_owned(),
                     config.jwks_uri.clone(),
                     Duration::from_secs(config.jwks_ttl_secs.max(1)),
                     Duration::from_secs(provider.jwks_min_refetch_secs),
                 ),
             };
             if by_issuer
-                .insert(provider.issuer.clone(), Arc::new(verifier))
+                .insert(provider.issuer().to_owned(), Arc::new(verifier))
                 .is_some()
             {
                 return Err(format!(
                     "two providers accept bearer tokens from the issuer `{}`",
-                    provider.issuer
+                    provider.issuer()
                 ));
             }
         }
@@ -499,6 +514,7 @@ fn unshare(err: Arc<BearerError>) -> BearerError {
             BearerError::TokenType => BearerError::TokenType,
             BearerError::MissingKeyId => BearerError::MissingKeyId,
             BearerError::UnknownKey => BearerError::UnknownKey,
+            BearerError::UnknownUser => BearerError::UnknownUser,
             BearerError::BadSignature => BearerError::BadSignature,
             BearerError::Expired => BearerError::Expired,
             BearerError::NotYetValid => BearerError::NotYetValid,

@@ -221,7 +221,7 @@ pub(crate) async fn rp_initiated(
     let post_logout = PostLogoutRedirectUrl::new(post_logout_redirect_uri(shared, provider))
         .expect("built from the checked public_url and a checked path");
     let mut url = openidconnect::LogoutRequest::from(EndSessionUrl::from_url(endpoint))
-        .set_client_id(ClientId::new(provider.config.client_id.clone()))
+        .set_client_id(ClientId::new(provider.config.client_id().to_owned()))
         .set_post_logout_redirect_uri(post_logout)
         .set_state(CsrfToken::new(state.clone()))
         .http_get_url();

@@ -706,7 +706,7 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
         let hook = shared
             .provisioner
             .prompt_hook(&provider)
-            .ok_or_else(|| Error::UnknownProvider(provider.clone()))?;
+            .ok_or_else(|| ProvisionError::PromptNotConfigured(provider.clone()))?;
         let request = &state.pending.request;
         let chosen = hook
             .resume(request, &form)

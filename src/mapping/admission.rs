@@ -71,6 +71,7 @@ const MAX_LIST: usize = 1024;
 /// Every field is optional; the default admits everyone.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct AdmissionConfig {
     /// Email domains admitted (`example.com`, `*.example.com`); only a verified email counts.
     /// Absent: no email rule. Empty: a configuration error.
@@ -109,6 +110,7 @@ pub enum GroupsMode {
 /// `[[providers.<id>.admission.claims]]`: a claim path and exactly one test.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClaimRuleConfig {
     /// The claim, as a [`ClaimPath`].
     pub path: String,

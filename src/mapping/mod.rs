@@ -137,6 +137,7 @@ const MAX_NAMESPACE: usize = 64;
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct MappingConfig {
     /// Template of a new user's username. Default `{preferred_username}`. Fixed after creation.
     pub username: String,
@@ -256,9 +257,9 @@ pub enum AbsentGroups {
 ///     rename = { "idp-admins" = "admins" }
 ///     namespace = "corp"
 /// "#).unwrap();
-/// let mapping = MappingConfig { groups: Some(groups), ..MappingConfig::default() }
-///     .compile()
-///     .unwrap();
+/// let mut config = MappingConfig::default();
+/// config.groups = Some(groups);
+/// let mapping = config.compile().unwrap();
 /// let claims = Claims(serde_json::json!({
 ///     "preferred_username": "jane",
 ///     "groups": ["eng-web", "idp-admins", "admins", "finance"],
@@ -269,6 +270,7 @@ pub enum AbsentGroups {
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GroupsConfig {
     /// The claim path (an array of strings, or one string): `groups`,
     /// `realm_access.roles`, `resource_access."my-app".roles`.
@@ -470,6 +472,18 @@ pub struct Mapped {
 }
 
 impl MappingConfig {
+    /// Sets the group mapping ([`groups`](Self::groups)).
+    ///
+    /// ```
+    /// use jit_provision::{MappingConfig, config::GroupsConfig};
+    /// let mapping = MappingConfig::default().with_groups(GroupsConfig::from_claim("groups"));
+    /// assert!(mapping.groups.is_some());
+    /// ```
+    pub fn with_groups(mut self, groups: GroupsConfig) -> Self {
+        self.groups = Some(groups);
+        self
+    }
+
     /// Parses the templates and checks the group rules; a bad template, namespace or rename
     /// is an error here, at start-up, not at login.
     ///
@@ -478,7 +492,8 @@ impl MappingConfig {
     /// let mut groups = GroupsConfig::from_claim("groups");
     /// groups.allow = vec!["eng-*".into()];
     /// groups.rename = [("idp-admins".to_owned(), "admins".to_owned())].into();
-    /// let config = MappingConfig { groups: Some(groups), ..MappingConfig::default() };
+    /// let mut config = MappingConfig::default();
+    /// config.groups = Some(groups);
     /// // `allow` matches the IdP's names: `idp-admins` is not let in, so the rename is dead.
     /// assert_eq!(
     ///     config.compile().unwrap_err(),

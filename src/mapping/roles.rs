@@ -65,6 +65,7 @@ const MAX_RULES: usize = 1024;
 /// [module documentation](self)).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct RolesConfig {
     /// First match (the default) or all matches.
     pub mode: RolesMode,
@@ -91,6 +92,7 @@ pub enum RolesMode {
 /// `[[providers.<id>.roles.rules]]`: a role and when it is granted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RoleRuleConfig {
     /// The role granted.
     pub role: String,

@@ -120,11 +120,7 @@ impl LogoutTokenError {
     /// assert_eq!(LogoutTokenError::ReplayGuardUnavailable.status(), 503);
     /// ```
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::KeysUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::ReplayGuardUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        }
+        crate::failure::Failure::status(self)
     }
 
     /// A short machine-readable code.
@@ -133,7 +129,21 @@ impl LogoutTokenError {
     /// use jit_provision::oidc::LogoutTokenError;
     /// assert_eq!(LogoutTokenError::NoncePresent.code(), "nonce_present");
     /// ```
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for LogoutTokenError {
+    fn status(&self) -> ::http::StatusCode {
+        match self {
+            Self::KeysUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::ReplayGuardUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &str {
         match self {
             Self::Malformed => "malformed_logout_token",
             Self::DisallowedAlgorithm(_) => "disallowed_algorithm",
@@ -157,7 +167,6 @@ impl LogoutTokenError {
         }
     }
 }
-
 /// What a valid logout token asks for: end the provider's session `sid`, or every session
 /// of `sub`, or (both) that session of that subject.
 #[derive(Clone, PartialEq, Eq)]

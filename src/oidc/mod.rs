@@ -139,6 +139,17 @@ pub enum OidcError {
 impl OidcError {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> ::http::StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for OidcError {
+    fn status(&self) -> ::http::StatusCode {
         use ::http::StatusCode;
         match self {
             Self::Discovery(_)
@@ -155,8 +166,7 @@ impl OidcError {
         }
     }
 
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             Self::Discovery(_) => "idp_discovery_failed",
             Self::Authorization { .. } => "idp_refused_login",
@@ -172,7 +182,6 @@ impl OidcError {
         }
     }
 }
-
 /// All claims of a token: the standard ones parsed by `openidconnect`, the rest kept here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct ExtraClaims {
@@ -425,7 +434,7 @@ impl std::fmt::Debug for OidcProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OidcProvider")
             .field("id", &self.id)
-            .field("issuer", &self.config.issuer)
+            .field("issuer", &self.config.issuer())
             .finish_non_exhaustive()
     }
 }
@@ -439,10 +448,11 @@ impl OidcProvider {
     ) -> Result<Self, String> {
         let redirect_uri =
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
-        let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
+        let issuer =
+            IssuerUrl::new(config.issuer().to_owned()).map_err(|e| format!("issuer: {e}"))?;
         let validator = IdTokenValidator::new(&config)?;
         let logout_tokens =
-            LogoutTokenValidator::new(issuer.as_str(), &config.client_id, config.clock_skew_secs);
+            LogoutTokenValidator::new(issuer.as_str(), config.client_id(), config.clock_skew_secs);
         Ok(Self {
             id,
             config,
@@ -549,7 +559,7 @@ impl OidcProvider {
         let initial = metadata.jwks().clone();
         let mut client = DiscoveredClient::from_provider_metadata(
             metadata,
-            ClientId::new(self.config.client_id.clone()),
+            ClientId::new(self.config.client_id().to_owned()),
             self.config
                 .client_secret
                 .as_ref()
@@ -893,8 +903,9 @@ impl IdTokenValidator {
     /// A validator for tokens issued to `config.client_id` by `config.issuer`.
     pub fn new(config: &ProviderConfig) -> Result<Self, String> {
         Ok(Self {
-            client_id: ClientId::new(config.client_id.clone()),
-            issuer: IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?,
+            client_id: ClientId::new(config.client_id().to_owned()),
+            issuer: IssuerUrl::new(config.issuer().to_owned())
+                .map_err(|e| format!("issuer: {e}"))?,
             skew: chrono::Duration::seconds(config.clock_skew_secs as i64),
             trusted: Arc::new(config.trusted_audiences.clone()),
         })

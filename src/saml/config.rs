@@ -24,6 +24,7 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SamlConfig {
     /// Path of the identity provider's metadata XML (an `EntityDescriptor`, or an
     /// `EntitiesDescriptor` holding it, then picked by `idp_entity_id`). Default: none.

@@ -173,6 +173,17 @@ impl SamlError {
     /// input, `401` for every validation failure, `502` when the IdP metadata cannot be
     /// loaded, `500` for a configuration error.
     pub fn status(&self) -> StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A short machine-readable code (snake_case, stable).
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for SamlError {
+    fn status(&self) -> ::http::StatusCode {
         match self {
             Self::TooLarge { .. } | Self::Malformed(_) | Self::Dtd => StatusCode::BAD_REQUEST,
             Self::Metadata(_) => StatusCode::BAD_GATEWAY,
@@ -209,8 +220,7 @@ impl SamlError {
         }
     }
 
-    /// A short machine-readable code (snake_case, stable).
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             Self::TooLarge { .. } => "saml_response_too_large",
             Self::Malformed(_) => "malformed_saml_response",
@@ -250,7 +260,6 @@ impl SamlError {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

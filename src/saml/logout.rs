@@ -161,11 +161,7 @@ impl SloError {
     /// The HTTP status: `400` for every refused message, `404` when single logout is off,
     /// `502` when the identity provider did not log out.
     pub fn status(&self) -> http::StatusCode {
-        match self {
-            Self::NotEnabled => http::StatusCode::NOT_FOUND,
-            Self::IdpDidNotLogOut(_) => http::StatusCode::BAD_GATEWAY,
-            _ => http::StatusCode::BAD_REQUEST,
-        }
+        crate::failure::Failure::status(self)
     }
 
     /// A short machine-readable code (snake_case, stable).
@@ -175,7 +171,21 @@ impl SloError {
     /// assert_eq!(SloError::Unsigned.code(), "saml_logout_unsigned");
     /// assert_eq!(SloError::Unsigned.status(), 400);
     /// ```
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for SloError {
+    fn status(&self) -> ::http::StatusCode {
+        match self {
+            Self::NotEnabled => http::StatusCode::NOT_FOUND,
+            Self::IdpDidNotLogOut(_) => http::StatusCode::BAD_GATEWAY,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &str {
         match self {
             Self::NotEnabled => "saml_slo_disabled",
             Self::Malformed(_) => "malformed_saml_logout",
@@ -192,7 +202,6 @@ impl SloError {
         }
     }
 }
-
 /// What a structure or signature check found, as a Single Logout refusal.
 fn refused(err: SamlError) -> SloError {
     match err {

@@ -66,8 +66,10 @@ impl Identity {
     }
 }
 
-/// A local user as the store holds it.
+/// A local user as the store holds it. Built by [`User::new`] outside this crate (fields
+/// will grow), then its public fields set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct User {
     /// Store-assigned id.
     pub id: UserId,
@@ -103,9 +105,39 @@ pub struct User {
     pub updated_at: i64,
 }
 
+impl User {
+    /// A user with this id and username, no email, name, groups, roles or attributes,
+    /// unlocked, created and updated at time 0: for a store to fill in.
+    ///
+    /// ```
+    /// use jit_provision::store::{User, UserId};
+    /// let mut user = User::new(UserId(7), "jane");
+    /// user.email = Some("jane@example.com".into());
+    /// assert!(!user.locked && user.groups.is_empty());
+    /// ```
+    pub fn new(id: UserId, username: impl Into<String>) -> Self {
+        Self {
+            id,
+            username: username.into(),
+            email: None,
+            display_name: None,
+            groups: BTreeSet::new(),
+            attributes: BTreeMap::new(),
+            idp_groups: BTreeMap::new(),
+            roles: BTreeSet::new(),
+            idp_roles: BTreeMap::new(),
+            idp_attributes: BTreeSet::new(),
+            locked: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 /// The local user a set of claims maps to: what `create` writes, and what later logins
 /// compare the stored user against.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Profile {
     /// Username for a new user.
     pub username: String,
@@ -169,11 +201,8 @@ impl Profile {
     ///
     /// ```
     /// use jit_provision::store::{Profile, User, UserId};
-    /// let user = User { id: UserId(1), username: "jane".into(), email: None,
-    ///     display_name: None, groups: ["local-admins".to_owned()].into(),
-    ///     attributes: Default::default(), idp_groups: Default::default(),
-    ///     roles: Default::default(), idp_roles: Default::default(),
-    ///     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
+    /// let mut user = User::new(UserId(1), "jane");
+    /// user.groups = ["local-admins".to_owned()].into();
     /// let mut p = Profile::new("jane");
     /// assert!(p.changes_from(&user, "corp").is_empty());
     /// p.email = Some(Some("jane@example.com".into()));
@@ -313,12 +342,9 @@ impl ProfileChanges {
 ///
 /// ```
 /// use jit_provision::store::{GroupGrants, User, UserId};
-/// let mut user = User { id: UserId(1), username: "jane".into(), email: None,
-///     display_name: None, groups: ["staff".to_owned(), "auditors".to_owned()].into(),
-///     attributes: Default::default(),
-///     idp_groups: [("corp".to_owned(), ["staff".to_owned()].into())].into(),
-///     roles: Default::default(), idp_roles: Default::default(),
-///     idp_attributes: Default::default(), locked: false, created_at: 0, updated_at: 0 };
+/// let mut user = User::new(UserId(1), "jane");
+/// user.groups = ["staff".to_owned(), "auditors".to_owned()].into();
+/// user.idp_groups = [("corp".to_owned(), ["staff".to_owned()].into())].into();
 /// let grants = GroupGrants {
 ///     provider: "corp".into(),
 ///     added: ["eng".to_owned()].into(),

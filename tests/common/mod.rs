@@ -207,9 +207,10 @@ async fn me(user: CurrentUser) -> axum::Json<serde_json::Value> {
 pub fn default_provider(issuer: &str) -> ProviderConfig {
     ProviderConfig::new(issuer, CLIENT_ID)
         .client_secret(CLIENT_SECRET)
-        .mapping(MappingConfig {
-            groups: Some(jit_provision::config::GroupsConfig::from_claim("groups")),
-            ..MappingConfig::default()
+        .mapping({
+            let mut built = MappingConfig::default();
+            built.groups = Some(jit_provision::config::GroupsConfig::from_claim("groups"));
+            built
         })
 }
 
