@@ -14,13 +14,13 @@ use serde::Deserialize;
 
 use crate::CurrentUser;
 use crate::config::PRIMARY_DOMAIN;
-use crate::error::escape_html;
 use crate::events::{LockReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
 use crate::layer::JitLayer;
 use crate::mapping::Claims;
 use crate::policy::{Deprovision, JitUser, Preview, PreviewAction};
 use crate::provision::ProvisionError;
+use crate::response::escape_html;
 use crate::session::{EndReason, SessionError, SessionRecord};
 use crate::store::{Identity, UserId};
 

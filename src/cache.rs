@@ -43,7 +43,7 @@ pub(crate) struct OpenedSession {
     /// A cookie of an earlier release (no record was written at its login).
     pub(crate) legacy: bool,
     pub(crate) user_id: UserId,
-    pub(crate) auth: Arc<crate::extract::AuthInfo>,
+    pub(crate) auth: Arc<crate::auth::AuthInfo>,
 }
 
 impl UserCache {

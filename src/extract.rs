@@ -1,7 +1,6 @@
 //! The [`CurrentUser`] extractor.
 
 use std::convert::Infallible;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -9,78 +8,8 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode, header};
 
+use crate::auth::CurrentUser;
 use crate::config::Unauthenticated;
-use crate::store::User;
-
-/// The logged-in local user, attached to the request extensions by the
-/// [`JitLayer`](crate::JitLayer).
-///
-/// As an axum extractor it rejects anonymous requests with `401` (or a redirect to the
-/// login page, see [`Unauthenticated`]); take `Option<CurrentUser>` for pages that serve
-/// both. Without axum, read it with `request.extensions().get::<CurrentUser>()`.
-///
-/// ```
-/// use jit_provision::CurrentUser;
-///
-/// async fn profile(user: CurrentUser) -> String {
-///     format!("{} via {}", user.username, user.auth.provider)
-/// }
-///
-/// async fn home(user: Option<CurrentUser>) -> String {
-///     match user {
-///         Some(user) => format!("hello {}", user.username),
-///         None => "hello stranger".to_owned(),
-///     }
-/// }
-/// # let _ = (profile, home);
-/// ```
-#[derive(Debug, Clone)]
-pub struct CurrentUser {
-    /// The local user.
-    pub user: Arc<User>,
-    /// How this request was authenticated: provider, subject, times, session or bearer.
-    pub auth: Arc<AuthInfo>,
-}
-
-/// How a request was authenticated.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuthInfo {
-    /// The provider id.
-    pub provider: String,
-    /// The user-store domain of the user (`PRIMARY` unless configured otherwise).
-    pub domain: String,
-    /// The subject at that provider.
-    pub subject: String,
-    /// Login time (session) or token issue time (bearer), Unix seconds.
-    pub issued_at: i64,
-    /// End of the session or of the token, Unix seconds.
-    pub expires_at: i64,
-    /// Session cookie or bearer token.
-    pub method: AuthMethod,
-}
-
-/// The credential a request came with.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-#[non_exhaustive]
-pub enum AuthMethod {
-    /// The layer's encrypted session cookie, after an interactive login.
-    Session,
-    /// An `Authorization: Bearer` JWT.
-    Bearer {
-        /// Its scopes (`scope` or `scp`).
-        scopes: Vec<String>,
-        /// The client it was issued to (`azp` or `client_id`), when it says.
-        client_id: Option<String>,
-    },
-}
-
-impl Deref for CurrentUser {
-    type Target = User;
-    fn deref(&self) -> &User {
-        &self.user
-    }
-}
 
 /// How the extractor rejects an anonymous request (placed in every request's extensions).
 #[derive(Debug)]
@@ -124,7 +53,7 @@ impl IntoResponse for LoginRequired {
         if self.html {
             headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
         }
-        let mut response = crate::error::render(
+        let mut response = crate::response::render(
             StatusCode::UNAUTHORIZED,
             "login_required",
             "you need to log in",
@@ -146,7 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
         if let Some(user) = parts.extensions.get::<CurrentUser>() {
             return Ok(user.clone());
         }
-        let html = crate::error::wants_html(&parts.headers);
+        let html = crate::response::wants_html(&parts.headers);
         let context = parts.extensions.get::<Arc<AuthContext>>();
         let bearer = context.is_some_and(|c| c.bearer);
         let login = match context {

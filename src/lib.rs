@@ -25,6 +25,7 @@ pub mod testing;
 pub mod tokens;
 
 mod admin;
+mod auth;
 mod cache;
 mod endpoints;
 mod error;
@@ -33,19 +34,23 @@ mod extract;
 #[cfg(feature = "__fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod idp;
 mod layer;
 mod metrics;
 mod provision;
+mod response;
 mod service;
 
+pub use auth::{AuthInfo, AuthMethod, CurrentUser};
 pub use config::{JitConfig, MappingConfig, ProviderConfig, Unauthenticated};
 pub use endpoints::MAX_CALLBACK_BODY;
-pub use error::{CallbackError, Error, LogoutError, escape_html};
-pub use extract::{AuthInfo, AuthMethod, CurrentUser, LoginRequired};
+pub use error::{CallbackError, Error, LogoutError};
+pub use extract::LoginRequired;
 pub use layer::{ConfigError, JitLayer, JitLayerBuilder};
 pub use mapping::{Claims, MappingError};
 pub use metrics::MetricsSnapshot;
 pub use provision::{Outcome, ProvisionError};
+pub use response::escape_html;
 pub use service::JitService;
 pub use tokens::{IdpAccessToken, IdpTokenError, IdpTokenRejection};
 

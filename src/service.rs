@@ -10,10 +10,10 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use tower_http::sensitive_headers::SetSensitiveRequestHeaders;
 use tower_service::Service;
 
+use crate::auth::CurrentUser;
 use crate::bearer::{Bearer, BearerError};
 use crate::endpoints;
 use crate::error::Error;
-use crate::extract::CurrentUser;
 use crate::layer::Shared;
 use crate::provision::ProvisionError;
 use crate::session::Opened;
@@ -204,7 +204,7 @@ async fn attach_bearer(
 fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Response<Body> {
     tracing::warn!(code = err.code(), error = %err, "bearer token refused");
     let mut response =
-        crate::error::render(err.status(), err.code(), &err.to_string(), request_headers);
+        crate::response::render(err.status(), err.code(), &err.to_string(), request_headers);
     if let Some(challenge) = err.challenge() {
         response
             .headers_mut()

@@ -29,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
+use crate::auth::CurrentUser;
 use crate::cache::OpenedSession;
-use crate::extract::{CurrentUser, LoginRequired};
+use crate::extract::LoginRequired;
 use crate::layer::Shared;
 use crate::mapping::Claims;
 use crate::oidc::{OidcError, OidcProvider};
@@ -217,7 +218,7 @@ impl IntoResponse for IdpTokenRejection {
                         http::HeaderValue::from_static("text/html"),
                     );
                 }
-                crate::error::render(status, &code, &message, &headers)
+                crate::response::render(status, &code, &message, &headers)
             }
         }
     }
@@ -227,7 +228,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdpAccessToken {
     type Rejection = IdpTokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let html = crate::error::wants_html(&parts.headers);
+        let html = crate::response::wants_html(&parts.headers);
         let Some(source) = parts.extensions.get::<TokenSource>().cloned() else {
             // The layer attaches a source to the sessions of providers that keep tokens.
             let err = match CurrentUser::from_request_parts(parts, state).await {

@@ -218,7 +218,7 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
                 .await
         }
         Route::MethodNotAllowed(allow) => {
-            let mut response = crate::error::render(
+            let mut response = crate::response::render(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "method not allowed",

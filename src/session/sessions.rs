@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::store::{EndReason, IdpSession, SealedTokens, SessionRecord, SessionStoreHandle};
 use super::{CookieCodec, SameSite, cookies_named, random_token};
+use crate::auth::{AuthInfo, AuthMethod};
 use crate::cache::{OpenedSession, UserCache};
-use crate::extract::{AuthInfo, AuthMethod};
 use crate::invalidation::{Invalidation, SignedBus};
 use crate::metrics::Metrics;
 use crate::store::{Identity, StoreError, UserId, now_unix};
