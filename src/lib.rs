@@ -27,6 +27,7 @@ pub mod tokens;
 mod admin;
 mod auth;
 mod cache;
+mod cookies;
 mod endpoints;
 mod error;
 mod expiring;

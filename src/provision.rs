@@ -1156,6 +1156,35 @@ impl Provisioner {
     }
 }
 
+// The provisioning counters live here, beside the outcomes they count, so that `metrics`
+// stays a leaf that the store can use.
+impl Metrics {
+    /// A provisioning run of `provider` ended (see [`names::PROVISIONING`](crate::metrics::names::PROVISIONING)).
+    pub(crate) fn provisioned(&self, provider: &str, result: &Result<Provisioned, ProvisionError>) {
+        let outcome = match result {
+            Ok(Provisioned::Done { outcome, .. }) => outcome_label(*outcome),
+            Ok(Provisioned::Prompt { .. }) => "prompt",
+            Err(_) => "refused",
+        };
+        if outcome == "created" {
+            Metrics::add(&self.users_created);
+        }
+        ::metrics::counter!(crate::metrics::names::PROVISIONING, "provider" => provider.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+}
+
+/// The `outcome` label of a provisioning outcome.
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Created => "created",
+        Outcome::Linked => "linked",
+        Outcome::Updated => "updated",
+        Outcome::UpdateQueued => "update_queued",
+        Outcome::Unchanged => "unchanged",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

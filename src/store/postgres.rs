@@ -9,15 +9,15 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
+use super::invalidation::{
+    BusEvent, Invalidation, InvalidationBus, InvalidationSigner, SignedInvalidation,
+};
+use super::replay::ReplayGuard;
 use super::types::now_unix;
 use super::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
     UserId, UserStore, canonical,
 };
-use crate::invalidation::{
-    BusEvent, Invalidation, InvalidationBus, InvalidationSigner, SignedInvalidation,
-};
-use crate::replay::ReplayGuard;
 
 /// The `NOTIFY` channel invalidations travel on.
 const CHANNEL: &str = "jit_provision_invalidate";
@@ -82,7 +82,7 @@ impl PostgresStore {
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
         let store = Self {
             pool,
-            domain: std::sync::Arc::from(crate::config::PRIMARY_DOMAIN),
+            domain: std::sync::Arc::from(super::domain::PRIMARY_DOMAIN),
             signer: std::sync::Arc::default(),
         };
         if let Err(err) = migrator().run(&store.pool).await {
@@ -605,8 +605,8 @@ impl UserStore for PostgresStore {
     }
 
     /// Sessions live in this database too (table `jit_sessions`).
-    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
-        Some(crate::session::SessionStoreHandle::new(self.clone()))
+    fn session_store(&self) -> Option<super::session_store::SessionStoreHandle> {
+        Some(super::session_store::SessionStoreHandle::new(self.clone()))
     }
 }
 

@@ -346,7 +346,7 @@ super::sql_sessions::sql_session_store!(
 );
 
 /// One-time values in the database, so that several processes on one SQLite file share them.
-impl crate::replay::ReplayGuard for SqliteStore {
+impl super::replay::ReplayGuard for SqliteStore {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let _one_writer = self.writer.lock().await;
         let now = now_unix();
@@ -645,8 +645,8 @@ impl UserStore for SqliteStore {
     }
 
     /// Sessions live in this database too (table `jit_sessions`).
-    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
-        Some(crate::session::SessionStoreHandle::new(self.clone()))
+    fn session_store(&self) -> Option<super::session_store::SessionStoreHandle> {
+        Some(super::session_store::SessionStoreHandle::new(self.clone()))
     }
 }
 
