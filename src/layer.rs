@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::cache::UserCache;
 use crate::config::PRIMARY_DOMAIN;
 use crate::config::{JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
 use crate::events::EventSink;
@@ -20,6 +19,7 @@ use crate::prompt::ProvisionPrompt;
 use crate::provision::{Domain, Policy, Provisioned, Provisioner};
 use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
+use crate::session::UserCache;
 use crate::session::{CookieCodec, SessionKey, SessionStore, SessionStoreHandle, Sessions};
 use crate::store::{SharedStore, UserStore};
 

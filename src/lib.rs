@@ -26,7 +26,6 @@ pub mod tokens;
 
 mod admin;
 mod auth;
-mod cache;
 mod cookies;
 mod endpoints;
 mod error;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::cache::UserCache;
 use crate::config::{
     DomainPolicy, DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
     ProvisioningMode,
@@ -25,6 +24,7 @@ use crate::mapping::{
 };
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
+use crate::session::UserCache;
 use crate::session::{EndReason, Sessions};
 use crate::store::{
     Identity, IdentityKey, LoginStamp, Profile, Refusal, SharedStore, StoreError, User, UserId,

@@ -30,12 +30,12 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::auth::CurrentUser;
-use crate::cache::OpenedSession;
 use crate::extract::LoginRequired;
 use crate::layer::Shared;
 use crate::mapping::Claims;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::provision::{ProvisionError, Provisioned};
+use crate::session::OpenedSession;
 use crate::session::{EndReason, SessionError, SessionRecord, SessionTokens};
 use crate::store::{Identity, StoreError, now_unix};
 

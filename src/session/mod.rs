@@ -5,6 +5,7 @@
 //! seals them, still open), so any app instance holding the keys can read them and nobody
 //! else can read or forge them.
 
+mod cache;
 mod redirect;
 mod sessions;
 
@@ -14,6 +15,7 @@ pub use crate::store::session_store::{
     EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
     SessionStoreHandle, TokensUpdate,
 };
+pub(crate) use cache::{OpenedSession, UserCache};
 pub use redirect::{InvalidReturnTo, check_return_to};
 pub use sessions::SessionError;
 pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};

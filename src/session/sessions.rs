@@ -16,9 +16,9 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::cache::{OpenedSession, UserCache};
 use super::{CookieCodec, SameSite, cookies_named, random_token};
 use crate::auth::{AuthInfo, AuthMethod};
-use crate::cache::{OpenedSession, UserCache};
 use crate::invalidation::{Invalidation, SignedBus};
 use crate::metrics::Metrics;
 use crate::store::session_store::{

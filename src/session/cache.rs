@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+use super::LiveSession;
 use crate::config::CacheConfig;
 use crate::invalidation::{Invalidation, SignedBus};
-use crate::session::LiveSession;
 use crate::store::{IdentityKey, User, UserId};
 
 /// A user in one user-store domain: the key of the session cache.
