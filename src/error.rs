@@ -226,6 +226,16 @@ impl Error {
     }
 }
 
+#[cfg(feature = "saml")]
+impl From<crate::saml::SloFailure> for Error {
+    fn from(failure: crate::saml::SloFailure) -> Self {
+        match failure {
+            crate::saml::SloFailure::Saml(err) => Self::Saml(err),
+            crate::saml::SloFailure::Slo(err) => Self::Slo(err),
+        }
+    }
+}
+
 /// The message of [`Error::Store`].
 fn store_message(err: &StoreError) -> String {
     if let StoreError::Refused(refusal) = err {
