@@ -40,6 +40,7 @@ mod metrics;
 mod provision;
 mod response;
 mod service;
+mod state;
 
 pub use auth::{AuthInfo, AuthMethod, CurrentUser};
 pub use config::{JitConfig, MappingConfig, ProviderConfig, Unauthenticated};

@@ -14,9 +14,9 @@ use crate::auth::CurrentUser;
 use crate::bearer::{Bearer, BearerError};
 use crate::endpoints;
 use crate::error::Error;
-use crate::layer::Shared;
 use crate::provision::ProvisionError;
 use crate::session::Opened;
+use crate::state::Shared;
 use crate::store::{StoreError, User, UserId};
 
 /// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's

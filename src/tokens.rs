@@ -22,7 +22,6 @@
 //! refresh token already) and the request fails with `idp_refresh_failed`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
@@ -31,12 +30,13 @@ use http::request::Parts;
 
 use crate::auth::CurrentUser;
 use crate::extract::LoginRequired;
-use crate::layer::Shared;
 use crate::mapping::Claims;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::provision::{ProvisionError, Provisioned};
 use crate::session::OpenedSession;
 use crate::session::{EndReason, SessionError, SessionRecord, SessionTokens};
+pub(crate) use crate::state::Refresher;
+use crate::state::Shared;
 use crate::store::{Identity, StoreError, now_unix};
 
 /// A valid access token of the identity provider the current session logged in through,
@@ -311,23 +311,8 @@ fn fresh(tokens: &SessionTokens, margin_secs: u64, now: i64) -> bool {
     now < expires_at.saturating_sub(margin)
 }
 
-/// One refresh in flight per session in this process.
-#[derive(Clone)]
-pub(crate) struct Refresher {
-    in_flight: moka::future::Cache<Arc<str>, Arc<SessionTokens>>,
-}
-
+// The refresher is held by the shared state (`state::Refresher`); the refresh itself is here.
 impl Refresher {
-    pub(crate) fn new() -> Self {
-        Self {
-            // An entry lives from the end of its refresh until its waiters took it: the
-            // refreshed record is in the record cache by then.
-            in_flight: moka::future::Cache::builder()
-                .time_to_live(Duration::from_secs(1))
-                .build(),
-        }
-    }
-
     /// Refreshes the tokens of `session`, joining a refresh of it already under way here.
     async fn refresh(
         &self,
@@ -354,12 +339,6 @@ impl Refresher {
             .await;
         self.in_flight.invalidate(&id).await;
         result.map(|tokens| (*tokens).clone())
-    }
-}
-
-impl std::fmt::Debug for Refresher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Refresher").finish_non_exhaustive()
     }
 }
 

@@ -13,12 +13,9 @@ mod logout;
 #[cfg(feature = "saml")]
 mod saml;
 
-pub(crate) use logout::{post_logout_redirect_uri, provider_endpoint};
-
 use crate::error::{CallbackError, Error};
 use crate::events::{LogoutReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
-use crate::layer::Shared;
 use crate::metrics::Protocol;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::prompt::{PendingPrompt, PromptState};
@@ -27,6 +24,7 @@ use crate::session::{
     EndReason, LoginSession, Opened, PendingLogin, SameSite, check_return_to, cookies_named,
     random_token,
 };
+use crate::state::Shared;
 use crate::store::{Identity, now_unix};
 
 /// Largest `form_post` callback body accepted (also for the prompt's resume form and for

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{add_cookie, binder, fail, finish_login, pending_path, pending_same_site, redirect};
 use crate::error::{CallbackError, Error};
-use crate::layer::Shared;
 use crate::saml::{
     Incoming, Kind, MAX_ACS_BODY, NameId, Outgoing, SamlError, SamlLogin, SamlServiceProvider,
     SloError,
 };
 use crate::session::{check_return_to, cookies_named, random_token};
+use crate::state::Shared;
 use crate::store::now_unix;
 
 /// What the pending SAML login cookie carries, sealed.
