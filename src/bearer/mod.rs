@@ -3,7 +3,6 @@
 //! (without linking or attribute updates unless the bearer section turns them on), and
 //! remembered by digest until `min(exp, TTL)` so repeated calls skip the signature check.
 
-mod keys;
 mod scope;
 
 use std::collections::HashMap;
@@ -17,13 +16,13 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use self::keys::{KeyError, KeySource};
 pub use self::scope::{RequireScope, RequireScopeService};
 use crate::auth::{AuthInfo, AuthMethod};
 use crate::config::{BearerConfig, LinkingConfig, ProviderConfig, ProvisioningMode};
+use crate::idp::HttpClient;
 use crate::idp::media_type;
+use crate::idp::{KeyError, KeySource};
 use crate::mapping::Claims;
-use crate::oidc::HttpClient;
 use crate::provision::{Policy, ProvisionError, Provisioned, Provisioner};
 use crate::store::{Identity, UserId, now_unix};
 
