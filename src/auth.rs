@@ -10,8 +10,9 @@ use crate::store::User;
 /// [`JitLayer`](crate::JitLayer).
 ///
 /// As an axum extractor it rejects anonymous requests with `401` (or a redirect to the
-/// login page, see [`Unauthenticated`]); take `Option<CurrentUser>` for pages that serve
-/// both. Without axum, read it with `request.extensions().get::<CurrentUser>()`.
+/// login page, see [`Unauthenticated`](crate::Unauthenticated)); take `Option<CurrentUser>`
+/// for pages that serve both. Without axum, read it with
+/// `request.extensions().get::<CurrentUser>()`.
 ///
 /// ```
 /// use jit_provision::CurrentUser;
