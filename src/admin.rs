@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use crate::CurrentUser;
 use crate::config::PRIMARY_DOMAIN;
-use crate::error::escape_html;
 use crate::events::{LockReason, ProvisioningEvent};
+use crate::failure::escape_html;
 use crate::invalidation::Invalidation;
 use crate::layer::JitLayer;
 use crate::mapping::Claims;

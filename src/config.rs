@@ -1000,8 +1000,7 @@ impl Default for DomainRule {
     }
 }
 
-/// The name of the domain of the store given to [`JitLayerBuilder::store`](crate::JitLayerBuilder::store).
-pub const PRIMARY_DOMAIN: &str = "PRIMARY";
+pub use crate::store::domain::PRIMARY_DOMAIN;
 
 /// The username policy of a user-store domain: a username that breaks it is refused with
 /// `403` and nothing is written.

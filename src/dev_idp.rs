@@ -57,7 +57,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::error::escape_html;
+use crate::failure::escape_html;
 
 /// A client (relying party) the development IdP accepts.
 #[derive(Debug, Clone)]

@@ -292,6 +292,17 @@ impl crate::failure::Failure for Error {
         }
     }
 }
+
+#[cfg(feature = "saml")]
+impl From<crate::saml::SloFailure> for Error {
+    fn from(failure: crate::saml::SloFailure) -> Self {
+        match failure {
+            crate::saml::SloFailure::Saml(err) => Self::Saml(err),
+            crate::saml::SloFailure::Slo(err) => Self::Slo(err),
+        }
+    }
+}
+
 /// The message of [`Error::Store`].
 fn store_message(err: &StoreError) -> String {
     if let StoreError::Refused(refusal) = err {
@@ -302,9 +313,6 @@ fn store_message(err: &StoreError) -> String {
         "the user store is unavailable".to_owned()
     }
 }
-
-pub use crate::failure::escape_html;
-pub(crate) use crate::failure::{render, wants_html};
 
 #[cfg(test)]
 mod tests {

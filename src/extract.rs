@@ -4,7 +4,6 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -12,100 +11,9 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode, header};
 
+use crate::auth::CurrentUser;
 use crate::config::Unauthenticated;
-use crate::store::{AnyUser, AppUserLoader, StoreError, User, UserId};
-
-/// The logged-in local user, attached to the request extensions by the
-/// [`JitLayer`](crate::JitLayer).
-///
-/// As an axum extractor it rejects anonymous requests with `401` (or a redirect to the
-/// login page, see [`Unauthenticated`]); take `Option<CurrentUser>` for pages that serve
-/// both. Without axum, read it with `request.extensions().get::<CurrentUser>()`.
-///
-/// # The application's own user
-///
-/// With a store that has an application part
-/// ([`SqliteStore::with_app`](crate::store::SqliteStore::with_app), `PostgresStore::with_app`),
-/// take `CurrentUser<AppUser>` (`AppUser` being [`AppUsers::User`](crate::store::AppUsers::User)):
-/// the layer loads the application's user of the logged-in crate user
-/// ([`AppUsers::find`](crate::store::AppUsers::find)), caches it by the crate's user id and
-/// drops it whenever the layer drops that user (a lock, a logout, a change, an invalidation
-/// from another instance). An application user that is gone answers `401` like an anonymous
-/// request; a type the store does not load answers `500` (`app_user_type`, see
-/// [`LoginRequired::app_error`]); a failing store `503` (`500` for a panic). `CurrentUser` alone is
-/// `CurrentUser<User>`, the crate's user.
-///
-/// ```
-/// use jit_provision::CurrentUser;
-///
-/// async fn profile(user: CurrentUser) -> String {
-///     format!("{} via {}", user.username, user.auth.provider)
-/// }
-///
-/// async fn home(user: Option<CurrentUser>) -> String {
-///     match user {
-///         Some(user) => format!("hello {}", user.username),
-///         None => "hello stranger".to_owned(),
-///     }
-/// }
-/// # let _ = (profile, home);
-/// ```
-#[derive(Debug)]
-pub struct CurrentUser<U = User> {
-    /// The local user: the crate's [`User`], or the application's own.
-    pub user: Arc<U>,
-    /// How this request was authenticated: provider, subject, times, session or bearer.
-    pub auth: Arc<AuthInfo>,
-}
-
-impl<U> Clone for CurrentUser<U> {
-    fn clone(&self) -> Self {
-        Self {
-            user: self.user.clone(),
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// How a request was authenticated.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuthInfo {
-    /// The provider id.
-    pub provider: String,
-    /// The user-store domain of the user (`PRIMARY` unless configured otherwise).
-    pub domain: String,
-    /// The subject at that provider.
-    pub subject: String,
-    /// Login time (session) or token issue time (bearer), Unix seconds.
-    pub issued_at: i64,
-    /// End of the session or of the token, Unix seconds.
-    pub expires_at: i64,
-    /// Session cookie or bearer token.
-    pub method: AuthMethod,
-}
-
-/// The credential a request came with.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-#[non_exhaustive]
-pub enum AuthMethod {
-    /// The layer's encrypted session cookie, after an interactive login.
-    Session,
-    /// An `Authorization: Bearer` JWT.
-    Bearer {
-        /// Its scopes (`scope` or `scp`).
-        scopes: Vec<String>,
-        /// The client it was issued to (`azp` or `client_id`), when it says.
-        client_id: Option<String>,
-    },
-}
-
-impl<U> Deref for CurrentUser<U> {
-    type Target = U;
-    fn deref(&self) -> &U {
-        &self.user
-    }
-}
+use crate::store::{AnyUser, AppUserLoader, StoreError, UserId};
 
 /// Why `CurrentUser<AppUser>` could not give the application's user of a logged-in request
 /// (see [`LoginRequired::app_error`]).
@@ -264,7 +172,7 @@ impl LoginRequired {
     fn failed(parts: &Parts, failure: AppUserError) -> Self {
         Self {
             login: None,
-            html: crate::error::wants_html(&parts.headers),
+            html: crate::failure::wants_html(&parts.headers),
             bearer: false,
             failure: Some(failure),
         }
@@ -283,7 +191,7 @@ impl IntoResponse for LoginRequired {
                 AppUserError::Store(_) => "the user store is unavailable",
                 _ => "the application's user could not be loaded",
             };
-            return crate::error::render(failure.status(), failure.code(), message, &headers);
+            return crate::failure::render(failure.status(), failure.code(), message, &headers);
         }
         if let Some(location) = self.login {
             let mut response = StatusCode::SEE_OTHER.into_response();
@@ -296,7 +204,7 @@ impl IntoResponse for LoginRequired {
         if self.html {
             headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
         }
-        let mut response = crate::error::render(
+        let mut response = crate::failure::render(
             StatusCode::UNAUTHORIZED,
             "login_required",
             "you need to log in",
@@ -336,7 +244,7 @@ impl<S: Send + Sync, U: Send + Sync + 'static> FromRequestParts<S> for CurrentUs
 /// The rejection of an anonymous request.
 fn login_required(parts: &Parts) -> LoginRequired {
     {
-        let html = crate::error::wants_html(&parts.headers);
+        let html = crate::failure::wants_html(&parts.headers);
         let context = parts.extensions.get::<Arc<AuthContext>>();
         let bearer = context.is_some_and(|c| c.bearer);
         let login = match context {

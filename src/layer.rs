@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::cache::UserCache;
 use crate::config::PRIMARY_DOMAIN;
-use crate::config::{DomainPolicy, JitConfig, ProviderConfig, SessionConfig, Unauthenticated};
+use crate::config::{DomainPolicy, JitConfig, ProviderConfig, Unauthenticated};
 use crate::events::EventSink;
 use crate::invalidation::{Invalidation, InvalidationBus, InvalidationSigner, SignedBus};
 use crate::mapping::GroupResolver;
@@ -20,7 +19,9 @@ use crate::prompt::ProvisionPrompt;
 use crate::provision::{Domain, Policy, Provisioned, Provisioner};
 use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
+use crate::session::UserCache;
 use crate::session::{CookieCodec, SessionKey, SessionStore, SessionStoreHandle, Sessions};
+use crate::state::Shared;
 use crate::store::{SharedStore, UserStore};
 
 /// Why a layer could not be built from its configuration.
@@ -95,40 +96,6 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// Everything the service shares between requests.
-pub(crate) struct Shared {
-    pub(crate) prefix: String,
-    /// The origin of `public_url`: the only `Origin` a logout or resume may come from.
-    pub(crate) origin: url::Origin,
-    pub(crate) providers: HashMap<String, Arc<OidcProvider>>,
-    pub(crate) provisioner: Provisioner,
-    /// The sessions: issue, open, end.
-    pub(crate) sessions: Sessions,
-    /// Each provider's provisioning policy.
-    pub(crate) policies: HashMap<String, Arc<Policy>>,
-    /// The SAML providers.
-    #[cfg(feature = "saml")]
-    pub(crate) saml: HashMap<String, Arc<crate::saml::SamlServiceProvider>>,
-    pub(crate) codec: CookieCodec,
-    /// The pending-prompt cookie's name, when any provider has a prompt hook.
-    pub(crate) prompt_cookie: Option<String>,
-    pub(crate) session: SessionConfig,
-    /// One-time values (OIDC states) already used.
-    pub(crate) replay: Arc<dyn ErasedGuard>,
-    pub(crate) context: Arc<crate::extract::AuthContext>,
-    pub(crate) bearer: Option<crate::bearer::Bearer>,
-    /// The token refreshes in flight ([`IdpAccessToken`](crate::IdpAccessToken)).
-    pub(crate) refresher: crate::tokens::Refresher,
-    /// Tells the invalidation follower to stop when the layer is gone.
-    stop: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-    }
 }
 
 /// Applies every verified invalidation from the bus to this layer's caches, until the layer
@@ -319,7 +286,7 @@ impl JitLayer {
         provider
             .config
             .rp_initiated_logout
-            .then(|| crate::endpoints::post_logout_redirect_uri(&self.shared, provider))
+            .then(|| crate::state::post_logout_redirect_uri(&self.shared, provider))
     }
 
     /// `{origin}{prefix}/{id}/{action}` of an OpenID Connect provider with the logout
@@ -331,7 +298,7 @@ impl JitLayer {
         action: &str,
     ) -> Option<String> {
         let config = &self.shared.providers.get(id)?.config;
-        enabled(config).then(|| crate::endpoints::provider_endpoint(&self.shared, id, action))
+        enabled(config).then(|| crate::state::provider_endpoint(&self.shared, id, action))
     }
 
     /// Provisions the user of an identity validated elsewhere (a custom flow, an import), with

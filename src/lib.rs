@@ -25,7 +25,8 @@ pub mod testing;
 pub mod tokens;
 
 mod admin;
-mod cache;
+mod auth;
+mod cookies;
 mod endpoints;
 mod error;
 mod expiring;
@@ -34,15 +35,19 @@ mod failure;
 #[cfg(feature = "__fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod idp;
 mod layer;
 mod metrics;
 mod provision;
 mod service;
+mod state;
 
+pub use auth::{AuthInfo, AuthMethod, CurrentUser};
 pub use config::{JitConfig, MappingConfig, ProviderConfig, Unauthenticated};
 pub use endpoints::MAX_CALLBACK_BODY;
-pub use error::{CallbackError, Error, LogoutError, escape_html};
-pub use extract::{AppUserError, AuthInfo, AuthMethod, CurrentUser, LoginRequired};
+pub use error::{CallbackError, Error, LogoutError};
+pub use extract::{AppUserError, LoginRequired};
+pub use failure::escape_html;
 pub use layer::{ConfigError, JitLayer, JitLayerBuilder};
 pub use mapping::{Claims, MappingError};
 pub use metrics::MetricsSnapshot;

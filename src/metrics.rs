@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use ::metrics::{Counter, counter, histogram};
 
-use crate::provision::{Outcome, ProvisionError, Provisioned};
-
 /// The metric names this crate emits through the `metrics` facade.
 pub(crate) mod names {
     /// Counter `{provider, protocol, outcome}`: interactive logins (OIDC callback, SAML
@@ -125,20 +123,6 @@ impl Metrics {
             .increment(1);
     }
 
-    /// A provisioning run of `provider` ended (see [`names::PROVISIONING`]).
-    pub(crate) fn provisioned(&self, provider: &str, result: &Result<Provisioned, ProvisionError>) {
-        let outcome = match result {
-            Ok(Provisioned::Done { outcome, .. }) => outcome_label(*outcome),
-            Ok(Provisioned::Prompt { .. }) => "prompt",
-            Err(_) => "refused",
-        };
-        if outcome == "created" {
-            Self::add(&self.users_created);
-        }
-        counter!(names::PROVISIONING, "provider" => provider.to_owned(), "outcome" => outcome)
-            .increment(1);
-    }
-
     /// A user's mapped attributes were written by a later login (blocking or background).
     pub(crate) fn updated(&self) {
         Self::add(&self.users_updated);
@@ -196,17 +180,6 @@ impl Metrics {
             bearer_cache_hits: get(&self.bearer_cache_hits),
             bearer_failures: get(&self.bearer_failures),
         }
-    }
-}
-
-/// The `outcome` label of a provisioning outcome.
-fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Created => "created",
-        Outcome::Linked => "linked",
-        Outcome::Updated => "updated",
-        Outcome::UpdateQueued => "update_queued",
-        Outcome::Unchanged => "unchanged",
     }
 }
 

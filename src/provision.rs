@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::cache::UserCache;
 use crate::config::{
     DomainPolicy, DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
     ProvisioningMode,
@@ -25,6 +24,7 @@ use crate::mapping::{
 };
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
+use crate::session::UserCache;
 use crate::session::{EndReason, Sessions};
 use crate::store::{
     Identity, IdentityKey, LoginStamp, Profile, Refusal, SharedStore, StoreError, User, UserId,
@@ -1170,6 +1170,35 @@ impl Provisioner {
         preview.profile = Some(profile);
         preview.action = action;
         preview
+    }
+}
+
+// The provisioning counters live here, beside the outcomes they count, so that `metrics`
+// stays a leaf that the store can use.
+impl Metrics {
+    /// A provisioning run of `provider` ended (see [`names::PROVISIONING`](crate::metrics::names::PROVISIONING)).
+    pub(crate) fn provisioned(&self, provider: &str, result: &Result<Provisioned, ProvisionError>) {
+        let outcome = match result {
+            Ok(Provisioned::Done { outcome, .. }) => outcome_label(*outcome),
+            Ok(Provisioned::Prompt { .. }) => "prompt",
+            Err(_) => "refused",
+        };
+        if outcome == "created" {
+            Metrics::add(&self.users_created);
+        }
+        ::metrics::counter!(crate::metrics::names::PROVISIONING, "provider" => provider.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+}
+
+/// The `outcome` label of a provisioning outcome.
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Created => "created",
+        Outcome::Linked => "linked",
+        Outcome::Updated => "updated",
+        Outcome::UpdateQueued => "update_queued",
+        Outcome::Unchanged => "unchanged",
     }
 }
 

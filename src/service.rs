@@ -10,13 +10,13 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use tower_http::sensitive_headers::SetSensitiveRequestHeaders;
 use tower_service::Service;
 
+use crate::auth::CurrentUser;
 use crate::bearer::{Bearer, BearerError};
 use crate::endpoints;
 use crate::error::Error;
-use crate::extract::CurrentUser;
-use crate::layer::Shared;
 use crate::provision::ProvisionError;
 use crate::session::Opened;
+use crate::state::Shared;
 use crate::store::{StoreError, User, UserId};
 
 /// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's

@@ -22,20 +22,21 @@
 //! refresh token already) and the request fails with `idp_refresh_failed`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::cache::OpenedSession;
-use crate::extract::{CurrentUser, LoginRequired};
-use crate::layer::Shared;
+use crate::auth::CurrentUser;
+use crate::extract::LoginRequired;
 use crate::mapping::Claims;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::provision::{ProvisionError, Provisioned};
+use crate::session::OpenedSession;
 use crate::session::{EndReason, SessionError, SessionRecord, SessionTokens};
+pub(crate) use crate::state::Refresher;
+use crate::state::Shared;
 use crate::store::{Identity, StoreError, now_unix};
 
 /// A valid access token of the identity provider the current session logged in through,
@@ -226,7 +227,7 @@ impl IntoResponse for IdpTokenRejection {
                         http::HeaderValue::from_static("text/html"),
                     );
                 }
-                crate::error::render(status, &code, &message, &headers)
+                crate::failure::render(status, &code, &message, &headers)
             }
         }
     }
@@ -236,7 +237,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdpAccessToken {
     type Rejection = IdpTokenRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let html = crate::error::wants_html(&parts.headers);
+        let html = crate::failure::wants_html(&parts.headers);
         let Some(source) = parts.extensions.get::<TokenSource>().cloned() else {
             // The layer attaches a source to the sessions of providers that keep tokens.
             let err = match <CurrentUser>::from_request_parts(parts, state).await {
@@ -319,23 +320,8 @@ fn fresh(tokens: &SessionTokens, margin_secs: u64, now: i64) -> bool {
     now < expires_at.saturating_sub(margin)
 }
 
-/// One refresh in flight per session in this process.
-#[derive(Clone)]
-pub(crate) struct Refresher {
-    in_flight: moka::future::Cache<Arc<str>, Arc<SessionTokens>>,
-}
-
+// The refresher is held by the shared state (`state::Refresher`); the refresh itself is here.
 impl Refresher {
-    pub(crate) fn new() -> Self {
-        Self {
-            // An entry lives from the end of its refresh until its waiters took it: the
-            // refreshed record is in the record cache by then.
-            in_flight: moka::future::Cache::builder()
-                .time_to_live(Duration::from_secs(1))
-                .build(),
-        }
-    }
-
     /// Refreshes the tokens of `session`, joining a refresh of it already under way here.
     async fn refresh(
         &self,
@@ -362,12 +348,6 @@ impl Refresher {
             .await;
         self.in_flight.invalidate(&id).await;
         result.map(|tokens| (*tokens).clone())
-    }
-}
-
-impl std::fmt::Debug for Refresher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Refresher").finish_non_exhaustive()
     }
 }
 

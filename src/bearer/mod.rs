@@ -3,7 +3,6 @@
 //! (without linking or attribute updates unless the bearer section turns them on), and
 //! remembered by digest until `min(exp, TTL)` so repeated calls skip the signature check.
 
-mod keys;
 mod scope;
 
 use std::collections::HashMap;
@@ -17,12 +16,13 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use self::keys::{KeyError, KeySource};
 pub use self::scope::{RequireScope, RequireScopeService};
+use crate::auth::{AuthInfo, AuthMethod};
 use crate::config::{BearerConfig, LinkingConfig, ProviderConfig, ProvisioningMode};
-use crate::extract::{AuthInfo, AuthMethod};
+use crate::idp::HttpClient;
+use crate::idp::media_type;
+use crate::idp::{KeyError, KeySource};
 use crate::mapping::Claims;
-use crate::oidc::HttpClient;
 use crate::provision::{Policy, ProvisionError, Provisioned, Provisioner};
 use crate::store::{Identity, UserId, now_unix};
 
@@ -187,17 +187,6 @@ impl std::fmt::Debug for Bearer {
         f.debug_struct("Bearer")
             .field("issuers", &self.by_issuer.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
-    }
-}
-
-/// A JOSE `typ` as a comparable media type (RFC 7515 §4.1.9): lower case, `application/`
-/// prepended when it holds no `/`. An absent `typ` is `""`.
-pub(crate) fn media_type(typ: &str) -> String {
-    let typ = typ.trim().to_ascii_lowercase();
-    if typ.is_empty() || typ.contains('/') {
-        typ
-    } else {
-        format!("application/{typ}")
     }
 }
 

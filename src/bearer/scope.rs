@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::extract::{AuthMethod, CurrentUser};
+use crate::auth::{AuthMethod, CurrentUser};
 
 /// Requires the request's bearer token to carry `scope` (RFC 6750): no token is a `401`,
 /// a token without the scope (or a cookie session, which has no scopes) is a `403`
@@ -89,7 +89,7 @@ where
         } else {
             "login_required"
         };
-        let mut response = crate::error::render(
+        let mut response = crate::failure::render(
             status,
             code,
             &format!("this resource needs the scope `{scope}`"),

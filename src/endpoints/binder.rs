@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::{constant_time_eq, pending_same_site};
 use crate::error::CallbackError;
-use crate::layer::Shared;
 use crate::session::{cookies_named, random_token};
+use crate::state::Shared;
 
 /// Random bytes of a binder (43 URL-safe base64 characters).
 const BINDER_BYTES: usize = 32;

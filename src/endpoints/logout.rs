@@ -26,31 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{add_cookie, constant_time_eq, query_param, read_form, redirect};
 use crate::error::{Error, LogoutError};
-use crate::layer::Shared;
 use crate::oidc::{LogoutTokenError, OidcProvider};
 use crate::session::{
     EndReason, IdpSession, SameSite, check_return_to, cookies_named, random_token,
 };
+use crate::state::{Shared, post_logout_redirect_uri};
 use crate::store::now_unix;
-
-/// `{origin}{prefix}/{provider}/{action}`: a provider's endpoint URI as registered at its IdP.
-pub(crate) fn provider_endpoint(shared: &Shared, provider: &str, action: &str) -> String {
-    format!(
-        "{}{}/{provider}/{action}",
-        shared.origin.ascii_serialization(),
-        shared.prefix
-    )
-}
-
-/// The `post_logout_redirect_uri` of a provider: its `post_logout_redirect_path` on our
-/// origin, else `{origin}{prefix}/logout/done`.
-pub(crate) fn post_logout_redirect_uri(shared: &Shared, provider: &OidcProvider) -> String {
-    let origin = shared.origin.ascii_serialization();
-    match &provider.config.post_logout_redirect_path {
-        Some(path) => format!("{origin}{path}"),
-        None => format!("{origin}{}/logout/done", shared.prefix),
-    }
-}
 
 /// The back-channel answer: JSON, never cached.
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {

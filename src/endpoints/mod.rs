@@ -13,20 +13,19 @@ mod logout;
 #[cfg(feature = "saml")]
 mod saml;
 
-pub(crate) use logout::{post_logout_redirect_uri, provider_endpoint};
-
 use crate::error::{CallbackError, Error};
 use crate::events::{LogoutReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
-use crate::layer::Shared;
+use crate::mapping::Claims;
 use crate::metrics::Protocol;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::prompt::{PendingPrompt, PromptState};
-use crate::provision::{ProvisionError, Provisioned, Resumed};
+use crate::provision::{Policy, ProvisionError, Provisioned, Resumed};
 use crate::session::{
     EndReason, LoginSession, Opened, PendingLogin, SameSite, check_return_to, cookies_named,
     random_token,
 };
+use crate::state::Shared;
 use crate::store::{Identity, now_unix};
 
 /// Largest `form_post` callback body accepted (also for the prompt's resume form and for
@@ -218,7 +217,7 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
                 .await
         }
         Route::MethodNotAllowed(allow) => {
-            let mut response = crate::error::render(
+            let mut response = crate::failure::render(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "method not allowed",
@@ -516,22 +515,45 @@ async fn complete(
     let login = provider
         .finish(code, pending.nonce, pending.pkce_verifier)
         .await?;
-    let policy = shared
-        .policies
-        .get(&provider.id)
-        .ok_or_else(|| Error::UnknownProvider(provider.id.clone()))?;
-    let provisioned = shared
-        .provisioner
-        .provision(policy, &login.identity, &login.claims, None)
-        .await?;
-    Ok(finish_login(
+    let policy = policy_of(shared, &provider.id)?;
+    complete_login(
         shared,
+        policy,
         &login.identity,
-        provisioned,
+        &login.claims,
+        None,
         login.session,
         &pending.return_to,
     )
-    .await)
+    .await
+}
+
+/// The provisioning policy of provider `id`.
+pub(crate) fn policy_of<'a>(shared: &'a Shared, id: &str) -> Result<&'a Policy, Error> {
+    shared
+        .policies
+        .get(id)
+        .map(|policy| &**policy)
+        .ok_or_else(|| Error::UnknownProvider(id.to_owned()))
+}
+
+/// "policy → provision → finish login", shared by the OIDC callback, the SAML ACS and the
+/// prompt resume: provisions the user of a verified login under `policy` (with the choices
+/// of a resumed prompt, if any), then ends the login with [`finish_login`].
+pub(crate) async fn complete_login(
+    shared: &Shared,
+    policy: &Policy,
+    identity: &Identity,
+    claims: &Claims,
+    resumed: Option<Resumed>,
+    session: LoginSession,
+    return_to: &str,
+) -> Result<Response<Body>, Error> {
+    let provisioned = shared
+        .provisioner
+        .provision(policy, identity, claims, resumed)
+        .await?;
+    Ok(finish_login(shared, identity, provisioned, session, return_to).await)
 }
 
 /// Ends a successful login: a session cookie and a redirect to `return_to`, or, when a
@@ -699,10 +721,7 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
         if !consume_prompt(shared, &state).await? {
             return Err(CallbackError::Replayed.into());
         }
-        let policy = shared
-            .policies
-            .get(&provider)
-            .ok_or_else(|| Error::UnknownProvider(provider.clone()))?;
+        let policy = policy_of(shared, &provider)?;
         let hook = shared
             .provisioner
             .prompt_hook(&provider)
@@ -717,26 +736,22 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
             chosen,
         };
         let identity = &request.identity;
-        let provisioned = shared
-            .provisioner
-            .provision(policy, identity, &state.claims, Some(resumed))
-            .await?;
         // The IdP's session of the login before the prompt comes through it; its tokens do
         // not (the prompt cookie would not hold them).
         let login = LoginSession {
             idp_session: state.idp_session.clone(),
             tokens: None,
         };
-        Ok::<_, Error>(
-            finish_login(
-                shared,
-                identity,
-                provisioned,
-                login,
-                &state.pending.return_to,
-            )
-            .await,
+        complete_login(
+            shared,
+            policy,
+            identity,
+            &state.claims,
+            Some(resumed),
+            login,
+            &state.pending.return_to,
         )
+        .await
     }
     .await;
     let mut response = result.unwrap_or_else(|err| fail(&provider, &err, &headers));

@@ -11,14 +11,16 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
-use super::{add_cookie, binder, fail, finish_login, pending_path, pending_same_site, redirect};
+use super::{
+    add_cookie, binder, complete_login, fail, pending_path, pending_same_site, policy_of, redirect,
+};
 use crate::error::{CallbackError, Error};
-use crate::layer::Shared;
 use crate::saml::{
     Incoming, Kind, MAX_ACS_BODY, NameId, Outgoing, SamlError, SamlLogin, SamlServiceProvider,
     SloError,
 };
 use crate::session::{check_return_to, cookies_named, random_token};
+use crate::state::Shared;
 use crate::store::now_unix;
 
 /// What the pending SAML login cookie carries, sealed.
@@ -214,14 +216,7 @@ pub(crate) async fn acs(
                 }
             }
         };
-        let policy = shared
-            .policies
-            .get(&id)
-            .ok_or_else(|| Error::UnknownProvider(id.clone()))?;
-        let provisioned = shared
-            .provisioner
-            .provision(policy, &login.identity, &login.claims, None)
-            .await?;
+        let policy = policy_of(shared, &id)?;
         // With single logout, the NameID as asserted goes into the (sealed) record: the
         // LogoutRequest names it.
         let tokens = sp
@@ -235,9 +230,16 @@ pub(crate) async fn acs(
             idp_session: login.session_index.clone(),
             tokens,
         };
-        Ok::<_, Error>(
-            finish_login(shared, &login.identity, provisioned, session, &return_to).await,
+        complete_login(
+            shared,
+            policy,
+            &login.identity,
+            &login.claims,
+            None,
+            session,
+            &return_to,
         )
+        .await
     }
     .await;
     let metrics = shared.provisioner.metrics();

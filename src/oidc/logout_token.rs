@@ -245,7 +245,7 @@ fn parse(raw: &str) -> Result<Parsed<'_>, LogoutTokenError> {
         ));
     }
     if let Some(typ) = header.typ.as_deref()
-        && crate::bearer::media_type(typ) != "application/logout+jwt"
+        && crate::idp::media_type(typ) != "application/logout+jwt"
     {
         return Err(LogoutTokenError::WrongType);
     }

@@ -2,8 +2,6 @@
 //! down), the authorization request (state, nonce, PKCE S256), the RFC 9207 `iss` check, the
 //! code exchange, and ID token validation with the `openidconnect` crate.
 
-mod http;
-mod jwks;
 mod logout_token;
 mod refresh;
 
@@ -31,13 +29,13 @@ use openidconnect::{
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-pub(crate) use self::http::HttpClient;
-pub use self::http::HttpError;
-use self::jwks::{JwksCache, Refetch};
 pub(crate) use self::logout_token::LogoutRequest;
 pub(crate) use self::logout_token::LogoutTokenValidator;
 pub use self::logout_token::{BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE, LogoutTokenError};
 use crate::config::{ProviderConfig, ResponseMode, TokenAuth};
+pub(crate) use crate::idp::HttpClient;
+pub use crate::idp::HttpError;
+use crate::idp::{JwksCache, Refetch};
 use crate::mapping::Claims;
 use crate::store::Identity;
 

@@ -512,10 +512,22 @@ fn check_common(
     Ok((id, issued))
 }
 
+/// Why a Single Logout message was refused: the SP's SAML set-up, or the message itself.
+/// Becomes [`Error::Saml`](crate::Error::Saml) or [`Error::Slo`](crate::Error::Slo).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SloFailure {
+    /// The SP's set-up (single logout off, no IdP metadata).
+    #[error(transparent)]
+    Saml(#[from] SamlError),
+    /// The message.
+    #[error(transparent)]
+    Slo(#[from] SloError),
+}
+
 impl SamlServiceProvider {
     /// Decodes a message received by the Single Logout service (and verifies an
     /// HTTP-Redirect query signature).
-    pub(crate) fn decode_logout(&self, incoming: Incoming<'_>) -> Result<Decoded, crate::Error> {
+    pub(crate) fn decode_logout(&self, incoming: Incoming<'_>) -> Result<Decoded, SloFailure> {
         let (idp, _) = self.slo_parts()?;
         Ok(decode(incoming, &idp, self.config.allow_sha1)?)
     }
@@ -604,7 +616,7 @@ impl SamlServiceProvider {
         decoded: &Decoded,
         expected_id: Option<&str>,
         now: i64,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), SloFailure> {
         let (idp, slo_url) = self.slo_parts()?;
         let allow_sha1 = self.config.allow_sha1;
         let verified = verified_xml(decoded, "LogoutResponse", &idp, allow_sha1)?;
@@ -637,7 +649,7 @@ impl SamlServiceProvider {
         &self,
         decoded: &Decoded,
         now: i64,
-    ) -> Result<LogoutRequestReceived, crate::Error> {
+    ) -> Result<LogoutRequestReceived, SloFailure> {
         let (idp, slo_url) = self.slo_parts()?;
         let allow_sha1 = self.config.allow_sha1;
         let skew = self.config.clock_skew_secs as i64;

@@ -59,7 +59,7 @@ pub use self::config::{MAX_CLOCK_SKEW_SECS, SamlConfig};
 use self::decrypt::Integrity;
 pub use self::error::SamlError;
 use self::idp_metadata::{IdpMetadata, MAX_METADATA_BYTES};
-pub(crate) use self::logout::{Decoded, Incoming, Kind, Outgoing, post_form};
+pub(crate) use self::logout::{Decoded, Incoming, Kind, Outgoing, SloFailure, post_form};
 pub use self::logout::{NameId, SloError};
 pub use self::request::MAX_RELAY_STATE;
 use self::validate::{Answering, Expected};

@@ -5,20 +5,20 @@
 //! seals them, still open), so any app instance holding the keys can read them and nobody
 //! else can read or forge them.
 
-mod cookies;
+mod cache;
 mod redirect;
 mod sessions;
-mod store;
 
-pub use cookies::SessionKey;
-pub(crate) use cookies::{CookieCodec, KEY_ID_LEN, SameSite, cookies_named};
-pub use redirect::{InvalidReturnTo, check_return_to};
-pub use sessions::SessionError;
-pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};
-pub use store::{
+pub use crate::cookies::SessionKey;
+pub(crate) use crate::cookies::{CookieCodec, SameSite, cookies_named};
+pub use crate::store::session_store::{
     EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
     SessionStoreHandle, TokensUpdate,
 };
+pub(crate) use cache::{OpenedSession, UserCache};
+pub use redirect::{InvalidReturnTo, check_return_to};
+pub use sessions::SessionError;
+pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,7 @@ pub struct SessionData {
 }
 
 fn primary() -> String {
-    crate::config::PRIMARY_DOMAIN.to_owned()
+    crate::store::domain::PRIMARY_DOMAIN.to_owned()
 }
 
 /// What the pending-login cookie carries between login start and callback, encrypted.

@@ -16,12 +16,15 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::store::{EndReason, IdpSession, SealedTokens, SessionRecord, SessionStoreHandle};
+use super::cache::{OpenedSession, UserCache};
+use super::cache::{ReadMark, SealedKey, SealedRef};
 use super::{CookieCodec, SameSite, cookies_named, random_token};
-use crate::cache::{OpenedSession, ReadMark, SealedKey, SealedRef, UserCache};
-use crate::extract::{AuthInfo, AuthMethod};
+use crate::auth::{AuthInfo, AuthMethod};
 use crate::invalidation::{Invalidation, SignedBus};
 use crate::metrics::Metrics;
+use crate::store::session_store::{
+    EndReason, IdpSession, SealedTokens, SessionRecord, SessionStoreHandle,
+};
 use crate::store::{Identity, StoreError, UserId, now_unix};
 
 /// `last_seen` is written to the store at most this often per session (seconds).

@@ -90,7 +90,7 @@ impl Inner {
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     counters: Arc<StoreCounters>,
-    sessions: crate::session::MemorySessionStore,
+    sessions: super::session_store::MemorySessionStore,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -112,7 +112,7 @@ impl MemoryStore {
 
     /// The sessions of this store's users (what
     /// [`session_store`](UserStore::session_store) answers), with their own counters.
-    pub fn sessions(&self) -> &crate::session::MemorySessionStore {
+    pub fn sessions(&self) -> &super::session_store::MemorySessionStore {
         &self.sessions
     }
 
@@ -296,8 +296,8 @@ impl UserStore for MemoryStore {
         Ok(())
     }
 
-    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
-        Some(crate::session::SessionStoreHandle::new(
+    fn session_store(&self) -> Option<super::session_store::SessionStoreHandle> {
+        Some(super::session_store::SessionStoreHandle::new(
             self.sessions.clone(),
         ))
     }

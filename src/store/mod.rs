@@ -13,10 +13,14 @@
 
 mod app;
 mod canonical;
+pub(crate) mod domain;
+pub(crate) mod invalidation;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod refusal;
+pub(crate) mod replay;
+pub(crate) mod session_store;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_sessions;
 #[cfg(feature = "sqlite")]
@@ -253,7 +257,7 @@ pub trait UserStore: Send + Sync + 'static {
     /// sessions live as long as the users do. Default `None`: the layer then keeps sessions
     /// in memory (they end when the process does). A store wrapping one of this crate's
     /// should forward it.
-    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
+    fn session_store(&self) -> Option<session_store::SessionStoreHandle> {
         None
     }
 

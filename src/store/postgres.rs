@@ -10,15 +10,15 @@ use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
 use super::app::{AnyUser, AppUserLoader, AppUsers, LoadAppUser, NoApp, parse_app_id};
+use super::invalidation::{
+    BusEvent, Invalidation, InvalidationBus, InvalidationSigner, SignedInvalidation,
+};
+use super::replay::ReplayGuard;
 use super::types::now_unix;
 use super::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
     UserId, UserStore, canonical,
 };
-use crate::invalidation::{
-    BusEvent, Invalidation, InvalidationBus, InvalidationSigner, SignedInvalidation,
-};
-use crate::replay::ReplayGuard;
 
 /// The `NOTIFY` channel invalidations travel on.
 const CHANNEL: &str = "jit_provision_invalidate";
@@ -137,7 +137,7 @@ impl<A> PostgresStore<A> {
         let store = Self {
             pool,
             app,
-            domain: std::sync::Arc::from(crate::config::PRIMARY_DOMAIN),
+            domain: std::sync::Arc::from(super::domain::PRIMARY_DOMAIN),
             signer: std::sync::Arc::default(),
         };
         if let Err(err) = migrator().run(&store.pool).await {
@@ -705,8 +705,8 @@ impl<A: AppUsers<sqlx::PgConnection>> UserStore for PostgresStore<A> {
     }
 
     /// Sessions live in this database too (table `jit_sessions`).
-    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
-        Some(crate::session::SessionStoreHandle::new(self.clone()))
+    fn session_store(&self) -> Option<super::session_store::SessionStoreHandle> {
+        Some(super::session_store::SessionStoreHandle::new(self.clone()))
     }
 
     /// The application's users, for `CurrentUser<A::User>`, when there is an application

@@ -6,7 +6,7 @@
 //! One implementation for both, written once as a macro: the statements are the same but for
 //! the placeholders (`$1` for PostgreSQL, `?1` for SQLite).
 
-use crate::session::{EndReason, SealedTokens, SessionRecord};
+use super::session_store::{EndReason, SealedTokens, SessionRecord};
 
 /// The columns of `jit_sessions`, in [`SessionRow`] order.
 pub(super) const COLUMNS: &str = "id_hash, domain, user_id, provider, subject, idp_session, \

@@ -407,7 +407,7 @@ super::sql_sessions::sql_session_store!(
 );
 
 /// One-time values in the database, so that several processes on one SQLite file share them.
-impl<A: Send + Sync + 'static> crate::replay::ReplayGuard for SqliteStore<A> {
+impl<A: Send + Sync + 'static> super::replay::ReplayGuard for SqliteStore<A> {
     async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let _one_writer = self.writer.lock().await;
         let now = now_unix();
@@ -744,8 +744,8 @@ impl<A: AppUsers<sqlx::SqliteConnection>> UserStore for SqliteStore<A> {
     }
 
     /// Sessions live in this database too (table `jit_sessions`).
-    fn session_store(&self) -> Option<crate::session::SessionStoreHandle> {
-        Some(crate::session::SessionStoreHandle::new(self.clone()))
+    fn session_store(&self) -> Option<super::session_store::SessionStoreHandle> {
+        Some(super::session_store::SessionStoreHandle::new(self.clone()))
     }
 
     /// The application's users, for `CurrentUser<A::User>`, when there is an application

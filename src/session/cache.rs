@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+use super::LiveSession;
 use crate::config::CacheConfig;
 use crate::invalidation::{Invalidation, SignedBus};
-use crate::session::LiveSession;
 use crate::store::{IdentityKey, User, UserId};
 
 /// A user in one user-store domain: the key of the session cache.
@@ -55,7 +55,7 @@ pub(crate) struct OpenedSession {
     /// A cookie of an earlier release (no record was written at its login).
     pub(crate) legacy: bool,
     pub(crate) user_id: UserId,
-    pub(crate) auth: Arc<crate::extract::AuthInfo>,
+    pub(crate) auth: Arc<crate::auth::AuthInfo>,
     /// The session's record as last checked, live and matching this cookie (`None`: not
     /// checked yet). Used only while it is current ([`LiveSession::is_current`]): not
     /// dropped from `records`, read after the last [`Invalidation::All`] and within the

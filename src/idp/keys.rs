@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 
-use crate::oidc::HttpClient;
+use super::http::HttpClient;
 
 /// Why no key could be had.
 #[derive(Debug, Clone, PartialEq, Eq)]

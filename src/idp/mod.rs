@@ -1,0 +1,27 @@
+//! What the identity-provider protocols share, below OIDC login, bearer tokens and logout
+//! tokens: the HTTP client ([`HttpClient`]: no redirects, bounded in time and size), the
+//! signing-key caches of an issuer, and JOSE helpers.
+//!
+//! Two key caches still live side by side: [`JwksCache`] (login and logout tokens, keys from
+//! the discovery document, `openidconnect` types) and [`KeySource`] (bearer tokens, its own
+//! discovery, `jsonwebtoken` types); see issue 15 for sharing one per issuer.
+
+mod http;
+mod jwks;
+mod keys;
+
+pub(crate) use self::http::HttpClient;
+pub use self::http::HttpError;
+pub(crate) use self::jwks::{JwksCache, Refetch};
+pub(crate) use self::keys::{KeyError, KeySource};
+
+/// A JOSE `typ` as a comparable media type (RFC 7515 §4.1.9): lower case, `application/`
+/// prepended when it holds no `/`. An absent `typ` is `""`.
+pub(crate) fn media_type(typ: &str) -> String {
+    let typ = typ.trim().to_ascii_lowercase();
+    if typ.is_empty() || typ.contains('/') {
+        typ
+    } else {
+        format!("application/{typ}")
+    }
+}
