@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -24,8 +23,8 @@ use crate::mapping::{
 };
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
-use crate::session::UserCache;
 use crate::session::{EndReason, Sessions};
+use crate::session::{IdentityEntry, Origin, UserCache};
 use crate::store::{
     Identity, IdentityKey, LoginStamp, Profile, Refusal, SharedStore, StoreError, User, UserId,
     now_unix,
@@ -415,6 +414,17 @@ struct Plan {
     create: Profile,
 }
 
+/// One login on its way through [`Provisioner::run`]'s steps.
+#[derive(Clone, Copy)]
+struct Login<'a> {
+    policy: &'a Policy,
+    identity: &'a Identity,
+    claims: &'a Claims,
+    plan: &'a Plan,
+    /// A prompt hook runs before this login creates a user.
+    prompt: bool,
+}
+
 /// The update a login asks for: when it was asserted, the profile to sync, and the trace
 /// that produced it (for the event).
 struct LoginUpdate {
@@ -445,10 +455,6 @@ impl From<StoreError> for Init {
         Self::Failed(err.into())
     }
 }
-
-const FOUND: u8 = 0;
-const CREATED: u8 = 1;
-const LINKED: u8 = 2;
 
 impl Provisioner {
     pub(crate) fn new(
@@ -688,6 +694,9 @@ impl Provisioner {
         })
     }
 
+    /// One login's provisioning: plan what it writes, find or create-or-link the user
+    /// (coalesced per identity), stop for a prompt if the provider has one, then finish the
+    /// new user and sync the existing one.
     async fn run(
         &self,
         policy: &Policy,
@@ -697,173 +706,256 @@ impl Provisioner {
         trace: &mut Trace,
     ) -> Result<Provisioned, ProvisionError> {
         let prompted = resumed.is_some();
-        // `link` is what the IdP asserted (linking matches on it), `sync` what later logins
-        // sync, `create` what a new user is created with.
-        let Plan {
-            domain,
-            sync: profile,
-            link,
-            create,
-        } = self.plan(policy, claims, resumed, trace).await?;
-        let key = identity.key();
-        let how = AtomicU8::new(FOUND);
+        let plan = self.plan(policy, claims, resumed, trace).await?;
         let prompt = self.prompts.get(&policy.provider).filter(|_| !prompted);
-        let store = &domain.store;
-        let init = || async {
-            if let Some(user) = store.find_by_identity(&key).await? {
-                return Ok(Arc::new(user));
-            }
-            if policy.mode == ProvisioningMode::Off {
-                return Err(ProvisionError::JitDisabled.into());
-            }
-            if let Some(user) = self.link(policy, &domain, identity, claims, &link).await? {
-                how.store(LINKED, Ordering::SeqCst);
-                return Ok(user);
-            }
-            if !policy.mode.creates() {
-                return Err(ProvisionError::JitDisabled.into());
-            }
-            if prompt.is_some() {
-                // Not cached: the answer comes from the user.
-                return Err(Init::Prompt);
-            }
-            match store.create(identity, &create).await {
-                Ok(user) => {
-                    how.store(CREATED, Ordering::SeqCst);
-                    Ok(Arc::new(user))
-                }
-                // Another process linked it first: use its user.
-                Err(StoreError::IdentityExists) => store
-                    .find_by_identity(&key)
-                    .await?
-                    .map(Arc::new)
-                    .ok_or(Init::Failed(ProvisionError::Store(StoreError::NotFound))),
-                Err(e) => Err(ProvisionError::from(e).into()),
-            }
+        let login = Login {
+            policy,
+            identity,
+            claims,
+            plan: &plan,
+            prompt: prompt.is_some(),
         };
-        let mut looked_up = self
-            .cache
-            .by_identity
-            .try_get_with((domain.name.clone(), key.clone()), init())
-            .await;
-        if prompted && matches!(looked_up.as_ref().map_err(|e| &**e), Err(Init::Prompt)) {
-            // Coalesced with a first login of this identity that stopped for its own prompt:
-            // this resume creates (the store's uniqueness still guards against a duplicate).
-            looked_up = init().await.map_err(Arc::new);
-        }
-        let user = match looked_up.as_ref().map_err(|e| &**e) {
-            Ok(user) => user.clone(),
+        let (user, origin) = match self.resolve_user(&login, prompted).await {
+            Ok(resolved) => resolved,
             Err(Init::Prompt) => {
-                let request = PromptRequest {
-                    provider: policy.provider.clone(),
-                    identity: identity.clone(),
-                    profile: link,
-                };
                 let hook = prompt.expect("a prompt hook asked for");
-                return match hook.before_create(&request) {
-                    Some(path) => Ok(Provisioned::Prompt {
-                        path,
-                        request: Box::new(request),
-                        domain: domain.name.clone(),
-                        claims: linking_claims(claims),
-                    }),
-                    // The hook stays silent this time: create now.
-                    None => {
-                        let resumed = Resumed {
-                            domain: domain.name.to_string(),
-                            asserted: request.profile.clone(),
-                            chosen: request.profile,
-                        };
-                        Box::pin(self.run(policy, identity, claims, Some(resumed), trace)).await
-                    }
-                };
+                return self.ask(&login, hook.as_ref(), trace).await;
             }
-            Err(Init::Failed(err)) => return Err(err.duplicate()),
+            Err(Init::Failed(err)) => return Err(err),
         };
+        if user.locked {
+            return Err(ProvisionError::Locked);
+        }
+        let domain = &plan.domain;
         let done = |user, outcome| Provisioned::Done {
             user,
             domain: domain.name.clone(),
             outcome,
         };
-        if user.locked {
-            return Err(ProvisionError::Locked);
+        if origin == Origin::Created {
+            self.finish_created(&login, &user, trace).await;
+            return Ok(done(user, Outcome::Created));
         }
-        match how.load(Ordering::SeqCst) {
-            CREATED => {
-                self.cache
-                    .by_id
-                    .insert((domain.name.clone(), user.id), user.clone())
-                    .await;
-                self.emit(ProvisioningEvent::Created {
-                    provider: policy.provider.clone(),
-                    domain: domain.name.to_string(),
-                    subject: identity.subject.clone(),
-                    user: user.clone(),
-                    trace: Arc::new(trace.clone()),
-                })
-                .await;
-                return Ok(done(user, Outcome::Created));
-            }
-            LINKED => {
-                self.emit(ProvisioningEvent::Linked {
-                    provider: policy.provider.clone(),
-                    domain: domain.name.to_string(),
-                    subject: identity.subject.clone(),
-                    user: user.clone(),
-                    by: policy.linking.by,
-                })
-                .await;
-            }
-            _ => {}
+        if origin == Origin::Linked {
+            self.finish_linked(&login, &user).await;
         }
-        let linked = how.load(Ordering::SeqCst) == LINKED;
+        let (user, outcome) = self
+            .update(&login, user, origin == Origin::Linked, trace)
+            .await?;
+        Ok(done(user, outcome))
+    }
+
+    /// The local user of the login's identity and what this login did to find it. Lookups of
+    /// one identity are coalesced: one of them runs [`find_or_create`](Self::find_or_create),
+    /// the waiters share its user (as found: only the one that ran it created or linked) or
+    /// its error.
+    async fn resolve_user(
+        &self,
+        login: &Login<'_>,
+        prompted: bool,
+    ) -> Result<(Arc<User>, Origin), Init> {
+        let domain = &login.plan.domain;
+        let key = (domain.name.clone(), login.identity.key());
+        let looked_up = self
+            .cache
+            .by_identity
+            .entry(key)
+            .or_try_insert_with(async {
+                self.find_or_create(login)
+                    .await
+                    .map(|(user, origin)| IdentityEntry { user, origin })
+            })
+            .await;
+        match looked_up {
+            // Only the lookup that filled the entry created or linked; a waiter and a later
+            // hit found the user.
+            Ok(entry) if entry.is_fresh() => {
+                let entry = entry.into_value();
+                Ok((entry.user, entry.origin))
+            }
+            Ok(entry) => Ok((entry.into_value().user, Origin::Found)),
+            // Coalesced with a first login of this identity that stopped for its own prompt:
+            // this resume creates (the store's uniqueness still guards against a duplicate).
+            Err(err) if prompted && matches!(*err, Init::Prompt) => {
+                self.find_or_create(login).await
+            }
+            Err(err) => Err(match &*err {
+                Init::Prompt => Init::Prompt,
+                Init::Failed(err) => Init::Failed(err.duplicate()),
+            }),
+        }
+    }
+
+    /// Finds the identity's user in the store, or — as the provider's mode admits — links it
+    /// to an existing local user or creates it (unless a prompt must run first).
+    async fn find_or_create(&self, login: &Login<'_>) -> Result<(Arc<User>, Origin), Init> {
+        let Login {
+            policy,
+            identity,
+            claims,
+            plan,
+            prompt,
+        } = *login;
+        let store = &plan.domain.store;
+        let key = identity.key();
+        if let Some(user) = store.find_by_identity(&key).await? {
+            return Ok((Arc::new(user), Origin::Found));
+        }
+        if policy.mode == ProvisioningMode::Off {
+            return Err(ProvisionError::JitDisabled.into());
+        }
+        if let Some(user) = self
+            .link(policy, &plan.domain, identity, claims, &plan.link)
+            .await?
+        {
+            return Ok((user, Origin::Linked));
+        }
+        if !policy.mode.creates() {
+            return Err(ProvisionError::JitDisabled.into());
+        }
+        if prompt {
+            // Not cached: the answer comes from the user.
+            return Err(Init::Prompt);
+        }
+        match store.create(identity, &plan.create).await {
+            Ok(user) => Ok((Arc::new(user), Origin::Created)),
+            // Another process linked it first: use its user.
+            Err(StoreError::IdentityExists) => store
+                .find_by_identity(&key)
+                .await?
+                .map(|user| (Arc::new(user), Origin::Found))
+                .ok_or(Init::Failed(ProvisionError::Store(StoreError::NotFound))),
+            Err(e) => Err(ProvisionError::from(e).into()),
+        }
+    }
+
+    /// A first login the provider's prompt hook may interrupt: the prompt to show, or (the
+    /// hook stays silent this time) the login resumed with the asserted profile.
+    async fn ask(
+        &self,
+        login: &Login<'_>,
+        hook: &dyn ProvisionPrompt,
+        trace: &mut Trace,
+    ) -> Result<Provisioned, ProvisionError> {
+        let request = PromptRequest {
+            provider: login.policy.provider.clone(),
+            identity: login.identity.clone(),
+            profile: login.plan.link.clone(),
+        };
+        match hook.before_create(&request) {
+            Some(path) => Ok(Provisioned::Prompt {
+                path,
+                request: Box::new(request),
+                domain: login.plan.domain.name.clone(),
+                claims: linking_claims(login.claims),
+            }),
+            // The hook stays silent this time: create now.
+            None => {
+                let resumed = Resumed {
+                    domain: login.plan.domain.name.to_string(),
+                    asserted: request.profile.clone(),
+                    chosen: request.profile,
+                };
+                Box::pin(self.run(
+                    login.policy,
+                    login.identity,
+                    login.claims,
+                    Some(resumed),
+                    trace,
+                ))
+                .await
+            }
+        }
+    }
+
+    /// A user this login created: cached by id, and announced to the sinks.
+    async fn finish_created(&self, login: &Login<'_>, user: &Arc<User>, trace: &Trace) {
+        let domain = &login.plan.domain;
+        self.cache
+            .by_id
+            .insert((domain.name.clone(), user.id), user.clone())
+            .await;
+        self.emit(ProvisioningEvent::Created {
+            provider: login.policy.provider.clone(),
+            domain: domain.name.to_string(),
+            subject: login.identity.subject.clone(),
+            user: user.clone(),
+            trace: Arc::new(trace.clone()),
+        })
+        .await;
+    }
+
+    /// A user this login linked the identity to: announced to the sinks.
+    async fn finish_linked(&self, login: &Login<'_>, user: &Arc<User>) {
+        self.emit(ProvisioningEvent::Linked {
+            provider: login.policy.provider.clone(),
+            domain: login.plan.domain.name.to_string(),
+            subject: login.identity.subject.clone(),
+            user: user.clone(),
+            by: login.policy.linking.by,
+        })
+        .await;
+    }
+
+    /// Syncs an existing (or just linked) user with the login's profile, as the provider's
+    /// mode says: not at all, in the background (non-blocking) or before the login completes.
+    async fn update(
+        &self,
+        login: &Login<'_>,
+        user: Arc<User>,
+        linked: bool,
+        trace: &Trace,
+    ) -> Result<(Arc<User>, Outcome), ProvisionError> {
+        let Login { policy, plan, .. } = *login;
+        let domain = &plan.domain;
         let unchanged = if linked {
             Outcome::Linked
         } else {
             Outcome::Unchanged
         };
         if !policy.mode.updates() {
-            return Ok(done(user, unchanged));
+            return Ok((user, unchanged));
         }
-        let changes = profile.changes_from(&user, &policy.provider);
+        let changes = plan.sync.changes_from(&user, &policy.provider);
         if changes.is_empty() {
-            return Ok(done(user, unchanged));
+            return Ok((user, unchanged));
         }
+        let key = login.identity.key();
         // Orders this login's update against the other logins of the identity: the store
         // drops it if a later one was applied first.
         let update = LoginUpdate {
             at: LoginStamp::now(),
-            profile,
+            profile: plan.sync.clone(),
             trace: Arc::new(trace.clone()),
         };
         if !policy.blocking {
             let provisioner = self.clone();
-            let (domain, provider, key) = (domain.clone(), policy.provider.clone(), key.clone());
+            let (domain, provider) = (domain.clone(), policy.provider.clone());
             let id = user.id;
             tokio::spawn(async move {
                 provisioner
                     .update_in_background(domain, provider, key, id, update)
                     .await;
             });
-            return Ok(done(user, Outcome::UpdateQueued));
+            return Ok((user, Outcome::UpdateQueued));
         }
         match self
-            .sync(&domain, &policy.provider, &key, user.id, &update)
+            .sync(domain, &policy.provider, &key, user.id, &update)
             .await
         {
             Ok(Some(updated)) if updated.locked => {
                 self.cache.forget(&domain.name, updated.id).await;
                 Err(ProvisionError::Locked)
             }
-            Ok(Some(updated)) => Ok(done(
-                updated,
-                if linked {
+            Ok(Some(updated)) => {
+                let outcome = if linked {
                     Outcome::Linked
                 } else {
                     Outcome::Updated
-                },
-            )),
-            Ok(None) => Ok(done(user, unchanged)),
+                };
+                Ok((updated, outcome))
+            }
+            Ok(None) => Ok((user, unchanged)),
             Err(err) => {
                 self.cache
                     .by_identity
@@ -1538,5 +1630,118 @@ mod tests {
             kinds(&events),
             ["rejected", "rejected", "created", "rejected"]
         );
+    }
+
+    /// A memory store whose `create` waits at a gate, so the other first logins of the
+    /// identity queue behind the one creating.
+    #[derive(Clone)]
+    struct GatedCreate {
+        inner: MemoryStore,
+        gate: Arc<tokio::sync::Semaphore>,
+        entered: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl UserStore for GatedCreate {
+        async fn find_by_identity(&self, key: &IdentityKey) -> Result<Option<User>, StoreError> {
+            self.inner.find_by_identity(key).await
+        }
+        async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+            self.inner.find_by_id(id).await
+        }
+        async fn find_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+            self.inner.find_by_username(username).await
+        }
+        async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
+            self.inner.find_by_email(email).await
+        }
+        async fn create(&self, identity: &Identity, profile: &Profile) -> Result<User, StoreError> {
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _permit = self.gate.acquire().await.expect("the gate stays open");
+            self.inner.create(identity, profile).await
+        }
+        async fn link(&self, identity: &Identity, user: UserId) -> Result<(), StoreError> {
+            self.inner.link(identity, user).await
+        }
+        async fn update(
+            &self,
+            id: UserId,
+            changes: &crate::store::ProfileChanges,
+        ) -> Result<User, StoreError> {
+            self.inner.update(id, changes).await
+        }
+        async fn update_from_login(
+            &self,
+            key: &IdentityKey,
+            at: LoginStamp,
+            changes: &crate::store::ProfileChanges,
+        ) -> Result<Option<User>, StoreError> {
+            self.inner.update_from_login(key, at, changes).await
+        }
+        async fn record_login(&self, key: &IdentityKey, at: i64) -> Result<(), StoreError> {
+            self.inner.record_login(key, at).await
+        }
+        async fn identities_of(
+            &self,
+            user: UserId,
+        ) -> Result<Vec<crate::store::LinkedIdentity>, StoreError> {
+            self.inner.identities_of(user).await
+        }
+        async fn identities_by_provider(
+            &self,
+            provider: &str,
+        ) -> Result<Vec<crate::store::LinkedIdentity>, StoreError> {
+            self.inner.identities_by_provider(provider).await
+        }
+        async fn set_locked(&self, id: UserId, locked: bool) -> Result<(), StoreError> {
+            self.inner.set_locked(id, locked).await
+        }
+        async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+            self.inner.delete(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn of_concurrent_first_logins_one_creates_and_the_waiters_find_its_user() {
+        const LOGINS: usize = 5;
+        let store = GatedCreate {
+            inner: MemoryStore::new(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            entered: Arc::default(),
+        };
+        let (provisioner, events) = provisioner(store.clone());
+        let policy = policy(corp());
+        let claims = jane();
+        let logins = futures_util::future::join_all(
+            (0..LOGINS).map(|_| run(&provisioner, &policy, "s-1", &claims)),
+        );
+        // On this single-threaded runtime every login has run up to its first wait before
+        // the gate opens: one in `create`, the others behind it in the identity's lookup.
+        let open = async {
+            while store.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            store.gate.add_permits(LOGINS);
+        };
+        let (results, ()) = tokio::join!(logins, open);
+        let results: Vec<(Arc<User>, Outcome)> = results.into_iter().map(Result::unwrap).collect();
+        let outcomes: Vec<Outcome> = results.iter().map(|(_, outcome)| *outcome).collect();
+        let mut expected = vec![Outcome::Unchanged; LOGINS];
+        expected[0] = Outcome::Created;
+        assert_eq!(
+            outcomes, expected,
+            "the first creates, its waiters found the user"
+        );
+        let id = results[0].0.id;
+        assert!(
+            results.iter().all(|(user, _)| user.id == id),
+            "one user for all"
+        );
+        // Coalesced: one lookup and one create for all the logins, one event.
+        assert_eq!(store.entered.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(store.inner.counters().reads(), 1);
+        assert_eq!(store.inner.counters().creates(), 1);
+        assert_eq!(store.inner.user_count(), 1);
+        assert_eq!(kinds(&events), ["created"]);
     }
 }

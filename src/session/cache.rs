@@ -21,7 +21,7 @@ pub(crate) type UserKey = (Arc<str>, UserId);
 /// after the TTL, or at once when an invalidation bus carries it.
 #[derive(Clone)]
 pub(crate) struct UserCache {
-    pub(crate) by_identity: Cache<(Arc<str>, IdentityKey), Arc<User>>,
+    pub(crate) by_identity: Cache<(Arc<str>, IdentityKey), IdentityEntry>,
     pub(crate) by_id: Cache<UserKey, Arc<User>>,
     /// The applications' own users (`CurrentUser<AppUser>`), by the crate's user: dropped
     /// with it.
@@ -100,6 +100,26 @@ impl moka::Equivalent<SealedKey> for SealedRef<'_> {
     fn equivalent(&self, key: &SealedKey) -> bool {
         self.0 == key.0
     }
+}
+
+/// How an identity's cache entry came to be: what the lookup that filled it did. Only the
+/// caller whose lookup filled the entry (moka's `is_fresh`) reads it as its own doing; a
+/// coalesced waiter and a later hit found the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Read from the store (or written back after an update).
+    Found,
+    /// The identity was linked to an existing local user.
+    Linked,
+    /// The user was created.
+    Created,
+}
+
+/// A cached local user of an identity, and how the entry came to be.
+#[derive(Debug, Clone)]
+pub(crate) struct IdentityEntry {
+    pub(crate) user: Arc<User>,
+    pub(crate) origin: Origin,
 }
 
 /// What a record's store read happened after: the invalidations applied by then and the
@@ -206,7 +226,13 @@ impl UserCache {
     /// Replaces the cached copies of a user after a write.
     pub(crate) async fn store(&self, domain: &Arc<str>, key: IdentityKey, user: Arc<User>) {
         self.by_identity
-            .insert((domain.clone(), key), user.clone())
+            .insert(
+                (domain.clone(), key),
+                IdentityEntry {
+                    user: user.clone(),
+                    origin: Origin::Found,
+                },
+            )
             .await;
         self.by_id.insert((domain.clone(), user.id), user).await;
     }
@@ -219,7 +245,7 @@ impl UserCache {
         // Identity entries of this user are few and short-lived; scan them out.
         if let Err(err) = self
             .by_identity
-            .invalidate_entries_if(move |(d, _), user| user.id == id && *d == domain)
+            .invalidate_entries_if(move |(d, _), entry| entry.user.id == id && *d == domain)
         {
             tracing::error!(error = %err, "could not drop a user from the identity cache");
         }

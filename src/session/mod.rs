@@ -15,7 +15,7 @@ pub use crate::store::session_store::{
     EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
     SessionStoreHandle, TokensUpdate,
 };
-pub(crate) use cache::{OpenedSession, UserCache};
+pub(crate) use cache::{IdentityEntry, OpenedSession, Origin, UserCache};
 pub use redirect::{InvalidReturnTo, check_return_to};
 pub use sessions::SessionError;
 pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};
