@@ -4,8 +4,8 @@
 //!
 //! * group `session_hit_steps`: opening the session cookie as `CookieCodec::open` does (a
 //!   `CookieJar`, `PrivateJar::get`, which derives the AES key schedule on every call) vs
-//!   the same AES-256-GCM check with a cipher built once; parsing `SessionData` with
-//!   serde_json; the user cache lookup as `load_user` does it (`try_get_with`) vs `get`; the
+//!   the same AES-256-GCM check with a cipher built once; parsing the legacy session
+//!   cookie's JSON (`SessionData`, crate-private, mirrored here) with serde_json; the user cache lookup as `load_user` does it (`try_get_with`) vs `get`; the
 //!   revoked-session lookup (the moka cache of earlier releases vs the exact bounded set of
 //!   `src/expiring.rs`); a cache of opened sessions keyed by the sealed cookie value (a hit
 //!   replaces base64, AES-GCM and JSON); and cookie format 2 (`src/session/cookies.rs`: key
@@ -35,7 +35,6 @@ use base64::Engine;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use cookie::{Cookie, CookieJar, Key};
 use criterion::{Criterion, criterion_group, criterion_main};
-use jit_provision::session::SessionData;
 use jit_provision::store::{User, UserId};
 use sha2::{Digest, Sha256};
 
@@ -163,6 +162,27 @@ impl RevokedSet {
             .is_some_and(|(expires, _)| *expires > now);
         held || issued_at <= self.ended_up_to.load(Ordering::Acquire)
     }
+}
+
+/// The crate-private `SessionData` of `src/session/mod.rs` (the legacy session cookie's
+/// JSON), mirrored field for field with its serde names, so parsing it costs the same.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[allow(dead_code)]
+struct SessionData {
+    #[serde(rename = "u")]
+    user_id: UserId,
+    #[serde(rename = "d")]
+    domain: String,
+    #[serde(rename = "p")]
+    provider: String,
+    #[serde(rename = "s")]
+    subject: String,
+    #[serde(rename = "id")]
+    session_id: String,
+    #[serde(rename = "iat")]
+    issued_at: i64,
+    #[serde(rename = "exp")]
+    expires_at: i64,
 }
 
 fn session_steps(c: &mut Criterion) {

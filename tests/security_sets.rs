@@ -13,7 +13,7 @@ use axum::Router;
 use axum::routing::get;
 use common::*;
 use jit_provision::replay::{MemoryReplayGuard, ReplayGuard, ReplayGuardFull};
-use jit_provision::session::{SessionData, SessionKey};
+use jit_provision::session::SessionKey;
 use jit_provision::store::{IdentityKey, UserStore};
 use jit_provision::{CurrentUser, JitConfig, JitLayer};
 use reqwest::StatusCode;
@@ -292,15 +292,7 @@ async fn a_cookie_of_the_previous_format_still_opens() {
         .await
         .unwrap()
         .unwrap();
-    let session = SessionData {
-        user_id: user.id,
-        domain: "PRIMARY".into(),
-        provider: "dev".into(),
-        subject: "sub-alice".into(),
-        session_id: "an-earlier-release-session".into(),
-        issued_at: now(),
-        expires_at: now() + 3600,
-    };
+    let session = legacy_session(user.id, "an-earlier-release-session", now());
     let mut jar = cookie::CookieJar::new();
     jar.private_mut(&cookie::Key::from(&bytes))
         .add(cookie::Cookie::new(
@@ -326,6 +318,24 @@ async fn a_cookie_of_the_previous_format_still_opens() {
     );
 }
 
+/// What the session cookie of earlier releases carried (before sealing), in their JSON
+/// format: alice's session at the dev provider for an hour from `issued_at`.
+fn legacy_session(
+    user_id: jit_provision::store::UserId,
+    id: &str,
+    issued_at: i64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "u": user_id,
+        "d": "PRIMARY",
+        "p": "dev",
+        "s": "sub-alice",
+        "id": id,
+        "iat": issued_at,
+        "exp": issued_at + 3600,
+    })
+}
+
 /// A session cookie as earlier releases sealed it (the cookie crate's private jar under the
 /// encryption half of `bytes`), as a `Cookie` header pair.
 fn legacy_cookie(
@@ -334,15 +344,7 @@ fn legacy_cookie(
     id: &str,
     issued_at: i64,
 ) -> String {
-    let session = SessionData {
-        user_id,
-        domain: "PRIMARY".into(),
-        provider: "dev".into(),
-        subject: "sub-alice".into(),
-        session_id: id.into(),
-        issued_at,
-        expires_at: issued_at + 3600,
-    };
+    let session = legacy_session(user_id, id, issued_at);
     let mut jar = cookie::CookieJar::new();
     jar.private_mut(&cookie::Key::from(bytes))
         .add(cookie::Cookie::new(

@@ -12,7 +12,7 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// A transport failure talking to an identity provider.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// Connecting, sending or receiving failed, or the time limit passed.
     #[error("request to the identity provider failed: {0}")]
     Transport(String),

@@ -11,7 +11,6 @@ mod jwks;
 mod keys;
 
 pub(crate) use self::http::HttpClient;
-pub use self::http::HttpError;
 pub(crate) use self::jwks::{JwksCache, Refetch};
 pub(crate) use self::keys::{KeyError, KeySource};
 

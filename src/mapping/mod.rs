@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use self::path::{ClaimPath, ClaimPathError};
-pub use self::template::{Filter, Template, TemplateError};
+pub use self::template::{Template, TemplateError};
 pub use self::trace::{Decision, Target, Trace, Verdict};
 use crate::store::Profile;
 

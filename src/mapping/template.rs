@@ -16,7 +16,7 @@ const MAX_TEMPLATE: usize = 1024;
 
 /// A function applied to a claim value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// `lowercase`
     Lowercase,
     /// `uppercase`

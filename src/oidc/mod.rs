@@ -34,7 +34,6 @@ pub(crate) use self::logout_token::LogoutTokenValidator;
 pub use self::logout_token::{BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE, LogoutTokenError};
 use crate::config::{ProviderConfig, ResponseMode, TokenAuth};
 pub(crate) use crate::idp::HttpClient;
-pub use crate::idp::HttpError;
 use crate::idp::{JwksCache, Refetch};
 use crate::mapping::Claims;
 use crate::store::Identity;

@@ -27,28 +27,28 @@ use crate::store::UserId;
 /// What the session cookie of earlier releases carries, encrypted. Such a cookie still
 /// opens: the layer adopts it into a session record at its first request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionData {
+pub(crate) struct SessionData {
     /// The local user.
     #[serde(rename = "u")]
-    pub user_id: UserId,
+    pub(crate) user_id: UserId,
     /// Its user-store domain.
     #[serde(rename = "d", default = "primary")]
-    pub domain: String,
+    pub(crate) domain: String,
     /// The provider the user logged in through.
     #[serde(rename = "p")]
-    pub provider: String,
+    pub(crate) provider: String,
     /// The subject at that provider.
     #[serde(rename = "s")]
-    pub subject: String,
+    pub(crate) subject: String,
     /// Random session id (used to revoke the session at logout).
     #[serde(rename = "id")]
-    pub session_id: String,
+    pub(crate) session_id: String,
     /// Login time, Unix seconds.
     #[serde(rename = "iat")]
-    pub issued_at: i64,
+    pub(crate) issued_at: i64,
     /// End of the session, Unix seconds.
     #[serde(rename = "exp")]
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
 }
 
 fn primary() -> String {
@@ -57,24 +57,23 @@ fn primary() -> String {
 
 /// What the pending-login cookie carries between login start and callback, encrypted.
 #[derive(Clone, Serialize, Deserialize)]
-#[doc(hidden)]
-pub struct PendingLogin {
+pub(crate) struct PendingLogin {
     #[serde(rename = "p")]
-    pub provider: String,
+    pub(crate) provider: String,
     #[serde(rename = "st")]
-    pub state: String,
+    pub(crate) state: String,
     #[serde(rename = "n")]
-    pub nonce: String,
+    pub(crate) nonce: String,
     #[serde(rename = "v")]
-    pub pkce_verifier: String,
+    pub(crate) pkce_verifier: String,
     #[serde(rename = "r")]
-    pub return_to: String,
+    pub(crate) return_to: String,
     #[serde(rename = "exp")]
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// The hash of the binder cookie of the browser that started the login: its callback
     /// must come from that browser.
     #[serde(rename = "b")]
-    pub binder: String,
+    pub(crate) binder: String,
 }
 
 impl std::fmt::Debug for PendingLogin {

@@ -9,15 +9,16 @@ use super::{
     UserId, UserStore, canonical,
 };
 
-/// How many operations a [`MemoryStore`] has served, for tests and benchmarks.
+/// How many operations a [`MemoryStore`] has served, for tests and benchmarks: read them
+/// with [`creates`](Self::creates), [`updates`](Self::updates) and [`reads`](Self::reads).
 #[derive(Debug, Default)]
 pub struct StoreCounters {
     /// Successful `create` calls (users written).
-    pub creates: AtomicU64,
+    creates: AtomicU64,
     /// Successful `update` calls (user rows rewritten).
-    pub updates: AtomicU64,
+    updates: AtomicU64,
     /// `find_by_identity` and `find_by_id` calls.
-    pub reads: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl StoreCounters {
