@@ -166,123 +166,23 @@ impl SamlServiceProvider {
         acs_url: impl Into<String>,
         metadata_url: impl Into<String>,
     ) -> Result<Self, SamlError> {
-        let bad = |why: &str| SamlError::Config(why.to_owned());
         let acs_url = acs_url.into();
         let metadata_url = metadata_url.into();
         for url in [&acs_url, &metadata_url] {
-            url::Url::parse(url).map_err(|_| bad("the ACS and metadata URLs must be absolute"))?;
+            url::Url::parse(url)
+                .map_err(|_| config_error("the ACS and metadata URLs must be absolute"))?;
         }
-        if config.clock_skew_secs > MAX_CLOCK_SKEW_SECS {
-            return Err(bad("clock_skew_secs is over 600"));
-        }
-        let sources = [
-            config.idp_metadata_file.is_some(),
-            config.idp_metadata_url.is_some(),
-            config.idp_metadata_file.is_none()
-                && config.idp_metadata_url.is_none()
-                && (config.idp_sso_url.is_some() || !config.idp_certificates.is_empty()),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(bad(
-                "set exactly one of idp_metadata_file, idp_metadata_url, or idp_entity_id + idp_sso_url + idp_certificates",
-            ));
-        }
-        let inline = sources[2];
-        if !inline && !config.idp_certificates.is_empty() {
-            return Err(bad(
-                "idp_certificates is only for an inline IdP (no metadata)",
-            ));
-        }
-        if let Some(url) = &config.idp_metadata_url {
-            check_metadata_url(url)?;
-        }
-        if config.identity_attribute.as_deref() == Some("") {
-            return Err(bad("identity_attribute is empty"));
-        }
-        // A claim path like every claim reference of the mapping; SAML attribute values are
-        // text, so it always names an attribute `Name` verbatim (a URI or OID as it is).
-        if let Some(name) = &config.identity_attribute {
-            name.parse::<crate::mapping::ClaimPath>()
-                .map_err(|e| bad(&format!("identity_attribute: {e}")))?;
-        }
-        let sp_key = config
-            .sp_private_key_pem
-            .as_deref()
-            .map(|pem| {
-                PKey::private_key_from_pem(pem.as_bytes())
-                    .map_err(|_| bad("sp_private_key_pem is not a PEM private key"))
-            })
-            .transpose()?;
-        let sp_certificate = config
-            .sp_certificate_pem
-            .as_deref()
-            .map(|pem| {
-                X509::from_pem(pem.as_bytes())
-                    .map_err(|_| bad("sp_certificate_pem is not a PEM certificate"))
-            })
-            .transpose()?;
-        if let (Some(key), Some(cert)) = (&sp_key, &sp_certificate) {
-            let public = cert
-                .public_key()
-                .map_err(|_| bad("sp_certificate_pem has no key"))?;
-            if !public.public_eq(key) {
-                return Err(bad("sp_certificate_pem does not match sp_private_key_pem"));
-            }
-        }
-        if config.require_encrypted_assertions && sp_key.is_none() {
-            return Err(bad("require_encrypted_assertions needs sp_private_key_pem"));
-        }
-        if config.sign_requests {
-            check_signing_key(sp_key.as_ref(), sp_certificate.is_some(), "sign_requests")?;
-        }
-        let sp_certificate = sp_certificate
-            .map(|c| c.to_der().map_err(|_| bad("sp_certificate_pem is invalid")))
-            .transpose()?;
+        let inline = Self::check_idp_source(&config)?;
+        let (sp_key, sp_certificate) = Self::sp_credentials(&config)?;
         let sp_entity_id = config
             .sp_entity_id
             .clone()
             .unwrap_or_else(|| metadata_url.clone());
-
-        let idp = if inline {
-            let entity_id = config
-                .idp_entity_id
-                .clone()
-                .filter(|e| !e.is_empty())
-                .ok_or_else(|| bad("an inline IdP needs idp_entity_id"))?;
-            let sso_url = config
-                .idp_sso_url
-                .clone()
-                .ok_or_else(|| bad("an inline IdP needs idp_sso_url"))?;
-            let certificates = idp_metadata::certificates_from_pem(&config.idp_certificates)?;
-            if certificates.is_empty() {
-                return Err(bad("an inline IdP needs idp_certificates"));
-            }
-            Some(Arc::new(IdpMetadata {
-                entity_id,
-                sso_url: Some(sso_url),
-                certificates,
-                want_authn_requests_signed: false,
-                slo_redirect: None,
-                slo_post: None,
-            }))
-        } else if let Some(path) = &config.idp_metadata_file {
-            let text = std::fs::read(path)
-                .map_err(|e| SamlError::Metadata(format!("cannot read {}: {e}", path.display())))?;
-            let idp = Self::metadata_from(&config, &text)?;
-            Self::check_idp_wants(&idp, sp_key.as_ref(), sp_certificate.is_some())?;
-            Some(Arc::new(idp))
-        } else {
-            None
-        };
+        let idp = Self::initial_idp(&config, inline, sp_key.as_ref(), sp_certificate.is_some())?;
         if let Some(url) = &config.idp_sso_url {
-            url::Url::parse(url).map_err(|_| bad("idp_sso_url is not a URL"))?;
+            url::Url::parse(url).map_err(|_| config_error("idp_sso_url is not a URL"))?;
         }
-        let slo_url = acs_url
-            .strip_suffix("/acs")
-            .map(|base| format!("{base}/slo"));
-        if config.single_logout && slo_url.is_none() {
-            return Err(bad("single_logout needs an ACS URL ending in /acs"));
-        }
+        let slo_url = Self::slo_url_beside(&config, &acs_url)?;
         Ok(Self {
             provider_id: provider_id.into(),
             config,
@@ -294,6 +194,148 @@ impl SamlServiceProvider {
             sp_certificate,
             idp: RwLock::new(idp),
         })
+    }
+
+    /// Checks the clock skew, that exactly one IdP source is set (a metadata file, a metadata
+    /// URL, or an inline IdP) and the identity attribute; `true` for an inline IdP.
+    fn check_idp_source(config: &SamlConfig) -> Result<bool, SamlError> {
+        if config.clock_skew_secs > MAX_CLOCK_SKEW_SECS {
+            return Err(config_error("clock_skew_secs is over 600"));
+        }
+        let sources = [
+            config.idp_metadata_file.is_some(),
+            config.idp_metadata_url.is_some(),
+            config.idp_metadata_file.is_none()
+                && config.idp_metadata_url.is_none()
+                && (config.idp_sso_url.is_some() || !config.idp_certificates.is_empty()),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(config_error(
+                "set exactly one of idp_metadata_file, idp_metadata_url, or idp_entity_id + idp_sso_url + idp_certificates",
+            ));
+        }
+        let inline = sources[2];
+        if !inline && !config.idp_certificates.is_empty() {
+            return Err(config_error(
+                "idp_certificates is only for an inline IdP (no metadata)",
+            ));
+        }
+        if let Some(url) = &config.idp_metadata_url {
+            check_metadata_url(url)?;
+        }
+        if config.identity_attribute.as_deref() == Some("") {
+            return Err(config_error("identity_attribute is empty"));
+        }
+        // A claim path like every claim reference of the mapping; SAML attribute values are
+        // text, so it always names an attribute `Name` verbatim (a URI or OID as it is).
+        if let Some(name) = &config.identity_attribute {
+            name.parse::<crate::mapping::ClaimPath>()
+                .map_err(|e| config_error(&format!("identity_attribute: {e}")))?;
+        }
+        Ok(inline)
+    }
+
+    /// The SP's private key and certificate (DER), parsed and checked against each other and
+    /// against the options that need them (encrypted assertions, signed requests).
+    fn sp_credentials(
+        config: &SamlConfig,
+    ) -> Result<(Option<PKey<Private>>, Option<Vec<u8>>), SamlError> {
+        let sp_key = config
+            .sp_private_key_pem
+            .as_deref()
+            .map(|pem| {
+                PKey::private_key_from_pem(pem.as_bytes())
+                    .map_err(|_| config_error("sp_private_key_pem is not a PEM private key"))
+            })
+            .transpose()?;
+        let sp_certificate = config
+            .sp_certificate_pem
+            .as_deref()
+            .map(|pem| {
+                X509::from_pem(pem.as_bytes())
+                    .map_err(|_| config_error("sp_certificate_pem is not a PEM certificate"))
+            })
+            .transpose()?;
+        if let (Some(key), Some(cert)) = (&sp_key, &sp_certificate) {
+            let public = cert
+                .public_key()
+                .map_err(|_| config_error("sp_certificate_pem has no key"))?;
+            if !public.public_eq(key) {
+                return Err(config_error(
+                    "sp_certificate_pem does not match sp_private_key_pem",
+                ));
+            }
+        }
+        if config.require_encrypted_assertions && sp_key.is_none() {
+            return Err(config_error(
+                "require_encrypted_assertions needs sp_private_key_pem",
+            ));
+        }
+        if config.sign_requests {
+            check_signing_key(sp_key.as_ref(), sp_certificate.is_some(), "sign_requests")?;
+        }
+        let sp_certificate = sp_certificate
+            .map(|c| {
+                c.to_der()
+                    .map_err(|_| config_error("sp_certificate_pem is invalid"))
+            })
+            .transpose()?;
+        Ok((sp_key, sp_certificate))
+    }
+
+    /// The IdP known at start: an inline one, or one read from the metadata file (and checked
+    /// against what it wants of the SP); `None` for a metadata URL, loaded later by
+    /// [`load_metadata`](Self::load_metadata).
+    fn initial_idp(
+        config: &SamlConfig,
+        inline: bool,
+        sp_key: Option<&PKey<Private>>,
+        has_sp_certificate: bool,
+    ) -> Result<Option<Arc<IdpMetadata>>, SamlError> {
+        if inline {
+            let entity_id = config
+                .idp_entity_id
+                .clone()
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| config_error("an inline IdP needs idp_entity_id"))?;
+            let sso_url = config
+                .idp_sso_url
+                .clone()
+                .ok_or_else(|| config_error("an inline IdP needs idp_sso_url"))?;
+            let certificates = idp_metadata::certificates_from_pem(&config.idp_certificates)?;
+            if certificates.is_empty() {
+                return Err(config_error("an inline IdP needs idp_certificates"));
+            }
+            return Ok(Some(Arc::new(IdpMetadata {
+                entity_id,
+                sso_url: Some(sso_url),
+                certificates,
+                want_authn_requests_signed: false,
+                slo_redirect: None,
+                slo_post: None,
+            })));
+        }
+        let Some(path) = &config.idp_metadata_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read(path)
+            .map_err(|e| SamlError::Metadata(format!("cannot read {}: {e}", path.display())))?;
+        let idp = Self::metadata_from(config, &text)?;
+        Self::check_idp_wants(&idp, sp_key, has_sp_certificate)?;
+        Ok(Some(Arc::new(idp)))
+    }
+
+    /// `.../{provider}/slo` beside an ACS URL ending in `/acs`; required by `single_logout`.
+    fn slo_url_beside(config: &SamlConfig, acs_url: &str) -> Result<Option<String>, SamlError> {
+        let slo_url = acs_url
+            .strip_suffix("/acs")
+            .map(|base| format!("{base}/slo"));
+        if config.single_logout && slo_url.is_none() {
+            return Err(config_error(
+                "single_logout needs an ACS URL ending in /acs",
+            ));
+        }
+        Ok(slo_url)
     }
 
     fn metadata_from(config: &SamlConfig, bytes: &[u8]) -> Result<IdpMetadata, SamlError> {
@@ -754,6 +796,11 @@ fn in_context(encrypted: roxmltree::Node<'_, '_>, plaintext: &str) -> String {
     wrapped.push_str(body);
     wrapped.push_str("</jit-decrypted>");
     wrapped
+}
+
+/// A refused SAML setting, saying `why`.
+fn config_error(why: &str) -> SamlError {
+    SamlError::Config(why.to_owned())
 }
 
 /// Signing requests (because of `why`) needs an RSA SP key and the certificate published
