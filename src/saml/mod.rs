@@ -237,9 +237,7 @@ impl SamlServiceProvider {
 
     /// The SP's private key and certificate (DER), parsed and checked against each other and
     /// against the options that need them (encrypted assertions, signed requests).
-    fn sp_credentials(
-        config: &SamlConfig,
-    ) -> Result<(Option<PKey<Private>>, Option<Vec<u8>>), SamlError> {
+    fn sp_credentials(config: &SamlConfig) -> Result<SpCredentials, SamlError> {
         let sp_key = config
             .sp_private_key_pem
             .as_deref()
@@ -797,6 +795,9 @@ fn in_context(encrypted: roxmltree::Node<'_, '_>, plaintext: &str) -> String {
     wrapped.push_str("</jit-decrypted>");
     wrapped
 }
+
+/// The SP's private key and its certificate (DER), each if configured.
+type SpCredentials = (Option<PKey<Private>>, Option<Vec<u8>>);
 
 /// A refused SAML setting, saying `why`.
 fn config_error(why: &str) -> SamlError {
