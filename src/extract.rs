@@ -86,6 +86,11 @@ async fn app_user<U: Send + Sync + 'static>(
     if let Ok(user) = any.downcast::<U>() {
         return Ok(Some(user));
     }
+    // Never the application's user of a locked crate user, whatever put it in the request
+    // (the layer does not pass a locked user on; a cached or stale copy must not either).
+    if current.user.locked {
+        return Ok(None);
+    }
     let domain = current.auth.domain.as_str();
     let apps = context.map(|c| &c.app_users);
     let Some(loader) = apps.and_then(|a| a.loaders.get(domain)) else {
@@ -300,5 +305,68 @@ impl<S: Send + Sync, U: Send + Sync + 'static> OptionalFromRequestParts<S> for C
             })),
             Err(failure) => Err(LoginRequired::failed(parts, failure)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthInfo, AuthMethod};
+    use crate::store::{LoadAppUser, User};
+
+    /// Loads the same application user for every crate user.
+    struct Always;
+
+    impl LoadAppUser for Always {
+        fn load(
+            &self,
+            _: UserId,
+        ) -> futures_util::future::BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
+            Box::pin(async { Ok(Some(Arc::new(7_u32) as AnyUser)) })
+        }
+        fn user_type_id(&self) -> TypeId {
+            TypeId::of::<u32>()
+        }
+        fn type_name(&self) -> &'static str {
+            "u32"
+        }
+    }
+
+    fn context() -> AuthContext {
+        AuthContext {
+            prefix: "/auth".into(),
+            unauthenticated: Default::default(),
+            bearer: false,
+            app_users: AppUsersContext {
+                loaders: HashMap::from([("primary".to_owned(), AppUserLoader::new(Always))]),
+                cache: None,
+                timeout: std::time::Duration::from_secs(5),
+            },
+        }
+    }
+
+    fn current(locked: bool) -> CurrentUser {
+        let mut user = User::new(UserId(1), "jane");
+        user.locked = locked;
+        CurrentUser {
+            user: Arc::new(user),
+            auth: Arc::new(AuthInfo {
+                provider: "corp".into(),
+                domain: "primary".into(),
+                subject: "jane".into(),
+                issued_at: 0,
+                expires_at: 0,
+                method: AuthMethod::Session,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_locked_crate_user_never_gets_its_application_user() {
+        let context = context();
+        let open = app_user::<u32>(Some(&context), &current(false)).await;
+        assert_eq!(open.unwrap().as_deref(), Some(&7));
+        let locked = app_user::<u32>(Some(&context), &current(true)).await;
+        assert!(locked.unwrap().is_none());
     }
 }
