@@ -64,7 +64,12 @@ impl AppUserError {
 #[derive(Clone)]
 pub(crate) struct AppUsersContext {
     pub(crate) loaders: HashMap<String, AppUserLoader>,
-    pub(crate) cache: Option<moka::future::Cache<(Arc<str>, UserId), AnyUser>>,
+    /// With the cache, the user cache's invalidation counter: read before a load, a load
+    /// that an invalidation (a lock, a delete, a change) may have raced is not cached.
+    pub(crate) cache: Option<(
+        moka::future::Cache<(Arc<str>, UserId), AnyUser>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )>,
     /// The bound of every load, the layer's store timeout.
     pub(crate) timeout: std::time::Duration,
 }
@@ -114,10 +119,26 @@ async fn app_user<U: Send + Sync + 'static>(
         }
     };
     let loaded = match apps.and_then(|a| a.cache.as_ref()) {
-        Some(cache) => cache
-            .try_get_with((Arc::from(domain), id), load)
-            .await
-            .map_err(|e| e.as_ref().as_ref().map(StoreError::duplicate)),
+        Some((cache, invalidations)) => {
+            use std::sync::atomic::Ordering;
+            let key = (Arc::<str>::from(domain), id);
+            match cache.get(&key).await {
+                Some(user) => Ok(user),
+                None => {
+                    // Read before the load, checked before the insert (as the session
+                    // records' `ReadMark`): an invalidation in between may have dropped an
+                    // entry this load read before, so its result is used but not cached.
+                    let mark = invalidations.load(Ordering::SeqCst);
+                    let loaded = load.await;
+                    if let Ok(user) = &loaded
+                        && invalidations.load(Ordering::SeqCst) == mark
+                    {
+                        cache.insert(key, user.clone()).await;
+                    }
+                    loaded
+                }
+            }
+        }
         None => load.await,
     };
     match loaded {
@@ -359,6 +380,47 @@ mod tests {
                 method: AuthMethod::Session,
             }),
         }
+    }
+
+    /// Loads the application user, and meanwhile an invalidation of it is applied.
+    struct Raced(Arc<std::sync::atomic::AtomicU64>);
+
+    impl LoadAppUser for Raced {
+        fn load(
+            &self,
+            _: UserId,
+        ) -> futures_util::future::BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(Some(Arc::new(7_u32) as AnyUser)) })
+        }
+        fn user_type_id(&self) -> TypeId {
+            TypeId::of::<u32>()
+        }
+        fn type_name(&self) -> &'static str {
+            "u32"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_raced_by_an_invalidation_is_used_but_not_cached() {
+        let cache = moka::future::Cache::new(10);
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut raced = context();
+        raced.app_users.loaders = HashMap::from([(
+            "primary".to_owned(),
+            AppUserLoader::new(Raced(counter.clone())),
+        )]);
+        raced.app_users.cache = Some((cache.clone(), counter.clone()));
+        let key = (Arc::<str>::from("primary"), UserId(1));
+        let user = app_user::<u32>(Some(&raced), &current(false)).await;
+        assert_eq!(user.unwrap().as_deref(), Some(&7));
+        assert!(cache.get(&key).await.is_none(), "a raced load was cached");
+        // Without an invalidation in between, the load is cached.
+        let mut quiet = context();
+        quiet.app_users.cache = Some((cache.clone(), counter));
+        let user = app_user::<u32>(Some(&quiet), &current(false)).await;
+        assert_eq!(user.unwrap().as_deref(), Some(&7));
+        assert!(cache.get(&key).await.is_some());
     }
 
     #[tokio::test]
