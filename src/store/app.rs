@@ -67,6 +67,15 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
     /// Creates the application's user from the mapped profile, on `conn`: the crate's open
     /// transaction, committed with the identity link. Refuse with [`StoreError::Refused`] by
     /// a rule of the application's own; any error rolls the whole creation back.
+    ///
+    /// **The contract of the joined transaction**: write only through `conn`, and leave its
+    /// transaction open. Never `COMMIT`, `ROLLBACK` or `BEGIN` on it (a nested
+    /// `conn.begin()`, a savepoint of sqlx's, is fine), and never write the user through
+    /// another connection or pool: that row would commit on its own, outside the crate's
+    /// transaction. The crate detects the first (a savepoint around this call whose release
+    /// fails: the creation is then an error that says so, though what the application
+    /// already committed stays); it cannot see the second (on PostgreSQL it silently breaks
+    /// atomicity; on SQLite it waits for the crate's write lock and fails).
     fn create(
         &self,
         conn: &mut Conn,
@@ -86,6 +95,15 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
 
     /// The application's user holding this username, for linking by username. Default:
     /// none.
+    ///
+    /// A user found here or by [`find_by_verified_email`](Self::find_by_verified_email) is
+    /// *adopted*: the crate inserts its own row for it (keyed on `app_id`, idempotent; no
+    /// email, groups, roles or identity, not locked), so that a link can name it. The
+    /// provisioner asks only when the provider's linking policy links by username, or by an
+    /// email the provider asserted verified (or is trusted for); a first login without
+    /// linking never adopts. An admin preview of such a login may adopt too (and its
+    /// username check does even without linking): harmless, as the row cannot log in, is
+    /// the one a link would make, and keeps no copy of the application's email.
     fn find_by_username(
         &self,
         username: &str,
