@@ -59,6 +59,9 @@ impl AppUserError {
     }
 }
 
+/// The applications' users by the crate's user.
+pub(crate) type AppUserCache = moka::future::Cache<(Arc<str>, UserId), AnyUser>;
+
 /// The loaders of the applications' users by user-store domain, and their cache (the
 /// [`UserCache`](crate::cache::UserCache)'s, dropped with the crate's user).
 #[derive(Clone)]
@@ -66,10 +69,7 @@ pub(crate) struct AppUsersContext {
     pub(crate) loaders: HashMap<String, AppUserLoader>,
     /// With the cache, the user cache's invalidation counter: read before a load, a load
     /// that an invalidation (a lock, a delete, a change) may have raced is not cached.
-    pub(crate) cache: Option<(
-        moka::future::Cache<(Arc<str>, UserId), AnyUser>,
-        Arc<std::sync::atomic::AtomicU64>,
-    )>,
+    pub(crate) cache: Option<(AppUserCache, Arc<std::sync::atomic::AtomicU64>)>,
     /// The bound of every load, the layer's store timeout.
     pub(crate) timeout: std::time::Duration,
 }

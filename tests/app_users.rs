@@ -443,8 +443,10 @@ async fn an_app_id_that_does_not_parse_is_an_error() {
         Err(StoreError::Backend(e)) => assert!(e.to_string().contains("not-a-number"), "{e}"),
         other => panic!("expected a parse error: {other:?}"),
     }
-    let mut changes = jit_provision::store::ProfileChanges::default();
-    changes.display_name = Some(Some("Jane".into()));
+    let changes = jit_provision::store::ProfileChanges {
+        display_name: Some(Some("Jane".into())),
+        ..Default::default()
+    };
     assert!(matches!(
         store.update(user.id, &changes).await,
         Err(StoreError::Backend(_))
