@@ -59,12 +59,17 @@ impl AppUserError {
     }
 }
 
+/// The applications' users by the crate's user.
+pub(crate) type AppUserCache = moka::future::Cache<(Arc<str>, UserId), AnyUser>;
+
 /// The loaders of the applications' users by user-store domain, and their cache (the
 /// [`UserCache`](crate::cache::UserCache)'s, dropped with the crate's user).
 #[derive(Clone)]
 pub(crate) struct AppUsersContext {
     pub(crate) loaders: HashMap<String, AppUserLoader>,
-    pub(crate) cache: Option<moka::future::Cache<(Arc<str>, UserId), AnyUser>>,
+    /// With the cache, the user cache's invalidation counter: read before a load, a load
+    /// that an invalidation (a lock, a delete, a change) may have raced is not cached.
+    pub(crate) cache: Option<(AppUserCache, Arc<std::sync::atomic::AtomicU64>)>,
     /// The bound of every load, the layer's store timeout.
     pub(crate) timeout: std::time::Duration,
 }
@@ -85,6 +90,11 @@ async fn app_user<U: Send + Sync + 'static>(
     let any: AnyUser = current.user.clone();
     if let Ok(user) = any.downcast::<U>() {
         return Ok(Some(user));
+    }
+    // Never the application's user of a locked crate user, whatever put it in the request
+    // (the layer does not pass a locked user on; a cached or stale copy must not either).
+    if current.user.locked {
+        return Ok(None);
     }
     let domain = current.auth.domain.as_str();
     let apps = context.map(|c| &c.app_users);
@@ -109,10 +119,26 @@ async fn app_user<U: Send + Sync + 'static>(
         }
     };
     let loaded = match apps.and_then(|a| a.cache.as_ref()) {
-        Some(cache) => cache
-            .try_get_with((Arc::from(domain), id), load)
-            .await
-            .map_err(|e| e.as_ref().as_ref().map(StoreError::duplicate)),
+        Some((cache, invalidations)) => {
+            use std::sync::atomic::Ordering;
+            let key = (Arc::<str>::from(domain), id);
+            match cache.get(&key).await {
+                Some(user) => Ok(user),
+                None => {
+                    // Read before the load, checked before the insert (as the session
+                    // records' `ReadMark`): an invalidation in between may have dropped an
+                    // entry this load read before, so its result is used but not cached.
+                    let mark = invalidations.load(Ordering::SeqCst);
+                    let loaded = load.await;
+                    if let Ok(user) = &loaded
+                        && invalidations.load(Ordering::SeqCst) == mark
+                    {
+                        cache.insert(key, user.clone()).await;
+                    }
+                    loaded
+                }
+            }
+        }
         None => load.await,
     };
     match loaded {
@@ -300,5 +326,109 @@ impl<S: Send + Sync, U: Send + Sync + 'static> OptionalFromRequestParts<S> for C
             })),
             Err(failure) => Err(LoginRequired::failed(parts, failure)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthInfo, AuthMethod};
+    use crate::store::{LoadAppUser, User};
+
+    /// Loads the same application user for every crate user.
+    struct Always;
+
+    impl LoadAppUser for Always {
+        fn load(
+            &self,
+            _: UserId,
+        ) -> futures_util::future::BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
+            Box::pin(async { Ok(Some(Arc::new(7_u32) as AnyUser)) })
+        }
+        fn user_type_id(&self) -> TypeId {
+            TypeId::of::<u32>()
+        }
+        fn type_name(&self) -> &'static str {
+            "u32"
+        }
+    }
+
+    fn context() -> AuthContext {
+        AuthContext {
+            prefix: "/auth".into(),
+            unauthenticated: Default::default(),
+            bearer: false,
+            app_users: AppUsersContext {
+                loaders: HashMap::from([("primary".to_owned(), AppUserLoader::new(Always))]),
+                cache: None,
+                timeout: std::time::Duration::from_secs(5),
+            },
+        }
+    }
+
+    fn current(locked: bool) -> CurrentUser {
+        let mut user = User::new(UserId(1), "jane");
+        user.locked = locked;
+        CurrentUser {
+            user: Arc::new(user),
+            auth: Arc::new(AuthInfo {
+                provider: "corp".into(),
+                domain: "primary".into(),
+                subject: "jane".into(),
+                issued_at: 0,
+                expires_at: 0,
+                method: AuthMethod::Session,
+            }),
+        }
+    }
+
+    /// Loads the application user, and meanwhile an invalidation of it is applied.
+    struct Raced(Arc<std::sync::atomic::AtomicU64>);
+
+    impl LoadAppUser for Raced {
+        fn load(
+            &self,
+            _: UserId,
+        ) -> futures_util::future::BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(Some(Arc::new(7_u32) as AnyUser)) })
+        }
+        fn user_type_id(&self) -> TypeId {
+            TypeId::of::<u32>()
+        }
+        fn type_name(&self) -> &'static str {
+            "u32"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_raced_by_an_invalidation_is_used_but_not_cached() {
+        let cache = moka::future::Cache::new(10);
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut raced = context();
+        raced.app_users.loaders = HashMap::from([(
+            "primary".to_owned(),
+            AppUserLoader::new(Raced(counter.clone())),
+        )]);
+        raced.app_users.cache = Some((cache.clone(), counter.clone()));
+        let key = (Arc::<str>::from("primary"), UserId(1));
+        let user = app_user::<u32>(Some(&raced), &current(false)).await;
+        assert_eq!(user.unwrap().as_deref(), Some(&7));
+        assert!(cache.get(&key).await.is_none(), "a raced load was cached");
+        // Without an invalidation in between, the load is cached.
+        let mut quiet = context();
+        quiet.app_users.cache = Some((cache.clone(), counter));
+        let user = app_user::<u32>(Some(&quiet), &current(false)).await;
+        assert_eq!(user.unwrap().as_deref(), Some(&7));
+        assert!(cache.get(&key).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_locked_crate_user_never_gets_its_application_user() {
+        let context = context();
+        let open = app_user::<u32>(Some(&context), &current(false)).await;
+        assert_eq!(open.unwrap().as_deref(), Some(&7));
+        let locked = app_user::<u32>(Some(&context), &current(true)).await;
+        assert!(locked.unwrap().is_none());
     }
 }

@@ -966,7 +966,7 @@ impl JitLayerBuilder {
             bearer: bearer.is_some(),
             app_users: crate::extract::AppUsersContext {
                 loaders: self.app_loaders,
-                cache: Some(cache.app_users.clone()),
+                cache: Some((cache.app_users.clone(), cache.user_invalidations.clone())),
                 timeout: timeouts.store,
             },
         });

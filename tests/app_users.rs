@@ -356,3 +356,99 @@ async fn an_email_of_a_password_account_is_refused_with_the_apps_code_or_linked(
     assert_eq!(count(&app.pool, "app_users").await, 1);
     assert_eq!(count(&app.pool, "jit_identities").await, 1);
 }
+
+/// An `AppUsers::create` that ends the crate's transaction itself (a `COMMIT` on its
+/// connection) is caught: the creation fails with an error that says so instead of writing
+/// the crate's row outside any transaction and answering success.
+#[tokio::test]
+async fn an_app_create_that_commits_the_transaction_itself_is_an_error() {
+    let pool = app::sqlite_pool().await;
+    let apps: TestAppUsers<sqlx::SqlitePool, Uuid> = TestAppUsers::new(pool.clone());
+    *apps.faults().lock().unwrap() = Some(Fault::Commit);
+    let store = SqliteStore::with_app(pool.clone(), apps).await.unwrap();
+    let identity = Identity::new("corp", "https://idp", "jane");
+    let created = store.create(&identity, &jane()).await;
+    match created {
+        Err(StoreError::Backend(e)) => {
+            assert!(
+                e.to_string().contains("ended the crate's transaction"),
+                "{e}"
+            )
+        }
+        other => panic!("expected the ended transaction to be reported: {other:?}"),
+    }
+    assert_eq!(count(&pool, "jit_users").await, 0);
+    assert!(
+        store
+            .find_by_identity(&identity.key())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Adoption for linking keeps no copy of the application's email: an application user who
+/// changed their email is no longer found by the old one (a copy would link whoever holds
+/// the old address next), and a user adopted first by username (an admin preview, a username
+/// link) is still found, with the email the application vouches for, by email.
+#[tokio::test]
+async fn adopted_app_users_are_found_by_the_applications_current_email_only() {
+    let pool = app::sqlite_pool().await;
+    let store: Store<Uuid> = SqliteStore::with_app(pool.clone(), TestAppUsers::new(pool.clone()))
+        .await
+        .unwrap();
+    let id = app::password_account(&pool, "ann@example.com", "ann", true).await;
+    // Adopted by username first: no email known from that lookup.
+    let by_name = store.find_by_username("ann").await.unwrap().unwrap();
+    let by_email = store.find_by_email("ann@example.com").await.unwrap();
+    assert_eq!(by_email.len(), 1);
+    assert_eq!(by_email[0].id, by_name.id);
+    assert_eq!(by_email[0].email.as_deref(), Some("ann@example.com"));
+    // The application's user moves to another address: the old one finds nobody.
+    sqlx::query("UPDATE app_users SET email = 'ann@new.example.com' WHERE id = ?")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .find_by_email("ann@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let moved = store.find_by_email("ann@new.example.com").await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].id, by_name.id);
+}
+
+/// A crate row whose `app_id` does not parse as the application's id type is a clear store
+/// error, not a panic.
+#[tokio::test]
+async fn an_app_id_that_does_not_parse_is_an_error() {
+    let pool = app::sqlite_pool().await;
+    let store: Store<i64> = SqliteStore::with_app(pool.clone(), TestAppUsers::new(pool.clone()))
+        .await
+        .unwrap();
+    let user = store
+        .create(&Identity::new("corp", "https://idp", "jane"), &jane())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jit_users SET app_id = 'not-a-number' WHERE id = ?")
+        .bind(user.id.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+    match store.app_id_of(user.id).await {
+        Err(StoreError::Backend(e)) => assert!(e.to_string().contains("not-a-number"), "{e}"),
+        other => panic!("expected a parse error: {other:?}"),
+    }
+    let changes = jit_provision::store::ProfileChanges {
+        display_name: Some(Some("Jane".into())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.update(user.id, &changes).await,
+        Err(StoreError::Backend(_))
+    ));
+}

@@ -26,6 +26,10 @@ pub(crate) struct UserCache {
     /// The applications' own users (`CurrentUser<AppUser>`), by the crate's user: dropped
     /// with it.
     pub(crate) app_users: Cache<UserKey, crate::store::AnyUser>,
+    /// Counts the user invalidations ([`forget`](Self::forget), [`Invalidation::All`]),
+    /// raised before each drops its entries: an application user loaded while it moved may
+    /// have been read before the change and is not cached.
+    pub(crate) user_invalidations: Arc<AtomicU64>,
     /// Session cookies already decrypted, by their exact sealed value (equality with a value
     /// we decrypted is as good as decrypting it again). Each holds its session's record once
     /// a request checked it ([`OpenedSession::record`]), so a hit is one lookup; the record's
@@ -159,6 +163,7 @@ impl UserCache {
                 .time_to_live(record_ttl)
                 .eviction_listener(|_, live: Arc<LiveSession>, _| live.mark_dropped())
                 .build(),
+            user_invalidations: Arc::default(),
             record_invalidations: Arc::default(),
             record_epoch: Arc::default(),
             record_ttl_secs: i64::try_from(record_ttl.as_secs()).unwrap_or(i64::MAX),
@@ -187,6 +192,7 @@ impl UserCache {
             Invalidation::All => {
                 self.record_invalidations.fetch_add(1, Ordering::SeqCst);
                 self.record_epoch.fetch_add(1, Ordering::SeqCst);
+                self.user_invalidations.fetch_add(1, Ordering::SeqCst);
                 self.by_id.invalidate_all();
                 self.app_users.invalidate_all();
                 self.by_identity.invalidate_all();
@@ -240,6 +246,7 @@ impl UserCache {
     /// Forgets a user (logout, lock, delete).
     pub(crate) async fn forget(&self, domain: &str, id: UserId) {
         let domain: Arc<str> = Arc::from(domain);
+        self.user_invalidations.fetch_add(1, Ordering::SeqCst);
         self.by_id.invalidate(&(domain.clone(), id)).await;
         self.app_users.invalidate(&(domain.clone(), id)).await;
         // Identity entries of this user are few and short-lived; scan them out.

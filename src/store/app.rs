@@ -67,6 +67,15 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
     /// Creates the application's user from the mapped profile, on `conn`: the crate's open
     /// transaction, committed with the identity link. Refuse with [`StoreError::Refused`] by
     /// a rule of the application's own; any error rolls the whole creation back.
+    ///
+    /// **The contract of the joined transaction**: write only through `conn`, and leave its
+    /// transaction open. Never `COMMIT`, `ROLLBACK` or `BEGIN` on it (a nested
+    /// `conn.begin()`, a savepoint of sqlx's, is fine), and never write the user through
+    /// another connection or pool: that row would commit on its own, outside the crate's
+    /// transaction. The crate detects the first (a savepoint around this call whose release
+    /// fails: the creation is then an error that says so, though what the application
+    /// already committed stays); it cannot see the second (on PostgreSQL it silently breaks
+    /// atomicity; on SQLite it waits for the crate's write lock and fails).
     fn create(
         &self,
         conn: &mut Conn,
@@ -86,6 +95,15 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
 
     /// The application's user holding this username, for linking by username. Default:
     /// none.
+    ///
+    /// A user found here or by [`find_by_verified_email`](Self::find_by_verified_email) is
+    /// *adopted*: the crate inserts its own row for it (keyed on `app_id`, idempotent; no
+    /// email, groups, roles or identity, not locked), so that a link can name it. The
+    /// provisioner asks only when the provider's linking policy links by username, or by an
+    /// email the provider asserted verified (or is trusted for); a first login without
+    /// linking never adopts. An admin preview of such a login may adopt too (and its
+    /// username check does even without linking): harmless, as the row cannot log in, is
+    /// the one a link would make, and keeps no copy of the application's email.
     fn find_by_username(
         &self,
         username: &str,
@@ -199,3 +217,217 @@ pub(crate) fn parse_app_id<I: FromStr>(text: &str) -> Result<I, StoreError> {
         ))
     })
 }
+
+/// The crate's user of an application user adopted for linking by `email`: the crate's row
+/// keeps no email of its own (the application is the truth of its users' emails, and a copy
+/// taken here would go stale when the application's user changes it), so the user found is
+/// given the email the application vouched for, for this lookup only.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn vouched(mut user: super::User, email: Option<&str>) -> super::User {
+    if user.email.is_none() {
+        user.email = email.map(str::to_owned);
+    }
+    user
+}
+
+/// The error of an [`AppUsers::create`] that ended the crate's transaction itself.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn ended_transaction() -> StoreError {
+    StoreError::backend(
+        "AppUsers::create ended the crate's transaction (a COMMIT or ROLLBACK on its \
+         connection): the application's user may be written without the crate's row",
+    )
+}
+
+/// The application part of a SQL store, written once for SQLite and PostgreSQL: `$store`
+/// (generic over its [`AppUsers`] `A`, in its field `app`) on `$db` whose connection is
+/// `$conn`, with `$sql` turning a statement written with `$N` placeholders into the
+/// database's, `$json` the store's six JSON columns (groups, attributes, IdP groups, IdP
+/// attributes, roles, IdP roles), `user_from_row`, `classify` and `USER_COLUMNS` the store
+/// module's, and `session_write_lock` (an async method of the store) its write lock.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_macros)
+)]
+macro_rules! sql_app_part {
+    ($store:ident, $conn:ty, $db:ty, $sql:expr, $json:literal) => {
+        impl<A: $crate::store::AppUsers<$conn>> $store<A> {
+            /// The application's id of the crate's user `id` (`None` when the user is gone
+            /// or has no application part); a stored id that does not parse as `A::Id` is an
+            /// error, never a panic.
+            pub async fn app_id_of(&self, id: UserId) -> Result<Option<A::Id>, StoreError> {
+                let sql = $sql("SELECT app_id FROM jit_users WHERE id = $1");
+                let text: Option<Option<String>> =
+                    sqlx::query_scalar::<$db, _>(sqlx::AssertSqlSafe(sql))
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                text.flatten()
+                    .map(|t| super::app::parse_app_id(&t))
+                    .transpose()
+            }
+
+            /// Creates the application's user on `tx` (the crate's open transaction):
+            /// its id as stored and its username. A savepoint around the application's
+            /// code tells when it ended the transaction itself (its `RELEASE` fails).
+            async fn create_app_user(
+                &self,
+                tx: &mut $conn,
+                profile: &Profile,
+            ) -> Result<(Option<String>, String), StoreError> {
+                let Some(app) = &self.app else {
+                    return Ok((None, profile.username.clone()));
+                };
+                sqlx::query::<$db>("SAVEPOINT jit_app_create")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let user = app.create(tx, profile).await?;
+                sqlx::query::<$db>("RELEASE SAVEPOINT jit_app_create")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|_| super::app::ended_transaction())?;
+                Ok((Some(A::id(&user).to_string()), A::username(&user)))
+            }
+
+            /// Applies `changes` to the application's user of the crate's user `id`,
+            /// inside `tx`.
+            async fn apply_app(
+                &self,
+                tx: &mut $conn,
+                id: UserId,
+                changes: &ProfileChanges,
+            ) -> Result<(), StoreError> {
+                let Some(app) = &self.app else {
+                    return Ok(());
+                };
+                let sql = $sql("SELECT app_id FROM jit_users WHERE id = $1");
+                let text: Option<String> = sqlx::query_scalar::<$db, Option<String>>(
+                    sqlx::AssertSqlSafe(sql),
+                )
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?
+                .flatten();
+                match text {
+                    Some(text) => {
+                        let app_id = super::app::parse_app_id(&text)?;
+                        app.apply(tx, &app_id, changes).await
+                    }
+                    None => Ok(()),
+                }
+            }
+
+            /// The application's user holding `username` that has no crate row yet, adopted
+            /// (for linking by username).
+            async fn app_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+                let Some(app) = &self.app else {
+                    return Ok(None);
+                };
+                match app.find_by_username(username).await? {
+                    Some(found) => self.adopt(&found, None).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+
+            /// Adds to `users` (the crate's holders of `email`) the application's users whose
+            /// verified email it is, adopted (for linking by email).
+            async fn app_by_email(
+                &self,
+                users: &mut Vec<User>,
+                email: &str,
+            ) -> Result<(), StoreError> {
+                let Some(app) = &self.app else {
+                    return Ok(());
+                };
+                for found in app.find_by_verified_email(email).await? {
+                    let user = self.adopt(&found, Some(email)).await?;
+                    if !users.iter().any(|u| u.id == user.id) {
+                        users.push(user);
+                    }
+                }
+                users.sort_by_key(|u| u.id);
+                Ok(())
+            }
+
+            /// The crate's row of an application user found for linking, inserted when it
+            /// has none (idempotent, keyed on `app_id`; no email, no groups, not locked), so
+            /// it can be linked by the crate's [`UserId`].
+            async fn adopt(
+                &self,
+                found: &A::User,
+                email: Option<&str>,
+            ) -> Result<User, StoreError> {
+                let app_id = A::id(found).to_string();
+                let username = A::username(found);
+                {
+                    let _write = self.session_write_lock().await;
+                    let sql = $sql(&format!(
+                        "INSERT INTO jit_users (username, email, display_name, {}, locked, \
+                         created_at, updated_at, username_key, email_key, app_id) \
+                         VALUES ($1, NULL, NULL, '[]', '{{}}', '{{}}', '[]', '[]', '{{}}', \
+                         FALSE, $2, $2, $3, NULL, $4) \
+                         ON CONFLICT (app_id) DO NOTHING",
+                        $json
+                    ));
+                    let inserted = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                        .bind(&username)
+                        .bind(now_unix())
+                        .bind(canonical(&username))
+                        .bind(&app_id)
+                        .execute(&self.pool)
+                        .await;
+                    match inserted {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                            return Err(StoreError::UsernameTaken(username));
+                        }
+                        Err(e) => return Err(classify(e)),
+                    }
+                }
+                let sql = $sql(&format!(
+                    "SELECT {USER_COLUMNS} FROM jit_users u WHERE u.app_id = $1"
+                ));
+                let row = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                    .bind(&app_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                user_from_row(&row).map(|user| super::app::vouched(user, email))
+            }
+        }
+
+        impl<A: $crate::store::AppUsers<$conn>> super::app::LoadAppUser for $store<A> {
+            fn load(
+                &self,
+                id: UserId,
+            ) -> futures_util::future::BoxFuture<
+                '_,
+                Result<Option<super::app::AnyUser>, StoreError>,
+            > {
+                Box::pin(async move {
+                    let Some(app) = &self.app else {
+                        return Ok(None);
+                    };
+                    let Some(app_id) = self.app_id_of(id).await? else {
+                        return Ok(None);
+                    };
+                    Ok(app
+                        .find(&app_id)
+                        .await?
+                        .map(|user| std::sync::Arc::new(user) as super::app::AnyUser))
+                })
+            }
+            fn user_type_id(&self) -> std::any::TypeId {
+                std::any::TypeId::of::<A::User>()
+            }
+            fn type_name(&self) -> &'static str {
+                std::any::type_name::<A::User>()
+            }
+        }
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(super) use sql_app_part;

@@ -34,6 +34,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 pub(crate) use app::AnyUser;
+#[cfg(test)]
+pub(crate) use app::LoadAppUser;
 pub use app::{AppUserLoader, AppUsers, NoApp};
 pub use canonical::canonical;
 pub use memory::{MemoryStore, StoreCounters};

@@ -5,7 +5,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqlSafeStr};
 
-use super::app::{AnyUser, AppUserLoader, AppUsers, LoadAppUser, NoApp, parse_app_id};
+use super::app::{AppUserLoader, AppUsers, NoApp};
 use super::types::now_unix;
 use super::{
     Identity, IdentityKey, LinkedIdentity, LoginStamp, Profile, ProfileChanges, StoreError, User,
@@ -488,13 +488,7 @@ impl<A: AppUsers<sqlx::SqliteConnection>> UserStore for SqliteStore<A> {
             return Err(StoreError::IdentityExists);
         }
         // The application's user first, on this transaction: it commits with the link.
-        let (app_id, username) = match &self.app {
-            Some(app) => {
-                let user = app.create(&mut tx, profile).await?;
-                (Some(A::id(&user).to_string()), A::username(&user))
-            }
-            None => (None, profile.username.clone()),
-        };
+        let (app_id, username) = self.create_app_user(&mut tx, profile).await?;
         let inserted = sqlx::query(
             "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
              idp_groups_json, idp_attrs_json, roles_json, idp_roles_json, locked, created_at, \
@@ -626,13 +620,7 @@ impl<A: AppUsers<sqlx::SqliteConnection>> UserStore for SqliteStore<A> {
         if let Some(row) = row {
             return user_from_row(&row).map(Some);
         }
-        let Some(app) = &self.app else {
-            return Ok(None);
-        };
-        match app.find_by_username(username).await? {
-            Some(found) => self.adopt(&found, None).await.map(Some),
-            None => Ok(None),
-        }
+        self.app_by_username(username).await
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
@@ -644,15 +632,7 @@ impl<A: AppUsers<sqlx::SqliteConnection>> UserStore for SqliteStore<A> {
             .await
             .map_err(classify)?;
         let mut users: Vec<User> = rows.iter().map(user_from_row).collect::<Result<_, _>>()?;
-        if let Some(app) = &self.app {
-            for found in app.find_by_verified_email(email).await? {
-                let user = self.adopt(&found, Some(email)).await?;
-                if !users.iter().any(|u| u.id == user.id) {
-                    users.push(user);
-                }
-            }
-            users.sort_by_key(|u| u.id);
-        }
+        self.app_by_email(&mut users, email).await?;
         Ok(users)
     }
 
@@ -755,108 +735,13 @@ impl<A: AppUsers<sqlx::SqliteConnection>> UserStore for SqliteStore<A> {
     }
 }
 
-impl<A: AppUsers<sqlx::SqliteConnection>> SqliteStore<A> {
-    /// The application's id of the crate's user `id` (`None` when the user is gone or has
-    /// no application part).
-    pub async fn app_id_of(&self, id: UserId) -> Result<Option<A::Id>, StoreError> {
-        let text: Option<Option<String>> =
-            sqlx::query_scalar("SELECT app_id FROM jit_users WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(classify)?;
-        text.flatten().map(|t| parse_app_id(&t)).transpose()
-    }
-
-    /// Applies `changes` to the application's user of the crate's user `id`, inside `tx`.
-    async fn apply_app(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        id: UserId,
-        changes: &ProfileChanges,
-    ) -> Result<(), StoreError> {
-        let Some(app) = &self.app else {
-            return Ok(());
-        };
-        let text: Option<String> = sqlx::query_scalar("SELECT app_id FROM jit_users WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .flatten();
-        match text {
-            Some(text) => app.apply(tx, &parse_app_id(&text)?, changes).await,
-            None => Ok(()),
-        }
-    }
-
-    /// The crate's row of an application user found for linking, inserted when it has none
-    /// (idempotent, keyed on `app_id`), so it can be linked by the crate's [`UserId`].
-    async fn adopt(&self, found: &A::User, email: Option<&str>) -> Result<User, StoreError> {
-        let app_id = A::id(found).to_string();
-        let username = A::username(found);
-        {
-            let _one_writer = self.writer.lock().await;
-            let now = now_unix();
-            let inserted = sqlx::query(
-                "INSERT INTO jit_users (username, email, display_name, groups_json, attrs_json, \
-                 idp_groups_json, idp_attrs_json, roles_json, idp_roles_json, locked, \
-                 created_at, updated_at, username_key, email_key, app_id) \
-                 VALUES (?, ?, NULL, '[]', '{}', '{}', '[]', '[]', '{}', 0, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (app_id) DO NOTHING",
-            )
-            .bind(&username)
-            .bind(email)
-            .bind(now)
-            .bind(now)
-            .bind(canonical(&username))
-            .bind(email.map(canonical))
-            .bind(&app_id)
-            .execute(&self.pool)
-            .await;
-            match inserted {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    return Err(StoreError::UsernameTaken(username));
-                }
-                Err(e) => return Err(classify(e)),
-            }
-        }
-        let sql = format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.app_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&app_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        user_from_row(&row)
-    }
-}
-
-impl<A: AppUsers<sqlx::SqliteConnection>> LoadAppUser for SqliteStore<A> {
-    fn load(
-        &self,
-        id: UserId,
-    ) -> futures_util::future::BoxFuture<'_, Result<Option<AnyUser>, StoreError>> {
-        Box::pin(async move {
-            let Some(app) = &self.app else {
-                return Ok(None);
-            };
-            let Some(app_id) = self.app_id_of(id).await? else {
-                return Ok(None);
-            };
-            Ok(app
-                .find(&app_id)
-                .await?
-                .map(|user| std::sync::Arc::new(user) as AnyUser))
-        })
-    }
-    fn user_type_id(&self) -> std::any::TypeId {
-        std::any::TypeId::of::<A::User>()
-    }
-    fn type_name(&self) -> &'static str {
-        std::any::type_name::<A::User>()
-    }
-}
+super::app::sql_app_part!(
+    SqliteStore,
+    sqlx::SqliteConnection,
+    sqlx::Sqlite,
+    |sql: &str| sql.replace('$', "?"),
+    "groups_json, attrs_json, idp_groups_json, idp_attrs_json, roles_json, idp_roles_json"
+);
 
 /// Reads user `id` inside `tx`, applies `changes` to it as stored and writes it back.
 async fn write_changes(

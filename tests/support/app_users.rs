@@ -62,6 +62,8 @@ pub enum Fault {
     Fail,
     /// Panics.
     Panic,
+    /// Commits the crate's transaction itself (against the contract) and returns the user.
+    Commit,
     /// `find` fails (an outage of the app's own pool), or panics.
     FindFails,
     FindPanics,
@@ -201,6 +203,13 @@ macro_rules! test_app_users {
                         Err(StoreError::backend("injected fault after the app's insert"))
                     }
                     Some(Fault::Panic) => panic!("injected panic after the app's insert"),
+                    Some(Fault::Commit) => {
+                        sqlx::query("COMMIT")
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(StoreError::backend)?;
+                        Ok(user)
+                    }
                     _ => Ok(user),
                 }
             }
