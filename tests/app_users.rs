@@ -422,6 +422,37 @@ async fn adopted_app_users_are_found_by_the_applications_current_email_only() {
     assert_eq!(moved[0].id, by_name.id);
 }
 
+/// A user the crate created in the application is found by email through the application
+/// only: once the application's user changes its address, the crate's copy of the old one
+/// (from the last login) links nobody.
+#[tokio::test]
+async fn a_created_app_user_is_found_by_the_applications_email_not_the_crates_copy() {
+    let pool = app::sqlite_pool().await;
+    let store: Store<Uuid> = SqliteStore::with_app(pool.clone(), TestAppUsers::new(pool.clone()))
+        .await
+        .unwrap();
+    let user = store
+        .create(&Identity::new("corp", "https://idp", "jane"), &jane())
+        .await
+        .unwrap();
+    let found = store.find_by_email("jane@example.com").await.unwrap();
+    assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [user.id]);
+    sqlx::query("UPDATE app_users SET email = 'jane@new.example.com'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .find_by_email("jane@example.com")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the crate's copy of a given-up address must not link"
+    );
+    let moved = store.find_by_email("jane@new.example.com").await.unwrap();
+    assert_eq!(moved.iter().map(|u| u.id).collect::<Vec<_>>(), [user.id]);
+}
+
 /// A crate row whose `app_id` does not parse as the application's id type is a clear store
 /// error, not a panic.
 #[tokio::test]

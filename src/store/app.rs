@@ -114,6 +114,12 @@ pub trait AppUsers<Conn>: Send + Sync + 'static {
 
     /// The application's users whose **verified** email this is, for linking by email (more
     /// than one: the link is ambiguous and refused). Default: none.
+    ///
+    /// `email` comes in the crate's [`canonical`](super::canonical) form (NFKC, lower case):
+    /// compare it with your column case-insensitively (`lower(email) = $1`). This is the only
+    /// way the crate finds an application user by email, even one it created: the crate's
+    /// copy of the email of its last login is never asked, so an address your user gave up
+    /// links nobody.
     fn find_by_verified_email(
         &self,
         email: &str,
@@ -342,7 +348,7 @@ macro_rules! sql_app_part {
                 let Some(app) = &self.app else {
                     return Ok(());
                 };
-                for found in app.find_by_verified_email(email).await? {
+                for found in app.find_by_verified_email(&canonical(email)).await? {
                     let user = self.adopt(&found, Some(email)).await?;
                     if !users.iter().any(|u| u.id == user.id) {
                         users.push(user);

@@ -586,8 +586,13 @@ impl<A: AppUsers<sqlx::PgConnection>> UserStore for PostgresStore<A> {
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Vec<User>, StoreError> {
-        let sql =
-            format!("SELECT {USER_COLUMNS} FROM jit_users u WHERE u.email_key = $1 ORDER BY u.id");
+        // An application user's email is the application's: its crate row's copy (the
+        // email of its last login) is not asked, only `AppUsers::find_by_verified_email`
+        // (below), so an address the application's user gave up links nobody.
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM jit_users u \
+             WHERE u.email_key = $1 AND u.app_id IS NULL ORDER BY u.id"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(canonical(email))
             .fetch_all(&self.pool)
