@@ -842,6 +842,8 @@ impl JitLayerBuilder {
                 reason: "a group resolver is registered for it, but it is not configured".into(),
             });
         }
+        // One HTTP client (one connection pool) for every identity-provider request.
+        let http = crate::idp::HttpClient::new(timeouts.idp);
         let mut providers = HashMap::new();
         let mut policies = HashMap::new();
         #[cfg(feature = "saml")]
@@ -872,6 +874,7 @@ impl JitLayerBuilder {
                     id: id.clone(),
                     reason: e.to_string(),
                 })?;
+                sp.use_http(http.clone());
                 saml_providers.insert(id.clone(), Arc::new(sp));
                 if provider.backchannel_logout
                     || provider.rp_initiated_logout
@@ -902,7 +905,7 @@ impl JitLayerBuilder {
                 });
             }
             let redirect = format!("{origin}{prefix}/{id}/callback");
-            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, timeouts.idp)
+            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, http.clone())
                 .map_err(|reason| ConfigError::Provider {
                     id: id.clone(),
                     reason,
@@ -953,12 +956,9 @@ impl JitLayerBuilder {
                 "domains.{name} has a policy but no store: call .domain_store(\"{name}\", ...)"
             )));
         }
-        let bearer = crate::bearer::Bearer::new(
-            &config.providers,
-            crate::oidc::HttpClient::new(timeouts.idp),
-            config.cache.max_users,
-        )
-        .map_err(ConfigError::Bearer)?;
+        let bearer =
+            crate::bearer::Bearer::new(&config.providers, http.clone(), config.cache.max_users)
+                .map_err(ConfigError::Bearer)?;
         let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let context = Arc::new(crate::extract::AuthContext {
             prefix: prefix.clone(),
@@ -1128,6 +1128,48 @@ mod tests {
             "https://from-setter.example.com/config/corp/callback"
         );
         assert!(layer.redirect_uri("other").is_some());
+    }
+
+    /// Every identity-provider request of a layer (OIDC discovery, tokens and keys, bearer
+    /// keys, SAML metadata) goes through the one client `build` makes; SAML metadata keeps
+    /// its own time limit per request.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_layer_builds_one_http_client() {
+        let built = || crate::idp::http::BUILT.with(|n| n.get());
+        let before = built();
+        let mut builder = JitLayer::builder()
+            .public_url("http://localhost:3000")
+            .insecure_cookies_for_localhost()
+            .provider(
+                "corp",
+                ProviderConfig::new("https://idp.example.com", "client").bearer(
+                    crate::config::BearerConfig::new(["https://api.example.com"]),
+                ),
+            )
+            .provider(
+                "other",
+                ProviderConfig::new("https://other.example.com", "other"),
+            );
+        #[cfg(feature = "saml")]
+        {
+            builder = builder.provider(
+                "saml",
+                ProviderConfig::saml(crate::saml::SamlConfig::from_metadata_url(
+                    "http://127.0.0.1:9/metadata",
+                )),
+            );
+        }
+        builder = builder.store(MemoryStore::new());
+        let layer = builder.build().unwrap();
+        assert_eq!(built() - before, 1, "one client for the whole layer");
+        #[cfg(feature = "saml")]
+        {
+            let sp = layer.saml_provider("saml").unwrap();
+            // Nothing listens there: the load fails, through the layer's client.
+            assert!(sp.load_metadata().await.is_err());
+            assert_eq!(built() - before, 1, "SAML metadata uses the layer's client");
+        }
+        drop(layer);
     }
 
     /// Without setters the configuration is taken whole, timeouts from their keys.

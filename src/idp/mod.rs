@@ -6,7 +6,7 @@
 //! the discovery document, `openidconnect` types) and [`KeySource`] (bearer tokens, its own
 //! discovery, `jsonwebtoken` types); see issue 15 for sharing one per issuer.
 
-mod http;
+pub(crate) mod http;
 mod jwks;
 mod keys;
 

@@ -442,7 +442,7 @@ impl OidcProvider {
         id: String,
         config: ProviderConfig,
         redirect_uri: String,
-        http_timeout: Duration,
+        http: HttpClient,
     ) -> Result<Self, String> {
         let redirect_uri =
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
@@ -458,7 +458,7 @@ impl OidcProvider {
             issuer,
             validator,
             logout_tokens,
-            http: HttpClient::new(http_timeout),
+            http,
             discovered: std::sync::RwLock::new(None),
             failed: std::sync::RwLock::new(None),
             discovering: tokio::sync::Mutex::new(()),
