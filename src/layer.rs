@@ -959,6 +959,16 @@ impl JitLayerBuilder {
         let bearer =
             crate::bearer::Bearer::new(&config.providers, http.clone(), config.cache.max_users)
                 .map_err(ConfigError::Bearer)?;
+        // An issuer whose bearer tokens are verified has one key cache, read by its login and
+        // logout tokens too.
+        if let Some(bearer) = &bearer {
+            for oidc in providers.values_mut() {
+                let keys = bearer.key_source(oidc.config.issuer());
+                if let (Some(oidc), Some(keys)) = (Arc::get_mut(oidc), keys) {
+                    oidc.share_keys(keys);
+                }
+            }
+        }
         let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let context = Arc::new(crate::extract::AuthContext {
             prefix: prefix.clone(),
