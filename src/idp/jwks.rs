@@ -138,6 +138,7 @@ impl JwksCache {
 /// rate limits: one unknown-`kid` refetch per interval, no retry within the interval after
 /// a failure, cached keys served while the issuer is down).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per discovery, never moved around
 pub(crate) enum LoginKeys {
     Own(JwksCache),
     Shared(SharedKeys),
