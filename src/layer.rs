@@ -772,58 +772,13 @@ impl JitLayerBuilder {
             .set
             .apply(self.config.unwrap_or_else(|| JitConfig::new("")));
         let store = self.store.ok_or(ConfigError::MissingStore)?;
-        let public = url::Url::parse(&config.public_url)
-            .ok()
-            .filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.path() == "/"
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-            })
-            .ok_or_else(|| ConfigError::PublicUrl(config.public_url.clone()))?;
-        let origin = public.origin().ascii_serialization();
-        let prefix = config.path_prefix.clone();
-        if !prefix.starts_with('/')
-            || prefix.ends_with('/')
-            || prefix.contains(['?', '#', '\\'])
-            || prefix.contains("//")
-        {
-            return Err(ConfigError::PathPrefix(prefix));
-        }
-        if !config.session.secure && !is_loopback_http(&public) {
-            return Err(ConfigError::InsecureCookies);
-        }
-        if config.session.secure && public.scheme() == "http" {
-            return Err(ConfigError::SecureCookiesOnHttp(config.public_url.clone()));
-        }
-        let key = match (self.session_key, &config.session.key) {
-            (Some(key), _) => key,
-            (None, Some(text)) => {
-                SessionKey::from_base64(text.expose()).ok_or(ConfigError::SessionKey)?
-            }
-            (None, None) => {
-                tracing::warn!(
-                    "no session key configured: generated one; sessions end when the process does and are not shared between instances"
-                );
-                if self.bus.is_some() {
-                    tracing::warn!(
-                        "no session key configured: the other instances cannot verify this one's invalidations, nor this one theirs"
-                    );
-                }
-                SessionKey::generate()
-            }
-        };
-        let mut previous_keys = config
-            .session
-            .previous_keys
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                SessionKey::from_base64(text.expose()).ok_or(ConfigError::PreviousSessionKey(i))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        previous_keys.extend(self.previous_session_keys);
+        let (public, origin, prefix) = validate_urls(&config)?;
+        let (key, previous_keys) = session_keys(
+            self.session_key,
+            self.previous_session_keys,
+            &config,
+            self.bus.is_some(),
+        )?;
         if let Unauthenticated::RedirectToLogin(provider) = &config.session.unauthenticated
             && !config.providers.contains_key(provider)
         {
@@ -1051,6 +1006,76 @@ fn is_loopback_http(url: &url::Url) -> bool {
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             None => false,
         }
+}
+
+/// The first step of [`JitLayerBuilder::build`]: the public URL (an origin), the path prefix,
+/// and the cookie settings they allow. Returns the public URL, its origin and the prefix.
+fn validate_urls(config: &JitConfig) -> Result<(url::Url, String, String), ConfigError> {
+    let public = url::Url::parse(&config.public_url)
+        .ok()
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none()
+        })
+        .ok_or_else(|| ConfigError::PublicUrl(config.public_url.clone()))?;
+    let origin = public.origin().ascii_serialization();
+    let prefix = config.path_prefix.clone();
+    if !prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains(['?', '#', '\\'])
+        || prefix.contains("//")
+    {
+        return Err(ConfigError::PathPrefix(prefix));
+    }
+    if !config.session.secure && !is_loopback_http(&public) {
+        return Err(ConfigError::InsecureCookies);
+    }
+    if config.session.secure && public.scheme() == "http" {
+        return Err(ConfigError::SecureCookiesOnHttp(config.public_url.clone()));
+    }
+    Ok((public, origin, prefix))
+}
+
+/// The step of [`JitLayerBuilder::build`] that settles the session keys: the one given, or
+/// the configured one, or a generated one (with a warning); then the previous keys of the
+/// configuration followed by those `added` by the builder.
+fn session_keys(
+    given: Option<SessionKey>,
+    added: Vec<SessionKey>,
+    config: &JitConfig,
+    has_bus: bool,
+) -> Result<(SessionKey, Vec<SessionKey>), ConfigError> {
+    let key = match (given, &config.session.key) {
+        (Some(key), _) => key,
+        (None, Some(text)) => {
+            SessionKey::from_base64(text.expose()).ok_or(ConfigError::SessionKey)?
+        }
+        (None, None) => {
+            tracing::warn!(
+                "no session key configured: generated one; sessions end when the process does and are not shared between instances"
+            );
+            if has_bus {
+                tracing::warn!(
+                    "no session key configured: the other instances cannot verify this one's invalidations, nor this one theirs"
+                );
+            }
+            SessionKey::generate()
+        }
+    };
+    let mut previous_keys = config
+        .session
+        .previous_keys
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            SessionKey::from_base64(text.expose()).ok_or(ConfigError::PreviousSessionKey(i))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    previous_keys.extend(added);
+    Ok((key, previous_keys))
 }
 
 #[cfg(test)]
