@@ -799,74 +799,11 @@ impl JitLayerBuilder {
         }
         // One HTTP client (one connection pool) for every identity-provider request.
         let http = crate::idp::HttpClient::new(timeouts.idp);
-        let mut providers = HashMap::new();
-        let mut policies = HashMap::new();
+        let built = build_providers(&config, &origin, &prefix, &http)?;
+        let mut providers = built.oidc;
+        let policies = built.policies;
         #[cfg(feature = "saml")]
-        let mut saml_providers = HashMap::new();
-        for (id, provider) in &config.providers {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(ConfigError::ProviderId(id.clone()));
-            }
-            let policy =
-                Policy::new(id, provider, None).map_err(|reason| ConfigError::Provider {
-                    id: id.clone(),
-                    reason,
-                })?;
-            policies.insert(id.clone(), Arc::new(policy));
-            #[cfg(feature = "saml")]
-            if let Some(saml) = provider.saml_config() {
-                let sp = crate::saml::SamlServiceProvider::new(
-                    id.clone(),
-                    saml.clone(),
-                    format!("{origin}{prefix}/{id}/acs"),
-                    format!("{origin}{prefix}/{id}/metadata"),
-                )
-                .map_err(|e| ConfigError::Provider {
-                    id: id.clone(),
-                    reason: e.to_string(),
-                })?;
-                sp.use_http(http.clone());
-                saml_providers.insert(id.clone(), Arc::new(sp));
-                if provider.backchannel_logout
-                    || provider.rp_initiated_logout
-                    || provider.frontchannel_logout
-                {
-                    return Err(ConfigError::Provider {
-                        id: id.clone(),
-                        reason: "backchannel_logout, rp_initiated_logout and frontchannel_logout are OpenID Connect settings".into(),
-                    });
-                }
-                continue;
-            }
-            if provider.issuer().is_empty() || provider.client_id().is_empty() {
-                return Err(ConfigError::Provider {
-                    id: id.clone(),
-                    reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
-                });
-            }
-            if let Some(path) = &provider.post_logout_redirect_path
-                && crate::session::check_return_to(path).is_err()
-            {
-                return Err(ConfigError::Provider {
-                    id: id.clone(),
-                    reason: format!(
-                        "post_logout_redirect_path `{}` must be a same-origin path like `/signed-out`",
-                        path.chars().take(64).collect::<String>()
-                    ),
-                });
-            }
-            let redirect = format!("{origin}{prefix}/{id}/callback");
-            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, http.clone())
-                .map_err(|reason| ConfigError::Provider {
-                    id: id.clone(),
-                    reason,
-                })?;
-            providers.insert(id.clone(), Arc::new(oidc));
-        }
+        let saml_providers = built.saml;
         let codec = CookieCodec::new(&key, &previous_keys, config.session.secure);
         let bus = self
             .bus
@@ -1076,6 +1013,97 @@ fn session_keys(
         .collect::<Result<Vec<_>, _>>()?;
     previous_keys.extend(added);
     Ok((key, previous_keys))
+}
+
+/// The providers of a layer, as [`build_providers`] makes them.
+struct BuiltProviders {
+    oidc: HashMap<String, Arc<OidcProvider>>,
+    policies: HashMap<String, Arc<Policy>>,
+    #[cfg(feature = "saml")]
+    saml: HashMap<String, Arc<crate::saml::SamlServiceProvider>>,
+}
+
+/// The step of [`JitLayerBuilder::build`] that checks every provider section and builds its
+/// policy and its OpenID Connect or SAML side, all sharing `http`.
+fn build_providers(
+    config: &JitConfig,
+    origin: &str,
+    prefix: &str,
+    http: &crate::idp::HttpClient,
+) -> Result<BuiltProviders, ConfigError> {
+    let mut providers = HashMap::new();
+    let mut policies = HashMap::new();
+    #[cfg(feature = "saml")]
+    let mut saml_providers = HashMap::new();
+    for (id, provider) in &config.providers {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::ProviderId(id.clone()));
+        }
+        let policy = Policy::new(id, provider, None).map_err(|reason| ConfigError::Provider {
+            id: id.clone(),
+            reason,
+        })?;
+        policies.insert(id.clone(), Arc::new(policy));
+        #[cfg(feature = "saml")]
+        if let Some(saml) = provider.saml_config() {
+            let sp = crate::saml::SamlServiceProvider::new(
+                id.clone(),
+                saml.clone(),
+                format!("{origin}{prefix}/{id}/acs"),
+                format!("{origin}{prefix}/{id}/metadata"),
+            )
+            .map_err(|e| ConfigError::Provider {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+            sp.use_http(http.clone());
+            saml_providers.insert(id.clone(), Arc::new(sp));
+            if provider.backchannel_logout
+                || provider.rp_initiated_logout
+                || provider.frontchannel_logout
+            {
+                return Err(ConfigError::Provider {
+                    id: id.clone(),
+                    reason: "backchannel_logout, rp_initiated_logout and frontchannel_logout are OpenID Connect settings".into(),
+                });
+            }
+            continue;
+        }
+        if provider.issuer().is_empty() || provider.client_id().is_empty() {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
+            });
+        }
+        if let Some(path) = &provider.post_logout_redirect_path
+            && crate::session::check_return_to(path).is_err()
+        {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: format!(
+                    "post_logout_redirect_path `{}` must be a same-origin path like `/signed-out`",
+                    path.chars().take(64).collect::<String>()
+                ),
+            });
+        }
+        let redirect = format!("{origin}{prefix}/{id}/callback");
+        let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, http.clone())
+            .map_err(|reason| ConfigError::Provider {
+                id: id.clone(),
+                reason,
+            })?;
+        providers.insert(id.clone(), Arc::new(oidc));
+    }
+    Ok(BuiltProviders {
+        oidc: providers,
+        policies,
+        #[cfg(feature = "saml")]
+        saml: saml_providers,
+    })
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ impl HttpClient {
 
     /// The underlying reqwest client, for requests with their own time limit (per-request
     /// `timeout` overrides the client's).
+    #[cfg(feature = "saml")]
     pub(crate) fn reqwest(&self) -> &reqwest::Client {
         &self.inner
     }
