@@ -772,58 +772,13 @@ impl JitLayerBuilder {
             .set
             .apply(self.config.unwrap_or_else(|| JitConfig::new("")));
         let store = self.store.ok_or(ConfigError::MissingStore)?;
-        let public = url::Url::parse(&config.public_url)
-            .ok()
-            .filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.path() == "/"
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-            })
-            .ok_or_else(|| ConfigError::PublicUrl(config.public_url.clone()))?;
-        let origin = public.origin().ascii_serialization();
-        let prefix = config.path_prefix.clone();
-        if !prefix.starts_with('/')
-            || prefix.ends_with('/')
-            || prefix.contains(['?', '#', '\\'])
-            || prefix.contains("//")
-        {
-            return Err(ConfigError::PathPrefix(prefix));
-        }
-        if !config.session.secure && !is_loopback_http(&public) {
-            return Err(ConfigError::InsecureCookies);
-        }
-        if config.session.secure && public.scheme() == "http" {
-            return Err(ConfigError::SecureCookiesOnHttp(config.public_url.clone()));
-        }
-        let key = match (self.session_key, &config.session.key) {
-            (Some(key), _) => key,
-            (None, Some(text)) => {
-                SessionKey::from_base64(text.expose()).ok_or(ConfigError::SessionKey)?
-            }
-            (None, None) => {
-                tracing::warn!(
-                    "no session key configured: generated one; sessions end when the process does and are not shared between instances"
-                );
-                if self.bus.is_some() {
-                    tracing::warn!(
-                        "no session key configured: the other instances cannot verify this one's invalidations, nor this one theirs"
-                    );
-                }
-                SessionKey::generate()
-            }
-        };
-        let mut previous_keys = config
-            .session
-            .previous_keys
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                SessionKey::from_base64(text.expose()).ok_or(ConfigError::PreviousSessionKey(i))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        previous_keys.extend(self.previous_session_keys);
+        let (public, origin, prefix) = validate_urls(&config)?;
+        let (key, previous_keys) = session_keys(
+            self.session_key,
+            self.previous_session_keys,
+            &config,
+            self.bus.is_some(),
+        )?;
         if let Unauthenticated::RedirectToLogin(provider) = &config.session.unauthenticated
             && !config.providers.contains_key(provider)
         {
@@ -842,73 +797,13 @@ impl JitLayerBuilder {
                 reason: "a group resolver is registered for it, but it is not configured".into(),
             });
         }
-        let mut providers = HashMap::new();
-        let mut policies = HashMap::new();
+        // One HTTP client (one connection pool) for every identity-provider request.
+        let http = crate::idp::HttpClient::new(timeouts.idp);
+        let built = build_providers(&config, &origin, &prefix, &http)?;
+        let mut providers = built.oidc;
+        let policies = built.policies;
         #[cfg(feature = "saml")]
-        let mut saml_providers = HashMap::new();
-        for (id, provider) in &config.providers {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(ConfigError::ProviderId(id.clone()));
-            }
-            let policy =
-                Policy::new(id, provider, None).map_err(|reason| ConfigError::Provider {
-                    id: id.clone(),
-                    reason,
-                })?;
-            policies.insert(id.clone(), Arc::new(policy));
-            #[cfg(feature = "saml")]
-            if let Some(saml) = provider.saml_config() {
-                let sp = crate::saml::SamlServiceProvider::new(
-                    id.clone(),
-                    saml.clone(),
-                    format!("{origin}{prefix}/{id}/acs"),
-                    format!("{origin}{prefix}/{id}/metadata"),
-                )
-                .map_err(|e| ConfigError::Provider {
-                    id: id.clone(),
-                    reason: e.to_string(),
-                })?;
-                saml_providers.insert(id.clone(), Arc::new(sp));
-                if provider.backchannel_logout
-                    || provider.rp_initiated_logout
-                    || provider.frontchannel_logout
-                {
-                    return Err(ConfigError::Provider {
-                        id: id.clone(),
-                        reason: "backchannel_logout, rp_initiated_logout and frontchannel_logout are OpenID Connect settings".into(),
-                    });
-                }
-                continue;
-            }
-            if provider.issuer().is_empty() || provider.client_id().is_empty() {
-                return Err(ConfigError::Provider {
-                    id: id.clone(),
-                    reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
-                });
-            }
-            if let Some(path) = &provider.post_logout_redirect_path
-                && crate::session::check_return_to(path).is_err()
-            {
-                return Err(ConfigError::Provider {
-                    id: id.clone(),
-                    reason: format!(
-                        "post_logout_redirect_path `{}` must be a same-origin path like `/signed-out`",
-                        path.chars().take(64).collect::<String>()
-                    ),
-                });
-            }
-            let redirect = format!("{origin}{prefix}/{id}/callback");
-            let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, timeouts.idp)
-                .map_err(|reason| ConfigError::Provider {
-                    id: id.clone(),
-                    reason,
-                })?;
-            providers.insert(id.clone(), Arc::new(oidc));
-        }
+        let saml_providers = built.saml;
         let codec = CookieCodec::new(&key, &previous_keys, config.session.secure);
         let bus = self
             .bus
@@ -953,12 +848,19 @@ impl JitLayerBuilder {
                 "domains.{name} has a policy but no store: call .domain_store(\"{name}\", ...)"
             )));
         }
-        let bearer = crate::bearer::Bearer::new(
-            &config.providers,
-            crate::oidc::HttpClient::new(timeouts.idp),
-            config.cache.max_users,
-        )
-        .map_err(ConfigError::Bearer)?;
+        let bearer =
+            crate::bearer::Bearer::new(&config.providers, http.clone(), config.cache.max_users)
+                .map_err(ConfigError::Bearer)?;
+        // An issuer whose bearer tokens are verified has one key cache, read by its login and
+        // logout tokens too.
+        if let Some(bearer) = &bearer {
+            for oidc in providers.values_mut() {
+                let keys = bearer.key_source(oidc.config.issuer());
+                if let (Some(oidc), Some(keys)) = (Arc::get_mut(oidc), keys) {
+                    oidc.share_keys(keys);
+                }
+            }
+        }
         let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let context = Arc::new(crate::extract::AuthContext {
             prefix: prefix.clone(),
@@ -1041,6 +943,167 @@ fn is_loopback_http(url: &url::Url) -> bool {
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             None => false,
         }
+}
+
+/// The first step of [`JitLayerBuilder::build`]: the public URL (an origin), the path prefix,
+/// and the cookie settings they allow. Returns the public URL, its origin and the prefix.
+fn validate_urls(config: &JitConfig) -> Result<(url::Url, String, String), ConfigError> {
+    let public = url::Url::parse(&config.public_url)
+        .ok()
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none()
+        })
+        .ok_or_else(|| ConfigError::PublicUrl(config.public_url.clone()))?;
+    let origin = public.origin().ascii_serialization();
+    let prefix = config.path_prefix.clone();
+    if !prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains(['?', '#', '\\'])
+        || prefix.contains("//")
+    {
+        return Err(ConfigError::PathPrefix(prefix));
+    }
+    if !config.session.secure && !is_loopback_http(&public) {
+        return Err(ConfigError::InsecureCookies);
+    }
+    if config.session.secure && public.scheme() == "http" {
+        return Err(ConfigError::SecureCookiesOnHttp(config.public_url.clone()));
+    }
+    Ok((public, origin, prefix))
+}
+
+/// The step of [`JitLayerBuilder::build`] that settles the session keys: the one given, or
+/// the configured one, or a generated one (with a warning); then the previous keys of the
+/// configuration followed by those `added` by the builder.
+fn session_keys(
+    given: Option<SessionKey>,
+    added: Vec<SessionKey>,
+    config: &JitConfig,
+    has_bus: bool,
+) -> Result<(SessionKey, Vec<SessionKey>), ConfigError> {
+    let key = match (given, &config.session.key) {
+        (Some(key), _) => key,
+        (None, Some(text)) => {
+            SessionKey::from_base64(text.expose()).ok_or(ConfigError::SessionKey)?
+        }
+        (None, None) => {
+            tracing::warn!(
+                "no session key configured: generated one; sessions end when the process does and are not shared between instances"
+            );
+            if has_bus {
+                tracing::warn!(
+                    "no session key configured: the other instances cannot verify this one's invalidations, nor this one theirs"
+                );
+            }
+            SessionKey::generate()
+        }
+    };
+    let mut previous_keys = config
+        .session
+        .previous_keys
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            SessionKey::from_base64(text.expose()).ok_or(ConfigError::PreviousSessionKey(i))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    previous_keys.extend(added);
+    Ok((key, previous_keys))
+}
+
+/// The providers of a layer, as [`build_providers`] makes them.
+struct BuiltProviders {
+    oidc: HashMap<String, Arc<OidcProvider>>,
+    policies: HashMap<String, Arc<Policy>>,
+    #[cfg(feature = "saml")]
+    saml: HashMap<String, Arc<crate::saml::SamlServiceProvider>>,
+}
+
+/// The step of [`JitLayerBuilder::build`] that checks every provider section and builds its
+/// policy and its OpenID Connect or SAML side, all sharing `http`.
+fn build_providers(
+    config: &JitConfig,
+    origin: &str,
+    prefix: &str,
+    http: &crate::idp::HttpClient,
+) -> Result<BuiltProviders, ConfigError> {
+    let mut providers = HashMap::new();
+    let mut policies = HashMap::new();
+    #[cfg(feature = "saml")]
+    let mut saml_providers = HashMap::new();
+    for (id, provider) in &config.providers {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::ProviderId(id.clone()));
+        }
+        let policy = Policy::new(id, provider, None).map_err(|reason| ConfigError::Provider {
+            id: id.clone(),
+            reason,
+        })?;
+        policies.insert(id.clone(), Arc::new(policy));
+        #[cfg(feature = "saml")]
+        if let Some(saml) = provider.saml_config() {
+            let sp = crate::saml::SamlServiceProvider::new(
+                id.clone(),
+                saml.clone(),
+                format!("{origin}{prefix}/{id}/acs"),
+                format!("{origin}{prefix}/{id}/metadata"),
+            )
+            .map_err(|e| ConfigError::Provider {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+            sp.use_http(http.clone());
+            saml_providers.insert(id.clone(), Arc::new(sp));
+            if provider.backchannel_logout
+                || provider.rp_initiated_logout
+                || provider.frontchannel_logout
+            {
+                return Err(ConfigError::Provider {
+                    id: id.clone(),
+                    reason: "backchannel_logout, rp_initiated_logout and frontchannel_logout are OpenID Connect settings".into(),
+                });
+            }
+            continue;
+        }
+        if provider.issuer().is_empty() || provider.client_id().is_empty() {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: "an OpenID Connect provider needs `issuer` and `client_id` (or a `saml` section)".into(),
+            });
+        }
+        if let Some(path) = &provider.post_logout_redirect_path
+            && crate::session::check_return_to(path).is_err()
+        {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: format!(
+                    "post_logout_redirect_path `{}` must be a same-origin path like `/signed-out`",
+                    path.chars().take(64).collect::<String>()
+                ),
+            });
+        }
+        let redirect = format!("{origin}{prefix}/{id}/callback");
+        let oidc = OidcProvider::new(id.clone(), provider.clone(), redirect, http.clone())
+            .map_err(|reason| ConfigError::Provider {
+                id: id.clone(),
+                reason,
+            })?;
+        providers.insert(id.clone(), Arc::new(oidc));
+    }
+    Ok(BuiltProviders {
+        oidc: providers,
+        policies,
+        #[cfg(feature = "saml")]
+        saml: saml_providers,
+    })
 }
 
 #[cfg(test)]
@@ -1128,6 +1191,48 @@ mod tests {
             "https://from-setter.example.com/config/corp/callback"
         );
         assert!(layer.redirect_uri("other").is_some());
+    }
+
+    /// Every identity-provider request of a layer (OIDC discovery, tokens and keys, bearer
+    /// keys, SAML metadata) goes through the one client `build` makes; SAML metadata keeps
+    /// its own time limit per request.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_layer_builds_one_http_client() {
+        let built = || crate::idp::http::BUILT.with(|n| n.get());
+        let before = built();
+        let mut builder = JitLayer::builder()
+            .public_url("http://localhost:3000")
+            .insecure_cookies_for_localhost()
+            .provider(
+                "corp",
+                ProviderConfig::new("https://idp.example.com", "client").bearer(
+                    crate::config::BearerConfig::new(["https://api.example.com"]),
+                ),
+            )
+            .provider(
+                "other",
+                ProviderConfig::new("https://other.example.com", "other"),
+            );
+        #[cfg(feature = "saml")]
+        {
+            builder = builder.provider(
+                "saml",
+                ProviderConfig::saml(crate::saml::SamlConfig::from_metadata_url(
+                    "http://127.0.0.1:9/metadata",
+                )),
+            );
+        }
+        builder = builder.store(MemoryStore::new());
+        let layer = builder.build().unwrap();
+        assert_eq!(built() - before, 1, "one client for the whole layer");
+        #[cfg(feature = "saml")]
+        {
+            let sp = layer.saml_provider("saml").unwrap();
+            // Nothing listens there: the load fails, through the layer's client.
+            assert!(sp.load_metadata().await.is_err());
+            assert_eq!(built() - before, 1, "SAML metadata uses the layer's client");
+        }
+        drop(layer);
     }
 
     /// Without setters the configuration is taken whole, timeouts from their keys.

@@ -597,3 +597,69 @@ async fn a_refusal_of_the_applications_store_is_its_409_not_a_503() {
     assert_eq!(error_code(response).await, "reserved_name");
     assert_eq!(app.store.inner.user_count(), 0);
 }
+
+/// The login and the bearer tokens of one issuer read one key cache: the keys the login's
+/// discovery fetched verify the bearer token, and the refetch a rotated key causes on the
+/// bearer path serves the next login's ID token.
+#[tokio::test]
+async fn one_key_fetch_serves_logins_and_bearer_calls_of_the_same_issuer() {
+    let app = api().await;
+    assert_eq!(app.login(&alice()).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.idp.jwks_fetches(), 1);
+    assert_eq!(
+        call(&app, "/me", &app.idp.sign_access_token(claims(&app, "a")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.idp.jwks_fetches(),
+        1,
+        "the login's keys serve the bearer call"
+    );
+    app.idp.rotate_key(false);
+    assert_eq!(
+        call(&app, "/me", &app.idp.sign_access_token(claims(&app, "b")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.idp.jwks_fetches(), 2, "one refetch for the new key");
+    let browser = browser();
+    assert_eq!(
+        app.login_with(&browser, &bob()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        app.idp.jwks_fetches(),
+        2,
+        "the bearer path's refetch serves the login signed with the new key"
+    );
+}
+
+/// The other way round: a login signed with a rotated key refetches the shared keys once
+/// (the bearer rate limits), and the bearer call with the new key needs no fetch.
+#[tokio::test]
+async fn a_login_refetch_serves_the_bearer_calls_of_the_same_issuer() {
+    let app = api().await;
+    assert_eq!(app.login(&alice()).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.idp.jwks_fetches(), 1);
+    app.idp.rotate_key(false);
+    let browser = browser();
+    assert_eq!(
+        app.login_with(&browser, &bob()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(app.idp.jwks_fetches(), 2, "one refetch for the new key");
+    assert_eq!(
+        call(&app, "/me", &app.idp.sign_access_token(claims(&app, "b")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.idp.jwks_fetches(),
+        2,
+        "the login's refetch serves the bearer call"
+    );
+}

@@ -172,7 +172,7 @@ struct Verifier {
     policy: Arc<Policy>,
     leeway: u64,
     validation: Validation,
-    keys: KeySource,
+    keys: Arc<KeySource>,
 }
 
 /// All bearer verification of a layer.
@@ -283,12 +283,12 @@ impl Bearer {
                 policy: Arc::new(bearer_policy(id, provider, config)?),
                 leeway: provider.clock_skew_secs,
                 validation,
-                keys: KeySource::new(
+                keys: Arc::new(KeySource::new(
                     provider.issuer().to_owned(),
                     config.jwks_uri.clone(),
                     Duration::from_secs(config.jwks_ttl_secs.max(1)),
                     Duration::from_secs(provider.jwks_min_refetch_secs),
-                ),
+                )),
             };
             if by_issuer
                 .insert(provider.issuer().to_owned(), Arc::new(verifier))
@@ -311,6 +311,15 @@ impl Bearer {
                 .build(),
             http,
         }))
+    }
+
+    /// The key source of `issuer`'s bearer tokens, for its login and logout tokens to share;
+    /// `None` without one, or when `bearer.jwks_uri` names keys of its own.
+    pub(crate) fn key_source(&self, issuer: &str) -> Option<Arc<KeySource>> {
+        self.by_issuer
+            .get(issuer)
+            .map(|v| v.keys.clone())
+            .filter(|keys| !keys.has_configured_uri())
     }
 
     /// The token of an `Authorization: Bearer ...` header value.

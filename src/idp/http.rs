@@ -27,8 +27,18 @@ pub(crate) struct HttpClient {
     inner: reqwest::Client,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many clients this thread built (tests check that a layer builds one).
+    pub(crate) static BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl HttpClient {
+    /// Builds a client whose requests time out after `timeout` (connecting: at most 5 s).
+    /// A layer builds one and hands clones (cheap: one shared connection pool) to every user.
     pub(crate) fn new(timeout: Duration) -> Self {
+        #[cfg(test)]
+        BUILT.with(|n| n.set(n.get() + 1));
         let inner = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -37,6 +47,13 @@ impl HttpClient {
             .build()
             .expect("a reqwest client with these settings always builds");
         Self { inner }
+    }
+
+    /// The underlying reqwest client, for requests with their own time limit (per-request
+    /// `timeout` overrides the client's).
+    #[cfg(feature = "saml")]
+    pub(crate) fn reqwest(&self) -> &reqwest::Client {
+        &self.inner
     }
 
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {

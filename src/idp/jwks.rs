@@ -132,3 +132,117 @@ impl JwksCache {
         }
     }
 }
+
+/// The keys login and logout tokens are checked with: the provider's own cache, or the
+/// issuer's key source shared with its bearer tokens (one fetch, one cache, the bearer
+/// rate limits: one unknown-`kid` refetch per interval, no retry within the interval after
+/// a failure, cached keys served while the issuer is down).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per discovery, never moved around
+pub(crate) enum LoginKeys {
+    Own(JwksCache),
+    Shared(SharedKeys),
+}
+
+/// A [`KeySource`](super::KeySource) seen as `openidconnect` key sets: each set it serves is
+/// converted once.
+#[derive(Debug)]
+pub(crate) struct SharedKeys {
+    source: Arc<super::KeySource>,
+    /// The last set served and its conversion.
+    converted: std::sync::Mutex<Option<(Arc<jsonwebtoken::jwk::JwkSet>, Arc<CoreJsonWebKeySet>)>>,
+}
+
+impl SharedKeys {
+    /// Shares `source`, seeding it with the keys the discovery just fetched from `url`.
+    pub(crate) fn new(
+        source: Arc<super::KeySource>,
+        url: &JsonWebKeySetUrl,
+        initial: &CoreJsonWebKeySet,
+    ) -> Self {
+        match serde_json::to_value(initial).and_then(serde_json::from_value) {
+            Ok(keys) => source.seed(keys, url.as_str()),
+            Err(err) => {
+                tracing::warn!(jwks_uri = %url.url(), error = %err, "the discovered signing keys do not convert; the shared key source fetches its own");
+            }
+        }
+        Self {
+            source,
+            converted: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn convert(&self, keys: Arc<jsonwebtoken::jwk::JwkSet>) -> Arc<CoreJsonWebKeySet> {
+        let mut converted = self.converted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((from, to)) = &*converted
+            && Arc::ptr_eq(from, &keys)
+        {
+            return to.clone();
+        }
+        let to = Arc::new(
+            serde_json::to_value(&*keys)
+                .and_then(serde_json::from_value)
+                .unwrap_or_else(|err| {
+                    // Fail closed: no key, so every token is refused as signed by an unknown key.
+                    tracing::warn!(error = %err, "the signing keys do not convert for ID tokens");
+                    CoreJsonWebKeySet::new(Vec::new())
+                }),
+        );
+        *converted = Some((keys, to.clone()));
+        to
+    }
+
+    /// The set a converted one came from.
+    fn source_of(&self, seen: &Arc<CoreJsonWebKeySet>) -> Option<Arc<jsonwebtoken::jwk::JwkSet>> {
+        let converted = self.converted.lock().unwrap_or_else(|e| e.into_inner());
+        converted
+            .as_ref()
+            .filter(|(_, to)| Arc::ptr_eq(to, seen))
+            .map(|(from, _)| from.clone())
+    }
+}
+
+impl LoginKeys {
+    /// The key set to check a token against (empty when none can be had: every token then
+    /// names an unknown key, and the refetch reports the failure).
+    pub(crate) async fn current(&self, http: &HttpClient) -> Arc<CoreJsonWebKeySet> {
+        match self {
+            Self::Own(cache) => cache.current(http).await,
+            Self::Shared(shared) => match shared.source.current(http).await {
+                Ok(keys) => shared.convert(keys),
+                Err(_) => Arc::new(CoreJsonWebKeySet::new(Vec::new())),
+            },
+        }
+    }
+
+    /// The rate-limited refetch after a token named a key not in `seen`.
+    pub(crate) async fn refetch(
+        &self,
+        http: &HttpClient,
+        seen: &Arc<CoreJsonWebKeySet>,
+    ) -> Refetch {
+        match self {
+            Self::Own(cache) => cache.refetch(http, seen).await,
+            Self::Shared(shared) => {
+                let Some(from) = shared.source_of(seen) else {
+                    // `seen` is not the last set served (another replaced it, or it was the
+                    // empty one of an unreachable issuer): what the source has now.
+                    return match shared.source.current(http).await {
+                        Ok(keys) => {
+                            shared.convert(keys);
+                            Refetch::Fetched
+                        }
+                        Err(_) => Refetch::Failed,
+                    };
+                };
+                match shared.source.refetch(http, &from).await {
+                    Ok((keys, outcome)) => {
+                        shared.convert(keys);
+                        outcome
+                    }
+                    Err(_) => Refetch::Failed,
+                }
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 
 use super::http::HttpClient;
+use super::jwks::Refetch;
 
 /// Why no key could be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +69,24 @@ impl KeySource {
         }
     }
 
+    /// Whether the keys come from a `jwks_uri` of the configuration (not from discovery).
+    pub(crate) fn has_configured_uri(&self) -> bool {
+        self.configured_uri.is_some()
+    }
+
+    /// Stores keys fetched elsewhere just now (by the login discovery of the same issuer, from
+    /// its `jwks_uri`), so that one fetch serves login, logout and bearer tokens.
+    pub(crate) fn seed(&self, keys: JwkSet, jwks_uri: &str) {
+        *self.jwks_uri.write().unwrap_or_else(|e| e.into_inner()) = Some(jwks_uri.to_owned());
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+            keys: Arc::new(keys),
+            fetched: Instant::now(),
+        });
+    }
+
     /// The key set as it is now (fresh within the TTL, or refreshed; stale if the issuer is
     /// down), without regard to any particular `kid`.
-    async fn current(&self, http: &HttpClient) -> Result<Arc<JwkSet>, KeyError> {
+    pub(crate) async fn current(&self, http: &HttpClient) -> Result<Arc<JwkSet>, KeyError> {
         if let Some(keys) = self.fresh() {
             return Ok(keys);
         }
@@ -108,27 +124,47 @@ impl KeySource {
         }
     }
 
-    /// Fetches the key set unless another task just did (`seen` is the set the caller had)
-    /// or the last attempt is more recent than the refetch interval.
+    /// The unknown-`kid` refetch for a caller that had `seen`, with what it did.
+    pub(crate) async fn refetch(
+        &self,
+        http: &HttpClient,
+        seen: &Arc<JwkSet>,
+    ) -> Result<(Arc<JwkSet>, Refetch), KeyError> {
+        self.fetch_outcome(http, Some(seen)).await
+    }
+
     async fn fetch(
         &self,
         http: &HttpClient,
         seen: Option<&Arc<JwkSet>>,
     ) -> Result<Arc<JwkSet>, KeyError> {
+        self.fetch_outcome(http, seen).await.map(|(keys, _)| keys)
+    }
+
+    /// Fetches the key set unless another task just did (`seen` is the set the caller had)
+    /// or the last attempt is more recent than the refetch interval.
+    async fn fetch_outcome(
+        &self,
+        http: &HttpClient,
+        seen: Option<&Arc<JwkSet>>,
+    ) -> Result<(Arc<JwkSet>, Refetch), KeyError> {
         let mut attempts = self.attempts.lock().await;
         let recent = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < self.min_refetch);
         if let Some(now) = self.stale() {
             match seen {
                 // Another task replaced the set while we waited for the lock.
-                Some(seen) if !Arc::ptr_eq(seen, &now) => return Ok(now),
+                Some(seen) if !Arc::ptr_eq(seen, &now) => return Ok((now, Refetch::Fetched)),
                 // Another task refreshed an expired set while we waited.
-                None if self.fresh().is_some() => return Ok(now),
+                None if self.fresh().is_some() => return Ok((now, Refetch::Fetched)),
                 _ => {}
             }
             // Rate limits: one unknown-kid refetch per interval, and no retry of a failed
             // fetch within the interval. Serve what we have instead.
-            if (seen.is_some() && recent(attempts.kid_refetch)) || recent(attempts.failure) {
-                return Ok(now);
+            if recent(attempts.failure) {
+                return Ok((now, Refetch::Failed));
+            }
+            if seen.is_some() && recent(attempts.kid_refetch) {
+                return Ok((now, Refetch::TooSoon));
             }
         } else if recent(attempts.failure) {
             return Err(KeyError::Unavailable(
@@ -146,14 +182,14 @@ impl KeySource {
                     fetched: Instant::now(),
                 });
                 attempts.failure = None;
-                Ok(keys)
+                Ok((keys, Refetch::Fetched))
             }
             Err(reason) => {
                 attempts.failure = Some(Instant::now());
                 match self.stale() {
                     Some(keys) => {
                         tracing::warn!(issuer = %self.issuer, error = %reason, "could not refresh the signing keys; serving the cached ones");
-                        Ok(keys)
+                        Ok((keys, Refetch::Failed))
                     }
                     None => Err(KeyError::Unavailable(reason)),
                 }

@@ -2,16 +2,17 @@
 //! tokens: the HTTP client ([`HttpClient`]: no redirects, bounded in time and size), the
 //! signing-key caches of an issuer, and JOSE helpers.
 //!
-//! Two key caches still live side by side: [`JwksCache`] (login and logout tokens, keys from
-//! the discovery document, `openidconnect` types) and [`KeySource`] (bearer tokens, its own
-//! discovery, `jsonwebtoken` types); see issue 15 for sharing one per issuer.
+//! Key caches: [`KeySource`] (bearer tokens, `jsonwebtoken` types) is the one cache of an
+//! issuer that also has a bearer section: its login and logout tokens read it too, through
+//! [`SharedKeys`]. A provider without bearer tokens keeps its own [`JwksCache`] (keys from
+//! the discovery document, `openidconnect` types).
 
-mod http;
+pub(crate) mod http;
 mod jwks;
 mod keys;
 
 pub(crate) use self::http::HttpClient;
-pub(crate) use self::jwks::{JwksCache, Refetch};
+pub(crate) use self::jwks::{JwksCache, LoginKeys, Refetch, SharedKeys};
 pub(crate) use self::keys::{KeyError, KeySource};
 
 /// A JOSE `typ` as a comparable media type (RFC 7515 §4.1.9): lower case, `application/`

@@ -34,7 +34,7 @@ pub(crate) use self::logout_token::LogoutTokenValidator;
 pub use self::logout_token::{BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE, LogoutTokenError};
 use crate::config::{ProviderConfig, ResponseMode, TokenAuth};
 pub(crate) use crate::idp::HttpClient;
-use crate::idp::{JwksCache, Refetch};
+use crate::idp::{JwksCache, KeySource, LoginKeys, Refetch, SharedKeys};
 use crate::mapping::Claims;
 use crate::store::Identity;
 
@@ -382,7 +382,7 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
 /// One discovery of a provider: its client, its keys, what it promised.
 struct Discovered {
     client: DiscoveredClient,
-    jwks: JwksCache,
+    jwks: LoginKeys,
     /// Discovery said `authorization_response_iss_parameter_supported: true`.
     sends_iss: bool,
     /// The discovery document's `end_session_endpoint`.
@@ -421,6 +421,8 @@ pub(crate) struct OidcProvider {
     validator: IdTokenValidator,
     logout_tokens: LogoutTokenValidator,
     http: HttpClient,
+    /// The issuer's key source when its bearer tokens are verified too (one cache for both).
+    shared_keys: Option<Arc<KeySource>>,
     discovered: std::sync::RwLock<Option<Arc<Discovered>>>,
     /// The last failed discovery: when, and why.
     failed: std::sync::RwLock<Option<(Instant, String)>>,
@@ -441,7 +443,7 @@ impl OidcProvider {
         id: String,
         config: ProviderConfig,
         redirect_uri: String,
-        http_timeout: Duration,
+        http: HttpClient,
     ) -> Result<Self, String> {
         let redirect_uri =
             RedirectUrl::new(redirect_uri).map_err(|e| format!("redirect URI: {e}"))?;
@@ -457,11 +459,17 @@ impl OidcProvider {
             issuer,
             validator,
             logout_tokens,
-            http: HttpClient::new(http_timeout),
+            http,
+            shared_keys: None,
             discovered: std::sync::RwLock::new(None),
             failed: std::sync::RwLock::new(None),
             discovering: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reads login and logout token keys from `keys`, the issuer's bearer key source.
+    pub(crate) fn share_keys(&mut self, keys: Arc<KeySource>) {
+        self.shared_keys = Some(keys);
     }
 
     fn secs(secs: u64) -> Duration {
@@ -568,12 +576,17 @@ impl OidcProvider {
         }
         Discovered {
             client,
-            jwks: JwksCache::new(
-                jwks_url,
-                initial,
-                Duration::from_secs(self.config.jwks_min_refetch_secs),
-                Self::secs(self.config.jwks_ttl_secs),
-            ),
+            jwks: match &self.shared_keys {
+                Some(source) => {
+                    LoginKeys::Shared(SharedKeys::new(source.clone(), &jwks_url, &initial))
+                }
+                None => LoginKeys::Own(JwksCache::new(
+                    jwks_url,
+                    initial,
+                    Duration::from_secs(self.config.jwks_min_refetch_secs),
+                    Self::secs(self.config.jwks_ttl_secs),
+                )),
+            },
             sends_iss,
             end_session,
             frontchannel_session,

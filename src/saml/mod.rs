@@ -141,6 +141,8 @@ pub struct SamlServiceProvider {
     sp_key: Option<PKey<Private>>,
     sp_certificate: Option<Vec<u8>>,
     idp: RwLock<Option<Arc<IdpMetadata>>>,
+    /// The client metadata is fetched with: the layer's, or one built at the first load.
+    http: std::sync::OnceLock<crate::idp::HttpClient>,
 }
 
 impl std::fmt::Debug for SamlServiceProvider {
@@ -193,6 +195,7 @@ impl SamlServiceProvider {
             sp_key,
             sp_certificate,
             idp: RwLock::new(idp),
+            http: std::sync::OnceLock::new(),
         })
     }
 
@@ -355,6 +358,12 @@ impl SamlServiceProvider {
         Ok(idp)
     }
 
+    /// Fetches metadata with `http` (the layer's one client; the per-request time limit stays
+    /// `metadata_timeout_secs`). Without it the first load builds a client of its own.
+    pub(crate) fn use_http(&self, http: crate::idp::HttpClient) {
+        let _ = self.http.set(http);
+    }
+
     /// Fetches `idp_metadata_url` (again) and replaces the IdP's parameters; with a file or
     /// an inline IdP, re-reads nothing and returns `Ok`. Fails with
     /// [`SamlError::Metadata`] (`502`) and keeps the previous parameters.
@@ -363,15 +372,14 @@ impl SamlServiceProvider {
             return Ok(());
         };
         let fail = |why: String| SamlError::Metadata(why);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(
-                self.config.metadata_timeout_secs.max(1),
-            ))
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
+        let timeout = Duration::from_secs(self.config.metadata_timeout_secs.max(1));
+        let client = self
+            .http
+            .get_or_init(|| crate::idp::HttpClient::new(timeout));
         let mut response = client
+            .reqwest()
             .get(url)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| fail(e.without_url().to_string()))?;
