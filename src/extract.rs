@@ -80,6 +80,15 @@ impl std::fmt::Debug for AppUsersContext {
     }
 }
 
+/// `current` itself when `U` is the crate's [`User`](crate::store::User).
+fn crate_user<U: Send + Sync + 'static>(current: &CurrentUser) -> Option<CurrentUser<U>> {
+    let any: AnyUser = current.user.clone();
+    any.downcast::<U>().ok().map(|user| CurrentUser {
+        user,
+        auth: current.auth.clone(),
+    })
+}
+
 /// The application's user `U` of the logged-in crate user `current`: `Ok(None)` when it is
 /// gone.
 async fn app_user<U: Send + Sync + 'static>(
@@ -249,9 +258,15 @@ impl<S: Send + Sync, U: Send + Sync + 'static> FromRequestParts<S> for CurrentUs
     type Rejection = LoginRequired;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(current) = parts.extensions.get::<CurrentUser>().cloned() {
+        if let Some(current) = parts.extensions.get::<CurrentUser>() {
+            // The crate's own user: no await, so the extractor's future stays small.
+            if let Some(user) = crate_user::<U>(current) {
+                return Ok(user);
+            }
+            let current = current.clone();
             let context = parts.extensions.get::<Arc<AuthContext>>().map(|c| &**c);
-            match app_user::<U>(context, &current).await {
+            // Boxed: the load's states would otherwise be part of every handler's future.
+            match Box::pin(app_user::<U>(context, &current)).await {
                 Ok(Some(user)) => {
                     return Ok(CurrentUser {
                         user,
@@ -315,11 +330,15 @@ impl<S: Send + Sync, U: Send + Sync + 'static> OptionalFromRequestParts<S> for C
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        let Some(current) = parts.extensions.get::<CurrentUser>().cloned() else {
+        let Some(current) = parts.extensions.get::<CurrentUser>() else {
             return Ok(None);
         };
+        if let Some(user) = crate_user::<U>(current) {
+            return Ok(Some(user));
+        }
+        let current = current.clone();
         let context = parts.extensions.get::<Arc<AuthContext>>().map(|c| &**c);
-        match app_user::<U>(context, &current).await {
+        match Box::pin(app_user::<U>(context, &current)).await {
             Ok(user) => Ok(user.map(|user| CurrentUser {
                 user,
                 auth: current.auth,
