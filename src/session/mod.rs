@@ -22,15 +22,15 @@ pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sess
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::UserId;
-
 /// What the session cookie of earlier releases carries, encrypted. Such a cookie still
-/// opens: the layer adopts it into a session record at its first request.
+/// opens: the layer adopts it into a session record at its first request. Kept for the fuzz
+/// target of that format.
+#[cfg(feature = "__fuzzing")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SessionData {
     /// The local user.
     #[serde(rename = "u")]
-    pub(crate) user_id: UserId,
+    pub(crate) user_id: crate::store::UserId,
     /// Its user-store domain.
     #[serde(rename = "d", default = "primary")]
     pub(crate) domain: String,
@@ -51,6 +51,7 @@ pub(crate) struct SessionData {
     pub(crate) expires_at: i64,
 }
 
+#[cfg(feature = "__fuzzing")]
 fn primary() -> String {
     crate::store::domain::PRIMARY_DOMAIN.to_owned()
 }

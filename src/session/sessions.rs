@@ -68,7 +68,7 @@ impl SessionError {
 }
 
 /// What the session cookie carries, sealed: the session's secret and what the hot path
-/// needs. (Cookies of earlier releases carry [`SessionData`](super::SessionData), without
+/// needs. (Cookies of earlier releases carry the older `SessionData` format, without
 /// `v`.)
 #[derive(Serialize, Deserialize)]
 struct SessionCookie {
