@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::auth::CurrentUser;
 use crate::config::Unauthenticated;
+use crate::failure::Failure;
 use crate::store::{AnyUser, AppUserLoader, StoreError, UserId};
 
 /// Why `CurrentUser<AppUser>` could not give the application's user of a logged-in request
@@ -41,7 +42,7 @@ pub enum AppUserError {
     Store(#[source] StoreError),
 }
 
-impl AppUserError {
+impl crate::failure::Failure for AppUserError {
     /// Like the layer's other store failures: `500` for a panic, `503` otherwise.
     fn status(&self) -> StatusCode {
         match self {
@@ -51,7 +52,7 @@ impl AppUserError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             Self::NoAppUsers { .. } | Self::TypeMismatch { .. } => "app_user_type",
             Self::Store(_) => "store_unavailable",
@@ -63,7 +64,7 @@ impl AppUserError {
 pub(crate) type AppUserCache = moka::future::Cache<(Arc<str>, UserId), AnyUser>;
 
 /// The loaders of the applications' users by user-store domain, and their cache (the
-/// [`UserCache`](crate::cache::UserCache)'s, dropped with the crate's user).
+/// `session::UserCache`'s, dropped with the crate's user).
 #[derive(Clone)]
 pub(crate) struct AppUsersContext {
     pub(crate) loaders: HashMap<String, AppUserLoader>,
@@ -90,16 +91,12 @@ fn crate_user<U: Send + Sync + 'static>(current: &CurrentUser) -> Option<Current
 }
 
 /// The application's user `U` of the logged-in crate user `current`: `Ok(None)` when it is
-/// gone.
+/// gone. Called after [`crate_user`] found `U` is not the crate's user.
 async fn app_user<U: Send + Sync + 'static>(
     context: Option<&AuthContext>,
     current: &CurrentUser,
 ) -> Result<Option<Arc<U>>, AppUserError> {
     let wanted = std::any::type_name::<U>();
-    let any: AnyUser = current.user.clone();
-    if let Ok(user) = any.downcast::<U>() {
-        return Ok(Some(user));
-    }
     // Never the application's user of a locked crate user, whatever put it in the request
     // (the layer does not pass a locked user on; a cached or stale copy must not either).
     if current.user.locked {
@@ -107,7 +104,7 @@ async fn app_user<U: Send + Sync + 'static>(
     }
     let domain = current.auth.domain.as_str();
     let apps = context.map(|c| &c.app_users);
-    let Some(loader) = apps.and_then(|a| a.loaders.get(domain)) else {
+    let Some((apps, loader)) = apps.and_then(|a| a.loaders.get(domain).map(|l| (a, l))) else {
         return Err(AppUserError::NoAppUsers { wanted });
     };
     let mismatch = || AppUserError::TypeMismatch {
@@ -118,7 +115,7 @@ async fn app_user<U: Send + Sync + 'static>(
         return Err(mismatch());
     }
     let id: UserId = current.user.id;
-    let limit = apps.map_or(std::time::Duration::from_secs(10), |a| a.timeout);
+    let limit = apps.timeout;
     let load = async {
         let work = Box::pin(crate::store::contained(loader.inner.load(id)));
         match crate::store::bounded(limit, "find_app_user", work).await {
@@ -127,7 +124,7 @@ async fn app_user<U: Send + Sync + 'static>(
             Err(e) => Err(Some(e)),
         }
     };
-    let loaded = match apps.and_then(|a| a.cache.as_ref()) {
+    let loaded = match &apps.cache {
         Some((cache, invalidations)) => {
             use std::sync::atomic::Ordering;
             let key = (Arc::<str>::from(domain), id);
