@@ -54,8 +54,8 @@ impl JitLayer {
     ) -> Result<Preview, ProvisionError> {
         let shared = self.shared();
         let policy = shared
-            .policies
-            .get(provider)
+            .provisioner
+            .policy(provider)
             .ok_or_else(|| ProvisionError::UnknownProvider(provider.to_owned()))?;
         let identity = subject.map(|s| Identity::new(provider, "", s));
         Ok(shared
@@ -68,11 +68,11 @@ impl JitLayer {
     /// oldest first, across every user-store domain.
     pub async fn jit_users(&self, provider: &str) -> Result<Vec<JitUser>, ProvisionError> {
         let shared = self.shared();
-        if !shared.policies.contains_key(provider) {
+        if shared.provisioner.policy(provider).is_none() {
             return Err(ProvisionError::UnknownProvider(provider.to_owned()));
         }
         let mut users = Vec::new();
-        for domain in shared.provisioner.domains() {
+        for domain in shared.users.domains() {
             for identity in domain.store.identities_by_provider(provider).await? {
                 if let Some(user) = domain.store.find_by_id(identity.user_id).await? {
                     users.push(JitUser {
@@ -98,7 +98,7 @@ impl JitLayer {
     ) -> Result<u64, ProvisionError> {
         let shared = self.shared();
         let mut count = 0;
-        for domain in shared.provisioner.domains() {
+        for domain in shared.users.domains() {
             for identity in domain.store.identities_by_provider(provider).await? {
                 let id = identity.user_id;
                 match action {
@@ -111,14 +111,14 @@ impl JitLayer {
                     .await
                     .map_err(|SessionError::Store(e)| ProvisionError::Store(e))?;
                 shared
-                    .provisioner
+                    .users
                     .announce(Invalidation::User {
                         domain: domain.name.to_string(),
                         id,
                     })
                     .await;
                 shared
-                    .provisioner
+                    .events
                     .emit(ProvisioningEvent::Deprovisioned {
                         provider: provider.to_owned(),
                         domain: domain.name.to_string(),
@@ -188,14 +188,16 @@ impl JitLayer {
 
     /// [`lock_user`](Self::lock_user) for a user of another user-store domain.
     pub async fn lock_domain_user(&self, domain: &str, id: UserId) -> Result<(), ProvisionError> {
-        let provisioner = &self.shared().provisioner;
-        let store = &provisioner
+        let shared = self.shared();
+        let store = &shared
+            .users
             .domain(domain)
             .ok_or_else(|| ProvisionError::UnknownDomain(domain.chars().take(64).collect()))?
             .store;
         store.set_locked(id, true).await?;
         tracing::info!(domain, user_id = %id, "an administrator locked a user");
-        provisioner
+        shared
+            .users
             .announce(Invalidation::User {
                 domain: domain.to_owned(),
                 id,
@@ -211,7 +213,8 @@ impl JitLayer {
         {
             tracing::warn!(domain, user_id = %id, error = %err, "could not end the sessions of a locked user");
         }
-        provisioner
+        shared
+            .events
             .emit(ProvisioningEvent::Locked {
                 provider: None,
                 domain: domain.to_owned(),
@@ -385,7 +388,7 @@ async fn end_user_sessions(
     headers: HeaderMap,
 ) -> Response {
     // A state-changing route a browser could be led to post to from another site.
-    if let Err(err) = crate::endpoints::check_same_origin(state.layer.shared(), &headers) {
+    if let Err(err) = state.layer.shared().site.check_same_origin(&headers) {
         return denied(err.status(), err.code());
     }
     if let Some(response) = refusal(&state, user.as_ref()) {
@@ -523,7 +526,7 @@ fn html(status: StatusCode, body: &str) -> Response {
 
 /// The page: the form (filled with what was posted) and the result, already escaped.
 fn test_form(layer: &JitLayer, form: Option<&TestForm>, result: &str) -> String {
-    let mut providers: Vec<&String> = layer.shared().policies.keys().collect();
+    let mut providers: Vec<&String> = layer.shared().provisioner.provider_ids().collect();
     providers.sort();
     let chosen = form.map(|f| f.provider.as_str());
     let options: String = providers

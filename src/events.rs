@@ -181,3 +181,25 @@ where
         Box::pin(std::future::ready(()))
     }
 }
+
+/// The application's event sinks, in registration order (a cheap handle: every clone
+/// delivers to the same sinks).
+#[derive(Clone, Default)]
+pub(crate) struct Events {
+    sinks: Arc<[Arc<dyn EventSink>]>,
+}
+
+impl Events {
+    pub(crate) fn new(sinks: Vec<Arc<dyn EventSink>>) -> Self {
+        Self {
+            sinks: sinks.into(),
+        }
+    }
+
+    /// Delivers `event` to every sink, one after the other.
+    pub(crate) async fn emit(&self, event: ProvisioningEvent) {
+        for sink in self.sinks.iter() {
+            sink.deliver(&event).await;
+        }
+    }
+}

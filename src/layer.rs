@@ -11,17 +11,21 @@ use tower_layer::Layer;
 
 use crate::config::PRIMARY_DOMAIN;
 use crate::config::{DomainPolicy, JitConfig, ProviderConfig, Unauthenticated};
-use crate::events::EventSink;
+use crate::directory::{Directory, Domain};
+use crate::events::{EventSink, Events};
 use crate::invalidation::{Invalidation, InvalidationBus, InvalidationSigner, SignedBus};
 use crate::mapping::GroupResolver;
+use crate::metrics::Metrics;
 use crate::oidc::OidcProvider;
 use crate::prompt::ProvisionPrompt;
-use crate::provision::{Domain, Policy, Provisioned, Provisioner};
+use crate::provision::{Hooks, Policy, Provisioned, Provisioner};
 use crate::replay::{ErasedGuard, MemoryReplayGuard, ReplayGuard};
 use crate::service::JitService;
 use crate::session::UserCache;
-use crate::session::{CookieCodec, SessionKey, SessionStore, SessionStoreHandle, Sessions};
-use crate::state::Shared;
+use crate::session::{
+    CookieCodec, LoginFlow, SessionKey, SessionStore, SessionStoreHandle, Sessions,
+};
+use crate::state::{Idps, Shared, Site};
 use crate::store::{SharedStore, UserStore};
 
 /// Why a layer could not be built from its configuration.
@@ -114,7 +118,7 @@ async fn follow(
             return;
         };
         tracing::debug!(?event, "invalidation received");
-        shared.provisioner.cache().apply(&event).await;
+        shared.users.cache().apply(&event).await;
     }
 }
 
@@ -150,10 +154,10 @@ pub struct JitLayer {
 impl std::fmt::Debug for JitLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitLayer")
-            .field("prefix", &self.shared.prefix)
+            .field("prefix", &self.shared.site.prefix)
             .field(
                 "providers",
-                &self.shared.providers.keys().collect::<Vec<_>>(),
+                &self.shared.idps.oidc.keys().collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -198,7 +202,8 @@ impl JitLayer {
     /// ```
     pub fn redirect_uri(&self, id: &str) -> Option<String> {
         self.shared
-            .providers
+            .idps
+            .oidc
             .get(id)
             .map(|p| p.redirect_uri().to_owned())
     }
@@ -226,7 +231,7 @@ impl JitLayer {
     /// ```
     #[cfg(feature = "saml")]
     pub fn saml_provider(&self, id: &str) -> Option<&crate::saml::SamlServiceProvider> {
-        self.shared.saml.get(id).map(|sp| &**sp)
+        self.shared.idps.saml.get(id).map(|sp| &**sp)
     }
 
     /// The back-channel logout URI to register at provider `id`'s IdP as the client's
@@ -282,11 +287,11 @@ impl JitLayer {
     /// );
     /// ```
     pub fn post_logout_redirect_uri(&self, id: &str) -> Option<String> {
-        let provider = self.shared.providers.get(id)?;
+        let provider = self.shared.idps.oidc.get(id)?;
         provider
             .config
             .rp_initiated_logout
-            .then(|| crate::state::post_logout_redirect_uri(&self.shared, provider))
+            .then(|| self.shared.site.post_logout_redirect_uri(provider))
     }
 
     /// `{origin}{prefix}/{id}/{action}` of an OpenID Connect provider with the logout
@@ -297,8 +302,8 @@ impl JitLayer {
         enabled: fn(&ProviderConfig) -> bool,
         action: &str,
     ) -> Option<String> {
-        let config = &self.shared.providers.get(id)?.config;
-        enabled(config).then(|| crate::state::provider_endpoint(&self.shared, id, action))
+        let config = &self.shared.idps.oidc.get(id)?.config;
+        enabled(config).then(|| self.shared.site.endpoint(id, action))
     }
 
     /// Provisions the user of an identity validated elsewhere (a custom flow, an import), with
@@ -312,8 +317,8 @@ impl JitLayer {
     ) -> Result<(Arc<crate::store::User>, crate::Outcome), crate::ProvisionError> {
         let policy = self
             .shared
-            .policies
-            .get(id)
+            .provisioner
+            .policy(id)
             .ok_or_else(|| crate::ProvisionError::UnknownProvider(id.to_owned()))?;
         match self
             .shared
@@ -336,7 +341,7 @@ impl JitLayer {
     /// assert_eq!(layer.metrics().logins, 0);
     /// ```
     pub fn metrics(&self) -> crate::MetricsSnapshot {
-        self.shared.provisioner.metrics().snapshot()
+        self.shared.metrics.snapshot()
     }
 
     /// Ends every cached view of a user: call after changing or locking it in the store
@@ -348,7 +353,7 @@ impl JitLayer {
     /// [`forget_user`](Self::forget_user) for a user of another user-store domain.
     pub async fn forget_domain_user(&self, domain: &str, id: crate::store::UserId) {
         self.shared
-            .provisioner
+            .users
             .announce(crate::invalidation::Invalidation::User {
                 domain: domain.to_owned(),
                 id,
@@ -437,6 +442,7 @@ struct Explicit {
 }
 
 /// The time limits the layer runs with.
+#[derive(Clone, Copy)]
 struct Timeouts {
     idp: Duration,
     store: Duration,
@@ -773,95 +779,32 @@ impl JitLayerBuilder {
             .apply(self.config.unwrap_or_else(|| JitConfig::new("")));
         let store = self.store.ok_or(ConfigError::MissingStore)?;
         let (public, origin, prefix) = validate_urls(&config)?;
+        check_references(&config, &self.resolvers)?;
         let (key, previous_keys) = session_keys(
             self.session_key,
             self.previous_session_keys,
             &config,
             self.bus.is_some(),
         )?;
-        if let Unauthenticated::RedirectToLogin(provider) = &config.session.unauthenticated
-            && !config.providers.contains_key(provider)
-        {
-            return Err(ConfigError::Provider {
-                id: provider.clone(),
-                reason: "session.unauthenticated redirects to it, but it is not configured".into(),
-            });
-        }
-        if let Some(id) = self
-            .resolvers
-            .keys()
-            .find(|id| !config.providers.contains_key(*id))
-        {
-            return Err(ConfigError::Provider {
-                id: id.clone(),
-                reason: "a group resolver is registered for it, but it is not configured".into(),
-            });
-        }
         // One HTTP client (one connection pool) for every identity-provider request.
         let http = crate::idp::HttpClient::new(timeouts.idp);
-        let built = build_providers(&config, &origin, &prefix, &http)?;
-        let mut providers = built.oidc;
-        let policies = built.policies;
-        #[cfg(feature = "saml")]
-        let saml_providers = built.saml;
+        let BuiltProviders {
+            mut oidc,
+            policies,
+            #[cfg(feature = "saml")]
+            saml,
+        } = build_providers(&config, &origin, &prefix, &http)?;
+        let bearer = build_bearer(&config, &http, &mut oidc)?;
         let codec = CookieCodec::new(&key, &previous_keys, config.session.secure);
         let bus = self
             .bus
             .map(|bus| SignedBus::new(bus, InvalidationSigner::new(&key, &previous_keys)));
-        let session_cookie = codec.name(&config.session.cookie_name, true);
-        let prompt_cookie = (!self.prompts.is_empty()).then(|| codec.name("jit_prompt", true));
-        let mut domains = HashMap::new();
-        for (name, store) in
-            std::iter::once((PRIMARY_DOMAIN.to_owned(), store)).chain(self.domain_stores)
-        {
-            let name: Arc<str> = Arc::from(name);
-            let policy = config.domains.get(&*name).cloned().unwrap_or_default();
-            let domain = Domain {
-                name: name.clone(),
-                store: crate::store::time_limited(store, timeouts.store),
-                policy,
-            };
-            if domains.insert(name.clone(), Arc::new(domain)).is_some() {
-                return Err(ConfigError::Domain(format!(
-                    "the domain `{name}` is registered twice"
-                )));
-            }
-        }
-        for (id, provider) in &config.providers {
-            if let crate::config::DomainRule::Fixed(name) = &provider.domain
-                && !domains.contains_key(name.as_str())
-            {
-                return Err(ConfigError::Provider {
-                    id: id.clone(),
-                    reason: format!(
-                        "its domain `{name}` has no store: call .domain_store(\"{name}\", ...)"
-                    ),
-                });
-            }
-        }
-        if let Some(name) = config
-            .domains
-            .keys()
-            .find(|d| !domains.contains_key(d.as_str()))
-        {
-            return Err(ConfigError::Domain(format!(
-                "domains.{name} has a policy but no store: call .domain_store(\"{name}\", ...)"
-            )));
-        }
-        let bearer =
-            crate::bearer::Bearer::new(&config.providers, http.clone(), config.cache.max_users)
-                .map_err(ConfigError::Bearer)?;
-        // An issuer whose bearer tokens are verified has one key cache, read by its login and
-        // logout tokens too.
-        if let Some(bearer) = &bearer {
-            for oidc in providers.values_mut() {
-                let keys = bearer.key_source(oidc.config.issuer());
-                if let (Some(oidc), Some(keys)) = (Arc::get_mut(oidc), keys) {
-                    oidc.share_keys(keys);
-                }
-            }
-        }
+        let domains = build_domains(&config, store, self.domain_stores, timeouts.store)?;
         let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
+        let metrics = Arc::new(Metrics::default());
+        let users = Directory::new(domains, cache.clone(), bus.clone(), metrics.clone());
+        let session_store = self.session_store.or(self.store_sessions);
+        let sessions = build_sessions(session_store, &config, &codec, &cache, &bus, timeouts)?;
         let context = Arc::new(crate::extract::AuthContext {
             prefix: prefix.clone(),
             unauthenticated: config.session.unauthenticated.clone(),
@@ -872,57 +815,49 @@ impl JitLayerBuilder {
                 timeout: timeouts.store,
             },
         });
-        let session_store = match self.session_store.or(self.store_sessions) {
-            Some(store) => store,
-            // Sessions in one instance's memory would not hold on the others.
-            None if bus.is_some() => return Err(ConfigError::BusWithoutSessionStore),
-            None => {
-                tracing::warn!(
-                    "no session store: sessions are kept in memory, so they end when the process does and are not seen by other instances"
-                );
-                SessionStoreHandle::new(crate::session::MemorySessionStore::new())
-            }
-        };
-        let sessions = Sessions::new(
-            // A token refresh waits for the session's lock (another refresh of it, up to a
-            // request to the provider), then runs one request to the provider under it.
-            session_store.time_limited(timeouts.store, (timeouts.store + timeouts.idp) * 2),
-            codec.clone(),
-            session_cookie,
-            config.session.ttl_secs,
-            config.session.idle_timeout_secs,
-            cache.clone(),
-            bus.clone(),
-        );
-        let shared = Shared {
-            prefix,
-            origin: public.origin(),
-            providers,
-            sessions: sessions.clone(),
-            provisioner: Provisioner::new(
-                domains,
-                cache,
-                sessions,
-                bus.clone(),
-                self.sinks,
-                self.prompts,
-                self.resolvers,
-            ),
-            policies,
-            #[cfg(feature = "saml")]
-            saml: saml_providers,
+        let events = Events::new(self.sinks);
+        let replay = self
+            .replay
+            .unwrap_or_else(|| Arc::new(MemoryReplayGuard::new()));
+        let flow = LoginFlow::new(
             codec,
-            prompt_cookie,
-            session: config.session.clone(),
-            replay: self
-                .replay
-                .unwrap_or_else(|| Arc::new(MemoryReplayGuard::new())),
+            !self.prompts.is_empty(),
+            replay,
+            config.session.login_ttl_secs,
+            prefix.clone(),
+        );
+        let provisioner = Provisioner::new(
+            users.clone(),
+            policies,
+            sessions.clone(),
+            metrics.clone(),
+            events.clone(),
+            Hooks {
+                prompts: self.prompts,
+                resolvers: self.resolvers,
+            },
+        );
+        let shared = Arc::new(Shared {
+            site: Site {
+                prefix,
+                origin: public.origin(),
+            },
+            idps: Idps {
+                oidc,
+                #[cfg(feature = "saml")]
+                saml,
+                bearer,
+            },
+            users,
+            provisioner,
+            sessions,
+            flow,
+            events,
+            metrics,
             context,
-            bearer,
             refresher: crate::tokens::Refresher::new(),
             stop: Arc::new(tokio::sync::Notify::new()),
-        };
-        let shared = Arc::new(shared);
+        });
         if let Some(bus) = bus {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
@@ -933,6 +868,136 @@ impl JitLayerBuilder {
         }
         Ok(JitLayer { shared })
     }
+}
+
+/// The step of [`JitLayerBuilder::build`] that checks what names a provider: the provider
+/// `session.unauthenticated` redirects to, and those with a group resolver.
+fn check_references(
+    config: &JitConfig,
+    resolvers: &HashMap<String, Arc<dyn GroupResolver>>,
+) -> Result<(), ConfigError> {
+    if let Unauthenticated::RedirectToLogin(provider) = &config.session.unauthenticated
+        && !config.providers.contains_key(provider)
+    {
+        return Err(ConfigError::Provider {
+            id: provider.clone(),
+            reason: "session.unauthenticated redirects to it, but it is not configured".into(),
+        });
+    }
+    if let Some(id) = resolvers
+        .keys()
+        .find(|id| !config.providers.contains_key(*id))
+    {
+        return Err(ConfigError::Provider {
+            id: id.clone(),
+            reason: "a group resolver is registered for it, but it is not configured".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The step of [`JitLayerBuilder::build`] that makes the bearer-token verifier, if any
+/// provider accepts bearer tokens. An issuer whose bearer tokens are verified has one key
+/// cache, read by its login and logout tokens too.
+fn build_bearer(
+    config: &JitConfig,
+    http: &crate::idp::HttpClient,
+    oidc: &mut HashMap<String, Arc<OidcProvider>>,
+) -> Result<Option<crate::bearer::Bearer>, ConfigError> {
+    let bearer =
+        crate::bearer::Bearer::new(&config.providers, http.clone(), config.cache.max_users)
+            .map_err(ConfigError::Bearer)?;
+    if let Some(bearer) = &bearer {
+        for provider in oidc.values_mut() {
+            let keys = bearer.key_source(provider.config.issuer());
+            if let (Some(provider), Some(keys)) = (Arc::get_mut(provider), keys) {
+                provider.share_keys(keys);
+            }
+        }
+    }
+    Ok(bearer)
+}
+
+/// The step of [`JitLayerBuilder::build`] that makes the user-store domains: the primary
+/// store and each named one, time-limited, with the configured username policies; every
+/// domain a provider or a policy names must have a store.
+fn build_domains(
+    config: &JitConfig,
+    primary: SharedStore,
+    named: Vec<(String, SharedStore)>,
+    store_timeout: Duration,
+) -> Result<HashMap<Arc<str>, Arc<Domain>>, ConfigError> {
+    let mut domains = HashMap::new();
+    for (name, store) in std::iter::once((PRIMARY_DOMAIN.to_owned(), primary)).chain(named) {
+        let name: Arc<str> = Arc::from(name);
+        let policy = config.domains.get(&*name).cloned().unwrap_or_default();
+        let domain = Domain {
+            name: name.clone(),
+            store: crate::store::time_limited(store, store_timeout),
+            policy,
+        };
+        if domains.insert(name.clone(), Arc::new(domain)).is_some() {
+            return Err(ConfigError::Domain(format!(
+                "the domain `{name}` is registered twice"
+            )));
+        }
+    }
+    for (id, provider) in &config.providers {
+        if let crate::config::DomainRule::Fixed(name) = &provider.domain
+            && !domains.contains_key(name.as_str())
+        {
+            return Err(ConfigError::Provider {
+                id: id.clone(),
+                reason: format!(
+                    "its domain `{name}` has no store: call .domain_store(\"{name}\", ...)"
+                ),
+            });
+        }
+    }
+    if let Some(name) = config
+        .domains
+        .keys()
+        .find(|d| !domains.contains_key(d.as_str()))
+    {
+        return Err(ConfigError::Domain(format!(
+            "domains.{name} has a policy but no store: call .domain_store(\"{name}\", ...)"
+        )));
+    }
+    Ok(domains)
+}
+
+/// The step of [`JitLayerBuilder::build`] that makes the sessions over the given session
+/// store, or over one in memory (refused with a bus: other instances would not see them).
+fn build_sessions(
+    store: Option<SessionStoreHandle>,
+    config: &JitConfig,
+    codec: &CookieCodec,
+    cache: &UserCache,
+    bus: &Option<SignedBus>,
+    timeouts: Timeouts,
+) -> Result<Sessions, ConfigError> {
+    let store = match store {
+        Some(store) => store,
+        // Sessions in one instance's memory would not hold on the others.
+        None if bus.is_some() => return Err(ConfigError::BusWithoutSessionStore),
+        None => {
+            tracing::warn!(
+                "no session store: sessions are kept in memory, so they end when the process does and are not seen by other instances"
+            );
+            SessionStoreHandle::new(crate::session::MemorySessionStore::new())
+        }
+    };
+    Ok(Sessions::new(
+        // A token refresh waits for the session's lock (another refresh of it, up to a
+        // request to the provider), then runs one request to the provider under it.
+        store.time_limited(timeouts.store, (timeouts.store + timeouts.idp) * 2),
+        codec.clone(),
+        codec.name(&config.session.cookie_name, true),
+        config.session.ttl_secs,
+        config.session.idle_timeout_secs,
+        cache.clone(),
+        bus.clone(),
+    ))
 }
 
 fn is_loopback_http(url: &url::Url) -> bool {

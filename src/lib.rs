@@ -27,6 +27,7 @@ pub mod tokens;
 mod admin;
 mod auth;
 mod cookies;
+mod directory;
 mod endpoints;
 mod error;
 mod expiring;

@@ -10,11 +10,12 @@ use http::StatusCode;
 use serde_json::Value;
 
 use crate::config::{
-    DomainPolicy, DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
+    DomainRule, LinkBy, LinkingConfig, MappingConfig, PRIMARY_DOMAIN, ProviderConfig,
     ProvisioningMode,
 };
-use crate::events::{EventSink, LockReason, ProvisioningEvent};
-use crate::invalidation::{Invalidation, SignedBus};
+use crate::directory::{Directory, Domain};
+use crate::events::{Events, LockReason, ProvisioningEvent};
+use crate::invalidation::Invalidation;
 use crate::mapping::admission::{self, Admission};
 use crate::mapping::roles::Roles;
 use crate::mapping::trace::Decision;
@@ -24,11 +25,8 @@ use crate::mapping::{
 use crate::metrics::Metrics;
 use crate::prompt::{PromptRequest, ProvisionPrompt};
 use crate::session::{EndReason, Sessions};
-use crate::session::{IdentityEntry, Origin, UserCache};
-use crate::store::{
-    Identity, IdentityKey, LoginStamp, Profile, Refusal, SharedStore, StoreError, User, UserId,
-    now_unix,
-};
+use crate::session::{IdentityEntry, Origin};
+use crate::store::{Identity, IdentityKey, LoginStamp, Profile, Refusal, StoreError, User, UserId};
 
 /// Why provisioning refused or failed. Nothing half-written stays behind: the store writes
 /// a user and its identity link atomically, and no session is issued.
@@ -275,7 +273,7 @@ impl Resumed {
     /// The email, the groups and the provider-managed fields stay as asserted.
     fn creation_profile(&self, domain: &Domain) -> Result<Profile, ProvisionError> {
         let mut profile = self.asserted.clone();
-        profile.username = domain.username(&self.chosen.username)?;
+        profile.username = stored_username(domain, &self.chosen.username)?;
         profile.display_name = self.chosen.display_name.clone();
         for (name, value) in &self.chosen.attributes {
             profile
@@ -372,37 +370,37 @@ impl Policy {
     }
 }
 
-/// One user-store domain: its store and username policy.
-pub(crate) struct Domain {
-    pub(crate) name: Arc<str>,
-    pub(crate) store: SharedStore,
-    pub(crate) policy: DomainPolicy,
+/// The stored form of a username of `domain` (without a domain prefix), by the domain's
+/// username policy.
+fn stored_username(domain: &Domain, local: &str) -> Result<String, ProvisionError> {
+    domain
+        .policy
+        .check(local)
+        .map_err(|reason| ProvisionError::UsernamePolicy {
+            username: local.chars().take(64).collect(),
+            reason,
+        })
 }
 
-impl Domain {
-    /// The stored form of a username of this domain (without a domain prefix), by its
-    /// username policy.
-    fn username(&self, local: &str) -> Result<String, ProvisionError> {
-        self.policy
-            .check(local)
-            .map_err(|reason| ProvisionError::UsernamePolicy {
-                username: local.chars().take(64).collect(),
-                reason,
-            })
-    }
-}
-
-/// Finds, links, creates and updates users; owns the caches and the event sinks.
+/// Finds, links, creates and updates users by each provider's policy, in the user
+/// [`Directory`]; ends the sessions of a user it locks and reports to the event sinks.
 #[derive(Clone)]
 pub(crate) struct Provisioner {
-    domains: Arc<HashMap<Arc<str>, Arc<Domain>>>,
-    cache: UserCache,
+    users: Directory,
+    policies: Arc<HashMap<String, Arc<Policy>>>,
     sessions: Sessions,
     metrics: Arc<Metrics>,
-    bus: Option<SignedBus>,
-    sinks: Arc<Vec<Arc<dyn EventSink>>>,
+    events: Events,
     prompts: Arc<HashMap<String, Arc<dyn ProvisionPrompt>>>,
     resolvers: Arc<HashMap<String, Arc<dyn GroupResolver>>>,
+}
+
+/// The application's hooks into provisioning, per provider: prompts before a user is
+/// created, and group resolvers for a group overage.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
+    pub(crate) resolvers: HashMap<String, Arc<dyn GroupResolver>>,
 }
 
 /// What a login writes: the domain, the profile synced at every login, the profile linking
@@ -458,23 +456,21 @@ impl From<StoreError> for Init {
 
 impl Provisioner {
     pub(crate) fn new(
-        domains: HashMap<Arc<str>, Arc<Domain>>,
-        cache: UserCache,
+        users: Directory,
+        policies: HashMap<String, Arc<Policy>>,
         sessions: Sessions,
-        bus: Option<SignedBus>,
-        sinks: Vec<Arc<dyn EventSink>>,
-        prompts: HashMap<String, Arc<dyn ProvisionPrompt>>,
-        resolvers: HashMap<String, Arc<dyn GroupResolver>>,
+        metrics: Arc<Metrics>,
+        events: Events,
+        hooks: Hooks,
     ) -> Self {
         Self {
-            domains: Arc::new(domains),
-            cache,
+            users,
+            policies: Arc::new(policies),
             sessions,
-            metrics: Arc::default(),
-            bus,
-            sinks: Arc::new(sinks),
-            prompts: Arc::new(prompts),
-            resolvers: Arc::new(resolvers),
+            metrics,
+            events,
+            prompts: Arc::new(hooks.prompts),
+            resolvers: Arc::new(hooks.resolvers),
         }
     }
 
@@ -482,33 +478,26 @@ impl Provisioner {
         &self.metrics
     }
 
-    pub(crate) fn cache(&self) -> &UserCache {
-        &self.cache
+    /// The provisioning policy of provider `id`.
+    pub(crate) fn policy(&self, id: &str) -> Option<&Arc<Policy>> {
+        self.policies.get(id)
     }
 
-    /// The domain called `name` (the shared `Arc` of its name, for cache keys).
-    pub(crate) fn domain(&self, name: &str) -> Option<&Arc<Domain>> {
-        self.domains.get(name)
-    }
-
-    pub(crate) fn domains(&self) -> impl Iterator<Item = &Arc<Domain>> {
-        self.domains.values()
+    /// The ids of the configured providers.
+    pub(crate) fn provider_ids(&self) -> impl Iterator<Item = &String> {
+        self.policies.keys()
     }
 
     pub(crate) fn prompt_hook(&self, provider: &str) -> Option<&Arc<dyn ProvisionPrompt>> {
         self.prompts.get(provider)
     }
 
-    /// Applies an invalidation here and sends it to the other instances, if there is a bus.
-    /// A bus failure is logged: the other instances then catch up after their cache TTL.
-    pub(crate) async fn announce(&self, event: Invalidation) {
-        self.cache.announce(self.bus.as_ref(), event).await;
+    async fn announce(&self, event: Invalidation) {
+        self.users.announce(event).await;
     }
 
-    pub(crate) async fn emit(&self, event: ProvisioningEvent) {
-        for sink in self.sinks.iter() {
-            sink.deliver(&event).await;
-        }
+    async fn emit(&self, event: ProvisioningEvent) {
+        self.events.emit(event).await;
     }
 
     /// The domain and stored username a mapped username goes to, by the provider's rule and
@@ -526,11 +515,11 @@ impl Provisioner {
             },
         };
         let domain = self
-            .domains
-            .get(name)
-            .or_else(|| self.domains.get(name.to_uppercase().as_str()))
+            .users
+            .domain(name)
+            .or_else(|| self.users.domain(name.to_uppercase().as_str()))
             .ok_or_else(|| ProvisionError::UnknownDomain(name.chars().take(64).collect()))?;
-        let username = domain.username(local)?;
+        let username = stored_username(domain, local)?;
         Ok((domain.clone(), username))
     }
 
@@ -615,7 +604,7 @@ impl Provisioner {
     /// A store failure is logged: the login is refused anyway.
     async fn lock_refused(&self, identity: &Identity) {
         let key = identity.key();
-        for domain in self.domains.values() {
+        for domain in self.users.domains() {
             let user = match domain.store.find_by_identity(&key).await {
                 Ok(Some(user)) => user,
                 Ok(None) => continue,
@@ -638,7 +627,8 @@ impl Provisioner {
                 })
                 .await;
             }
-            self.cache
+            self.users
+                .cache()
                 .by_identity
                 .invalidate(&(domain.name.clone(), key.clone()))
                 .await;
@@ -679,8 +669,8 @@ impl Provisioner {
             });
         };
         let domain = self
-            .domains
-            .get(resumed.domain.as_str())
+            .users
+            .domain(resumed.domain.as_str())
             .cloned()
             .ok_or_else(|| {
                 ProvisionError::UnknownDomain(resumed.domain.chars().take(64).collect())
@@ -757,7 +747,8 @@ impl Provisioner {
         let domain = &login.plan.domain;
         let key = (domain.name.clone(), login.identity.key());
         let looked_up = self
-            .cache
+            .users
+            .cache()
             .by_identity
             .entry(key)
             .or_try_insert_with(async {
@@ -871,7 +862,8 @@ impl Provisioner {
     /// A user this login created: cached by id, and announced to the sinks.
     async fn finish_created(&self, login: &Login<'_>, user: &Arc<User>, trace: &Trace) {
         let domain = &login.plan.domain;
-        self.cache
+        self.users
+            .cache()
             .by_id
             .insert((domain.name.clone(), user.id), user.clone())
             .await;
@@ -944,7 +936,7 @@ impl Provisioner {
             .await
         {
             Ok(Some(updated)) if updated.locked => {
-                self.cache.forget(&domain.name, updated.id).await;
+                self.users.cache().forget(&domain.name, updated.id).await;
                 Err(ProvisionError::Locked)
             }
             Ok(Some(updated)) => {
@@ -957,7 +949,8 @@ impl Provisioner {
             }
             Ok(None) => Ok((user, unchanged)),
             Err(err) => {
-                self.cache
+                self.users
+                    .cache()
                     .by_identity
                     .invalidate(&(domain.name.clone(), key))
                     .await;
@@ -1068,21 +1061,23 @@ impl Provisioner {
             .ok_or(StoreError::NotFound)?;
         let changes = profile.changes_from(&fresh, provider);
         if changes.is_empty() {
-            self.cache
+            self.users
+                .cache()
                 .store(&domain.name, key.clone(), Arc::new(fresh))
                 .await;
             return Ok(None);
         }
         let Some(updated) = domain.store.update_from_login(key, at, &changes).await? else {
             tracing::info!(provider = %provider, user_id = %id, "dropped an update older than one already applied");
-            self.cache
+            self.users
+                .cache()
                 .by_identity
                 .invalidate(&(domain.name.clone(), key.clone()))
                 .await;
             return Ok(None);
         };
         let updated = Arc::new(updated);
-        if self.bus.is_some() {
+        if self.users.has_bus() {
             // Other instances drop their copies; ours is refreshed just below.
             self.announce(Invalidation::User {
                 domain: domain.name.to_string(),
@@ -1090,7 +1085,8 @@ impl Provisioner {
             })
             .await;
         }
-        self.cache
+        self.users
+            .cache()
             .store(&domain.name, key.clone(), updated.clone())
             .await;
         self.metrics.updated();
@@ -1139,13 +1135,6 @@ impl Provisioner {
             error: last_error,
         })
         .await;
-    }
-
-    /// Records the login time of an identity; a failure is only logged.
-    pub(crate) async fn record_login(&self, domain: &Domain, identity: &Identity) {
-        if let Err(err) = domain.store.record_login(&identity.key(), now_unix()).await {
-            tracing::warn!(error = %err, "could not record the login time");
-        }
     }
 }
 
@@ -1297,6 +1286,7 @@ fn outcome_label(outcome: Outcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DomainPolicy;
     use crate::store::MemoryStore;
 
     fn domain() -> Domain {
@@ -1401,6 +1391,7 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::config::CacheConfig;
+    use crate::session::UserCache;
     use crate::store::UserStore;
 
     type Events = Arc<Mutex<Vec<ProvisioningEvent>>>;
@@ -1428,14 +1419,20 @@ mod tests {
             cache.clone(),
             None,
         );
-        let provisioner = Provisioner::new(
+        let metrics = Arc::new(Metrics::default());
+        let users = Directory::new(
             HashMap::from([(name, Arc::new(domain))]),
             cache,
-            sessions,
             None,
-            vec![Arc::new(sink)],
+            metrics.clone(),
+        );
+        let provisioner = Provisioner::new(
+            users,
             HashMap::new(),
-            HashMap::new(),
+            sessions,
+            metrics,
+            crate::events::Events::new(vec![Arc::new(sink)]),
+            Hooks::default(),
         );
         (provisioner, events)
     }
@@ -1622,7 +1619,7 @@ mod tests {
         bob.0.insert("preferred_username".into(), "bob".into());
         let (user, _) = run(&provisioner, &policy, "s-2", &bob).await.unwrap();
         store.set_locked(user.id, true).await.unwrap();
-        provisioner.cache().by_identity.invalidate_all();
+        provisioner.users.cache().by_identity.invalidate_all();
         let err = run(&provisioner, &policy, "s-2", &bob).await.unwrap_err();
         assert_eq!(err.code(), "user_locked");
         assert!(store.find_by_id(user.id).await.unwrap().unwrap().locked);

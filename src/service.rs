@@ -12,12 +12,12 @@ use tower_service::Service;
 
 use crate::auth::CurrentUser;
 use crate::bearer::{Bearer, BearerError};
+use crate::directory::Directory;
 use crate::endpoints;
 use crate::error::Error;
-use crate::provision::ProvisionError;
+use crate::provision::{ProvisionError, Provisioner};
 use crate::session::Opened;
 use crate::state::Shared;
-use crate::store::{StoreError, User, UserId};
 
 /// The service produced by [`JitLayer`](crate::JitLayer). It keeps the inner service's
 /// error type: every failure of its own becomes a response.
@@ -99,22 +99,30 @@ where
 {
     // The cold paths' futures are boxed: held inline, their (large) states would make this
     // future, and the copies of it on every request, as large as theirs.
-    if let Some(route) = endpoints::route(shared, &req) {
+    if let Some(route) = endpoints::route(&shared.site, &shared.idps, &req) {
         return Ok(Box::pin(endpoints::handle(shared, route, req)).await);
     }
     let mut req = req;
     req.extensions_mut().insert(shared.context.clone());
-    if let Some(pending) = endpoints::pending_prompt(shared, req.headers()) {
+    if let Some(pending) = endpoints::pending_prompt(&shared.flow, req.headers()) {
         req.extensions_mut().insert(pending);
     }
-    if let Some(bearer) = &shared.bearer
+    if let Some(bearer) = &shared.idps.bearer
         && let Some(authorization) = req.headers().get(header::AUTHORIZATION).cloned()
         && let Some(token) = Bearer::token_of(&authorization)
     {
-        return match Box::pin(attach_bearer(shared, bearer, token, &mut req)).await {
+        return match Box::pin(attach_bearer(
+            bearer,
+            &shared.provisioner,
+            &shared.users,
+            token,
+            &mut req,
+        ))
+        .await
+        {
             Ok(()) => inner.call(req).await,
             Err(err) => {
-                shared.provisioner.metrics().bearer_refused(err.code());
+                shared.metrics.bearer_refused(err.code());
                 Ok(bearer_failure(&err, req.headers()))
             }
         };
@@ -141,54 +149,17 @@ enum Attached {
     Stale,
 }
 
-/// The user with this id in this domain, through the cache: `Ok(None)` when there is no
-/// such user (or domain).
-async fn load_user(
-    shared: &Shared,
-    domain: &str,
-    id: UserId,
-) -> Result<Option<Arc<User>>, StoreError> {
-    let Some(domain) = shared.provisioner.domain(domain) else {
-        return Ok(None);
-    };
-    let cache = &shared.provisioner.cache().by_id;
-    let key = (domain.name.clone(), id);
-    // The common case, a cached user, without the coalescing machinery.
-    let cached = cache.get(&key).await;
-    shared.provisioner.metrics().user_cache(cached.is_some());
-    if let Some(user) = cached {
-        return Ok(Some(user));
-    }
-    let store = &domain.store;
-    let loaded = Box::pin(cache.try_get_with(key, async {
-        match store.find_by_id(id).await {
-            Ok(Some(user)) => Ok(Arc::new(user)),
-            Ok(None) => Err(None),
-            Err(e) => Err(Some(e)),
-        }
-    }))
-    .await;
-    match loaded {
-        Ok(user) => Ok(Some(user)),
-        Err(shared_err) => match &*shared_err {
-            None => Ok(None),
-            Some(e) => {
-                tracing::error!(error = %e, "loading a user failed");
-                Err(e.duplicate())
-            }
-        },
-    }
-}
-
 /// Verifies a bearer token and puts its user in the extensions.
 async fn attach_bearer(
-    shared: &Shared,
     bearer: &Bearer,
+    provisioner: &Provisioner,
+    users: &Directory,
     token: &[u8],
     req: &mut Request<Body>,
 ) -> Result<(), BearerError> {
-    let verified = bearer.authenticate(token, &shared.provisioner).await?;
-    let user = load_user(shared, &verified.domain, verified.user_id)
+    let verified = bearer.authenticate(token, provisioner).await?;
+    let user = users
+        .load(&verified.domain, verified.user_id)
         .await
         .map_err(|e| BearerError::Provision(ProvisionError::Store(e)))?
         .ok_or(BearerError::UnknownUser)?;
@@ -218,7 +189,7 @@ fn bearer_failure(err: &BearerError, request_headers: &http::HeaderMap) -> Respo
 async fn attach_session(shared: &Arc<Shared>, req: &mut Request<Body>) -> Result<Attached, Error> {
     let session = match shared
         .sessions
-        .open(req.headers(), shared.provisioner.metrics())
+        .open(req.headers(), &shared.metrics)
         .await
         .map_err(Error::Session)?
     {
@@ -226,7 +197,9 @@ async fn attach_session(shared: &Arc<Shared>, req: &mut Request<Body>) -> Result
         Opened::Stale => return Ok(Attached::Stale),
         Opened::Live(session) => session,
     };
-    let Some(user) = load_user(shared, &session.auth.domain, session.user_id)
+    let Some(user) = shared
+        .users
+        .load(&session.auth.domain, session.user_id)
         .await
         .map_err(Error::Store)?
     else {
@@ -240,11 +213,7 @@ async fn attach_session(shared: &Arc<Shared>, req: &mut Request<Body>) -> Result
         auth: session.auth.clone(),
     });
     // For `IdpAccessToken`, when the session's provider keeps tokens.
-    if shared
-        .providers
-        .get(&session.auth.provider)
-        .is_some_and(|p| p.config.store_tokens)
-    {
+    if shared.idps.stores_tokens(&session.auth.provider) {
         req.extensions_mut().insert(crate::tokens::TokenSource {
             shared: shared.clone(),
             session,

@@ -32,9 +32,9 @@ use crate::auth::CurrentUser;
 use crate::extract::LoginRequired;
 use crate::mapping::Claims;
 use crate::oidc::{OidcError, OidcProvider};
-use crate::provision::{ProvisionError, Provisioned};
+use crate::provision::{ProvisionError, Provisioned, Provisioner};
 use crate::session::OpenedSession;
-use crate::session::{EndReason, SessionError, SessionRecord, SessionTokens};
+use crate::session::{EndReason, SessionError, SessionRecord, SessionTokens, Sessions};
 pub(crate) use crate::state::Refresher;
 use crate::state::Shared;
 use crate::store::{Identity, StoreError, now_unix};
@@ -272,7 +272,8 @@ impl TokenSource {
     async fn access_token(&self) -> Result<IdpAccessToken, Arc<IdpTokenError>> {
         let shared = &self.shared;
         let provider = shared
-            .providers
+            .idps
+            .oidc
             .get(&self.session.auth.provider)
             .ok_or(IdpTokenError::NotStored)?;
         let tokens = shared
@@ -393,7 +394,10 @@ async fn refresh_session(
             tracing::debug!(provider = %provider.id, "refreshed a session's tokens");
             match claims {
                 None => {}
-                Some(Ok(claims)) => resync(&shared, &session, &provider, &claims).await?,
+                Some(Ok(claims)) => {
+                    let (provisioner, sessions) = (&shared.provisioner, &shared.sessions);
+                    resync(provisioner, sessions, &session, &provider, &claims).await?;
+                }
                 // The rotated tokens are stored: the session holds, this request fails.
                 Some(Err(err)) => {
                     tracing::warn!(provider = %provider.id, error = %err, "reading the claims again after a refresh failed; the new tokens are kept");
@@ -459,12 +463,13 @@ async fn refresh_locked(
 /// The provisioning update of a login, on the claims a refresh read again: a refusal ends the
 /// session; a store failure keeps it.
 async fn resync(
-    shared: &Shared,
+    provisioner: &Provisioner,
+    sessions: &Sessions,
     session: &OpenedSession,
     provider: &OidcProvider,
     claims: &Claims,
 ) -> Result<(), IdpTokenError> {
-    let Some(policy) = shared.policies.get(&provider.id) else {
+    let Some(policy) = provisioner.policy(&provider.id) else {
         return Ok(());
     };
     let identity = Identity::new(
@@ -472,11 +477,7 @@ async fn resync(
         provider.config.issuer().to_owned(),
         session.auth.subject.clone(),
     );
-    let refusal = match shared
-        .provisioner
-        .provision(policy, &identity, claims, None)
-        .await
-    {
+    let refusal = match provisioner.provision(policy, &identity, claims, None).await {
         Ok(Provisioned::Done { user, .. }) if user.id == session.user_id && !user.locked => {
             return Ok(());
         }
@@ -485,10 +486,7 @@ async fn resync(
         Err(err) => err,
     };
     tracing::info!(provider = %provider.id, code = refusal.code(), "the claims of a refresh are refused: the session ends");
-    shared
-        .sessions
-        .end(&session.id, EndReason::ResyncRefused)
-        .await?;
+    sessions.end(&session.id, EndReason::ResyncRefused).await?;
     Err(IdpTokenError::Resync(refusal))
 }
 

@@ -8,17 +8,16 @@ use base64::Engine;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::{constant_time_eq, pending_same_site};
+use super::constant_time_eq;
 use crate::error::CallbackError;
-use crate::session::{cookies_named, random_token};
-use crate::state::Shared;
+use crate::session::{LoginFlow, cookies_named, random_token};
 
 /// Random bytes of a binder (43 URL-safe base64 characters).
 const BINDER_BYTES: usize = 32;
 
 /// The binder cookie's name: `__Host-jit_binder` when secure (scoped to `/`, no `Domain`).
-pub(crate) fn cookie_name(shared: &Shared) -> String {
-    shared.codec.name("jit_binder", true)
+pub(crate) fn cookie_name(flow: &LoginFlow) -> String {
+    flow.codec().name("jit_binder", true)
 }
 
 /// Whether a cookie value looks like a binder we issued.
@@ -30,8 +29,8 @@ fn well_formed(value: &str) -> bool {
 }
 
 /// The browser's binder, kept when the request carries one, else a new one.
-pub(crate) fn of_browser(shared: &Shared, headers: &HeaderMap) -> String {
-    let name = cookie_name(shared);
+pub(crate) fn of_browser(flow: &LoginFlow, headers: &HeaderMap) -> String {
+    let name = cookie_name(flow);
     cookies_named(headers, &name)
         .find(|v| well_formed(v))
         .map_or_else(|| random_token(BINDER_BYTES), str::to_owned)
@@ -45,13 +44,12 @@ pub(crate) fn hash(binder: &str) -> String {
 /// The `Set-Cookie` of the binder, sent at every login start so that it outlives every login
 /// in progress. `SameSite` like the pending-login cookie: a `form_post` callback and the SAML
 /// ACS are cross-site `POST`s that must carry it.
-pub(crate) fn set_cookie(shared: &Shared, binder: &str) -> String {
-    shared.codec.set(
-        &cookie_name(shared),
+pub(crate) fn set_cookie(flow: &LoginFlow, binder: &str) -> String {
+    flow.set_cookie(
+        &cookie_name(flow),
         binder.to_owned(),
         "/",
-        pending_same_site(shared),
-        shared.session.login_ttl_secs as i64,
+        flow.pending_same_site(),
     )
 }
 
@@ -61,11 +59,11 @@ pub(crate) fn set_cookie(shared: &Shared, binder: &str) -> String {
 ///
 /// [`CallbackError::WrongBrowser`] when it carries no binder or another browser's.
 pub(crate) fn check(
-    shared: &Shared,
+    flow: &LoginFlow,
     headers: &HeaderMap,
     sealed_hash: &str,
 ) -> Result<(), CallbackError> {
-    let name = cookie_name(shared);
+    let name = cookie_name(flow);
     let bound = cookies_named(headers, &name)
         .any(|v| constant_time_eq(hash(v).as_bytes(), sealed_hash.as_bytes()));
     if bound {

@@ -28,9 +28,9 @@ use super::{add_cookie, constant_time_eq, query_param, read_form, redirect};
 use crate::error::{Error, LogoutError};
 use crate::oidc::{LogoutTokenError, OidcProvider};
 use crate::session::{
-    EndReason, IdpSession, SameSite, check_return_to, cookies_named, random_token,
+    EndReason, IdpSession, LoginFlow, SameSite, Sessions, check_return_to, random_token,
 };
-use crate::state::{Shared, post_logout_redirect_uri};
+use crate::state::{Idps, Site};
 use crate::store::now_unix;
 
 /// The back-channel answer: JSON, never cached.
@@ -69,7 +69,8 @@ fn logout_token(body: &[u8]) -> Option<String> {
 
 /// `POST {prefix}/{provider}/backchannel-logout`.
 pub(crate) async fn backchannel(
-    shared: &Shared,
+    flow: &LoginFlow,
+    sessions: &Sessions,
     provider: &OidcProvider,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -97,14 +98,13 @@ pub(crate) async fn backchannel(
             "the request carries no logout_token (or several)",
         );
     };
-    let request = match provider.verify_logout_token(&token, &*shared.replay).await {
+    let request = match provider.verify_logout_token(&token, flow.replay()).await {
         Ok(request) => request,
         Err(err) => return refuse_token(id, &err),
     };
     // The jti is recorded only once the sessions have ended: a retry after a store outage
     // must work, and `verify_logout_token` already refused a token recorded before.
-    let ended = match shared
-        .sessions
+    let ended = match sessions
         .end_selected(
             IdpSession::new(id, request.sid.as_deref(), request.sub.as_deref())
                 .created_at_most(request.sessions_created_by),
@@ -121,10 +121,7 @@ pub(crate) async fn backchannel(
             );
         }
     };
-    if let Err(err) = provider
-        .record_logout_token(&request, &*shared.replay)
-        .await
-    {
+    if let Err(err) = provider.record_logout_token(&request, flow.replay()).await {
         return refuse_token(id, &err);
     }
     tracing::info!(
@@ -160,17 +157,21 @@ struct PendingLogout {
 
 /// The ID token kept in the record of the request's session, when its provider does
 /// RP-initiated logout (the `id_token_hint`).
-pub(crate) async fn id_token_hint(shared: &Shared, headers: &HeaderMap) -> Option<String> {
-    let record = shared.sessions.record_of(headers).await.ok()??;
-    let provider = shared.providers.get(&record.provider)?;
+pub(crate) async fn id_token_hint(
+    sessions: &Sessions,
+    idps: &Idps,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let record = sessions.record_of(headers).await.ok()??;
+    let provider = idps.oidc.get(&record.provider)?;
     if !provider.config.rp_initiated_logout {
         return None;
     }
-    shared.sessions.tokens(&record)?.id_token
+    sessions.tokens(&record)?.id_token
 }
 
-fn logout_cookie(shared: &Shared) -> String {
-    shared.codec.name("jit_logout", true)
+fn logout_cookie(flow: &LoginFlow) -> String {
+    flow.codec().name("jit_logout", true)
 }
 
 /// The redirect of an RP-initiated logout to the provider's `end_session_endpoint`, when the
@@ -178,12 +179,12 @@ fn logout_cookie(shared: &Shared) -> String {
 /// when its discovery document cannot be had (logged). `id_token` is the session's ID token
 /// (`id_token_hint`), `return_to` the checked target after the provider's return.
 pub(crate) async fn rp_initiated(
-    shared: &Shared,
-    provider: &str,
+    flow: &LoginFlow,
+    site: &Site,
+    provider: &OidcProvider,
     id_token: Option<&str>,
     return_to: &str,
 ) -> Option<Response<Body>> {
-    let provider = shared.providers.get(provider)?;
     if !provider.config.rp_initiated_logout {
         return None;
     }
@@ -199,7 +200,7 @@ pub(crate) async fn rp_initiated(
         }
     };
     let state = random_token(16);
-    let post_logout = PostLogoutRedirectUrl::new(post_logout_redirect_uri(shared, provider))
+    let post_logout = PostLogoutRedirectUrl::new(site.post_logout_redirect_uri(provider))
         .expect("built from the checked public_url and a checked path");
     let mut url = openidconnect::LogoutRequest::from(EndSessionUrl::from_url(endpoint))
         .set_client_id(ClientId::new(provider.config.client_id().to_owned()))
@@ -211,39 +212,36 @@ pub(crate) async fn rp_initiated(
     if let Some(id_token) = id_token {
         url.query_pairs_mut().append_pair("id_token_hint", id_token);
     }
-    let ttl = shared.session.login_ttl_secs as i64;
     let pending = PendingLogout {
         state,
         return_to: return_to.to_owned(),
-        expires_at: now_unix() + ttl,
+        expires_at: now_unix() + flow.login_ttl(),
     };
-    let name = logout_cookie(shared);
-    let json = serde_json::to_string(&pending).expect("plain struct serializes");
-    let sealed = shared.codec.seal(&name, &json);
+    let name = logout_cookie(flow);
+    let sealed = flow.seal(&name, &pending);
     // The URL carries the ID token.
     let mut response = super::sensitive_redirect(StatusCode::SEE_OTHER, url.as_str());
     add_cookie(
         &mut response,
-        shared.codec.set(&name, sealed, "/", SameSite::Lax, ttl),
+        flow.set_cookie(&name, sealed, "/", SameSite::Lax),
     );
     tracing::info!(provider = %provider.id, "logging out at the identity provider");
     Some(response)
 }
 
 /// `GET {prefix}/logout/done?state=...`: the provider's return from RP-initiated logout.
-pub(crate) async fn done(shared: &Shared, req: &Parts) -> Response<Body> {
-    let name = logout_cookie(shared);
+pub(crate) async fn done(flow: &LoginFlow, req: &Parts) -> Response<Body> {
+    let name = logout_cookie(flow);
     let result = async {
         let state = query_param(req.uri.query(), "state").ok_or(LogoutError::UnknownState)?;
-        let pending: PendingLogout = cookies_named(&req.headers, &name)
-            .find_map(|sealed| shared.codec.open(&name, sealed))
-            .and_then(|json| serde_json::from_str(&json).ok())
+        let pending: PendingLogout = flow
+            .open(&req.headers, &name)
             .filter(|p: &PendingLogout| p.expires_at > now_unix())
             .ok_or(LogoutError::UnknownState)?;
         if !constant_time_eq(pending.state.as_bytes(), state.as_bytes()) {
             return Err(LogoutError::UnknownState.into());
         }
-        if !super::first_use(shared, &format!("logout-state:{state}")).await? {
+        if !super::first_use(flow, &format!("logout-state:{state}")).await? {
             return Err(LogoutError::Replayed.into());
         }
         let target = check_return_to(&pending.return_to)
@@ -253,13 +251,13 @@ pub(crate) async fn done(shared: &Shared, req: &Parts) -> Response<Body> {
     }
     .await;
     let mut response = result.unwrap_or_else(|err| super::fail("-", &err, &req.headers));
-    add_cookie(&mut response, shared.codec.clear(&name, "/", SameSite::Lax));
+    add_cookie(&mut response, flow.clear_cookie(&name, "/", SameSite::Lax));
     response
 }
 
 /// `GET {prefix}/{provider}/frontchannel-logout?iss=..&sid=..`.
 pub(crate) async fn frontchannel(
-    shared: &Shared,
+    sessions: &Sessions,
     provider: &OidcProvider,
     req: &Parts,
 ) -> Response<Body> {
@@ -274,14 +272,13 @@ pub(crate) async fn frontchannel(
         // them must send them (discovery is read only then).
         match (iss, sid) {
             (Some(_), Some(sid)) => {
-                shared
-                    .sessions
+                sessions
                     .end_by_idp_session(id, Some(&sid), None)
                     .await
                     .map_err(Error::Session)?;
             }
             (None, None) if !provider.frontchannel_session_supported().await? => {
-                end_browser_session(shared, id, &req.headers).await?;
+                end_browser_session(sessions, id, &req.headers).await?;
             }
             _ => return Err(LogoutError::MissingSession.into()),
         }
@@ -318,16 +315,15 @@ pub(crate) async fn frontchannel(
 /// request without `sid`). Browsers send `SameSite=Lax` cookies to a cross-site iframe only
 /// rarely: providers that send `sid` are the reliable case.
 async fn end_browser_session(
-    shared: &Shared,
+    sessions: &Sessions,
     provider: &str,
     headers: &HeaderMap,
 ) -> Result<(), Error> {
-    let Some(Some(session)) = shared.sessions.cookie(headers, None).await else {
+    let Some(Some(session)) = sessions.cookie(headers, None).await else {
         return Ok(());
     };
     if session.auth.provider == provider {
-        shared
-            .sessions
+        sessions
             .end(&session.id, EndReason::IdpLogout)
             .await
             .map_err(Error::Session)?;

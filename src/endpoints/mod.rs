@@ -13,6 +13,7 @@ mod logout;
 #[cfg(feature = "saml")]
 mod saml;
 
+use crate::directory::Directory;
 use crate::error::{CallbackError, Error};
 use crate::events::{LogoutReason, ProvisioningEvent};
 use crate::invalidation::Invalidation;
@@ -20,12 +21,12 @@ use crate::mapping::Claims;
 use crate::metrics::Protocol;
 use crate::oidc::{OidcError, OidcProvider};
 use crate::prompt::{PendingPrompt, PromptState};
-use crate::provision::{Policy, ProvisionError, Provisioned, Resumed};
+use crate::provision::{Policy, ProvisionError, Provisioned, Provisioner, Resumed};
 use crate::session::{
-    EndReason, LoginSession, Opened, PendingLogin, SameSite, check_return_to, cookies_named,
+    EndReason, LoginFlow, LoginSession, Opened, PendingLogin, SameSite, Sessions, check_return_to,
     random_token,
 };
-use crate::state::Shared;
+use crate::state::{Idps, Shared, Site};
 use crate::store::{Identity, now_unix};
 
 /// Largest `form_post` callback body accepted (also for the prompt's resume form and for
@@ -57,11 +58,11 @@ pub(crate) enum Route {
 }
 
 /// Which of the layer's endpoints, if any, this request is for.
-pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
+pub(crate) fn route(site: &Site, idps: &Idps, req: &Request<Body>) -> Option<Route> {
     let rest = req
         .uri()
         .path()
-        .strip_prefix(shared.prefix.as_str())?
+        .strip_prefix(site.prefix.as_str())?
         .strip_prefix('/')?;
     let method = req.method();
     if rest == "resume" {
@@ -91,7 +92,7 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
     }
     let (provider, action) = rest.split_once('/')?;
     #[cfg(feature = "saml")]
-    if shared.saml.contains_key(provider) {
+    if idps.saml.contains_key(provider) {
         return match action {
             "login" if method == Method::GET || method == Method::HEAD => {
                 Some(Route::SamlLogin(provider.to_owned()))
@@ -119,15 +120,15 @@ pub(crate) fn route(shared: &Shared, req: &Request<Body>) -> Option<Route> {
         }
         "callback" => Some(Route::MethodNotAllowed("GET, POST")),
         "backchannel-logout" | "frontchannel-logout" => {
-            logout_route(shared, provider, action, method)
+            logout_route(idps, provider, action, method)
         }
         _ => None,
     }
 }
 
 /// The IdP-initiated logout endpoints, served only for providers that enable them.
-fn logout_route(shared: &Shared, id: &str, action: &str, method: &Method) -> Option<Route> {
-    let config = &shared.providers.get(id)?.config;
+fn logout_route(idps: &Idps, id: &str, action: &str, method: &Method) -> Option<Route> {
+    let config = &idps.oidc.get(id)?.config;
     match action {
         "backchannel-logout" if config.backchannel_logout => Some(if method == Method::POST {
             Route::Backchannel(id.to_owned())
@@ -143,6 +144,7 @@ fn logout_route(shared: &Shared, id: &str, action: &str, method: &Method) -> Opt
     }
 }
 
+/// Answers at the endpoint `route`, giving it the handles it uses.
 pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) -> Response<Body> {
     if let Some((provider, limit)) = body_limit(&route, req.method())
         && declared_length(req.headers()).is_some_and(|length| length > limit as u64)
@@ -155,39 +157,50 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         Route::Login(provider) => {
             let (parts, _) = req.into_parts();
             let span = tracing::info_span!("jit.login", provider = %provider);
-            match login(shared, &provider, &parts).instrument(span).await {
+            let login = async {
+                let oidc = shared.idps.oidc(&provider)?;
+                login(&shared.flow, oidc, &parts).await
+            };
+            match login.instrument(span).await {
                 Ok(response) => response,
                 Err(err) => fail(&provider, &err, &parts.headers),
             }
         }
         Route::Callback(provider) => {
             let span = tracing::info_span!("jit.callback", provider = %provider);
-            callback(shared, &provider, req).instrument(span).await
+            callback(&shared.idps, completion(shared), &provider, req)
+                .instrument(span)
+                .await
         }
-        Route::Resume => resume(shared, req).await,
+        Route::Resume => resume(&shared.site, completion(shared), req).await,
         #[cfg(feature = "saml")]
         Route::SamlLogin(provider) => {
             let (parts, _) = req.into_parts();
-            let sp = shared.saml[&provider].clone();
+            let sp = &shared.idps.saml[&provider];
             let span = tracing::info_span!("jit.login", provider = %provider);
-            match saml::login(shared, &sp, &parts).instrument(span).await {
+            let login = saml::login(&shared.flow, sp, &parts);
+            match login.instrument(span).await {
                 Ok(response) => response,
                 Err(err) => fail(&provider, &err, &parts.headers),
             }
         }
         #[cfg(feature = "saml")]
         Route::Acs(provider) => {
-            let sp = shared.saml[&provider].clone();
+            let sp = &shared.idps.saml[&provider];
             let span = tracing::info_span!("jit.acs", provider = %provider);
-            saml::acs(shared, &sp, req).instrument(span).await
+            saml::acs(completion(shared), sp, req)
+                .instrument(span)
+                .await
         }
         #[cfg(feature = "saml")]
-        Route::Metadata(provider) => saml::metadata(&shared.saml[&provider]),
+        Route::Metadata(provider) => saml::metadata(&shared.idps.saml[&provider]),
         #[cfg(feature = "saml")]
         Route::Slo(provider) => {
-            let sp = shared.saml[&provider].clone();
+            let sp = &shared.idps.saml[&provider];
             let span = tracing::info_span!("jit.slo", provider = %provider);
-            saml::slo(shared, &sp, req).instrument(span).await
+            saml::slo(&shared.flow, &shared.sessions, sp, req)
+                .instrument(span)
+                .await
         }
         Route::Logout => {
             let (parts, _) = req.into_parts();
@@ -199,20 +212,20 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
         }
         Route::LogoutDone => {
             let (parts, _) = req.into_parts();
-            logout::done(shared, &parts).await
+            logout::done(&shared.flow, &parts).await
         }
         Route::Backchannel(provider) => {
-            let oidc = shared.providers[&provider].clone();
+            let oidc = &shared.idps.oidc[&provider];
             let span = tracing::info_span!("jit.backchannel_logout", provider = %provider);
-            logout::backchannel(shared, &oidc, req)
+            logout::backchannel(&shared.flow, &shared.sessions, oidc, req)
                 .instrument(span)
                 .await
         }
         Route::Frontchannel(provider) => {
-            let oidc = shared.providers[&provider].clone();
+            let oidc = &shared.idps.oidc[&provider];
             let (parts, _) = req.into_parts();
             let span = tracing::info_span!("jit.frontchannel_logout", provider = %provider);
-            logout::frontchannel(shared, &oidc, &parts)
+            logout::frontchannel(&shared.sessions, oidc, &parts)
                 .instrument(span)
                 .await
         }
@@ -268,47 +281,10 @@ pub(crate) fn fail(provider: &str, err: &Error, request_headers: &HeaderMap) -> 
     err.to_response(request_headers)
 }
 
-fn provider<'a>(shared: &'a Shared, id: &str) -> Result<&'a OidcProvider, Error> {
-    shared
-        .providers
-        .get(id)
-        .map(|p| &**p)
-        .ok_or_else(|| Error::UnknownProvider(id.chars().take(64).collect()))
-}
-
 pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-/// The pending-login cookie's name for a state: one cookie per login in progress, so two
-/// tabs logging in at once do not overwrite each other.
-pub(crate) fn pending_cookie_name(shared: &Shared, state: &str) -> Option<String> {
-    let ok = (16..=128).contains(&state.len())
-        && state
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    ok.then(|| {
-        shared
-            .codec
-            .name(&format!("jit_login_{}", &state[..16]), false)
-    })
-}
-
-/// The pending-login cookie must reach a `form_post` callback, a cross-site `POST`: it is
-/// `SameSite=None` (hence `Secure`). Without `Secure` (plain-http localhost development)
-/// browsers refuse `None`, and `Lax` works there because loopback ports are same-site.
-pub(crate) fn pending_same_site(shared: &Shared) -> SameSite {
-    if shared.codec.secure() {
-        SameSite::None
-    } else {
-        SameSite::Lax
-    }
-}
-
-pub(crate) fn pending_path(shared: &Shared, provider: &str) -> String {
-    format!("{}/{provider}/", shared.prefix)
 }
 
 /// A redirect to `location`, percent-encoding what a header cannot carry (non-ASCII
@@ -343,36 +319,40 @@ pub(crate) fn add_cookie(response: &mut Response<Body>, set_cookie: String) {
     }
 }
 
-async fn login(shared: &Shared, id: &str, req: &Parts) -> Result<Response<Body>, Error> {
-    let provider = provider(shared, id)?;
+/// `GET {prefix}/{provider}/login`: sends the browser to the provider's authorization
+/// endpoint, with the login's state sealed in a pending-login cookie.
+async fn login(
+    flow: &LoginFlow,
+    provider: &OidcProvider,
+    req: &Parts,
+) -> Result<Response<Body>, Error> {
+    let id = provider.id.as_str();
     let return_to = query_param(req.uri.query(), "return_to").unwrap_or_else(|| "/".into());
     check_return_to(&return_to)?;
     let auth = provider.authorization_request().await?;
-    let login_ttl = shared.session.login_ttl_secs as i64;
-    let binder = binder::of_browser(shared, &req.headers);
+    let binder = binder::of_browser(flow, &req.headers);
     let pending = PendingLogin {
         provider: id.to_owned(),
         state: auth.state,
         nonce: auth.nonce,
         pkce_verifier: auth.pkce_verifier,
         return_to,
-        expires_at: now_unix() + login_ttl,
+        expires_at: now_unix() + flow.login_ttl(),
         binder: binder::hash(&binder),
     };
-    let name = pending_cookie_name(shared, &pending.state)
+    let name = flow
+        .pending_cookie_name(&pending.state)
         .expect("openidconnect's state is 22 URL-safe characters");
-    let json = serde_json::to_string(&pending).expect("plain struct serializes");
-    let sealed = shared.codec.seal(&name, &json);
+    let sealed = flow.seal(&name, &pending);
     let mut response = redirect(StatusCode::FOUND, auth.url.as_str());
-    add_cookie(&mut response, binder::set_cookie(shared, &binder));
+    add_cookie(&mut response, binder::set_cookie(flow, &binder));
     add_cookie(
         &mut response,
-        shared.codec.set(
+        flow.set_cookie(
             &name,
             sealed,
-            &pending_path(shared, id),
-            pending_same_site(shared),
-            login_ttl,
+            &flow.pending_path(id),
+            flow.pending_same_site(),
         ),
     );
     tracing::debug!("redirecting to the identity provider");
@@ -443,9 +423,17 @@ pub(crate) fn parse_params(raw: &[u8]) -> Result<CallbackParams, CallbackError> 
     })
 }
 
-async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Body> {
+/// `GET|POST {prefix}/{provider}/callback`: the authorization response. Whatever happens,
+/// the pending login is over.
+async fn callback(
+    idps: &Idps,
+    done: Completion<'_>,
+    id: &str,
+    req: Request<Body>,
+) -> Response<Body> {
+    let flow = done.flow;
     let headers = req.headers().clone();
-    let provider = match provider(shared, id) {
+    let provider = match idps.oidc(id) {
         Ok(p) => p,
         Err(err) => return fail(id, &err, &headers),
     };
@@ -456,10 +444,10 @@ async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Bod
     let cookie_name = params
         .state
         .as_deref()
-        .and_then(|s| pending_cookie_name(shared, s));
-    let metrics = shared.provisioner.metrics();
+        .and_then(|s| flow.pending_cookie_name(s));
+    let metrics = done.provisioner.metrics();
     let mut response =
-        match complete(shared, provider, &headers, params, cookie_name.as_deref()).await {
+        match complete(done, provider, &headers, params, cookie_name.as_deref()).await {
             Ok(response) => {
                 metrics.login(id, Protocol::Oidc, None);
                 response
@@ -471,16 +459,14 @@ async fn callback(shared: &Shared, id: &str, req: Request<Body>) -> Response<Bod
         };
     // The pending login is single-use: whatever happened, it is over.
     if let Some(name) = cookie_name {
-        let clear = shared
-            .codec
-            .clear(&name, &pending_path(shared, id), pending_same_site(shared));
+        let clear = flow.clear_cookie(&name, &flow.pending_path(id), flow.pending_same_site());
         add_cookie(&mut response, clear);
     }
     response
 }
 
 async fn complete(
-    shared: &Shared,
+    done: Completion<'_>,
     provider: &OidcProvider,
     headers: &HeaderMap,
     params: CallbackParams,
@@ -488,9 +474,9 @@ async fn complete(
 ) -> Result<Response<Body>, Error> {
     let state = params.state.ok_or(CallbackError::MissingState)?;
     let name = cookie_name.ok_or(CallbackError::UnknownState)?;
-    let pending: PendingLogin = cookies_named(headers, name)
-        .find_map(|sealed| shared.codec.open(name, sealed))
-        .and_then(|json| serde_json::from_str(&json).ok())
+    let pending: PendingLogin = done
+        .flow
+        .open(headers, name)
         .ok_or(CallbackError::UnknownState)?;
     if !constant_time_eq(pending.state.as_bytes(), state.as_bytes())
         || pending.expires_at <= now_unix()
@@ -500,8 +486,8 @@ async fn complete(
     if pending.provider != provider.id {
         return Err(CallbackError::WrongProvider.into());
     }
-    binder::check(shared, headers, &pending.binder)?;
-    if !first_use(shared, &format!("oidc-state:{state}")).await? {
+    binder::check(done.flow, headers, &pending.binder)?;
+    if !first_use(done.flow, &format!("oidc-state:{state}")).await? {
         return Err(CallbackError::Replayed.into());
     }
     if let Some(error) = params.error {
@@ -515,9 +501,9 @@ async fn complete(
     let login = provider
         .finish(code, pending.nonce, pending.pkce_verifier)
         .await?;
-    let policy = policy_of(shared, &provider.id)?;
+    let policy = policy_of(done.provisioner, &provider.id)?;
     complete_login(
-        shared,
+        done,
         policy,
         &login.identity,
         &login.claims,
@@ -528,11 +514,30 @@ async fn complete(
     .await
 }
 
+/// The handles that end a verified login ([`complete_login`]): provisioning, the user
+/// directory, the sessions, and the login flow (for a prompt).
+#[derive(Clone, Copy)]
+pub(crate) struct Completion<'a> {
+    pub(crate) provisioner: &'a Provisioner,
+    pub(crate) users: &'a Directory,
+    pub(crate) sessions: &'a Sessions,
+    pub(crate) flow: &'a LoginFlow,
+}
+
+/// The [`Completion`] handles of `shared`.
+fn completion(shared: &Shared) -> Completion<'_> {
+    Completion {
+        provisioner: &shared.provisioner,
+        users: &shared.users,
+        sessions: &shared.sessions,
+        flow: &shared.flow,
+    }
+}
+
 /// The provisioning policy of provider `id`.
-pub(crate) fn policy_of<'a>(shared: &'a Shared, id: &str) -> Result<&'a Policy, Error> {
-    shared
-        .policies
-        .get(id)
+pub(crate) fn policy_of<'a>(provisioner: &'a Provisioner, id: &str) -> Result<&'a Policy, Error> {
+    provisioner
+        .policy(id)
         .map(|policy| &**policy)
         .ok_or_else(|| Error::UnknownProvider(id.to_owned()))
 }
@@ -541,7 +546,7 @@ pub(crate) fn policy_of<'a>(shared: &'a Shared, id: &str) -> Result<&'a Policy, 
 /// prompt resume: provisions the user of a verified login under `policy` (with the choices
 /// of a resumed prompt, if any), then ends the login with [`finish_login`].
 pub(crate) async fn complete_login(
-    shared: &Shared,
+    done: Completion<'_>,
     policy: &Policy,
     identity: &Identity,
     claims: &Claims,
@@ -549,17 +554,17 @@ pub(crate) async fn complete_login(
     session: LoginSession,
     return_to: &str,
 ) -> Result<Response<Body>, Error> {
-    let provisioned = shared
+    let provisioned = done
         .provisioner
         .provision(policy, identity, claims, resumed)
         .await?;
-    Ok(finish_login(shared, identity, provisioned, session, return_to).await)
+    Ok(finish_login(done, identity, provisioned, session, return_to).await)
 }
 
 /// Ends a successful login: a session cookie and a redirect to `return_to`, or, when a
 /// prompt hook asks for it, the pending-prompt cookie and a redirect to the hook's page.
 pub(crate) async fn finish_login(
-    shared: &Shared,
+    done: Completion<'_>,
     identity: &Identity,
     provisioned: Provisioned,
     login: LoginSession,
@@ -581,24 +586,18 @@ pub(crate) async fn finish_login(
                 pending: PendingPrompt {
                     request: *request,
                     return_to: return_to.to_owned(),
-                    expires_at: now_unix() + shared.session.login_ttl_secs as i64,
+                    expires_at: now_unix() + done.flow.login_ttl(),
                 },
                 id: random_token(16),
                 domain: domain.to_string(),
                 claims,
                 idp_session: login.idp_session,
             };
-            return start_prompt(shared, path, state);
+            return start_prompt(done.flow, path, state);
         }
     };
-    if let Some(domain) = shared.provisioner.domain(&domain) {
-        shared.provisioner.record_login(domain, identity).await;
-    }
-    let cookie = match shared
-        .sessions
-        .issue(&domain, user.id, identity, login)
-        .await
-    {
+    done.users.record_login(&domain, identity).await;
+    let cookie = match done.sessions.issue(&domain, user.id, identity, login).await {
         Ok(cookie) => cookie,
         Err(err) => return fail(&identity.provider, &err.into(), &HeaderMap::new()),
     };
@@ -612,7 +611,7 @@ pub(crate) async fn finish_login(
 const MAX_COOKIE: usize = 4096;
 
 /// Sends the browser to the prompt hook's page with the sealed prompt state.
-fn start_prompt(shared: &Shared, path: String, state: PromptState) -> Response<Body> {
+fn start_prompt(flow: &LoginFlow, path: String, state: PromptState) -> Response<Body> {
     let provider = state.pending.request.provider.clone();
     let Ok(path) = check_return_to(&path).map(str::to_owned) else {
         tracing::error!("the prompt hook returned a target that is not a same-origin path");
@@ -624,90 +623,57 @@ fn start_prompt(shared: &Shared, path: String, state: PromptState) -> Response<B
             &HeaderMap::new(),
         );
     };
-    let Some(name) = shared.prompt_cookie.as_deref() else {
+    let Some(name) = flow.prompt_cookie() else {
         unreachable!("prompts happen only when a hook is registered");
     };
-    let json = serde_json::to_string(&state).expect("plain struct serializes");
-    let sealed = shared.codec.seal(name, &json);
+    let sealed = flow.seal(name, &state);
     let bytes = name.len() + sealed.len();
     if bytes > MAX_COOKIE {
         // A browser would drop the cookie, and the resume would find no prompt.
         let err = ProvisionError::PromptTooLarge { bytes };
         return fail(&provider, &err.into(), &HeaderMap::new());
     }
-    let ttl = shared.session.login_ttl_secs as i64;
     let mut response = redirect(StatusCode::SEE_OTHER, &path);
     add_cookie(
         &mut response,
-        shared.codec.set(name, sealed, "/", SameSite::Lax, ttl),
+        flow.set_cookie(name, sealed, "/", SameSite::Lax),
     );
     response
 }
 
 /// The prompt state a request carries, if any (and not expired).
-fn prompt_state(shared: &Shared, headers: &HeaderMap) -> Option<PromptState> {
-    let name = shared.prompt_cookie.as_deref()?;
-    cookies_named(headers, name)
-        .find_map(|sealed| shared.codec.open(name, sealed))
-        .and_then(|json| serde_json::from_str::<PromptState>(&json).ok())
+fn prompt_state(flow: &LoginFlow, headers: &HeaderMap) -> Option<PromptState> {
+    let name = flow.prompt_cookie()?;
+    flow.open::<PromptState>(headers, name)
         .filter(|state| state.pending.expires_at > now_unix())
 }
 
 /// The pending prompt a request carries, if any (and not expired).
-pub(crate) fn pending_prompt(shared: &Shared, headers: &HeaderMap) -> Option<PendingPrompt> {
-    prompt_state(shared, headers).map(|state| state.pending)
+pub(crate) fn pending_prompt(flow: &LoginFlow, headers: &HeaderMap) -> Option<PendingPrompt> {
+    prompt_state(flow, headers).map(|state| state.pending)
 }
 
 /// Uses up a prompt state in the replay guard: `false` when it was used before.
-async fn consume_prompt(shared: &Shared, state: &PromptState) -> Result<bool, Error> {
-    first_use(shared, &format!("prompt:{}", state.id)).await
+async fn consume_prompt(flow: &LoginFlow, state: &PromptState) -> Result<bool, Error> {
+    first_use(flow, &format!("prompt:{}", state.id)).await
 }
 
 /// Uses up a one-time value of a login or logout in progress (remembered for
 /// `login_ttl_secs`): `false` when it was used before.
-pub(crate) async fn first_use(shared: &Shared, key: &str) -> Result<bool, Error> {
-    let ttl = std::time::Duration::from_secs(shared.session.login_ttl_secs.max(1));
-    shared
-        .replay
-        .first_use(key, ttl)
-        .await
-        .map_err(Error::Store)
-}
-
-/// Refuses a cross-site request to a state-changing endpoint: `Sec-Fetch-Site` must be
-/// `same-origin` or `none` (typed or bookmarked); without it, an `Origin` must be the
-/// `public_url` origin. A request with neither (not a browser) passes. The admin router's
-/// write routes use it too.
-pub(crate) fn check_same_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Error> {
-    let allowed = match headers.get("sec-fetch-site") {
-        Some(site) => {
-            site.as_bytes().eq_ignore_ascii_case(b"same-origin")
-                || site.as_bytes().eq_ignore_ascii_case(b"none")
-        }
-        None => headers.get(header::ORIGIN).is_none_or(|origin| {
-            origin
-                .to_str()
-                .ok()
-                .and_then(|o| url::Url::parse(o).ok())
-                .is_some_and(|o| o.origin() == shared.origin)
-        }),
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(Error::CrossSite)
-    }
+pub(crate) async fn first_use(flow: &LoginFlow, key: &str) -> Result<bool, Error> {
+    flow.first_use(key).await.map_err(Error::Store)
 }
 
 /// `POST {prefix}/resume`: the application's prompt page posts its form here; the hook turns
 /// it into the profile to create, and the login ends as usual. The prompt state is single
 /// use (replay guard); linking and the domain are decided from what it sealed.
-async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
+async fn resume(site: &Site, done: Completion<'_>, req: Request<Body>) -> Response<Body> {
+    let flow = done.flow;
     let headers = req.headers().clone();
-    if let Err(err) = check_same_origin(shared, &headers) {
+    if let Err(err) = site.check_same_origin(&headers) {
         return fail("-", &err, &headers);
     }
-    let Some(state) = prompt_state(shared, &headers) else {
+    let Some(state) = prompt_state(flow, &headers) else {
         return fail("-", &CallbackError::UnknownState.into(), &headers);
     };
     let provider = state.pending.request.provider.clone();
@@ -718,11 +684,11 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
         Err(err) => return fail(&provider, &err.into(), &headers),
     };
     let result = async {
-        if !consume_prompt(shared, &state).await? {
+        if !consume_prompt(flow, &state).await? {
             return Err(CallbackError::Replayed.into());
         }
-        let policy = policy_of(shared, &provider)?;
-        let hook = shared
+        let policy = policy_of(done.provisioner, &provider)?;
+        let hook = done
             .provisioner
             .prompt_hook(&provider)
             .ok_or_else(|| ProvisionError::PromptNotConfigured(provider.clone()))?;
@@ -743,7 +709,7 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
             tokens: None,
         };
         complete_login(
-            shared,
+            done,
             policy,
             identity,
             &state.claims,
@@ -755,8 +721,8 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
     }
     .await;
     let mut response = result.unwrap_or_else(|err| fail(&provider, &err, &headers));
-    if let Some(name) = shared.prompt_cookie.as_deref() {
-        add_cookie(&mut response, shared.codec.clear(name, "/", SameSite::Lax));
+    if let Some(name) = flow.prompt_cookie() {
+        add_cookie(&mut response, flow.clear_cookie(name, "/", SameSite::Lax));
     }
     response
 }
@@ -764,24 +730,33 @@ async fn resume(shared: &Shared, req: Request<Body>) -> Response<Body> {
 /// `POST {prefix}/logout` ends the request's session (its record, in the store and on every
 /// instance); with `everywhere` (`POST {prefix}/logout/everywhere`), every session of its user
 /// if the session is live.
+///
+/// The one endpoint that ends everything of a session: its record, its user's cached copies,
+/// a prompt in progress, and then the session at the provider; it uses every handle.
 async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body> {
-    if let Err(err) = check_same_origin(shared, &req.headers) {
+    let Shared {
+        site,
+        idps,
+        users,
+        sessions,
+        flow,
+        events,
+        metrics,
+        ..
+    } = shared;
+    if let Err(err) = site.check_same_origin(&req.headers) {
         return fail("-", &err, &req.headers);
     }
-    let sessions = &shared.sessions;
     // RP-initiated logout's `id_token_hint`, read before the session ends.
-    let id_token = logout::id_token_hint(shared, &req.headers).await;
+    let id_token = logout::id_token_hint(sessions, idps, &req.headers).await;
     // A SAML session with single logout: what its LogoutRequest names, read before it ends.
     #[cfg(feature = "saml")]
-    let single_logout = saml::logout_subject(shared, &req.headers).await;
+    let single_logout = saml::logout_subject(sessions, idps, &req.headers).await;
     let ended = async {
         if everywhere {
             // Everywhere only from a live session. A cookie that no longer holds (or none) is
             // answered so, not taken for success: the user's other sessions may still be live.
-            let Opened::Live(session) = sessions
-                .open(&req.headers, shared.provisioner.metrics())
-                .await?
-            else {
+            let Opened::Live(session) = sessions.open(&req.headers, metrics).await? else {
                 sessions.end_cookie(&req.headers, EndReason::Logout).await?;
                 return Err(Error::EverywhereNeedsLogin);
             };
@@ -796,8 +771,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     let mut provider = None;
     match ended {
         Ok(Some(session)) => {
-            shared
-                .provisioner
+            users
                 .announce(Invalidation::User {
                     domain: session.auth.domain.clone(),
                     id: session.user_id,
@@ -805,8 +779,7 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
                 .await;
             tracing::info!(user_id = %session.user_id, provider = %session.auth.provider, everywhere, "logged out");
             provider = Some(session.auth.provider.clone());
-            shared
-                .provisioner
+            events
                 .emit(ProvisioningEvent::LoggedOut {
                     provider: session.auth.provider.clone(),
                     domain: session.auth.domain.clone(),
@@ -824,8 +797,8 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
         }
     }
     // A prompt in progress ends too, also for a copy of its cookie.
-    if let Some(state) = prompt_state(shared, &req.headers)
-        && let Err(err) = consume_prompt(shared, &state).await
+    if let Some(state) = prompt_state(flow, &req.headers)
+        && let Err(err) = consume_prompt(flow, &state).await
     {
         tracing::warn!(error = %err, "could not use up the pending prompt at logout");
     }
@@ -835,23 +808,25 @@ async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body
     // Then at the provider too: SAML Single Logout, or OpenID Connect RP-initiated logout.
     #[cfg(feature = "saml")]
     let at_provider = match single_logout {
-        Some(subject) => Some(saml::start_logout(shared, subject, &target, &req.headers).await),
+        Some(subject) => Some(saml::start_logout(flow, subject, &target, &req.headers).await),
         None => None,
     };
     #[cfg(not(feature = "saml"))]
     let at_provider = None;
     let at_provider = match (at_provider, &provider) {
         (Some(response), _) => Some(response),
-        (None, Some(id)) => logout::rp_initiated(shared, id, id_token.as_deref(), &target).await,
+        (None, Some(id)) => match idps.oidc.get(id) {
+            Some(oidc) => {
+                logout::rp_initiated(flow, site, oidc, id_token.as_deref(), &target).await
+            }
+            None => None,
+        },
         (None, None) => None,
     };
     let mut response = at_provider.unwrap_or_else(|| redirect(StatusCode::SEE_OTHER, &target));
     add_cookie(&mut response, sessions.clear_cookie());
-    if let Some(prompt) = shared.prompt_cookie.as_deref() {
-        add_cookie(
-            &mut response,
-            shared.codec.clear(prompt, "/", SameSite::Lax),
-        );
+    if let Some(prompt) = flow.prompt_cookie() {
+        add_cookie(&mut response, flow.clear_cookie(prompt, "/", SameSite::Lax));
     }
     response
 }

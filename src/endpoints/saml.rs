@@ -11,16 +11,14 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    add_cookie, binder, complete_login, fail, pending_path, pending_same_site, policy_of, redirect,
-};
+use super::{Completion, add_cookie, binder, complete_login, fail, policy_of, redirect};
 use crate::error::{CallbackError, Error};
 use crate::saml::{
     Incoming, Kind, MAX_ACS_BODY, NameId, Outgoing, SamlError, SamlLogin, SamlServiceProvider,
     SloError,
 };
-use crate::session::{check_return_to, cookies_named, random_token};
-use crate::state::Shared;
+use crate::session::{LoginFlow, Sessions, check_return_to, random_token};
+use crate::state::Idps;
 use crate::store::now_unix;
 
 /// What the pending SAML login cookie carries, sealed.
@@ -39,20 +37,18 @@ struct PendingSaml {
     binder: String,
 }
 
-fn cookie_name(shared: &Shared, relay_state: &str) -> Option<String> {
-    super::pending_cookie_name(shared, relay_state)
+fn cookie_name(flow: &LoginFlow, relay_state: &str) -> Option<String> {
+    flow.pending_cookie_name(relay_state)
 }
 
 /// The pending request of this provider the request's cookie `name` holds, if not expired.
 fn pending_of(
-    shared: &Shared,
+    flow: &LoginFlow,
     headers: &http::HeaderMap,
     name: &str,
     provider: &str,
 ) -> Option<PendingSaml> {
-    cookies_named(headers, name)
-        .find_map(|sealed| shared.codec.open(name, sealed))
-        .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
+    flow.open::<PendingSaml>(headers, name)
         .filter(|p| p.provider == provider && p.expires_at > now_unix())
 }
 
@@ -67,7 +63,7 @@ async fn ready(sp: &SamlServiceProvider) -> Result<(), SamlError> {
 /// `GET {prefix}/{provider}/login`: an AuthnRequest by HTTP-Redirect, its ID remembered in a
 /// sealed cookie that reaches the cross-site ACS `POST`.
 pub(crate) async fn login(
-    shared: &Shared,
+    flow: &LoginFlow,
     sp: &SamlServiceProvider,
     req: &Parts,
 ) -> Result<Response<Body>, Error> {
@@ -82,7 +78,7 @@ pub(crate) async fn login(
         relay_state: &relay_state,
     };
     Ok(send_pending(
-        shared,
+        flow,
         sp,
         &req.headers,
         sent,
@@ -102,15 +98,15 @@ struct Sent<'a> {
 /// sealed pending cookie named after the `RelayState` (one per request in progress), bound
 /// to this browser by its binder, and readable by the cross-site `POST` of the answer.
 fn send_pending(
-    shared: &Shared,
+    flow: &LoginFlow,
     sp: &SamlServiceProvider,
     headers: &http::HeaderMap,
     sent: Sent<'_>,
     return_to: String,
     status: StatusCode,
 ) -> Response<Body> {
-    let ttl = shared.session.login_ttl_secs as i64;
-    let binder = binder::of_browser(shared, headers);
+    let ttl = flow.login_ttl();
+    let binder = binder::of_browser(flow, headers);
     let pending = PendingSaml {
         provider: sp.provider_id().to_owned(),
         request_id: sent.request_id,
@@ -118,21 +114,20 @@ fn send_pending(
         expires_at: now_unix() + ttl,
         binder: binder::hash(&binder),
     };
-    let name = cookie_name(shared, sent.relay_state).expect("our relay state is URL-safe");
-    let json = serde_json::to_string(&pending).expect("plain struct serializes");
-    let sealed = shared.codec.seal(&name, &json);
+    let name = cookie_name(flow, sent.relay_state).expect("our relay state is URL-safe");
+    let sealed = flow.seal(&name, &pending);
     // A LogoutRequest carries the NameID (an AuthnRequest nothing secret, marked alike).
     let mut response = super::sensitive_redirect(status, sent.url);
-    add_cookie(&mut response, binder::set_cookie(shared, &binder));
+    add_cookie(&mut response, binder::set_cookie(flow, &binder));
     // The cookie outlives the login it seals by as long again, so that an answer arriving
     // late is told `saml_login_expired` rather than "no login in progress".
     add_cookie(
         &mut response,
-        shared.codec.set(
+        flow.codec().set(
             &name,
             sealed,
-            &pending_path(shared, sp.provider_id()),
-            pending_same_site(shared),
+            &flow.pending_path(sp.provider_id()),
+            flow.pending_same_site(),
             ttl.saturating_mul(2),
         ),
     );
@@ -151,10 +146,11 @@ pub(crate) fn metadata(sp: &SamlServiceProvider) -> Response<Body> {
 
 /// `POST {prefix}/{provider}/acs`.
 pub(crate) async fn acs(
-    shared: &Shared,
+    done: Completion<'_>,
     sp: &SamlServiceProvider,
     req: Request<Body>,
 ) -> Response<Body> {
+    let flow = done.flow;
     let headers = req.headers().clone();
     let id = sp.provider_id().to_owned();
     let relay_state = std::sync::Mutex::new(None::<String>);
@@ -166,21 +162,18 @@ pub(crate) async fn acs(
         *relay_state.lock().unwrap_or_else(|e| e.into_inner()) = form.get("RelayState").cloned();
         let pending = form
             .get("RelayState")
-            .and_then(|relay| cookie_name(shared, relay))
-            .and_then(|name| {
-                cookies_named(&headers, &name).find_map(|sealed| shared.codec.open(&name, sealed))
-            })
-            .and_then(|json| serde_json::from_str::<PendingSaml>(&json).ok())
+            .and_then(|relay| cookie_name(flow, relay))
+            .and_then(|name| flow.open::<PendingSaml>(&headers, &name))
             .filter(|p| p.provider == id);
         ready(sp).await?;
         let now = now_unix();
         let (login, return_to) = match pending {
             Some(pending) if pending.expires_at > now => {
                 // A login in progress must come back to the browser that started it.
-                binder::check(shared, &headers, &pending.binder)?;
+                binder::check(flow, &headers, &pending.binder)?;
                 let login = sp.verify_response(saml_response, Some(&pending.request_id), now)?;
-                first_use_of_assertion(shared, &login, now).await?;
-                if !first_answer(shared, &login, &pending.request_id, now).await? {
+                first_use_of_assertion(flow, &login, now).await?;
+                if !first_answer(flow, &login, &pending.request_id, now).await? {
                     return Err(SamlError::LoginAlreadyUsed.into());
                 }
                 (login, pending.return_to)
@@ -190,7 +183,7 @@ pub(crate) async fn acs(
                 let login = sp.verify_any_response(saml_response, now)?;
                 match login.in_response_to.as_deref() {
                     Some(request_id) => {
-                        let why = if !first_answer(shared, &login, request_id, now).await? {
+                        let why = if !first_answer(flow, &login, request_id, now).await? {
                             SamlError::LoginAlreadyUsed
                         } else if expired.is_some_and(|p| p.request_id == request_id) {
                             SamlError::LoginExpired
@@ -203,7 +196,7 @@ pub(crate) async fn acs(
                         // Checked again as unsolicited: then neither the Response nor the
                         // confirmation may name a request.
                         let login = sp.verify_response(saml_response, None, now)?;
-                        first_use_of_assertion(shared, &login, now).await?;
+                        first_use_of_assertion(flow, &login, now).await?;
                         // IdP-initiated: a RelayState is at most a same-origin path.
                         let return_to = form
                             .get("RelayState")
@@ -216,7 +209,7 @@ pub(crate) async fn acs(
                 }
             }
         };
-        let policy = policy_of(shared, &id)?;
+        let policy = policy_of(done.provisioner, &id)?;
         // With single logout, the NameID as asserted goes into the (sealed) record: the
         // LogoutRequest names it.
         let tokens = sp
@@ -231,7 +224,7 @@ pub(crate) async fn acs(
             tokens,
         };
         complete_login(
-            shared,
+            done,
             policy,
             &login.identity,
             &login.claims,
@@ -242,7 +235,7 @@ pub(crate) async fn acs(
         .await
     }
     .await;
-    let metrics = shared.provisioner.metrics();
+    let metrics = done.provisioner.metrics();
     let mut response = match result {
         Ok(response) => {
             metrics.login(&id, crate::metrics::Protocol::Saml, None);
@@ -255,21 +248,22 @@ pub(crate) async fn acs(
     };
     // The pending login is single-use: whatever happened, it is over.
     let relay = relay_state.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(name) = relay.and_then(|r| cookie_name(shared, &r)) {
-        let clear =
-            shared
-                .codec
-                .clear(&name, &pending_path(shared, &id), pending_same_site(shared));
+    if let Some(name) = relay.and_then(|r| cookie_name(flow, &r)) {
+        let clear = flow.clear_cookie(&name, &flow.pending_path(&id), flow.pending_same_site());
         add_cookie(&mut response, clear);
     }
     response
 }
 
 /// Refuses a second use of the assertion (its ID, until it expires).
-async fn first_use_of_assertion(shared: &Shared, login: &SamlLogin, now: i64) -> Result<(), Error> {
+async fn first_use_of_assertion(
+    flow: &LoginFlow,
+    login: &SamlLogin,
+    now: i64,
+) -> Result<(), Error> {
     let ttl = login.replay_ttl(now).max(Duration::from_secs(1));
-    if shared
-        .replay
+    if flow
+        .replay()
         .first_use(&login.replay_key(), ttl)
         .await
         .map_err(Error::Store)?
@@ -285,7 +279,7 @@ async fn first_use_of_assertion(shared: &Shared, login: &SamlLogin, now: i64) ->
 /// when it already had one. The request ID comes from a verified response, so only the IdP
 /// can name one; it is hashed to bound the key's length.
 async fn first_answer(
-    shared: &Shared,
+    flow: &LoginFlow,
     login: &SamlLogin,
     request_id: &str,
     now: i64,
@@ -299,8 +293,7 @@ async fn first_answer(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
     );
     let ttl = login.replay_ttl(now).max(Duration::from_secs(1));
-    shared
-        .replay
+    flow.replay()
         .first_use(&key, ttl)
         .await
         .map_err(Error::Store)
@@ -341,21 +334,22 @@ pub(crate) struct LogoutSubject {
 /// provider with `single_logout` whose record kept the NameID. Read before the session
 /// ends; a store failure here only means a local logout.
 pub(crate) async fn logout_subject(
-    shared: &Shared,
+    sessions: &Sessions,
+    idps: &Idps,
     headers: &http::HeaderMap,
 ) -> Option<LogoutSubject> {
-    let record = match shared.sessions.record_of(headers).await {
+    let record = match sessions.record_of(headers).await {
         Ok(record) => record?,
         Err(err) => {
             tracing::warn!(error = %err, "could not read the session for single logout");
             return None;
         }
     };
-    let sp = shared.saml.get(&record.provider)?.clone();
+    let sp = idps.saml.get(&record.provider)?.clone();
     if !sp.single_logout() || !record.is_live(now_unix()) {
         return None;
     }
-    let name_id = shared.sessions.tokens(&record)?.saml_name_id?;
+    let name_id = sessions.tokens(&record)?.saml_name_id?;
     Some(LogoutSubject {
         sp,
         name_id,
@@ -369,7 +363,7 @@ pub(crate) async fn logout_subject(
 /// `return_to`. When the IdP has no HTTP-Redirect SingleLogoutService or the request
 /// cannot be made, `303` to `return_to` (the local logout holds).
 pub(crate) async fn start_logout(
-    shared: &Shared,
+    flow: &LoginFlow,
     subject: LogoutSubject,
     return_to: &str,
     headers: &http::HeaderMap,
@@ -401,7 +395,7 @@ pub(crate) async fn start_logout(
         relay_state: &relay_state,
     };
     let response = send_pending(
-        shared,
+        flow,
         sp,
         headers,
         sent,
@@ -419,7 +413,8 @@ const STATUS_PARTIAL: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
 /// `GET|POST {prefix}/{provider}/slo`: the IdP's `LogoutResponse` (to our logout) or its
 /// `LogoutRequest` (a logout started elsewhere), by HTTP-Redirect or HTTP-POST.
 pub(crate) async fn slo(
-    shared: &Shared,
+    flow: &LoginFlow,
+    sessions: &Sessions,
     sp: &SamlServiceProvider,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -446,18 +441,18 @@ pub(crate) async fn slo(
                 let name = decoded
                     .relay_state
                     .as_deref()
-                    .and_then(|relay| cookie_name(shared, relay));
+                    .and_then(|relay| cookie_name(flow, relay));
                 clear_pending.clone_from(&name);
                 let pending = name
-                    .and_then(|name| pending_of(shared, &headers, &name, &id))
+                    .and_then(|name| pending_of(flow, &headers, &name, &id))
                     .ok_or(SloError::UnknownLogout)?;
-                binder::check(shared, &headers, &pending.binder)
+                binder::check(flow, &headers, &pending.binder)
                     .map_err(|_| SloError::UnknownLogout)?;
                 sp.verify_logout_response(&decoded, Some(&pending.request_id), now_unix())?;
                 tracing::info!("the identity provider confirmed the single logout");
                 Ok(redirect(StatusCode::SEE_OTHER, &pending.return_to))
             }
-            Kind::Request => idp_logout(shared, sp, &decoded).await,
+            Kind::Request => idp_logout(flow, sessions, sp, &decoded).await,
         }
     }
     .await;
@@ -472,10 +467,7 @@ pub(crate) async fn slo(
     });
     // A pending logout is single-use: whatever happened, it is over.
     if let Some(name) = clear_pending {
-        let clear =
-            shared
-                .codec
-                .clear(&name, &pending_path(shared, &id), pending_same_site(shared));
+        let clear = flow.clear_cookie(&name, &flow.pending_path(&id), flow.pending_same_site());
         add_cookie(&mut response, clear);
     }
     response
@@ -490,7 +482,8 @@ pub(crate) async fn slo(
 /// only once its sessions have ended: after a `Responder` for a store outage the IdP may
 /// send the same request again.
 async fn idp_logout(
-    shared: &Shared,
+    flow: &LoginFlow,
+    sessions: &Sessions,
     sp: &SamlServiceProvider,
     decoded: &crate::saml::Decoded,
 ) -> Result<Response<Body>, Error> {
@@ -500,8 +493,8 @@ async fn idp_logout(
     // The request's ID is recorded only once its sessions have ended (as a back-channel
     // logout token's `jti`): the IdP's retry after a session store outage must work.
     let replay_key = format!("saml-slo:{}:{}", sp.provider_id(), request.id);
-    if shared
-        .replay
+    if flow
+        .replay()
         .was_used(&replay_key)
         .await
         .map_err(Error::Store)?
@@ -529,8 +522,7 @@ async fn idp_logout(
             status = (STATUS_RESPONDER, Some(STATUS_PARTIAL));
         }
         for sid in selections {
-            match shared
-                .sessions
+            match sessions
                 .end_by_idp_session(sp.provider_id(), sid, subject)
                 .await
             {
@@ -545,8 +537,8 @@ async fn idp_logout(
     }
     // Not recorded when the store failed, so that the IdP may send it again.
     if !store_failed {
-        let first = shared
-            .replay
+        let first = flow
+            .replay()
             .first_use(&replay_key, ttl)
             .await
             .map_err(Error::Store)?;

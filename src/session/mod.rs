@@ -6,6 +6,7 @@
 //! else can read or forge them.
 
 mod cache;
+mod flow;
 mod redirect;
 mod sessions;
 
@@ -16,6 +17,7 @@ pub use crate::store::session_store::{
     SessionStoreHandle, TokensUpdate,
 };
 pub(crate) use cache::{IdentityEntry, OpenedSession, Origin, UserCache};
+pub(crate) use flow::LoginFlow;
 pub use redirect::{InvalidReturnTo, check_return_to};
 pub use sessions::SessionError;
 pub(crate) use sessions::{LiveSession, LoginSession, Opened, SessionTokens, Sessions};

@@ -1,0 +1,131 @@
+//! [`LoginFlow`]: the state a login (or a logout) carries between two requests of the
+//! browser, before there is a session: sealed `__Host-`/`__Secure-` cookies that live
+//! `login_ttl`, and the replay guard that makes each of them single use on the server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cookies::{CookieCodec, SameSite, cookies_named};
+use crate::store::StoreError;
+use crate::store::replay::ErasedGuard;
+
+/// The sealed cookies and the replay guard of logins and logouts in progress.
+pub(crate) struct LoginFlow {
+    codec: CookieCodec,
+    /// The pending-prompt cookie's name, when any provider has a prompt hook.
+    prompt_cookie: Option<String>,
+    /// One-time values (OIDC states, SAML ids, prompt ids) already used.
+    replay: Arc<dyn ErasedGuard>,
+    login_ttl_secs: u64,
+    /// The endpoints' path prefix.
+    prefix: String,
+}
+
+impl LoginFlow {
+    pub(crate) fn new(
+        codec: CookieCodec,
+        prompts: bool,
+        replay: Arc<dyn ErasedGuard>,
+        login_ttl_secs: u64,
+        prefix: String,
+    ) -> Self {
+        let prompt_cookie = prompts.then(|| codec.name("jit_prompt", true));
+        Self {
+            codec,
+            prompt_cookie,
+            replay,
+            login_ttl_secs,
+            prefix,
+        }
+    }
+
+    pub(crate) fn codec(&self) -> &CookieCodec {
+        &self.codec
+    }
+
+    /// How long a login in progress lasts, in seconds (a cookie's `Max-Age`).
+    pub(crate) fn login_ttl(&self) -> i64 {
+        self.login_ttl_secs as i64
+    }
+
+    /// The pending-prompt cookie's name, when any provider has a prompt hook.
+    pub(crate) fn prompt_cookie(&self) -> Option<&str> {
+        self.prompt_cookie.as_deref()
+    }
+
+    pub(crate) fn replay(&self) -> &dyn ErasedGuard {
+        &*self.replay
+    }
+
+    /// Uses up a one-time value (remembered for `login_ttl`): `false` when it was used
+    /// before. Fails closed: a guard that cannot answer is an error.
+    pub(crate) async fn first_use(&self, key: &str) -> Result<bool, StoreError> {
+        let ttl = Duration::from_secs(self.login_ttl_secs.max(1));
+        self.replay.first_use(key, ttl).await
+    }
+
+    /// The pending-login cookie's name for a state: one cookie per login in progress, so two
+    /// tabs logging in at once do not overwrite each other. `None` for a state we cannot have
+    /// issued.
+    pub(crate) fn pending_cookie_name(&self, state: &str) -> Option<String> {
+        let ok = (16..=128).contains(&state.len())
+            && state
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| {
+            self.codec
+                .name(&format!("jit_login_{}", &state[..16]), false)
+        })
+    }
+
+    /// The pending-login cookie must reach a `form_post` callback, a cross-site `POST`: it is
+    /// `SameSite=None` (hence `Secure`). Without `Secure` (plain-http localhost development)
+    /// browsers refuse `None`, and `Lax` works there because loopback ports are same-site.
+    pub(crate) fn pending_same_site(&self) -> SameSite {
+        if self.codec.secure() {
+            SameSite::None
+        } else {
+            SameSite::Lax
+        }
+    }
+
+    /// The path a provider's pending-login cookie is scoped to: its endpoints.
+    pub(crate) fn pending_path(&self, provider: &str) -> String {
+        format!("{}/{provider}/", self.prefix)
+    }
+
+    /// `value` as JSON, sealed for the cookie `name`.
+    pub(crate) fn seal<T: Serialize>(&self, name: &str, value: &T) -> String {
+        let json = serde_json::to_string(value).expect("plain struct serializes");
+        self.codec.seal(name, &json)
+    }
+
+    /// The `T` in the first cookie `name` of the request that opens (sealed by a key of the
+    /// ring for this name); `None` when none opens or it holds no `T`.
+    pub(crate) fn open<T: DeserializeOwned>(&self, headers: &HeaderMap, name: &str) -> Option<T> {
+        cookies_named(headers, name)
+            .find_map(|sealed| self.codec.open(name, sealed))
+            .and_then(|json| serde_json::from_str(&json).ok())
+    }
+
+    /// The `Set-Cookie` of a flow cookie: lives `login_ttl`.
+    pub(crate) fn set_cookie(
+        &self,
+        name: &str,
+        sealed: String,
+        path: &str,
+        same_site: SameSite,
+    ) -> String {
+        self.codec
+            .set(name, sealed, path, same_site, self.login_ttl())
+    }
+
+    /// The `Set-Cookie` that deletes a flow cookie.
+    pub(crate) fn clear_cookie(&self, name: &str, path: &str, same_site: SameSite) -> String {
+        self.codec.clear(name, path, same_site)
+    }
+}
