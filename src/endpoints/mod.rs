@@ -384,10 +384,19 @@ pub(crate) fn is_form(headers: &HeaderMap) -> bool {
 /// The body of a form `POST` (`application/x-www-form-urlencoded`, at most
 /// [`MAX_CALLBACK_BODY`] bytes).
 pub(crate) async fn read_form(req: Request<Body>) -> Result<Vec<u8>, CallbackError> {
+    read_form_up_to(req, MAX_CALLBACK_BODY).await
+}
+
+/// The body of a form `POST` of at most `limit` bytes: the one bounded reader of the
+/// endpoints (a chunked body is stopped at the limit too, not only a declared length).
+pub(crate) async fn read_form_up_to(
+    req: Request<Body>,
+    limit: usize,
+) -> Result<Vec<u8>, CallbackError> {
     if !is_form(req.headers()) {
         return Err(CallbackError::UnsupportedMediaType);
     }
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_CALLBACK_BODY);
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CallbackError::TooLarge),

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::body::Body;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Completion, add_cookie, binder, complete_login, fail, policy_of, redirect};
@@ -166,49 +165,8 @@ pub(crate) async fn acs(
             .and_then(|name| flow.open::<PendingSaml>(&headers, &name))
             .filter(|p| p.provider == id);
         ready(sp).await?;
-        let now = now_unix();
-        let (login, return_to) = match pending {
-            Some(pending) if pending.expires_at > now => {
-                // A login in progress must come back to the browser that started it.
-                binder::check(flow, &headers, &pending.binder)?;
-                let login = sp.verify_response(saml_response, Some(&pending.request_id), now)?;
-                first_use_of_assertion(flow, &login, now).await?;
-                if !first_answer(flow, &login, &pending.request_id, now).await? {
-                    return Err(SamlError::LoginAlreadyUsed.into());
-                }
-                (login, pending.return_to)
-            }
-            expired => {
-                // No login in progress here: what the verified response answers says why.
-                let login = sp.verify_any_response(saml_response, now)?;
-                match login.in_response_to.as_deref() {
-                    Some(request_id) => {
-                        let why = if !first_answer(flow, &login, request_id, now).await? {
-                            SamlError::LoginAlreadyUsed
-                        } else if expired.is_some_and(|p| p.request_id == request_id) {
-                            SamlError::LoginExpired
-                        } else {
-                            SamlError::NoLoginInProgress
-                        };
-                        return Err(why.into());
-                    }
-                    None if sp.allows_idp_initiated() => {
-                        // Checked again as unsolicited: then neither the Response nor the
-                        // confirmation may name a request.
-                        let login = sp.verify_response(saml_response, None, now)?;
-                        first_use_of_assertion(flow, &login, now).await?;
-                        // IdP-initiated: a RelayState is at most a same-origin path.
-                        let return_to = form
-                            .get("RelayState")
-                            .filter(|r| check_return_to(r).is_ok())
-                            .cloned()
-                            .unwrap_or_else(|| "/".into());
-                        (login, return_to)
-                    }
-                    None => return Err(SamlError::UnsolicitedResponse.into()),
-                }
-            }
-        };
+        let (login, return_to) =
+            verified_login(flow, sp, &form, saml_response, pending, &headers).await?;
         let policy = policy_of(done.provisioner, &id)?;
         // With single logout, the NameID as asserted goes into the (sealed) record: the
         // LogoutRequest names it.
@@ -253,6 +211,63 @@ pub(crate) async fn acs(
         add_cookie(&mut response, clear);
     }
     response
+}
+
+/// The verified login of an ACS post, and where it returns to: the answer to this
+/// browser's login in progress (bound by its binder, single use), or an IdP-initiated login
+/// when the provider allows them. Anything else is refused with what happened: the login
+/// expired, was already answered, or none is in progress.
+async fn verified_login(
+    flow: &LoginFlow,
+    sp: &SamlServiceProvider,
+    form: &HashMap<String, String>,
+    saml_response: &str,
+    pending: Option<PendingSaml>,
+    headers: &http::HeaderMap,
+) -> Result<(SamlLogin, String), Error> {
+    let now = now_unix();
+    Ok(match pending {
+        Some(pending) if pending.expires_at > now => {
+            // A login in progress must come back to the browser that started it.
+            binder::check(flow, &headers, &pending.binder)?;
+            let login = sp.verify_response(saml_response, Some(&pending.request_id), now)?;
+            first_use_of_assertion(flow, &login, now).await?;
+            if !first_answer(flow, &login, &pending.request_id, now).await? {
+                return Err(SamlError::LoginAlreadyUsed.into());
+            }
+            (login, pending.return_to)
+        }
+        expired => {
+            // No login in progress here: what the verified response answers says why.
+            let login = sp.verify_any_response(saml_response, now)?;
+            match login.in_response_to.as_deref() {
+                Some(request_id) => {
+                    let why = if !first_answer(flow, &login, request_id, now).await? {
+                        SamlError::LoginAlreadyUsed
+                    } else if expired.is_some_and(|p| p.request_id == request_id) {
+                        SamlError::LoginExpired
+                    } else {
+                        SamlError::NoLoginInProgress
+                    };
+                    return Err(why.into());
+                }
+                None if sp.allows_idp_initiated() => {
+                    // Checked again as unsolicited: then neither the Response nor the
+                    // confirmation may name a request.
+                    let login = sp.verify_response(saml_response, None, now)?;
+                    first_use_of_assertion(flow, &login, now).await?;
+                    // IdP-initiated: a RelayState is at most a same-origin path.
+                    let return_to = form
+                        .get("RelayState")
+                        .filter(|r| check_return_to(r).is_ok())
+                        .cloned()
+                        .unwrap_or_else(|| "/".into());
+                    (login, return_to)
+                }
+                None => return Err(SamlError::UnsolicitedResponse.into()),
+            }
+        }
+    })
 }
 
 /// Refuses a second use of the assertion (its ID, until it expires).
@@ -302,17 +317,7 @@ async fn first_answer(
 /// The ACS (and SLO) form: `application/x-www-form-urlencoded`, at most [`MAX_ACS_BODY`]
 /// bytes, each name at most once.
 async fn read_acs_form(req: Request<Body>) -> Result<HashMap<String, String>, Error> {
-    if !super::is_form(req.headers()) {
-        return Err(CallbackError::UnsupportedMediaType.into());
-    }
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_ACS_BODY);
-    let bytes = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(CallbackError::TooLarge.into());
-        }
-        Err(_) => return Err(CallbackError::Malformed.into()),
-    };
+    let bytes = super::read_form_up_to(req, MAX_ACS_BODY).await?;
     let mut form = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(&bytes) {
         if form.insert(k.into_owned(), v.into_owned()).is_some() {
