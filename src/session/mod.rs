@@ -13,7 +13,7 @@ pub use crate::cookies::SessionKey;
 pub(crate) use crate::cookies::{CookieCodec, SameSite, cookies_named};
 pub use crate::store::session_store::{
     EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
-    SessionStoreHandle, TokensUpdate,
+    SessionStoreHandle, SessionStoreWrapper, TokensUpdate,
 };
 pub(crate) use cache::{IdentityEntry, OpenedSession, Origin, UserCache};
 pub use redirect::{InvalidReturnTo, check_return_to};
