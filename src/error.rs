@@ -243,16 +243,6 @@ impl Failure for StoreError {
     }
 }
 
-impl Failure for crate::session::SessionError {
-    fn status(&self) -> StatusCode {
-        crate::session::SessionError::status(self)
-    }
-
-    fn code(&self) -> &str {
-        crate::session::SessionError::code(self)
-    }
-}
-
 impl crate::failure::Failure for Error {
     fn status(&self) -> ::http::StatusCode {
         match self {

@@ -214,16 +214,12 @@ impl LoginRequired {
 impl IntoResponse for LoginRequired {
     fn into_response(self) -> Response {
         if let Some(failure) = &self.failure {
-            let mut headers = http::HeaderMap::new();
-            if self.html {
-                headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
-            }
             tracing::error!(error = %failure, "CurrentUser refused a logged-in request");
             let message = match failure {
                 AppUserError::Store(_) => "the user store is unavailable",
                 _ => "the application's user could not be loaded",
             };
-            return crate::failure::render(failure.status(), failure.code(), message, &headers);
+            return crate::failure::render_as(failure.status(), failure.code(), message, self.html);
         }
         if let Some(location) = self.login {
             let mut response = StatusCode::SEE_OTHER.into_response();
@@ -232,15 +228,11 @@ impl IntoResponse for LoginRequired {
             }
             return response;
         }
-        let mut headers = http::HeaderMap::new();
-        if self.html {
-            headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
-        }
-        let mut response = crate::failure::render(
+        let mut response = crate::failure::render_as(
             StatusCode::UNAUTHORIZED,
             "login_required",
             "you need to log in",
-            &headers,
+            self.html,
         );
         if self.bearer {
             response

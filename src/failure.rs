@@ -1,6 +1,7 @@
 //! One way to answer a failure: every error type the layer answers with implements
 //! [`Failure`] (its status and code), and [`render`] turns status, code and message into the
-//! response body, JSON or HTML by `Accept`. A leaf: it uses nothing else of the crate.
+//! response body, JSON or HTML by `Accept` ([`render_as`] for a rejection, which kept what its
+//! request accepted). A leaf: it uses nothing else of the crate.
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
@@ -33,15 +34,29 @@ pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/html"))
 }
 
-/// The one error body: `{"error": code, "message": message}`, or for a browser a small HTML
-/// page with the message and the code; never cached.
+/// The one error body: `{"error": code, "message": message}`, or for a browser
+/// ([`wants_html`] of the request's headers) a small HTML page with the message and the code;
+/// never cached.
 pub(crate) fn render(
     status: StatusCode,
     code: &str,
     message: &str,
     request_headers: &HeaderMap,
 ) -> http::Response<axum::body::Body> {
-    let (content_type, body) = if wants_html(request_headers) {
+    render_as(status, code, message, wants_html(request_headers))
+}
+
+/// [`render`] for a client whose preference was read before: the one way a rejection (of an
+/// extractor, whose `IntoResponse` no longer sees the request) answers, keeping the
+/// [`wants_html`] of the request it refused. Extra headers (a `WWW-Authenticate` challenge)
+/// go on the response it returns.
+pub(crate) fn render_as(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    html: bool,
+) -> http::Response<axum::body::Body> {
+    let (content_type, body) = if html {
         let title = status.canonical_reason().unwrap_or("Error");
         (
             "text/html; charset=utf-8",

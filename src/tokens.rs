@@ -219,16 +219,7 @@ impl IntoResponse for IdpTokenRejection {
                 status,
                 code,
                 message,
-            } => {
-                let mut headers = http::HeaderMap::new();
-                if self.html {
-                    headers.insert(
-                        http::header::ACCEPT,
-                        http::HeaderValue::from_static("text/html"),
-                    );
-                }
-                crate::failure::render(status, &code, &message, &headers)
-            }
+            } => crate::failure::render_as(status, &code, &message, self.html),
         }
     }
 }

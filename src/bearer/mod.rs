@@ -354,14 +354,38 @@ impl Bearer {
         Ok(verified)
     }
 
+    /// A token not seen before: verified ([`verify`](Self::verify)), its claims read
+    /// ([`Verifier::read_claims`]), its user provisioned ([`Verifier::provision`]), and what
+    /// the cache keeps of it ([`Verifier::cache_entry`]).
     async fn verify_and_provision(
         &self,
         token: &[u8],
         provisioner: &Provisioner,
     ) -> Result<Arc<VerifiedToken>, BearerError> {
         let token = std::str::from_utf8(token).map_err(|_| BearerError::Malformed)?;
+        let (verifier, claims) = self.verify(token).await?;
+        let read = verifier.read_claims(&claims)?;
+        let (user_id, domain) = verifier
+            .provision(&read.subject, claims, provisioner)
+            .await?;
+        Ok(verifier.cache_entry(read, user_id, domain))
+    }
+
+    /// The token's verifier and its claims, once its signature holds under a key of its
+    /// issuer and `jsonwebtoken` checked its algorithm, issuer, audience, `exp` and `nbf`.
+    async fn verify(&self, token: &str) -> Result<(&Verifier, Map<String, Value>), BearerError> {
+        let (verifier, kid) = self.verifier_for(token)?;
+        let key = verifier.decoding_key(&self.http, &kid).await?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &verifier.validation)
+            .map_err(classify)?;
+        Ok((verifier, data.claims))
+    }
+
+    /// The verifier of the token's issuer, picked by the `iss` it claims (verified with the
+    /// signature), and the token's key id, once its header passes the checks that need no
+    /// key: an accepted algorithm and type, a `kid`.
+    fn verifier_for(&self, token: &str) -> Result<(&Verifier, String), BearerError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerError::Malformed)?;
-        // Pick the provider by the (not yet verified) issuer; it is verified below.
         #[derive(serde::Deserialize)]
         struct Issuer {
             iss: Option<String>,
@@ -380,24 +404,48 @@ impl Bearer {
         if !verifier.accepts_type(header.typ.as_deref()) {
             return Err(BearerError::TokenType);
         }
-        let kid = header.kid.as_deref().ok_or(BearerError::MissingKeyId)?;
-        let keys = verifier
-            .keys
-            .for_kid(&self.http, kid)
-            .await
-            .map_err(|e| match e {
-                KeyError::Unknown => BearerError::UnknownKey,
-                KeyError::Unavailable(reason) => {
-                    tracing::error!(provider = %verifier.provider, error = %reason, "bearer keys unavailable");
-                    BearerError::KeysUnavailable
-                }
-            })?;
+        let kid = header.kid.ok_or(BearerError::MissingKeyId)?;
+        Ok((verifier, kid))
+    }
+}
+
+/// What a verified token's claims say besides those provisioning maps, checked: who, when,
+/// for what (scopes and client).
+struct ReadClaims {
+    subject: String,
+    /// `iat`, or when the token was verified for a token without one.
+    issued_at: i64,
+    expires_at: i64,
+    /// When the token was verified, Unix seconds.
+    now: i64,
+    scopes: Vec<String>,
+    client_id: Option<String>,
+}
+
+impl Verifier {
+    /// Whether a token with this header `typ` is one of the accepted access-token types.
+    fn accepts_type(&self, typ: Option<&str>) -> bool {
+        let typ = media_type(typ.unwrap_or_default());
+        self.token_types.contains(&typ)
+    }
+
+    /// The key of `kid` among the issuer's keys, fetching them when `kid` is not known yet.
+    async fn decoding_key(&self, http: &HttpClient, kid: &str) -> Result<DecodingKey, BearerError> {
+        let keys = self.keys.for_kid(http, kid).await.map_err(|e| match e {
+            KeyError::Unknown => BearerError::UnknownKey,
+            KeyError::Unavailable(reason) => {
+                tracing::error!(provider = %self.provider, error = %reason, "bearer keys unavailable");
+                BearerError::KeysUnavailable
+            }
+        })?;
         let jwk = keys.find(kid).ok_or(BearerError::UnknownKey)?;
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| BearerError::UnknownKey)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &verifier.validation)
-            .map_err(classify)?;
-        let claims = data.claims;
-        if let Some(missing) = verifier
+        DecodingKey::from_jwk(jwk).map_err(|_| BearerError::UnknownKey)
+    }
+
+    /// Checks the claims `jsonwebtoken` does not (`bearer.required_claims`, an `iat` not in
+    /// the future, a non-empty `sub`) and reads what the cache entry needs.
+    fn read_claims(&self, claims: &Map<String, Value>) -> Result<ReadClaims, BearerError> {
+        if let Some(missing) = self
             .config
             .required_claims
             .iter()
@@ -407,7 +455,7 @@ impl Bearer {
         }
         let now = now_unix();
         let iat = claims.get("iat").and_then(Value::as_i64);
-        if iat.is_some_and(|iat| iat > now + verifier.leeway as i64) {
+        if iat.is_some_and(|iat| iat > now + self.leeway as i64) {
             return Err(BearerError::IssuedInFuture);
         }
         let subject = claims
@@ -416,18 +464,36 @@ impl Bearer {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| BearerError::MissingClaim("sub".into()))?
             .to_owned();
-        let exp = claims
+        let expires_at = claims
             .get("exp")
             .and_then(Value::as_i64)
             .ok_or_else(|| BearerError::MissingClaim("exp".into()))?;
-        let scopes = scopes(&claims);
         let client_id = ["azp", "client_id"]
             .iter()
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
             .map(str::to_owned);
-        let identity = Identity::new(&verifier.provider, &verifier.issuer, &subject);
+        Ok(ReadClaims {
+            subject,
+            issued_at: iat.unwrap_or(now),
+            expires_at,
+            now,
+            scopes: scopes(claims),
+            client_id,
+        })
+    }
+
+    /// Maps the claims and provisions the token's user with the bearer policy, like a login:
+    /// the user's id and domain. A provider that prompts new users refuses the token (a
+    /// prompt needs the browser).
+    async fn provision(
+        &self,
+        subject: &str,
+        claims: Map<String, Value>,
+        provisioner: &Provisioner,
+    ) -> Result<(UserId, Arc<str>), BearerError> {
+        let identity = Identity::new(&self.provider, &self.issuer, subject);
         let (user, domain, outcome) = match provisioner
-            .provision(&verifier.policy, &identity, &Claims(claims), None)
+            .provision(&self.policy, &identity, &Claims(claims), None)
             .await?
         {
             Provisioned::Done {
@@ -442,30 +508,36 @@ impl Bearer {
             }
         };
         provisioner.metrics().bearer_verified();
-        tracing::debug!(provider = %verifier.provider, user_id = %user.id, outcome = ?outcome, "bearer token verified");
-        let remaining = (exp - now).max(0) as u64;
-        let ttl = verifier.config.token_cache_ttl_secs;
-        Ok(Arc::new(VerifiedToken {
-            user_id: user.id,
+        tracing::debug!(provider = %self.provider, user_id = %user.id, outcome = ?outcome, "bearer token verified");
+        Ok((user.id, domain))
+    }
+
+    /// What the cache keeps of a verified token of this user, until
+    /// `min(exp, now + bearer.token_cache_ttl_secs)`.
+    fn cache_entry(
+        &self,
+        read: ReadClaims,
+        user_id: UserId,
+        domain: Arc<str>,
+    ) -> Arc<VerifiedToken> {
+        let remaining = (read.expires_at - read.now).max(0) as u64;
+        let ttl = self.config.token_cache_ttl_secs;
+        Arc::new(VerifiedToken {
+            user_id,
             domain: domain.clone(),
             auth: Arc::new(AuthInfo {
-                provider: verifier.provider.clone(),
+                provider: self.provider.clone(),
                 domain: domain.to_string(),
-                subject,
-                issued_at: iat.unwrap_or(now),
-                expires_at: exp,
-                method: AuthMethod::Bearer { scopes, client_id },
+                subject: read.subject,
+                issued_at: read.issued_at,
+                expires_at: read.expires_at,
+                method: AuthMethod::Bearer {
+                    scopes: read.scopes,
+                    client_id: read.client_id,
+                },
             }),
             valid_for: Duration::from_secs(remaining.min(ttl)),
-        }))
-    }
-}
-
-impl Verifier {
-    /// Whether a token with this header `typ` is one of the accepted access-token types.
-    fn accepts_type(&self, typ: Option<&str>) -> bool {
-        let typ = media_type(typ.unwrap_or_default());
-        self.token_types.contains(&typ)
+        })
     }
 }
 

@@ -52,14 +52,24 @@ pub enum SessionError {
 impl SessionError {
     /// The HTTP status: `503` when the store is unavailable, else `500`.
     pub fn status(&self) -> http::StatusCode {
+        crate::failure::Failure::status(self)
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &str {
+        crate::failure::Failure::code(self)
+    }
+}
+
+impl crate::failure::Failure for SessionError {
+    fn status(&self) -> http::StatusCode {
         match self {
             Self::Store(StoreError::Unavailable(_)) => http::StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// A stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             Self::Store(StoreError::Unavailable(_)) => "session_store_unavailable",
             Self::Store(_) => "session_store_failed",
@@ -913,67 +923,19 @@ mod tests {
         }
     }
 
-    impl SessionStore for Racing {
-        async fn create_session(&self, record: &SessionRecord) -> Result<bool, StoreError> {
-            self.inner.create_session(record).await
+    impl crate::session::SessionStoreWrapper for Racing {
+        type Inner = MemorySessionStore;
+
+        fn inner(&self) -> &MemorySessionStore {
+            &self.inner
         }
+
         async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
             let found = self.inner.get_session(id).await;
             self.race(&self.after_get, id).await;
             found
         }
-        async fn touch_session(&self, id: &str, at: i64) -> Result<(), StoreError> {
-            self.inner.touch_session(id, at).await
-        }
-        async fn end_session(
-            &self,
-            id: &str,
-            at: i64,
-            reason: EndReason,
-        ) -> Result<bool, StoreError> {
-            self.inner.end_session(id, at, reason).await
-        }
-        async fn end_sessions_for_user(
-            &self,
-            domain: &str,
-            user_id: &str,
-            at: i64,
-            reason: EndReason,
-        ) -> Result<Vec<String>, StoreError> {
-            self.inner
-                .end_sessions_for_user(domain, user_id, at, reason)
-                .await
-        }
-        async fn sessions_ended_for_user_at(
-            &self,
-            domain: &str,
-            user_id: &str,
-        ) -> Result<Option<i64>, StoreError> {
-            self.inner.sessions_ended_for_user_at(domain, user_id).await
-        }
-        async fn end_sessions_by_idp_session(
-            &self,
-            selection: IdpSession<'_>,
-            at: i64,
-            reason: EndReason,
-        ) -> Result<Vec<String>, StoreError> {
-            self.inner
-                .end_sessions_by_idp_session(selection, at, reason)
-                .await
-        }
-        async fn list_sessions_for_user(
-            &self,
-            domain: &str,
-            user_id: &str,
-            now: i64,
-        ) -> Result<Vec<SessionRecord>, StoreError> {
-            self.inner
-                .list_sessions_for_user(domain, user_id, now)
-                .await
-        }
-        async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
-            self.inner.purge_sessions(before).await
-        }
+
         async fn update_tokens<'a>(
             &'a self,
             id: &'a str,

@@ -10,7 +10,8 @@
 //!
 //! Like [`UserStore`](crate::store::UserStore) the trait uses `impl Future + Send` methods and
 //! is not dyn-compatible; the layer erases it internally
-//! ([`SessionStoreHandle::new`]).
+//! ([`SessionStoreHandle::new`]). A store that changes a few methods of another implements
+//! [`SessionStoreWrapper`] instead.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -597,119 +598,172 @@ impl SessionStore for MemorySessionStore {
     }
 }
 
+/// Writes [`SessionStore`]'s methods (their signatures as the trait declares them, from the one
+/// list here) as `$mode` says:
+/// - `defaults`: [`SessionStoreWrapper`]'s provided methods, the inner store's;
+/// - `forwards`: the `SessionStore` of every wrapper, its `SessionStoreWrapper` methods.
+macro_rules! wrapper_methods {
+    ($mode:ident) => {
+        wrapper_methods! { @$mode
+            fn create_session(&self, record: &SessionRecord) -> bool;
+            fn get_session(&self, id: &str) -> Option<SessionRecord>;
+            fn touch_session(&self, id: &str, at: i64) -> ();
+            fn end_session(&self, id: &str, at: i64, reason: EndReason) -> bool;
+            fn end_sessions_for_user(
+                &self, domain: &str, user_id: &str, at: i64, reason: EndReason
+            ) -> Vec<String>;
+            fn sessions_ended_for_user_at(&self, domain: &str, user_id: &str) -> Option<i64>;
+            fn end_sessions_by_idp_session(
+                &self, selection: IdpSession<'_>, at: i64, reason: EndReason
+            ) -> Vec<String>;
+            fn list_sessions_for_user(
+                &self, domain: &str, user_id: &str, now: i64
+            ) -> Vec<SessionRecord>;
+            fn purge_sessions(&self, before: i64) -> u64;
+            fn update_tokens<'a>(
+                &'a self, id: &'a str, update: TokensUpdate<'a>
+            ) -> Option<SessionRecord>;
+        }
+    };
+    (@defaults $(
+        fn $name:ident $(<$lt:lifetime>)? (
+            &$($self_lt:lifetime)? self $(, $arg:ident: $ty:ty)*
+        ) -> $ret:ty;
+    )*) => {$(
+        #[doc = concat!("[`SessionStore::", stringify!($name), "`], by default the inner store's.")]
+        fn $name $(<$lt>)? (
+            &$($self_lt)? self $(, $arg: $ty)*
+        ) -> impl Future<Output = Result<$ret, StoreError>> + Send $(+ $lt)? {
+            SessionStore::$name(self.inner() $(, $arg)*)
+        }
+    )*};
+    (@forwards $(
+        fn $name:ident $(<$lt:lifetime>)? (
+            &$($self_lt:lifetime)? self $(, $arg:ident: $ty:ty)*
+        ) -> $ret:ty;
+    )*) => {$(
+        fn $name $(<$lt>)? (
+            &$($self_lt)? self $(, $arg: $ty)*
+        ) -> impl Future<Output = Result<$ret, StoreError>> + Send $(+ $lt)? {
+            SessionStoreWrapper::$name(self $(, $arg)*)
+        }
+    )*};
+}
+
+/// Writes the methods of [`ErasedSessionStore`], one a method of [`SessionStore`] (its
+/// arguments borrowed for `'a`, what it answers, the time limit that bounds it), as `$mode`
+/// says:
+/// - `declarations`: the trait's;
+/// - `calls`: the `ErasedSessionStore` of every store, its calls boxed, a panic contained;
+/// - `time_limited`: that of [`TimeLimited`], each call bounded by its limit.
+macro_rules! erased_methods {
+    ($mode:ident) => {
+        erased_methods! { @$mode 'a;
+            create_session(record: &'a SessionRecord) -> bool, limit;
+            get_session(id: &'a str) -> Option<SessionRecord>, limit;
+            touch_session(id: &'a str, at: i64) -> (), limit;
+            end_session(id: &'a str, at: i64, reason: EndReason) -> bool, limit;
+            end_sessions_for_user(
+                domain: &'a str, user_id: &'a str, at: i64, reason: EndReason
+            ) -> Vec<String>, limit;
+            sessions_ended_for_user_at(domain: &'a str, user_id: &'a str) -> Option<i64>, limit;
+            end_sessions_by_idp_session(
+                selection: IdpSession<'a>, at: i64, reason: EndReason
+            ) -> Vec<String>, limit;
+            list_sessions_for_user(
+                domain: &'a str, user_id: &'a str, now: i64
+            ) -> Vec<SessionRecord>, limit;
+            purge_sessions(before: i64) -> u64, limit;
+            update_tokens(
+                id: &'a str, update: TokensUpdate<'a>
+            ) -> Option<SessionRecord>, locked_limit;
+        }
+    };
+    (@declarations $a:lifetime; $(
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, $limit:ident;
+    )*) => {$(
+        fn $name<$a>(&$a self, $($arg: $ty),*) -> BoxFuture<$a, StoreResult<$ret>>;
+    )*};
+    (@calls $a:lifetime; $(
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, $limit:ident;
+    )*) => {$(
+        fn $name<$a>(&$a self, $($arg: $ty),*) -> BoxFuture<$a, StoreResult<$ret>> {
+            Box::pin(contained(SessionStore::$name(self, $($arg),*)))
+        }
+    )*};
+    (@time_limited $a:lifetime; $(
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, $limit:ident;
+    )*) => {$(
+        fn $name<$a>(&$a self, $($arg: $ty),*) -> BoxFuture<$a, StoreResult<$ret>> {
+            bounded(self.$limit, stringify!($name), self.inner.0.$name($($arg),*))
+        }
+    )*};
+}
+
+/// A [`SessionStore`] that wraps another and changes some of its methods: name the store it
+/// wraps ([`inner`](Self::inner)) and write the methods you change; every other method is the
+/// inner store's. Every `SessionStoreWrapper` is a [`SessionStore`] (and so can be the
+/// layer's, [`JitLayerBuilder::session_store`](crate::JitLayerBuilder::session_store)).
+///
+/// For decorators: counting or logging some calls, or making some fail in a test. Call a
+/// wrapper's methods through `SessionStore` (a scope that imports both traits names them as
+/// `SessionStore::get_session(&store, id)`).
+///
+/// ```
+/// use jit_provision::session::{EndReason, IdpSession, MemorySessionStore, SessionStore};
+/// use jit_provision::store::StoreError;
+///
+/// /// Sessions the identity provider cannot end.
+/// struct NoIdpLogout(MemorySessionStore);
+///
+/// impl jit_provision::session::SessionStoreWrapper for NoIdpLogout {
+///     type Inner = MemorySessionStore;
+///
+///     fn inner(&self) -> &MemorySessionStore {
+///         &self.0
+///     }
+///
+///     async fn end_sessions_by_idp_session(
+///         &self,
+///         _selection: IdpSession<'_>,
+///         _at: i64,
+///         _reason: EndReason,
+///     ) -> Result<Vec<String>, StoreError> {
+///         Err(StoreError::unavailable("no identity provider logout here"))
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = NoIdpLogout(MemorySessionStore::new());
+/// assert!(store.get_session("h1").await?.is_none());
+/// let selection = IdpSession::new("corp", None, Some("sub"));
+/// assert!(store.end_sessions_by_idp_session(selection, 150, EndReason::IdpLogout).await.is_err());
+/// # Ok::<_, StoreError>(())
+/// # }).unwrap();
+/// ```
+pub trait SessionStoreWrapper: Send + Sync + 'static {
+    /// The store this one wraps.
+    type Inner: SessionStore;
+
+    /// The store this one wraps, which answers every method not written here.
+    fn inner(&self) -> &Self::Inner;
+
+    wrapper_methods!(defaults);
+}
+
+impl<W: SessionStoreWrapper> SessionStore for W {
+    wrapper_methods!(forwards);
+}
+
 type StoreResult<T> = Result<T, StoreError>;
 
 /// The dyn-compatible twin of [`SessionStore`] the layer holds.
 pub(crate) trait ErasedSessionStore: Send + Sync + 'static {
-    fn create_session<'a>(&'a self, record: &'a SessionRecord) -> BoxFuture<'a, StoreResult<bool>>;
-    fn get_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>>;
-    fn touch_session<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, StoreResult<()>>;
-    fn end_session<'a>(
-        &'a self,
-        id: &'a str,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<bool>>;
-    fn end_sessions_for_user<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
-    fn sessions_ended_for_user_at<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<i64>>>;
-    fn end_sessions_by_idp_session<'a>(
-        &'a self,
-        selection: IdpSession<'a>,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
-    fn list_sessions_for_user<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-        now: i64,
-    ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>>;
-    fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>>;
-    fn update_tokens<'a>(
-        &'a self,
-        id: &'a str,
-        update: TokensUpdate<'a>,
-    ) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>>;
+    erased_methods!(declarations);
 }
 
 impl<S: SessionStore> ErasedSessionStore for S {
-    fn create_session<'a>(&'a self, record: &'a SessionRecord) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(contained(SessionStore::create_session(self, record)))
-    }
-    fn get_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
-        Box::pin(contained(SessionStore::get_session(self, id)))
-    }
-    fn touch_session<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(contained(SessionStore::touch_session(self, id, at)))
-    }
-    fn end_session<'a>(
-        &'a self,
-        id: &'a str,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(contained(SessionStore::end_session(self, id, at, reason)))
-    }
-    fn end_sessions_for_user<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
-        Box::pin(contained(SessionStore::end_sessions_for_user(
-            self, domain, user_id, at, reason,
-        )))
-    }
-    fn sessions_ended_for_user_at<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<i64>>> {
-        Box::pin(contained(SessionStore::sessions_ended_for_user_at(
-            self, domain, user_id,
-        )))
-    }
-    fn end_sessions_by_idp_session<'a>(
-        &'a self,
-        selection: IdpSession<'a>,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
-        Box::pin(contained(SessionStore::end_sessions_by_idp_session(
-            self, selection, at, reason,
-        )))
-    }
-    fn list_sessions_for_user<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-        now: i64,
-    ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>> {
-        Box::pin(contained(SessionStore::list_sessions_for_user(
-            self, domain, user_id, now,
-        )))
-    }
-    fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        Box::pin(contained(SessionStore::purge_sessions(self, before)))
-    }
-    fn update_tokens<'a>(
-        &'a self,
-        id: &'a str,
-        update: TokensUpdate<'a>,
-    ) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
-        Box::pin(contained(SessionStore::update_tokens(self, id, update)))
-    }
+    erased_methods!(calls);
 }
 
 /// A [`SessionStore`], type-erased: what
@@ -748,6 +802,7 @@ impl fmt::Debug for SessionStoreHandle {
     }
 }
 
+/// A store whose every call is bounded by a time limit ([`SessionStoreHandle::time_limited`]).
 struct TimeLimited {
     inner: SessionStoreHandle,
     limit: Duration,
@@ -755,103 +810,5 @@ struct TimeLimited {
 }
 
 impl ErasedSessionStore for TimeLimited {
-    fn create_session<'a>(&'a self, record: &'a SessionRecord) -> BoxFuture<'a, StoreResult<bool>> {
-        bounded(
-            self.limit,
-            "create_session",
-            self.inner.0.create_session(record),
-        )
-    }
-    fn get_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
-        bounded(self.limit, "get_session", self.inner.0.get_session(id))
-    }
-    fn touch_session<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, StoreResult<()>> {
-        bounded(
-            self.limit,
-            "touch_session",
-            self.inner.0.touch_session(id, at),
-        )
-    }
-    fn end_session<'a>(
-        &'a self,
-        id: &'a str,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        bounded(
-            self.limit,
-            "end_session",
-            self.inner.0.end_session(id, at, reason),
-        )
-    }
-    fn end_sessions_for_user<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
-        bounded(
-            self.limit,
-            "end_sessions_for_user",
-            self.inner
-                .0
-                .end_sessions_for_user(domain, user_id, at, reason),
-        )
-    }
-    fn sessions_ended_for_user_at<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<i64>>> {
-        bounded(
-            self.limit,
-            "sessions_ended_for_user_at",
-            self.inner.0.sessions_ended_for_user_at(domain, user_id),
-        )
-    }
-    fn end_sessions_by_idp_session<'a>(
-        &'a self,
-        selection: IdpSession<'a>,
-        at: i64,
-        reason: EndReason,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
-        bounded(
-            self.limit,
-            "end_sessions_by_idp_session",
-            self.inner
-                .0
-                .end_sessions_by_idp_session(selection, at, reason),
-        )
-    }
-    fn list_sessions_for_user<'a>(
-        &'a self,
-        domain: &'a str,
-        user_id: &'a str,
-        now: i64,
-    ) -> BoxFuture<'a, StoreResult<Vec<SessionRecord>>> {
-        bounded(
-            self.limit,
-            "list_sessions_for_user",
-            self.inner.0.list_sessions_for_user(domain, user_id, now),
-        )
-    }
-    fn purge_sessions(&self, before: i64) -> BoxFuture<'_, StoreResult<u64>> {
-        bounded(
-            self.limit,
-            "purge_sessions",
-            self.inner.0.purge_sessions(before),
-        )
-    }
-    fn update_tokens<'a>(
-        &'a self,
-        id: &'a str,
-        update: TokensUpdate<'a>,
-    ) -> BoxFuture<'a, StoreResult<Option<SessionRecord>>> {
-        bounded(
-            self.locked_limit,
-            "update_tokens",
-            self.inner.0.update_tokens(id, update),
-        )
-    }
+    erased_methods!(time_limited);
 }
