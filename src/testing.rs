@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+pub use crate::store::session_store::SessionStoreWrapper;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;

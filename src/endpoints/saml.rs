@@ -229,7 +229,7 @@ async fn verified_login(
     Ok(match pending {
         Some(pending) if pending.expires_at > now => {
             // A login in progress must come back to the browser that started it.
-            binder::check(flow, &headers, &pending.binder)?;
+            binder::check(flow, headers, &pending.binder)?;
             let login = sp.verify_response(saml_response, Some(&pending.request_id), now)?;
             first_use_of_assertion(flow, &login, now).await?;
             if !first_answer(flow, &login, &pending.request_id, now).await? {

@@ -129,3 +129,68 @@ impl LoginFlow {
         self.codec.clear(name, path, same_site)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cookies::SessionKey;
+    use crate::store::replay::MemoryReplayGuard;
+
+    fn flow(secure: bool) -> LoginFlow {
+        let codec = CookieCodec::new(&SessionKey::generate(), &[], secure);
+        let replay = Arc::new(MemoryReplayGuard::new());
+        LoginFlow::new(codec, true, replay, 600, "/auth".to_owned())
+    }
+
+    fn cookie(name: &str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let pair = format!("{name}={value}");
+        headers.insert(http::header::COOKIE, pair.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_under_its_own_name() {
+        let flow = flow(true);
+        let name = flow.pending_cookie_name("abcdefghijklmnop-rest").unwrap();
+        assert_eq!(name, "__Secure-jit_login_abcdefghijklmnop");
+        let sealed = flow.seal(&name, &vec!["state".to_owned()]);
+        let opened: Option<Vec<String>> = flow.open(&cookie(&name, &sealed), &name);
+        assert_eq!(opened, Some(vec!["state".to_owned()]));
+        // The name is authenticated: the same value under another cookie name does not open.
+        let other = "__Secure-jit_login_zzzzzzzzzzzzzzzz";
+        let moved: Option<Vec<String>> = flow.open(&cookie(other, &sealed), other);
+        assert_eq!(moved, None);
+        // Nor does it open as another type.
+        let retyped: Option<u64> = flow.open(&cookie(&name, &sealed), &name);
+        assert_eq!(retyped, None);
+    }
+
+    #[test]
+    fn only_states_we_could_have_issued_name_a_cookie() {
+        let flow = flow(false);
+        assert_eq!(
+            flow.pending_cookie_name("abcdefghijklmnop").as_deref(),
+            Some("jit_login_abcdefghijklmnop")
+        );
+        for state in [
+            "short",
+            "abcdefghijklmno;",
+            "abcdefghijklmnop=x",
+            &"a".repeat(129),
+        ] {
+            assert_eq!(flow.pending_cookie_name(state), None, "{state}");
+        }
+        assert_eq!(flow.pending_path("corp"), "/auth/corp/");
+        assert_eq!(flow.prompt_cookie(), Some("jit_prompt"));
+        assert_eq!(flow.pending_same_site(), SameSite::Lax);
+    }
+
+    #[tokio::test]
+    async fn a_one_time_value_is_used_once() {
+        let flow = flow(true);
+        assert!(flow.first_use("oidc-state:x").await.unwrap());
+        assert!(!flow.first_use("oidc-state:x").await.unwrap());
+        assert!(flow.first_use("oidc-state:y").await.unwrap());
+    }
+}

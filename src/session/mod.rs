@@ -14,7 +14,7 @@ pub use crate::cookies::SessionKey;
 pub(crate) use crate::cookies::{CookieCodec, SameSite, cookies_named};
 pub use crate::store::session_store::{
     EndReason, IdpSession, MemorySessionStore, SealedTokens, SessionRecord, SessionStore,
-    SessionStoreHandle, SessionStoreWrapper, TokensUpdate,
+    SessionStoreHandle, TokensUpdate,
 };
 pub(crate) use cache::{IdentityEntry, OpenedSession, Origin, UserCache};
 pub(crate) use flow::LoginFlow;

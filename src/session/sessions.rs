@@ -923,7 +923,7 @@ mod tests {
         }
     }
 
-    impl crate::session::SessionStoreWrapper for Racing {
+    impl crate::store::session_store::SessionStoreWrapper for Racing {
         type Inner = MemorySessionStore;
 
         fn inner(&self) -> &MemorySessionStore {

@@ -10,8 +10,7 @@
 //!
 //! Like [`UserStore`](crate::store::UserStore) the trait uses `impl Future + Send` methods and
 //! is not dyn-compatible; the layer erases it internally
-//! ([`SessionStoreHandle::new`]). A store that changes a few methods of another implements
-//! [`SessionStoreWrapper`] instead.
+//! ([`SessionStoreHandle::new`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -599,9 +598,10 @@ impl SessionStore for MemorySessionStore {
 }
 
 /// Writes [`SessionStore`]'s methods (their signatures as the trait declares them, from the one
-/// list here) as `$mode` says:
+/// list here) as `$mode` says (for the test kit's `SessionStoreWrapper`):
 /// - `defaults`: [`SessionStoreWrapper`]'s provided methods, the inner store's;
 /// - `forwards`: the `SessionStore` of every wrapper, its `SessionStoreWrapper` methods.
+#[cfg(any(test, feature = "test-util"))]
 macro_rules! wrapper_methods {
     ($mode:ident) => {
         wrapper_methods! { @$mode
@@ -705,7 +705,7 @@ macro_rules! erased_methods {
 /// inner store's. Every `SessionStoreWrapper` is a [`SessionStore`] (and so can be the
 /// layer's, [`JitLayerBuilder::session_store`](crate::JitLayerBuilder::session_store)).
 ///
-/// For decorators: counting or logging some calls, or making some fail in a test. Call a
+/// For tests (feature `test-util`): counting some calls, or making some fail. Call a
 /// wrapper's methods through `SessionStore` (a scope that imports both traits names them as
 /// `SessionStore::get_session(&store, id)`).
 ///
@@ -716,7 +716,7 @@ macro_rules! erased_methods {
 /// /// Sessions the identity provider cannot end.
 /// struct NoIdpLogout(MemorySessionStore);
 ///
-/// impl jit_provision::session::SessionStoreWrapper for NoIdpLogout {
+/// impl jit_provision::testing::SessionStoreWrapper for NoIdpLogout {
 ///     type Inner = MemorySessionStore;
 ///
 ///     fn inner(&self) -> &MemorySessionStore {
@@ -741,6 +741,8 @@ macro_rules! erased_methods {
 /// # Ok::<_, StoreError>(())
 /// # }).unwrap();
 /// ```
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub trait SessionStoreWrapper: Send + Sync + 'static {
     /// The store this one wraps.
     type Inner: SessionStore;
@@ -751,6 +753,7 @@ pub trait SessionStoreWrapper: Send + Sync + 'static {
     wrapper_methods!(defaults);
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<W: SessionStoreWrapper> SessionStore for W {
     wrapper_methods!(forwards);
 }

@@ -11,10 +11,9 @@ pub struct FlakySessions {
 mod flaky {
     use std::sync::atomic::Ordering;
 
-    use jit_provision::session::{
-        EndReason, IdpSession, MemorySessionStore, SessionStore, SessionStoreWrapper,
-    };
+    use jit_provision::session::{EndReason, IdpSession, MemorySessionStore, SessionStore};
     use jit_provision::store::StoreError;
+    use jit_provision::testing::SessionStoreWrapper;
 
     use super::FlakySessions;
 
