@@ -205,8 +205,7 @@ impl JitLayer {
             .await;
         // The lock is checked at each request anyway; ending the records makes it hold for
         // the sessions themselves too (an unlock does not revive them).
-        if let Err(err) = self
-            .shared()
+        if let Err(err) = shared
             .sessions
             .end_for_user(domain, id, EndReason::UserLocked)
             .await

@@ -28,6 +28,8 @@ pub(crate) struct Directory {
 }
 
 impl Directory {
+    /// The directory of these domains, with `cache` in front of them; `bus` carries its
+    /// invalidations to the other instances.
     pub(crate) fn new(
         domains: HashMap<Arc<str>, Arc<Domain>>,
         cache: UserCache,
@@ -47,10 +49,12 @@ impl Directory {
         self.domains.get(name)
     }
 
+    /// Every domain, in no particular order.
     pub(crate) fn domains(&self) -> impl Iterator<Item = &Arc<Domain>> {
         self.domains.values()
     }
 
+    /// The cache of users by id and by identity (and of the application's users).
     pub(crate) fn cache(&self) -> &UserCache {
         &self.cache
     }

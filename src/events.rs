@@ -190,6 +190,7 @@ pub(crate) struct Events {
 }
 
 impl Events {
+    /// The handle of these sinks.
     pub(crate) fn new(sinks: Vec<Arc<dyn EventSink>>) -> Self {
         Self {
             sinks: sinks.into(),

@@ -779,13 +779,13 @@ impl JitLayerBuilder {
             .apply(self.config.unwrap_or_else(|| JitConfig::new("")));
         let store = self.store.ok_or(ConfigError::MissingStore)?;
         let (public, origin, prefix) = validate_urls(&config)?;
-        check_references(&config, &self.resolvers)?;
         let (key, previous_keys) = session_keys(
             self.session_key,
             self.previous_session_keys,
             &config,
             self.bus.is_some(),
         )?;
+        check_references(&config, &self.resolvers)?;
         // One HTTP client (one connection pool) for every identity-provider request.
         let http = crate::idp::HttpClient::new(timeouts.idp);
         let BuiltProviders {
@@ -794,12 +794,12 @@ impl JitLayerBuilder {
             #[cfg(feature = "saml")]
             saml,
         } = build_providers(&config, &origin, &prefix, &http)?;
-        let bearer = build_bearer(&config, &http, &mut oidc)?;
         let codec = CookieCodec::new(&key, &previous_keys, config.session.secure);
         let bus = self
             .bus
             .map(|bus| SignedBus::new(bus, InvalidationSigner::new(&key, &previous_keys)));
         let domains = build_domains(&config, store, self.domain_stores, timeouts.store)?;
+        let bearer = build_bearer(&config, &http, &mut oidc)?;
         let cache = UserCache::new(&config.cache, config.session.record_cache_ttl_secs);
         let metrics = Arc::new(Metrics::default());
         let users = Directory::new(domains, cache.clone(), bus.clone(), metrics.clone());

@@ -118,7 +118,7 @@ impl Idps {
     /// # Errors
     ///
     /// [`Error::UnknownProvider`] when there is none by that id.
-    pub(crate) fn oidc(&self, id: &str) -> Result<&Arc<OidcProvider>, Error> {
+    pub(crate) fn oidc_provider(&self, id: &str) -> Result<&Arc<OidcProvider>, Error> {
         self.oidc
             .get(id)
             .ok_or_else(|| Error::UnknownProvider(id.chars().take(64).collect()))

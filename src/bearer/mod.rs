@@ -381,8 +381,8 @@ impl Bearer {
         Ok((verifier, data.claims))
     }
 
-    /// The verifier of the token's issuer, picked by the `iss` it claims (verified with the
-    /// signature), and the token's key id, once its header passes the checks that need no
+    /// The verifier of the token's issuer, picked by the `iss` it claims (not yet verified:
+    /// [`verify`](Self::verify) checks it with the signature), and the token's key id, once its header passes the checks that need no
     /// key: an accepted algorithm and type, a `kid`.
     fn verifier_for(&self, token: &str) -> Result<(&Verifier, String), BearerError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerError::Malformed)?;
@@ -390,6 +390,7 @@ impl Bearer {
         struct Issuer {
             iss: Option<String>,
         }
+        // Pick the provider by the (not yet verified) issuer; it is verified with the signature.
         let unverified: Issuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|_| BearerError::Malformed)?;
         let verifier = unverified

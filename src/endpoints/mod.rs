@@ -158,7 +158,7 @@ pub(crate) async fn handle(shared: &Shared, route: Route, req: Request<Body>) ->
             let (parts, _) = req.into_parts();
             let span = tracing::info_span!("jit.login", provider = %provider);
             let login = async {
-                let oidc = shared.idps.oidc(&provider)?;
+                let oidc = shared.idps.oidc_provider(&provider)?;
                 login(&shared.flow, oidc, &parts).await
             };
             match login.instrument(span).await {
@@ -436,13 +436,13 @@ pub(crate) fn parse_params(raw: &[u8]) -> Result<CallbackParams, CallbackError> 
 /// the pending login is over.
 async fn callback(
     idps: &Idps,
-    done: Completion<'_>,
+    completion: Completion<'_>,
     id: &str,
     req: Request<Body>,
 ) -> Response<Body> {
-    let flow = done.flow;
+    let flow = completion.flow;
     let headers = req.headers().clone();
-    let provider = match idps.oidc(id) {
+    let provider = match idps.oidc_provider(id) {
         Ok(p) => p,
         Err(err) => return fail(id, &err, &headers),
     };
@@ -454,18 +454,25 @@ async fn callback(
         .state
         .as_deref()
         .and_then(|s| flow.pending_cookie_name(s));
-    let metrics = done.provisioner.metrics();
-    let mut response =
-        match complete(done, provider, &headers, params, cookie_name.as_deref()).await {
-            Ok(response) => {
-                metrics.login(id, Protocol::Oidc, None);
-                response
-            }
-            Err(err) => {
-                metrics.login(id, Protocol::Oidc, Some(err.code()));
-                fail(id, &err, &headers)
-            }
-        };
+    let metrics = completion.provisioner.metrics();
+    let mut response = match complete(
+        completion,
+        provider,
+        &headers,
+        params,
+        cookie_name.as_deref(),
+    )
+    .await
+    {
+        Ok(response) => {
+            metrics.login(id, Protocol::Oidc, None);
+            response
+        }
+        Err(err) => {
+            metrics.login(id, Protocol::Oidc, Some(err.code()));
+            fail(id, &err, &headers)
+        }
+    };
     // The pending login is single-use: whatever happened, it is over.
     if let Some(name) = cookie_name {
         let clear = flow.clear_cookie(&name, &flow.pending_path(id), flow.pending_same_site());
@@ -475,7 +482,7 @@ async fn callback(
 }
 
 async fn complete(
-    done: Completion<'_>,
+    completion: Completion<'_>,
     provider: &OidcProvider,
     headers: &HeaderMap,
     params: CallbackParams,
@@ -483,7 +490,7 @@ async fn complete(
 ) -> Result<Response<Body>, Error> {
     let state = params.state.ok_or(CallbackError::MissingState)?;
     let name = cookie_name.ok_or(CallbackError::UnknownState)?;
-    let pending: PendingLogin = done
+    let pending: PendingLogin = completion
         .flow
         .open(headers, name)
         .ok_or(CallbackError::UnknownState)?;
@@ -495,8 +502,8 @@ async fn complete(
     if pending.provider != provider.id {
         return Err(CallbackError::WrongProvider.into());
     }
-    binder::check(done.flow, headers, &pending.binder)?;
-    if !first_use(done.flow, &format!("oidc-state:{state}")).await? {
+    binder::check(completion.flow, headers, &pending.binder)?;
+    if !first_use(completion.flow, &format!("oidc-state:{state}")).await? {
         return Err(CallbackError::Replayed.into());
     }
     if let Some(error) = params.error {
@@ -510,9 +517,9 @@ async fn complete(
     let login = provider
         .finish(code, pending.nonce, pending.pkce_verifier)
         .await?;
-    let policy = policy_of(done.provisioner, &provider.id)?;
+    let policy = policy_of(completion.provisioner, &provider.id)?;
     complete_login(
-        done,
+        completion,
         policy,
         &login.identity,
         &login.claims,
@@ -555,7 +562,7 @@ pub(crate) fn policy_of<'a>(provisioner: &'a Provisioner, id: &str) -> Result<&'
 /// prompt resume: provisions the user of a verified login under `policy` (with the choices
 /// of a resumed prompt, if any), then ends the login with [`finish_login`].
 pub(crate) async fn complete_login(
-    done: Completion<'_>,
+    completion: Completion<'_>,
     policy: &Policy,
     identity: &Identity,
     claims: &Claims,
@@ -563,17 +570,17 @@ pub(crate) async fn complete_login(
     session: LoginSession,
     return_to: &str,
 ) -> Result<Response<Body>, Error> {
-    let provisioned = done
+    let provisioned = completion
         .provisioner
         .provision(policy, identity, claims, resumed)
         .await?;
-    Ok(finish_login(done, identity, provisioned, session, return_to).await)
+    Ok(finish_login(completion, identity, provisioned, session, return_to).await)
 }
 
 /// Ends a successful login: a session cookie and a redirect to `return_to`, or, when a
 /// prompt hook asks for it, the pending-prompt cookie and a redirect to the hook's page.
 pub(crate) async fn finish_login(
-    done: Completion<'_>,
+    completion: Completion<'_>,
     identity: &Identity,
     provisioned: Provisioned,
     login: LoginSession,
@@ -595,18 +602,22 @@ pub(crate) async fn finish_login(
                 pending: PendingPrompt {
                     request: *request,
                     return_to: return_to.to_owned(),
-                    expires_at: now_unix() + done.flow.login_ttl(),
+                    expires_at: now_unix() + completion.flow.login_ttl(),
                 },
                 id: random_token(16),
                 domain: domain.to_string(),
                 claims,
                 idp_session: login.idp_session,
             };
-            return start_prompt(done.flow, path, state);
+            return start_prompt(completion.flow, path, state);
         }
     };
-    done.users.record_login(&domain, identity).await;
-    let cookie = match done.sessions.issue(&domain, user.id, identity, login).await {
+    completion.users.record_login(&domain, identity).await;
+    let cookie = match completion
+        .sessions
+        .issue(&domain, user.id, identity, login)
+        .await
+    {
         Ok(cookie) => cookie,
         Err(err) => return fail(&identity.provider, &err.into(), &HeaderMap::new()),
     };
@@ -676,8 +687,8 @@ pub(crate) async fn first_use(flow: &LoginFlow, key: &str) -> Result<bool, Error
 /// `POST {prefix}/resume`: the application's prompt page posts its form here; the hook turns
 /// it into the profile to create, and the login ends as usual. The prompt state is single
 /// use (replay guard); linking and the domain are decided from what it sealed.
-async fn resume(site: &Site, done: Completion<'_>, req: Request<Body>) -> Response<Body> {
-    let flow = done.flow;
+async fn resume(site: &Site, completion: Completion<'_>, req: Request<Body>) -> Response<Body> {
+    let flow = completion.flow;
     let headers = req.headers().clone();
     if let Err(err) = site.check_same_origin(&headers) {
         return fail("-", &err, &headers);
@@ -696,8 +707,8 @@ async fn resume(site: &Site, done: Completion<'_>, req: Request<Body>) -> Respon
         if !consume_prompt(flow, &state).await? {
             return Err(CallbackError::Replayed.into());
         }
-        let policy = policy_of(done.provisioner, &provider)?;
-        let hook = done
+        let policy = policy_of(completion.provisioner, &provider)?;
+        let hook = completion
             .provisioner
             .prompt_hook(&provider)
             .ok_or_else(|| ProvisionError::PromptNotConfigured(provider.clone()))?;
@@ -718,7 +729,7 @@ async fn resume(site: &Site, done: Completion<'_>, req: Request<Body>) -> Respon
             tokens: None,
         };
         complete_login(
-            done,
+            completion,
             policy,
             identity,
             &state.claims,
@@ -741,7 +752,8 @@ async fn resume(site: &Site, done: Completion<'_>, req: Request<Body>) -> Respon
 /// if the session is live.
 ///
 /// The one endpoint that ends everything of a session: its record, its user's cached copies,
-/// a prompt in progress, and then the session at the provider; it uses every handle.
+/// a prompt in progress, and then the session at the provider; hence the handles of most
+/// concerns (all but provisioning).
 async fn logout(shared: &Shared, req: &Parts, everywhere: bool) -> Response<Body> {
     let Shared {
         site,

@@ -36,10 +36,6 @@ struct PendingSaml {
     binder: String,
 }
 
-fn cookie_name(flow: &LoginFlow, relay_state: &str) -> Option<String> {
-    flow.pending_cookie_name(relay_state)
-}
-
 /// The pending request of this provider the request's cookie `name` holds, if not expired.
 fn pending_of(
     flow: &LoginFlow,
@@ -113,7 +109,9 @@ fn send_pending(
         expires_at: now_unix() + ttl,
         binder: binder::hash(&binder),
     };
-    let name = cookie_name(flow, sent.relay_state).expect("our relay state is URL-safe");
+    let name = flow
+        .pending_cookie_name(sent.relay_state)
+        .expect("our relay state is URL-safe");
     let sealed = flow.seal(&name, &pending);
     // A LogoutRequest carries the NameID (an AuthnRequest nothing secret, marked alike).
     let mut response = super::sensitive_redirect(status, sent.url);
@@ -145,11 +143,11 @@ pub(crate) fn metadata(sp: &SamlServiceProvider) -> Response<Body> {
 
 /// `POST {prefix}/{provider}/acs`.
 pub(crate) async fn acs(
-    done: Completion<'_>,
+    completion: Completion<'_>,
     sp: &SamlServiceProvider,
     req: Request<Body>,
 ) -> Response<Body> {
-    let flow = done.flow;
+    let flow = completion.flow;
     let headers = req.headers().clone();
     let id = sp.provider_id().to_owned();
     let relay_state = std::sync::Mutex::new(None::<String>);
@@ -161,13 +159,13 @@ pub(crate) async fn acs(
         *relay_state.lock().unwrap_or_else(|e| e.into_inner()) = form.get("RelayState").cloned();
         let pending = form
             .get("RelayState")
-            .and_then(|relay| cookie_name(flow, relay))
+            .and_then(|relay| flow.pending_cookie_name(relay))
             .and_then(|name| flow.open::<PendingSaml>(&headers, &name))
             .filter(|p| p.provider == id);
         ready(sp).await?;
         let (login, return_to) =
             verified_login(flow, sp, &form, saml_response, pending, &headers).await?;
-        let policy = policy_of(done.provisioner, &id)?;
+        let policy = policy_of(completion.provisioner, &id)?;
         // With single logout, the NameID as asserted goes into the (sealed) record: the
         // LogoutRequest names it.
         let tokens = sp
@@ -182,7 +180,7 @@ pub(crate) async fn acs(
             tokens,
         };
         complete_login(
-            done,
+            completion,
             policy,
             &login.identity,
             &login.claims,
@@ -193,7 +191,7 @@ pub(crate) async fn acs(
         .await
     }
     .await;
-    let metrics = done.provisioner.metrics();
+    let metrics = completion.provisioner.metrics();
     let mut response = match result {
         Ok(response) => {
             metrics.login(&id, crate::metrics::Protocol::Saml, None);
@@ -206,7 +204,7 @@ pub(crate) async fn acs(
     };
     // The pending login is single-use: whatever happened, it is over.
     let relay = relay_state.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(name) = relay.and_then(|r| cookie_name(flow, &r)) {
+    if let Some(name) = relay.and_then(|r| flow.pending_cookie_name(&r)) {
         let clear = flow.clear_cookie(&name, &flow.pending_path(&id), flow.pending_same_site());
         add_cookie(&mut response, clear);
     }
@@ -446,7 +444,7 @@ pub(crate) async fn slo(
                 let name = decoded
                     .relay_state
                     .as_deref()
-                    .and_then(|relay| cookie_name(flow, relay));
+                    .and_then(|relay| flow.pending_cookie_name(relay));
                 clear_pending.clone_from(&name);
                 let pending = name
                     .and_then(|name| pending_of(flow, &headers, &name, &id))

@@ -1,6 +1,7 @@
 //! [`LoginFlow`]: the state a login (or a logout) carries between two requests of the
 //! browser, before there is a session: sealed `__Host-`/`__Secure-` cookies that live
-//! `login_ttl`, and the replay guard that makes each of them single use on the server.
+//! `login_ttl` (a SAML pending cookie twice that, so a late answer is told it expired), and the
+//! replay guard that makes each of them single use on the server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub(crate) struct LoginFlow {
 }
 
 impl LoginFlow {
+    /// The flow of a layer: `prompts` when any provider has a prompt hook (then the prompt
+    /// cookie has a name), `prefix` the endpoints' path prefix.
     pub(crate) fn new(
         codec: CookieCodec,
         prompts: bool,
@@ -43,6 +46,7 @@ impl LoginFlow {
         }
     }
 
+    /// The codec, for a flow cookie with its own name or lifetime.
     pub(crate) fn codec(&self) -> &CookieCodec {
         &self.codec
     }
@@ -57,6 +61,8 @@ impl LoginFlow {
         self.prompt_cookie.as_deref()
     }
 
+    /// The replay guard, for a one-time value with its own lifetime (a SAML assertion, a
+    /// logout token's `jti`).
     pub(crate) fn replay(&self) -> &dyn ErasedGuard {
         &*self.replay
     }

@@ -650,9 +650,9 @@ macro_rules! wrapper_methods {
     )*};
 }
 
-/// Writes the methods of [`ErasedSessionStore`], one a method of [`SessionStore`] (its
-/// arguments borrowed for `'a`, what it answers, the time limit that bounds it), as `$mode`
-/// says:
+/// Writes the methods of [`ErasedSessionStore`] from one list, an entry per method of
+/// [`SessionStore`]: its arguments (borrowed for `'a`), what it answers, and the time limit
+/// that bounds it. `$mode` says what to write:
 /// - `declarations`: the trait's;
 /// - `calls`: the `ErasedSessionStore` of every store, its calls boxed, a panic contained;
 /// - `time_limited`: that of [`TimeLimited`], each call bounded by its limit.
