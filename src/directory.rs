@@ -45,6 +45,7 @@ impl Directory {
     }
 
     /// The domain called `name` (the shared `Arc` of its name, for cache keys).
+    #[inline]
     pub(crate) fn domain(&self, name: &str) -> Option<&Arc<Domain>> {
         self.domains.get(name)
     }
@@ -72,6 +73,9 @@ impl Directory {
 
     /// The user with this id in this domain, through the cache: `Ok(None)` when there is no
     /// such user (or domain). Concurrent misses of one user share one store read.
+    ///
+    /// On every authenticated request: `#[inline]` keeps its hit path in the service's code
+    /// (measured: without it, 1 610 ns per request against 1 516 ns, BENCHMARKS.md §1).
     pub(crate) async fn load(
         &self,
         domain: &str,

@@ -125,6 +125,7 @@ impl Idps {
     }
 
     /// Whether the sessions of provider `id` keep its tokens.
+    #[inline]
     pub(crate) fn stores_tokens(&self, id: &str) -> bool {
         self.oidc.get(id).is_some_and(|p| p.config.store_tokens)
     }
