@@ -74,8 +74,9 @@ impl Directory {
     /// The user with this id in this domain, through the cache: `Ok(None)` when there is no
     /// such user (or domain). Concurrent misses of one user share one store read.
     ///
-    /// On every authenticated request: `#[inline]` keeps its hit path in the service's code
-    /// (measured: without it, 1 610 ns per request against 1 516 ns, BENCHMARKS.md §1).
+    /// On every authenticated request (hence `#[inline]`: it was the service's own code before
+    /// the directory had a module; BENCHMARKS.md §1 compares the two).
+    #[inline]
     pub(crate) async fn load(
         &self,
         domain: &str,
