@@ -32,7 +32,10 @@ const PROVIDER_ID: &str = "op";
 const CLIENT_ID: &str = "jit-interop-app";
 /// Characters that client_secret_basic must form-urlencode (RFC 6749 2.3.1) on both sides.
 const CLIENT_SECRET: &str = "s3cr:t/with+special chars&=%";
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long oidc-provider may take to start (Node.js loading its modules, an RSA key), only
+/// to stop waiting on one that hangs: nine of them start at once on a 2-core machine, and one
+/// run here took over 30 s.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most hops (redirects and form submissions) one login may take.
 const MAX_HOPS: usize = 20;
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
