@@ -382,8 +382,8 @@ impl Bearer {
     }
 
     /// The verifier of the token's issuer, picked by the `iss` it claims (not yet verified:
-    /// [`verify`](Self::verify) checks it with the signature), and the token's key id, once its header passes the checks that need no
-    /// key: an accepted algorithm and type, a `kid`.
+    /// [`verify`](Self::verify) checks it with the signature), and the token's key id, once its
+    /// header passes the checks that need no key: an accepted algorithm and type, a `kid`.
     fn verifier_for(&self, token: &str) -> Result<(&Verifier, String), BearerError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| BearerError::Malformed)?;
         #[derive(serde::Deserialize)]
